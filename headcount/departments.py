@@ -1,0 +1,89 @@
+"""The department file contract: which columns each department's CSV holds.
+
+The synthetic generator writes these files and the party node reads them; both
+import this module so the contract lives in one place. Identity columns are only
+ever read by the node that holds the file; attribute columns are what queries
+may filter or group on, and only where the node's policy approves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEPARTMENTS: tuple[str, ...] = ("education", "health", "justice", "immigration")
+
+# Columns every department file has. record_id is unique within a file.
+IDENTITY_COLUMNS: tuple[str, ...] = (
+    "record_id",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "address",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One attribute column: categorical (with its allowed values) or numeric."""
+
+    name: str
+    categories: tuple[str, ...] = ()  # empty for a numeric column
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def is_numeric(self) -> bool:
+        return not self.categories
+
+
+YES_NO = ("Y", "N")
+STATUSES = ("settled", "limited_leave", "limited_leave_nrpf", "asylum_seeker", "no_leave")
+LOCAL_AUTHORITIES: tuple[str, ...] = (
+    "Birmingham",
+    "Bradford",
+    "Bristol",
+    "Camden",
+    "Kent",
+    "Leeds",
+    "Manchester",
+    "Newham",
+)
+
+ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
+    "education": (
+        Attribute("local_authority", LOCAL_AUTHORITIES),
+        Attribute("year_group", tuple(str(y) for y in range(14))),  # 0 = reception
+        Attribute("attainment_band", ("below", "expected", "above")),
+        Attribute("sen", ("none", "support", "ehcp")),
+        Attribute("fsm", YES_NO),
+        Attribute("absence_rate", minimum=0.0, maximum=1.0),
+    ),
+    "health": (
+        Attribute("local_authority", LOCAL_AUTHORITIES),
+        Attribute("gp_registered", YES_NO),
+        Attribute("mental_health_service", YES_NO),
+    ),
+    "justice": (
+        Attribute("local_authority", LOCAL_AUTHORITIES),
+        Attribute("sentence", ("custody", "probation", "community")),
+    ),
+    "immigration": (
+        Attribute("local_authority", LOCAL_AUTHORITIES),
+        Attribute("immigration_status", STATUSES),
+    ),
+}
+
+
+def columns(department: str) -> tuple[str, ...]:
+    """All columns, in file order, of ``department``'s CSV."""
+    return IDENTITY_COLUMNS + tuple(a.name for a in ATTRIBUTES[department])
+
+
+def attribute(department: str, name: str) -> Attribute:
+    """The attribute ``name`` of ``department``; KeyError if it has none."""
+    for a in ATTRIBUTES[department]:
+        if a.name == name:
+            return a
+    raise KeyError(f"{department} has no attribute {name!r}")
