@@ -1,0 +1,42 @@
+# Headcount: the two commands a newcomer needs are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: demo test check proto proto-check lint typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the demo federation end to end on embedded defaults.
+demo: $(STAMP)
+	$(BIN)/headcount demo
+
+## Run the whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Lint, format check, type check, and generated-code freshness.
+check: $(STAMP) proto-check lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy headcount party_node coordinator
+
+## Regenerate Python stubs from proto/ (protoc + mypy-protobuf).
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
+## Fail if the committed generated code differs from what proto/ produces.
+proto-check: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py --check
+
+clean:
+	rm -rf $(VENV) .headcount-demo build *.egg-info

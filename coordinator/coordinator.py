@@ -1,0 +1,496 @@
+"""What the coordinator does: relay the ceremony, link, and run query hop chains.
+
+The coordinator sees tokens, keyed encodings, similarity scores, clusters and
+ciphertexts. It never holds the linkage secret, a raw identifier, an attribute
+value or an unprotected count: the decrypting node applies the small-number rule
+before a table leaves it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from headcount import rpc, tls
+from headcount.audit import AuditLog
+from headcount.config import FederationConfig
+from headcount.crypto import ceremony, paillier
+from headcount.crypto.dp import NoiseSpec, sample_noise
+from headcount.errors import (
+    BudgetExhausted,
+    HeadcountError,
+    InvalidProof,
+    InvalidRequest,
+    PolicyRefused,
+)
+from headcount.linkage.clk import DEFAULT_SCHEMA
+from headcount.linkage.dice import score_pairs
+from headcount.linkage.solve import Edge, cluster_records
+from headcount.query import QuerySpec, unlinked_group
+from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
+from headcount.wire import convert as cv
+from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TOKEN_BYTES = 16
+CHUNK_RECORDS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class CeremonyResult:
+    ceremony_id: str
+    parties: tuple[str, ...]
+    confirmed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOutcome:
+    query_id: str
+    epoch_id: str
+    title: str
+    table: common_pb2.ProtectedTable
+    budget_remaining: float
+
+
+class NodeClients:
+    """One mutual-TLS channel per party node, with status mapping and deadlines."""
+
+    def __init__(
+        self,
+        federation: FederationConfig,
+        interceptors: Sequence[grpc.UnaryUnaryClientInterceptor | grpc.UnaryStreamClientInterceptor | grpc.StreamUnaryClientInterceptor | grpc.StreamStreamClientInterceptor] = (),
+    ) -> None:
+        creds = tls.channel_credentials(
+            federation.coordinator.tls.cert, federation.coordinator.tls.key, federation.ca_cert
+        )
+        self.timeout_s = federation.rpc_timeout_s
+        self.channels = {
+            p.name: rpc.secure_channel(
+                p.address, creds, max_message_bytes=federation.max_message_bytes, interceptors=interceptors
+            )
+            for p in federation.parties
+        }
+        self.stubs = {name: party_node_pb2_grpc.PartyNodeStub(ch) for name, ch in self.channels.items()}
+
+    def call(self, party: str, fn: Callable[[party_node_pb2_grpc.PartyNodeStub], T]) -> T:
+        try:
+            return fn(self.stubs[party])
+        except grpc.RpcError as exc:
+            rpc.raise_from_rpc(exc, party)
+
+    def healthy(self, party: str) -> bool:
+        try:
+            reply = health_pb2_grpc.HealthStub(self.channels[party]).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=3
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def close(self) -> None:
+        for ch in self.channels.values():
+            ch.close()
+
+
+def _each(parties: Sequence[str], fn: Callable[[str], T]) -> dict[str, T]:
+    """Run ``fn`` for every party concurrently; the first failure is raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(parties))) as pool:
+        futures = {p: pool.submit(fn, p) for p in parties}
+        return {p: f.result() for p, f in futures.items()}
+
+
+class Coordinator:
+    def __init__(
+        self,
+        federation: FederationConfig,
+        nodes: NodeClients | None = None,
+    ) -> None:
+        self.federation = federation
+        self.store = CoordinatorStore(federation.coordinator.database)
+        self.audit = AuditLog(federation.coordinator.database)
+        self.nodes = nodes or NodeClients(federation)
+        self.parties = federation.party_names
+
+    # -- key ceremony ------------------------------------------------------------
+    def collect_identities(self) -> dict[str, ceremony.Identity]:
+        replies = _each(
+            self.parties,
+            lambda p: self.nodes.call(
+                p, lambda s: s.GetIdentity(party_node_pb2.IdentityRequest(), timeout=self.nodes.timeout_s)
+            ),
+        )
+        out = {}
+        for party, reply in replies.items():
+            identity = cv.identity_from_pb(reply)
+            if identity.party != party:
+                raise InvalidProof(f"node at {party}'s address claims to be {identity.party!r}")
+            ceremony.verify_identity(identity, self.federation.ca_cert)
+            self.store.save_identity(party, reply.SerializeToString())
+            out[party] = identity
+        return out
+
+    def run_ceremony(self) -> CeremonyResult:
+        identities = self.collect_identities()
+        ceremony_id = uuid.uuid4().hex
+        roster = [cv.identity_to_pb(identities[p]) for p in self.parties]
+        contributions = _each(
+            self.parties,
+            lambda p: self.nodes.call(
+                p,
+                lambda s: s.Contribute(
+                    party_node_pb2.ContributeRequest(ceremony_id=ceremony_id, parties=roster),
+                    timeout=self.nodes.timeout_s,
+                ),
+            ),
+        )
+        commitments = [c.commitment for c in contributions.values()]
+        envelopes = [e for c in contributions.values() for e in c.envelopes]
+        for party, c in contributions.items():
+            if c.commitment.party != party or any(e.sender != party for e in c.envelopes):
+                raise InvalidProof(f"{party} sent a contribution in another party's name")
+        confirmations = _each(
+            self.parties,
+            lambda p: self.nodes.call(
+                p,
+                lambda s: s.Finish(
+                    party_node_pb2.FinishRequest(
+                        ceremony_id=ceremony_id,
+                        envelopes=[e for e in envelopes if e.recipient == p],
+                        commitments=commitments,
+                    ),
+                    timeout=self.nodes.timeout_s,
+                ),
+            ),
+        )
+        tags = {c.tag for c in confirmations.values()}
+        confirmed = len(tags) == 1
+        self.store.save_ceremony(
+            ceremony_id,
+            self.parties,
+            [(e.sender, e.recipient, e.nonce, e.ciphertext) for e in envelopes],
+            [(c.party, c.digest) for c in commitments],
+            confirmed,
+        )
+        self.audit.append(
+            "ceremony",
+            {
+                "ceremony_id": ceremony_id,
+                "parties": list(self.parties),
+                "commitments": {c.party: c.digest.hex() for c in commitments},
+                "confirmed": confirmed,
+            },
+        )
+        if not confirmed:
+            raise InvalidProof("nodes derived different linkage secrets; the ceremony failed")
+        log.info("ceremony %s confirmed by %d parties", ceremony_id, len(self.parties))
+        return CeremonyResult(ceremony_id, tuple(self.parties), confirmed)
+
+    # -- linkage -------------------------------------------------------------------
+    def _fetch_encodings(self, party: str, epoch_id: str, ceremony_id: str) -> tuple[PartyEncodings, str]:
+        expected_width = DEFAULT_SCHEMA.filter_bits // 8
+
+        def stream(stub: party_node_pb2_grpc.PartyNodeStub) -> Iterator[party_node_pb2.EncodingChunk]:
+            yield from stub.Encode(
+                party_node_pb2.EncodeRequest(
+                    epoch_id=epoch_id, ceremony_id=ceremony_id, chunk_records=CHUNK_RECORDS
+                ),
+                timeout=self.nodes.timeout_s,
+            )
+
+        tokens: list[bytes] = []
+        blocks: list[bytes] = []
+        fingerprint = ""
+        commitment = b""
+        total = -1
+        done = False
+        for seq, chunk in enumerate(self.nodes.call(party, lambda s: list(stream(s)))):
+            if done:
+                raise InvalidRequest(f"{party}: data after the last chunk")
+            if chunk.seq != seq or chunk.epoch_id != epoch_id:
+                raise InvalidRequest(f"{party}: chunk {chunk.seq} out of order or from another epoch")
+            if chunk.filter_bytes != expected_width:
+                raise InvalidRequest(
+                    f"{party}: filters are {chunk.filter_bytes} bytes; the schema says {expected_width}"
+                )
+            if any(len(t) != TOKEN_BYTES for t in chunk.tokens):
+                raise InvalidRequest(f"{party}: malformed token in chunk {seq}")
+            if len(chunk.clks) != len(chunk.tokens) * expected_width:
+                raise InvalidRequest(f"{party}: chunk {seq} has truncated encodings")
+            if total not in (-1, chunk.total_records) or fingerprint not in ("", chunk.schema_fingerprint):
+                raise InvalidRequest(f"{party}: chunk {seq} contradicts earlier chunks")
+            total, fingerprint = chunk.total_records, chunk.schema_fingerprint
+            tokens.extend(chunk.tokens)
+            blocks.append(chunk.clks)
+            done, commitment = chunk.last, chunk.dataset_commitment
+        if not done or len(tokens) != total or len(commitment) != 32:
+            raise InvalidRequest(f"{party}: encoding stream ended early ({len(tokens)} of {total})")
+        if len(set(tokens)) != len(tokens):
+            raise InvalidRequest(f"{party}: duplicate tokens")
+        clks = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(tokens), expected_width)
+        return PartyEncodings(party, tokens, clks, commitment), fingerprint
+
+    def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
+        threshold = threshold or self.federation.linkage_threshold
+        if not 0 < threshold <= 1:
+            raise InvalidRequest("threshold must be in (0, 1]")
+        ceremony_id = self.store.latest_ceremony()
+        epoch_id = uuid.uuid4().hex
+        started = time.monotonic()
+        fetched = _each(self.parties, lambda p: self._fetch_encodings(p, epoch_id, ceremony_id))
+        fingerprints = {fp for _, fp in fetched.values()}
+        if fingerprints != {DEFAULT_SCHEMA.fingerprint()}:
+            raise InvalidRequest(
+                "linkage schema mismatch between nodes: "
+                + ", ".join(f"{p}={fp[:12]}" for p, (_, fp) in fetched.items())
+            )
+        encodings = {p: enc for p, (enc, _) in fetched.items()}
+        log.info("epoch %s: encodings received in %.1f s", epoch_id, time.monotonic() - started)
+        edges: list[Edge] = []
+        for a, b in itertools.combinations(self.parties, 2):
+            cands = score_pairs(encodings[a].clks, encodings[b].clks, threshold)
+            edges.extend(
+                Edge(a, int(i), b, int(j), float(s))
+                for i, j, s in zip(cands.left, cands.right, cands.score, strict=True)
+            )
+            log.info("epoch %s: %s x %s: %d candidate pairs", epoch_id, a, b, len(cands))
+        clusters = cluster_records(edges)
+        token_clusters = [{p: encodings[p].tokens[i] for p, i in c.items()} for c in clusters]
+        pair_links = {
+            (a, b): sum(1 for c in clusters if a in c and b in c)
+            for a, b in itertools.combinations(self.parties, 2)
+        }
+        self.store.save_epoch(
+            epoch_id, ceremony_id, threshold, DEFAULT_SCHEMA.fingerprint(),
+            list(encodings.values()), token_clusters, pair_links,
+        )
+        info = self.store.epoch(epoch_id)
+        self.audit.append(
+            "epoch",
+            {
+                "epoch_id": epoch_id,
+                "ceremony_id": ceremony_id,
+                "records": info.records,
+                "commitments": {p: e.commitment.hex() for p, e in encodings.items()},
+                "schema_fingerprint": info.schema_fingerprint,
+                "threshold": threshold,
+                "clusters": info.clusters,
+            },
+        )
+        log.info("epoch %s: %d clusters in %.1f s", epoch_id, len(clusters), time.monotonic() - started)
+        return info
+
+    # -- queries ---------------------------------------------------------------------
+    def _origin_key(self, party: str) -> paillier.PublicKey:
+        raw = self.store.identities().get(party)
+        if raw is None:
+            raise InvalidRequest(f"no identity registered for {party}; run the ceremony first")
+        ident = common_pb2.PartyIdentity.FromString(raw)
+        return paillier.PublicKey.from_bytes(ident.paillier_n)
+
+    def budget_remaining(self, epoch_id: str, party: str) -> float:
+        spent = sum(
+            q["epsilon"] for q in self._released_specs(epoch_id)
+            if party in (q["population_party"], q["group_party"])
+        )
+        return self.federation.privacy.epsilon_per_epoch - spent
+
+    def _released_specs(self, epoch_id: str) -> list[dict[str, Any]]:
+        return self.store.charged_specs(epoch_id)
+
+    def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
+        for party in (spec.population_party, spec.group_party):
+            if party not in self.parties:
+                raise InvalidRequest(f"unknown party {party!r}; the federation has {list(self.parties)}")
+        epoch_id = self.store.latest_epoch()
+        epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
+        for party in (spec.population_party, spec.group_party):
+            left = self.budget_remaining(epoch_id, party)
+            if epsilon > left + 1e-12:
+                raise BudgetExhausted(
+                    f"{party}'s privacy budget for this epoch has {left:.3g} left; the query needs {epsilon:.3g}"
+                )
+        query_id = uuid.uuid4().hex
+        spec_json = {**asdict(spec), "epsilon": epsilon}
+        self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
+        try:
+            outcome = self._execute(query_id, epoch_id, spec, epsilon)
+        except HeadcountError as exc:
+            self.store.finish_query(query_id, "refused", None)
+            self.audit.append(
+                "refusal",
+                {"query_id": query_id, "analyst": analyst, "purpose": spec.purpose, "reason": str(exc)},
+            )
+            raise
+        except Exception:
+            self.store.finish_query(query_id, "failed", None)
+            raise
+        release = {
+            "title": outcome.title,
+            "cells": [
+                {"group": c.group, "value": c.value if c.status == "released" else None, "status": c.status}
+                for c in outcome.table.cells
+            ],
+            "total": None if outcome.table.total_suppressed else outcome.table.total,
+            "epsilon": outcome.table.epsilon,
+            "noise_scale": outcome.table.noise_scale,
+        }
+        self.store.finish_query(query_id, "released", release)
+        self.audit.append(
+            "release",
+            {
+                "query_id": query_id,
+                "epoch_id": epoch_id,
+                "analyst": analyst,
+                "purpose": spec.purpose,
+                "parties": [spec.population_party, spec.group_party],
+                "epsilon": epsilon,
+                "table": release,
+            },
+        )
+        remaining = min(self.budget_remaining(epoch_id, p) for p in (spec.population_party, spec.group_party))
+        return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
+
+    def _execute(self, query_id: str, epoch_id: str, spec: QuerySpec, epsilon: float) -> QueryOutcome:
+        origin, group = spec.population_party, spec.group_party
+        key = self._origin_key(origin)
+        origin_tokens = self.store.tokens(epoch_id, origin)
+        group_tokens = self.store.tokens(epoch_id, group)
+
+        # Hop 1: the origin encrypts an indicator for every record it holds.
+        chunks = self.nodes.call(
+            origin,
+            lambda s: list(
+                s.EncryptIndicators(
+                    party_node_pb2.EncryptRequest(
+                        query_id=query_id,
+                        epoch_id=epoch_id,
+                        filters=cv.predicates_to_pb(spec.population_filters),
+                        epsilon=epsilon,
+                        chunk_records=CHUNK_RECORDS,
+                        purpose=spec.purpose,
+                    ),
+                    timeout=self.nodes.timeout_s,
+                )
+            ),
+        )
+        by_token: dict[bytes, int] = {}
+        for seq, chunk in enumerate(chunks):
+            if chunk.seq != seq or len(chunk.tokens) != len(chunk.ciphertexts):
+                raise InvalidRequest(f"{origin}: malformed ciphertext chunk {chunk.seq}")
+            for tok, ct in zip(chunk.tokens, chunk.ciphertexts, strict=True):
+                by_token[tok] = paillier.from_bytes(key, ct)
+        if not chunks or not chunks[-1].last or set(by_token) != set(origin_tokens):
+            raise InvalidRequest(f"{origin}: ciphertexts do not cover exactly its epoch records")
+
+        # Hop 2: align to the grouping node's tokens. Linked positions carry the
+        # origin's ciphertext, re-randomised; all others a fresh E(0), so the
+        # grouping node cannot tell which of its records are linked.
+        link = self.store.linked(epoch_id, origin, group)
+        linked_positions = [i for i, t in enumerate(group_tokens) if t in link]
+        aligned = paillier.encrypt_zeros(key, len(group_tokens))
+        fresh = paillier.rerandomise(key, [by_token[link[group_tokens[i]]] for i in linked_positions])
+        for i, c in zip(linked_positions, fresh, strict=True):
+            aligned[i] = c
+
+        def requests() -> Iterator[party_node_pb2.AggregateInput]:
+            yield party_node_pb2.AggregateInput(
+                header=party_node_pb2.AggregateHeader(
+                    query_id=query_id,
+                    epoch_id=epoch_id,
+                    paillier_n=key.to_bytes(),
+                    group_by=spec.group_by,
+                    filters=cv.predicates_to_pb(spec.group_filters),
+                    epsilon=epsilon,
+                    expected_records=len(group_tokens),
+                    purpose=spec.purpose,
+                )
+            )
+            starts = list(range(0, len(group_tokens), CHUNK_RECORDS)) or [0]
+            for seq, start in enumerate(starts):
+                yield party_node_pb2.AggregateInput(
+                    chunk=party_node_pb2.CiphertextChunk(
+                        seq=seq,
+                        tokens=group_tokens[start : start + CHUNK_RECORDS],
+                        ciphertexts=[paillier.to_bytes(key, c) for c in aligned[start : start + CHUNK_RECORDS]],
+                        last=seq == len(starts) - 1,
+                    )
+                )
+
+        grouped = self.nodes.call(
+            group, lambda s: s.AggregateByGroup(requests(), timeout=self.nodes.timeout_s)
+        )
+        sums = [(g.group, paillier.from_bytes(key, g.ciphertext)) for g in grouped.groups]
+        if not sums or len({g for g, _ in sums}) != len(sums):
+            raise InvalidRequest(f"{group}: malformed grouped aggregate")
+        # Origin records with no link into the grouping department form their
+        # own cell, so the table adds up to the population.
+        linked_origin = set(link.values())
+        unlinked = paillier.add_all(key, (by_token[t] for t in origin_tokens if t not in linked_origin))
+        sums.append((unlinked_group(group), unlinked))
+
+        # Noise is added under encryption: the decrypting node only ever sees
+        # noisy aggregates, and no single party can remove it.
+        noise_spec = NoiseSpec(epsilon=epsilon)
+        noise = sample_noise(noise_spec, len(sums))
+        noisy = [(g, paillier.add_plain(key, c, z)) for (g, c), z in zip(sums, noise, strict=True)]
+
+        # Final hop: the origin decrypts the noisy aggregates and applies SDC.
+        table = self.nodes.call(
+            origin,
+            lambda s: s.DecryptAggregate(
+                party_node_pb2.DecryptRequest(
+                    query_id=query_id,
+                    groups=[
+                        common_pb2.GroupCiphertext(group=g, ciphertext=paillier.to_bytes(key, c))
+                        for g, c in noisy
+                    ],
+                    noise_scale=noise_spec.scale,
+                    mechanism=noise_spec.mechanism,
+                ),
+                timeout=self.nodes.timeout_s,
+            ),
+        )
+        if table.query_id != query_id:
+            raise InvalidRequest(f"{origin}: released a table for another query")
+        title = spec.title or f"{origin} records by {group}.{spec.group_by}"
+        return QueryOutcome(query_id, epoch_id, title, table, 0.0)
+
+    def status(self) -> coordinator_pb2.FederationStatus:
+        try:
+            epoch_id = self.store.latest_epoch()
+            records = self.store.epoch(epoch_id).records
+        except HeadcountError:
+            epoch_id, records = "", {}
+        try:
+            ceremony_id = self.store.latest_ceremony()
+        except HeadcountError:
+            ceremony_id = ""
+        return coordinator_pb2.FederationStatus(
+            federation=self.federation.name,
+            ceremony_id=ceremony_id,
+            epoch_id=epoch_id,
+            parties=[
+                coordinator_pb2.PartyStatus(
+                    party=p, healthy=self.nodes.healthy(p), records=records.get(p, 0)
+                )
+                for p in self.parties
+            ],
+            queries=self.store.query_count(),
+            audit_head=self.audit.head(),
+        )
+
+    def close(self) -> None:
+        self.nodes.close()
+

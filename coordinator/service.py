@@ -1,0 +1,85 @@
+"""gRPC servicer for the Coordinator service: unpack, call ``Coordinator``, pack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from headcount.rpc import peer_principal
+from headcount.tls import Role
+from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
+from headcount.wire import convert as cv
+from coordinator.coordinator import Coordinator
+
+OPERATOR = frozenset({Role.OPERATOR})
+ANALYST = frozenset({Role.ANALYST})
+READERS = frozenset({Role.OPERATOR, Role.ANALYST})
+
+
+def allowed_roles() -> dict[str, frozenset[Role]]:
+    service = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
+    return {
+        f"/{service}/RunCeremony": OPERATOR,
+        f"/{service}/RunLinkage": OPERATOR,
+        f"/{service}/SubmitQuery": ANALYST,
+        f"/{service}/GetStatus": READERS,
+        f"/{service}/GetAuditLog": READERS,
+    }
+
+
+class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.c = coordinator
+
+    def RunCeremony(
+        self, request: coordinator_pb2.RunCeremonyRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.CeremonySummary:
+        result = self.c.run_ceremony()
+        return coordinator_pb2.CeremonySummary(
+            ceremony_id=result.ceremony_id, parties=list(result.parties), confirmed=result.confirmed
+        )
+
+    def RunLinkage(
+        self, request: coordinator_pb2.RunLinkageRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.LinkageSummary:
+        info = self.c.run_linkage(request.threshold)
+        return coordinator_pb2.LinkageSummary(
+            epoch_id=info.epoch_id,
+            records=info.records,
+            pairs=[
+                coordinator_pb2.PairLinks(left=a, right=b, links=n)
+                for (a, b), n in sorted(info.pair_links.items())
+            ],
+            clusters=info.clusters,
+            threshold=info.threshold,
+            schema_fingerprint=info.schema_fingerprint,
+        )
+
+    def SubmitQuery(
+        self, request: coordinator_pb2.QueryRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.QueryResult:
+        analyst = peer_principal(context).name
+        outcome = self.c.run_query(cv.query_from_pb(request), analyst)
+        return coordinator_pb2.QueryResult(
+            query_id=outcome.query_id,
+            epoch_id=outcome.epoch_id,
+            title=outcome.title,
+            table=outcome.table,
+            budget_remaining=outcome.budget_remaining,
+        )
+
+    def GetStatus(
+        self, request: coordinator_pb2.StatusRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.FederationStatus:
+        return self.c.status()
+
+    def GetAuditLog(
+        self, request: coordinator_pb2.AuditLogRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.AuditLog:
+        events = self.c.audit.events()
+        head = self.c.audit.verify()
+        return coordinator_pb2.AuditLog(events_json=[e.to_json() for e in events], head=head)
+
+
+__all__: list[Any] = ["CoordinatorService", "allowed_roles"]

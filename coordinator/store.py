@@ -1,0 +1,273 @@
+"""The coordinator's state, in one SQLite file.
+
+What is here is exactly what the coordinator holds: signed public identities,
+sealed ceremony envelopes and commitments, keyed encodings under per-epoch
+random tokens, the linkage graph over tokens, query metadata and released
+(protected) tables. No raw identifier, linkage secret or attribute value is
+ever written: the privacy tests read this file back to check.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headcount.errors import FailedPrecondition, UnknownJob
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identities (
+    party TEXT PRIMARY KEY, identity BLOB NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ceremonies (
+    ceremony_id TEXT PRIMARY KEY, parties TEXT NOT NULL, confirmed INTEGER NOT NULL,
+    created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ceremony_envelopes (
+    ceremony_id TEXT NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+    nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
+    PRIMARY KEY (ceremony_id, sender, recipient));
+CREATE TABLE IF NOT EXISTS ceremony_commitments (
+    ceremony_id TEXT NOT NULL, party TEXT NOT NULL, digest BLOB NOT NULL,
+    PRIMARY KEY (ceremony_id, party));
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch_id TEXT PRIMARY KEY, ceremony_id TEXT NOT NULL, threshold REAL NOT NULL,
+    schema_fingerprint TEXT NOT NULL, clusters INTEGER NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS epoch_parties (
+    epoch_id TEXT NOT NULL, party TEXT NOT NULL, records INTEGER NOT NULL,
+    commitment BLOB NOT NULL, PRIMARY KEY (epoch_id, party));
+CREATE TABLE IF NOT EXISTS encodings (
+    epoch_id TEXT NOT NULL, party TEXT NOT NULL, position INTEGER NOT NULL,
+    token BLOB NOT NULL, clk BLOB NOT NULL, PRIMARY KEY (epoch_id, party, position));
+CREATE TABLE IF NOT EXISTS links (
+    epoch_id TEXT NOT NULL, cluster INTEGER NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL,
+    PRIMARY KEY (epoch_id, party, token));
+CREATE TABLE IF NOT EXISTS pair_links (
+    epoch_id TEXT NOT NULL, left_party TEXT NOT NULL, right_party TEXT NOT NULL,
+    links INTEGER NOT NULL, PRIMARY KEY (epoch_id, left_party, right_party));
+CREATE TABLE IF NOT EXISTS queries (
+    query_id TEXT PRIMARY KEY, epoch_id TEXT NOT NULL, analyst TEXT NOT NULL,
+    purpose TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+    query_id TEXT PRIMARY KEY, release TEXT NOT NULL, created_at TEXT NOT NULL);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class PartyEncodings:
+    party: str
+    tokens: list[bytes]
+    clks: np.ndarray  # uint8 (records, filter_bytes)
+    commitment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EpochInfo:
+    epoch_id: str
+    ceremony_id: str
+    threshold: float
+    schema_fingerprint: str
+    clusters: int
+    records: dict[str, int]
+    pair_links: dict[tuple[str, str], int]
+
+
+class CoordinatorStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # executescript manages its own transaction, so it runs outside _tx.
+        with closing(sqlite3.connect(self.path, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # -- identities and ceremonies ----------------------------------------------
+    def save_identity(self, party: str, identity: bytes) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO identities VALUES (?, ?, ?)", (party, identity, _now())
+            )
+
+    def identities(self) -> dict[str, bytes]:
+        with self._tx() as db:
+            return {r[0]: bytes(r[1]) for r in db.execute("SELECT party, identity FROM identities")}
+
+    def save_ceremony(
+        self,
+        ceremony_id: str,
+        parties: Sequence[str],
+        envelopes: Sequence[tuple[str, str, bytes, bytes]],
+        commitments: Sequence[tuple[str, bytes]],
+        confirmed: bool,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO ceremonies VALUES (?, ?, ?, ?)",
+                (ceremony_id, json.dumps(list(parties)), int(confirmed), _now()),
+            )
+            db.executemany(
+                "INSERT INTO ceremony_envelopes VALUES (?, ?, ?, ?, ?)",
+                ((ceremony_id, *e) for e in envelopes),
+            )
+            db.executemany(
+                "INSERT INTO ceremony_commitments VALUES (?, ?, ?)",
+                ((ceremony_id, p, d) for p, d in commitments),
+            )
+
+    def latest_ceremony(self) -> str:
+        """The newest confirmed ceremony; FailedPrecondition if there is none."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT ceremony_id FROM ceremonies WHERE confirmed = 1"
+                " ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            raise FailedPrecondition("no key ceremony has completed; run `headcount ceremony` first")
+        return str(row[0])
+
+    # -- epochs ---------------------------------------------------------------------
+    def save_epoch(
+        self,
+        epoch_id: str,
+        ceremony_id: str,
+        threshold: float,
+        schema_fingerprint: str,
+        encodings: Sequence[PartyEncodings],
+        clusters: Sequence[dict[str, bytes]],
+        pair_links: dict[tuple[str, str], int],
+    ) -> None:
+        """Store an epoch, its encodings and its graph in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?)",
+                (epoch_id, ceremony_id, threshold, schema_fingerprint, len(clusters), _now()),
+            )
+            for enc in encodings:
+                db.execute(
+                    "INSERT INTO epoch_parties VALUES (?, ?, ?, ?)",
+                    (epoch_id, enc.party, len(enc.tokens), enc.commitment),
+                )
+                db.executemany(
+                    "INSERT INTO encodings VALUES (?, ?, ?, ?, ?)",
+                    (
+                        (epoch_id, enc.party, i, tok, enc.clks[i].tobytes())
+                        for i, tok in enumerate(enc.tokens)
+                    ),
+                )
+            db.executemany(
+                "INSERT INTO links VALUES (?, ?, ?, ?)",
+                (
+                    (epoch_id, cid, party, token)
+                    for cid, cluster in enumerate(clusters)
+                    for party, token in cluster.items()
+                ),
+            )
+            db.executemany(
+                "INSERT INTO pair_links VALUES (?, ?, ?, ?)",
+                ((epoch_id, a, b, n) for (a, b), n in pair_links.items()),
+            )
+
+    def latest_epoch(self) -> str:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT epoch_id FROM epochs ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            raise FailedPrecondition("no linkage epoch exists; run `headcount link` first")
+        return str(row[0])
+
+    def epoch(self, epoch_id: str) -> EpochInfo:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT epoch_id, ceremony_id, threshold, schema_fingerprint, clusters"
+                " FROM epochs WHERE epoch_id = ?",
+                (epoch_id,),
+            ).fetchone()
+            if row is None:
+                raise UnknownJob(f"no epoch {epoch_id}")
+            records = dict(
+                db.execute(
+                    "SELECT party, records FROM epoch_parties WHERE epoch_id = ?", (epoch_id,)
+                ).fetchall()
+            )
+            pairs = {
+                (r[0], r[1]): int(r[2])
+                for r in db.execute(
+                    "SELECT left_party, right_party, links FROM pair_links WHERE epoch_id = ?",
+                    (epoch_id,),
+                )
+            }
+        return EpochInfo(str(row[0]), str(row[1]), float(row[2]), str(row[3]), int(row[4]), records, pairs)
+
+    def tokens(self, epoch_id: str, party: str) -> list[bytes]:
+        """``party``'s tokens in the epoch, in the order the node sent them."""
+        with self._tx() as db:
+            return [
+                bytes(r[0])
+                for r in db.execute(
+                    "SELECT token FROM encodings WHERE epoch_id = ? AND party = ? ORDER BY position",
+                    (epoch_id, party),
+                )
+            ]
+
+    def linked(self, epoch_id: str, left: str, right: str) -> dict[bytes, bytes]:
+        """right-party token -> left-party token, for clusters holding both."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT r.token, l.token FROM links l JOIN links r"
+                " ON l.epoch_id = r.epoch_id AND l.cluster = r.cluster"
+                " WHERE l.epoch_id = ? AND l.party = ? AND r.party = ?",
+                (epoch_id, left, right),
+            ).fetchall()
+        return {bytes(r[0]): bytes(r[1]) for r in rows}
+
+    # -- queries and releases ----------------------------------------------------
+    def save_query(self, query_id: str, epoch_id: str, analyst: str, purpose: str, spec: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (query_id, epoch_id, analyst, purpose, json.dumps(spec, sort_keys=True), "running", _now()),
+            )
+
+    def finish_query(self, query_id: str, status: str, release: dict[str, Any] | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE queries SET status = ? WHERE query_id = ?", (status, query_id))
+            if release is not None:
+                db.execute(
+                    "INSERT INTO releases VALUES (?, ?, ?)",
+                    (query_id, json.dumps(release, sort_keys=True), _now()),
+                )
+
+    def charged_specs(self, epoch_id: str) -> list[dict[str, Any]]:
+        """Specs of queries in the epoch that were (or may have been) charged to budgets."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT spec FROM queries WHERE epoch_id = ? AND status IN ('released', 'running')",
+                (epoch_id,),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def query_count(self) -> int:
+        with self._tx() as db:
+            return int(db.execute("SELECT COUNT(*) FROM queries").fetchone()[0])

@@ -1,0 +1,304 @@
+"""The ``headcount`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from headcount import config as config_mod
+from headcount.errors import HeadcountError
+from headcount.log import configure
+
+log = logging.getLogger(__name__)
+
+CONFIG_HELP = "Federation config file (default: $HEADCOUNT_CONFIG or ./federation.toml)."
+
+
+def _fail(exc: HeadcountError) -> NoReturn:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2 if isinstance(exc, config_mod.ConfigError) else 1)
+
+
+def _load(path: Path | None) -> config_mod.FederationConfig:
+    try:
+        return config_mod.load(path)
+    except HeadcountError as exc:
+        _fail(exc)
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
+)
+
+
+class _Group(click.Group):
+    """Turn HeadcountError into a one-line message and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HeadcountError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--log-json", is_flag=True, help="Write logs as JSON lines (for log shippers).")
+@click.version_option(package_name="headcount")
+def cli(log_level: str, log_json: bool) -> None:
+    """Headcount: count children across departments without naming any of them.
+
+    Party nodes sit beside each department's data and send only keyed
+    encodings and ciphertexts; a coordinator links records and computes
+    aggregate counts that leave only after differential-privacy noise and the
+    small-number rule.
+
+    Quick start:  headcount demo
+    """
+    configure(log_level, json_lines=log_json)
+
+
+# -- federation ------------------------------------------------------------------
+@cli.group(cls=_Group)
+def federation() -> None:
+    """Create and inspect a federation (CA, certificates, config)."""
+
+
+@federation.command("init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", default="demo", show_default=True, help="Federation name.")
+@click.option("--paillier-bits", default=2048, show_default=True, type=click.Choice(["1024", "2048", "3072"]), help="Paillier modulus size (1024 is for tests only).")
+@click.option("--base-port", default=0, type=int, help="First loopback port (default: free ports).")
+def federation_init(directory: Path, name: str, paillier_bits: str, base_port: int) -> None:
+    """Create a federation CA, one certificate per party, coordinator, operator
+    and analyst (role and name inside each certificate), and federation.toml."""
+    from headcount.federation import InitOptions, init_federation
+
+    bits = int(paillier_bits)
+    cfg = init_federation(
+        directory,
+        InitOptions(name=name, paillier_bits=bits, insecure_test_keys=bits < 2048, base_port=base_port),
+    )
+    click.echo(f"federation {cfg.name!r} created in {directory}")
+    click.echo(f"  config:      {directory / 'federation.toml'}")
+    click.echo(f"  coordinator: {cfg.coordinator.address}")
+    for p in cfg.parties:
+        click.echo(f"  {p.name:<12} {p.address}   data: {p.data}")
+    click.echo("Put each department's file at its data path, then start the nodes.")
+
+
+# -- synthetic data -------------------------------------------------------------------
+@cli.command()
+@click.option("--people", default=5000, show_default=True, type=click.IntRange(1), help="People in the population.")
+@click.option("--seed", default=2026, show_default=True, type=int, help="Random seed (same seed, same files).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help="Directory for the CSV files.")
+def synth(people: int, seed: int, out_dir: Path) -> None:
+    """Write a synthetic population: one CSV per department plus ground_truth.csv.
+
+    Households of children and adults across local authorities, realistic
+    coverage per department and recording errors. Keep ground_truth.csv away
+    from the nodes: it exists only to evaluate linkage and released counts.
+    """
+    from headcount.synth import generate_population
+
+    summary = generate_population(people, seed, out_dir, progress=True)
+    click.echo(f"{summary.people} people in {summary.households} households -> {out_dir}")
+    for dept, n in summary.records.items():
+        click.echo(f"  {dept:<12} {n:>8} records")
+
+
+# -- party node ----------------------------------------------------------------------
+@cli.group(cls=_Group)
+def node() -> None:
+    """Run or check a department's party node."""
+
+
+@node.command("serve")
+@config_option
+@click.option("--party", required=True, help="Which party this node is (e.g. education).")
+def node_serve(config_path: Path | None, party: str) -> None:
+    """Serve the PartyNode gRPC service (mutual TLS; only the coordinator may call)."""
+    from party_node.server import serve
+
+    cfg = _load(config_path)
+    configure(logging.getLevelName(logging.getLogger().level), name=party)
+    logging.getLogger().setLevel(logging.INFO)
+    serve(cfg, cfg.party(party).name)
+
+
+@node.command("check")
+@config_option
+@click.option("--party", required=True, help="Which party's data file to check.")
+def node_check(config_path: Path | None, party: str) -> None:
+    """Check the department file against its contract, showing problem values.
+
+    Run this at the node: unlike errors sent to the coordinator, its output
+    quotes the offending values.
+    """
+    from party_node.data import DepartmentFileError, load_department_file
+
+    cfg = _load(config_path)
+    p = cfg.party(party)
+    try:
+        data = load_department_file(p.data, p.name)
+    except DepartmentFileError as exc:
+        click.echo(exc.detail, err=True)
+        sys.exit(1)
+    click.echo(f"{p.data}: {data.records} records, all checks passed")
+
+
+# -- coordinator ------------------------------------------------------------------------
+@cli.group(cls=_Group)
+def coordinator() -> None:
+    """Run the coordinator."""
+
+
+@coordinator.command("serve")
+@config_option
+def coordinator_serve(config_path: Path | None) -> None:
+    """Serve the Coordinator gRPC service (operator and analyst roles by certificate)."""
+    from coordinator.server import serve
+
+    cfg = _load(config_path)
+    configure("INFO", name="coordinator")
+    serve(cfg)
+
+
+# -- operator ----------------------------------------------------------------------------
+@cli.command()
+@config_option
+def ceremony(config_path: Path | None) -> None:
+    """Run the key ceremony: nodes derive a linkage secret the coordinator never holds."""
+    from headcount.client import Client
+
+    with Client(_load(config_path)) as c:
+        s = c.run_ceremony()
+    click.echo(f"ceremony {s.ceremony_id}: {len(s.parties)} parties, confirmed={s.confirmed}")
+
+
+@cli.command()
+@config_option
+@click.option("--threshold", default=0.0, type=click.FloatRange(0, 1), help="Dice threshold (default: the federation's).")
+def link(config_path: Path | None, threshold: float) -> None:
+    """Run a linkage epoch: fresh tokens, keyed encodings, comparison, clusters."""
+    from headcount.client import Client
+
+    with Client(_load(config_path)) as c:
+        s = c.run_linkage(threshold)
+    click.echo(f"epoch {s.epoch_id} (threshold {s.threshold:g})")
+    for party, n in s.records.items():
+        click.echo(f"  {party:<12} {n:>8} records")
+    for pair in s.pairs:
+        click.echo(f"  {pair.left} x {pair.right}: {pair.links} links")
+    click.echo(f"  {s.clusters} clusters")
+
+
+def _predicate(text: str) -> tuple[str, str, tuple[str, ...]]:
+    try:
+        target, values = text.split("=", 1)
+        party, attribute = target.split(".", 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use party.attribute=value[,value...]") from None
+    return party, attribute, tuple(v for v in values.split(",") if v)
+
+
+@cli.command()
+@config_option
+@click.option("--analyst", required=True, help="Analyst name (its certificate is used).")
+@click.option("--population", required=True, help="Department whose records are counted, e.g. education.")
+@click.option("--group-by", "group_by", required=True, help="party.attribute to group by, e.g. immigration.immigration_status.")
+@click.option("--filter", "filters", multiple=True, help="party.attribute=v1,v2 (repeatable).")
+@click.option("--purpose", required=True, help="Why this table is needed (recorded in the audit log).")
+@click.option("--epsilon", default=0.0, type=float, help="Privacy loss to spend (default: the federation's).")
+@click.option("--title", default="", help="Title for the released table.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write the table to this CSV file.")
+def query(
+    config_path: Path | None, analyst: str, population: str, group_by: str, filters: tuple[str, ...],
+    purpose: str, epsilon: float, title: str, csv_path: Path | None,
+) -> None:
+    """Ask for a protected count of POPULATION's records grouped by another
+    department's attribute. Only noisy, rounded, small-number-suppressed
+    tables come back."""
+    from headcount.client import Client
+    from headcount.demo import _format_release
+    from headcount.query import Predicate, QuerySpec
+
+    if "." not in group_by:
+        raise click.BadParameter("use party.attribute", param_hint="--group-by")
+    group_party, group_attr = group_by.split(".", 1)
+    pop_filters, grp_filters = [], []
+    for f in filters:
+        party, attribute, values = _predicate(f)
+        if party == population:
+            pop_filters.append(Predicate(attribute, values))
+        elif party == group_party:
+            grp_filters.append(Predicate(attribute, values))
+        else:
+            raise click.BadParameter(f"filters may name {population} or {group_party}, not {party}")
+    spec = QuerySpec(
+        purpose=purpose, population_party=population, group_party=group_party, group_by=group_attr,
+        population_filters=tuple(pop_filters), group_filters=tuple(grp_filters), epsilon=epsilon,
+        title=title,
+    )
+    with Client(_load(config_path), analyst=analyst) as c:
+        release = c.query(spec)
+    click.echo(_format_release(release))
+    if csv_path:
+        release.table.to_csv(csv_path, index=False)
+
+
+@cli.command()
+@config_option
+@click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
+def status(config_path: Path | None, analyst: str | None) -> None:
+    """Show the federation: parties and their health, current epoch, queries, audit head."""
+    from headcount.client import Client
+
+    with Client(_load(config_path), analyst=analyst) as c:
+        s = c.status()
+    click.echo(f"federation {s.federation}")
+    click.echo(f"  ceremony {s.ceremony_id or '(none)'}   epoch {s.epoch_id or '(none)'}")
+    for p in s.parties:
+        click.echo(f"  {p.party:<12} {'healthy' if p.healthy else 'DOWN':<8} {p.records:>8} records")
+    click.echo(f"  {s.queries} queries; audit head {s.audit_head[:16]}")
+
+
+@cli.command()
+@config_option
+@click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
+def audit(config_path: Path | None, analyst: str | None) -> None:
+    """Fetch the audit log, verify its hash chain here, and list its events."""
+    from headcount.client import Client
+
+    with Client(_load(config_path), analyst=analyst) as c:
+        events, head = c.audit_log()
+    for e in events:
+        click.echo(f"{e.seq:>4} {e.at} {e.kind:<9} {e.hash[:16]}")
+    click.echo(f"chain verified: {len(events)} events, head {head}")
+
+
+# -- demo -------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--people", default=5000, show_default=True, type=click.IntRange(50), help="Synthetic population size.")
+@click.option("--seed", default=2026, show_default=True, type=int, help="Random seed.")
+@click.option("--dir", "directory", default=Path(".headcount-demo"), show_default=True, type=click.Path(path_type=Path, file_okay=False), help="Working directory (recreated on each run).")
+@click.option("--paillier-bits", default="2048", show_default=True, type=click.Choice(["1024", "2048", "3072"]), help="Paillier key size (1024 only for quick tests).")
+def demo(people: int, seed: int, directory: Path, paillier_bits: str) -> None:
+    """Run a whole federation on this machine: CA, synthetic population, four
+    party nodes and a coordinator as separate processes, key ceremony, one
+    linkage epoch and the demo queries; print the protected tables; stop."""
+    from headcount.demo import run_demo
+
+    run_demo(directory, people=people, seed=seed, paillier_bits=int(paillier_bits), echo=click.echo)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

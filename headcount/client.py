@@ -1,0 +1,114 @@
+"""The client the operator and analysts use to talk to the coordinator.
+
+Every call goes over mutual TLS with the caller's own certificate; the
+coordinator authorises by the role inside it. Errors come back as
+``HeadcountError`` subclasses with the coordinator's explanation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import pandas as pd
+
+from headcount import rpc, tls
+from headcount.audit import AuditEvent, verify_chain
+from headcount.config import Credential, FederationConfig
+from headcount.errors import ConfigError
+from headcount.query import QuerySpec
+from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
+from headcount.wire import convert as cv
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A released table: what an analyst receives, and all they receive."""
+
+    query_id: str
+    epoch_id: str
+    title: str
+    table: pd.DataFrame  # columns group, count (nullable Int64), status; last row "Total"
+    epsilon: float
+    noise_scale: float
+    budget_remaining: float
+
+
+class Client:
+    """Talk to the federation's coordinator as the operator or a named analyst."""
+
+    def __init__(self, federation: FederationConfig, *, analyst: str | None = None) -> None:
+        self.federation = federation
+        cred: Credential
+        if analyst is None:
+            cred = federation.operator
+        else:
+            match = [a for a in federation.analysts if a.name == analyst]
+            if not match:
+                known = ", ".join(a.name for a in federation.analysts) or "none"
+                raise ConfigError(f"no analyst {analyst!r} in the federation (known: {known})")
+            cred = match[0].tls
+        self._channel = rpc.secure_channel(
+            federation.coordinator.address,
+            tls.channel_credentials(cred.cert, cred.key, federation.ca_cert),
+            max_message_bytes=federation.max_message_bytes,
+        )
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        self._timeout_s = federation.rpc_timeout_s * 4
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, fn: Callable[[coordinator_pb2_grpc.CoordinatorStub], T]) -> T:
+        try:
+            return fn(self._stub)
+        except grpc.RpcError as exc:
+            rpc.raise_from_rpc(exc, "coordinator")
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        rpc.wait_healthy(self._channel, "coordinator", timeout_s=timeout_s)
+
+    def run_ceremony(self) -> coordinator_pb2.CeremonySummary:
+        return self._call(
+            lambda s: s.RunCeremony(coordinator_pb2.RunCeremonyRequest(), timeout=self._timeout_s)
+        )
+
+    def run_linkage(self, threshold: float = 0.0) -> coordinator_pb2.LinkageSummary:
+        return self._call(
+            lambda s: s.RunLinkage(
+                coordinator_pb2.RunLinkageRequest(threshold=threshold), timeout=self._timeout_s
+            )
+        )
+
+    def query(self, spec: QuerySpec) -> Release:
+        reply = self._call(lambda s: s.SubmitQuery(cv.query_to_pb(spec), timeout=self._timeout_s))
+        table = cv.table_from_pb(reply.table)
+        return Release(
+            query_id=reply.query_id,
+            epoch_id=reply.epoch_id,
+            title=reply.title,
+            table=table.to_frame(),
+            epsilon=reply.table.epsilon,
+            noise_scale=reply.table.noise_scale,
+            budget_remaining=reply.budget_remaining,
+        )
+
+    def status(self) -> coordinator_pb2.FederationStatus:
+        return self._call(lambda s: s.GetStatus(coordinator_pb2.StatusRequest(), timeout=30))
+
+    def audit_log(self) -> tuple[list[AuditEvent], str]:
+        """The audit events, verified here (not trusted from the server); returns (events, head)."""
+        reply = self._call(lambda s: s.GetAuditLog(coordinator_pb2.AuditLogRequest(), timeout=30))
+        events = [AuditEvent.from_json(e) for e in reply.events_json]
+        head = verify_chain(events)
+        return events, head

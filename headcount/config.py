@@ -1,0 +1,196 @@
+"""The federation configuration file: one TOML file every process reads.
+
+``load(path)`` parses and validates the whole file and reports every problem at
+once (as a ``ConfigError`` listing them), so an operator fixes a config in one
+pass. Relative paths are resolved against the file's directory. Only this
+module reads the environment (``HEADCOUNT_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from headcount.departments import ATTRIBUTES
+from headcount.errors import ConfigError
+
+ALLOWED_PAILLIER_BITS = (2048, 3072)
+# 1024-bit keys exist only so the test suite runs in reasonable time on two
+# cores; a config must say `insecure_test_keys = true` to use them.
+TEST_PAILLIER_BITS = 1024
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+Address = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+:[0-9]{1,5}$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Credential(_Frozen):
+    cert: Path
+    key: Path
+
+
+class OutputPolicy(_Frozen):
+    """Statistical disclosure control applied before any count is released."""
+
+    suppress_below: int = Field(10, ge=1, le=1000)
+    rounding_base: int = Field(5, ge=1, le=1000)
+    secondary_suppression: bool = True
+
+
+class PrivacyPolicy(_Frozen):
+    """Differential privacy: budget per node per epoch, default per query."""
+
+    epsilon_per_epoch: float = Field(2.0, gt=0, le=100)
+    default_query_epsilon: float = Field(0.5, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _query_fits_budget(self) -> Self:
+        if self.default_query_epsilon > self.epsilon_per_epoch:
+            raise ValueError("default_query_epsilon exceeds epsilon_per_epoch")
+        return self
+
+
+class PartyConfig(_Frozen):
+    name: Name
+    address: Address
+    tls: Credential
+    data: Path
+    database: Path
+    approved_attributes: tuple[str, ...] = ()
+    min_population: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _attributes_exist(self) -> Self:
+        known = {a.name: a for a in ATTRIBUTES.get(self.name, ())}
+        for attr in self.approved_attributes:
+            if attr not in known:
+                raise ValueError(f"party {self.name}: {attr!r} is not an attribute of its file")
+        return self
+
+
+class CoordinatorConfig(_Frozen):
+    address: Address
+    tls: Credential
+    database: Path
+
+
+class AnalystConfig(_Frozen):
+    name: Name
+    tls: Credential
+
+
+class FederationConfig(_Frozen):
+    """The whole federation: who takes part, where, and the rules they follow."""
+
+    name: Name
+    ca_cert: Path
+    paillier_bits: int = 2048
+    insecure_test_keys: bool = False
+    linkage_threshold: float = Field(0.8, gt=0, le=1)
+    rpc_timeout_s: float = Field(300.0, gt=0)
+    max_message_bytes: int = Field(16 * 2**20, ge=2**16, le=2**30)
+    output: OutputPolicy = OutputPolicy()  # type: ignore[call-arg]
+    privacy: PrivacyPolicy = PrivacyPolicy()  # type: ignore[call-arg]
+    coordinator: CoordinatorConfig
+    operator: Credential
+    parties: tuple[PartyConfig, ...] = Field(min_length=2)
+    analysts: tuple[AnalystConfig, ...] = ()
+
+    @field_validator("paillier_bits")
+    @classmethod
+    def _key_size(cls, bits: int) -> int:
+        if bits not in (*ALLOWED_PAILLIER_BITS, TEST_PAILLIER_BITS):
+            raise ValueError(f"must be one of {ALLOWED_PAILLIER_BITS}")
+        return bits
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.paillier_bits == TEST_PAILLIER_BITS and not self.insecure_test_keys:
+            raise ValueError(
+                f"paillier_bits = {TEST_PAILLIER_BITS} needs insecure_test_keys = true; "
+                f"production keys are {ALLOWED_PAILLIER_BITS}"
+            )
+        names = [p.name for p in self.parties]
+        if len(set(names)) != len(names):
+            raise ValueError(f"party names must be unique, got {names}")
+        addresses = [p.address for p in self.parties] + [self.coordinator.address]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("every party and the coordinator need their own address")
+        return self
+
+    def party(self, name: str) -> PartyConfig:
+        """The party called ``name``; ConfigError naming the known ones if none."""
+        for p in self.parties:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.parties)
+        raise ConfigError(f"no party {name!r} in federation {self.name!r} (known: {known})")
+
+    @property
+    def party_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parties)
+
+
+def _resolve(value: Any, base: Path, key: str = "") -> Any:
+    # Relative paths are relative to the config file, so a federation directory
+    # can be moved or mounted elsewhere (as docker/ does) without editing it.
+    path_keys = {"cert", "key", "data", "database", "ca_cert"}
+    if isinstance(value, dict):
+        return {k: _resolve(v, base, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, base, key) for v in value]
+    if key in path_keys and isinstance(value, str) and not Path(value).is_absolute():
+        return str(base / value)
+    return value
+
+
+def _missing_files(cfg: FederationConfig) -> list[str]:
+    must_exist: list[tuple[str, Path]] = [("ca_cert", cfg.ca_cert)]
+    must_exist += [("coordinator.tls.cert", cfg.coordinator.tls.cert)]
+    must_exist += [("coordinator.tls.key", cfg.coordinator.tls.key)]
+    for p in cfg.parties:
+        must_exist += [(f"party {p.name} tls.cert", p.tls.cert), (f"party {p.name} tls.key", p.tls.key)]
+    return [f"{what}: file not found: {path}" for what, path in must_exist if not path.is_file()]
+
+
+def default_path() -> Path:
+    """Where to find the config when none is given: $HEADCOUNT_CONFIG or ./federation.toml."""
+    return Path(os.environ.get("HEADCOUNT_CONFIG", "federation.toml"))
+
+
+def load(path: Path | None = None) -> FederationConfig:
+    """Parse and validate the federation file; ConfigError listing every problem."""
+    path = path or default_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (create one with `headcount federation init`)"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        cfg = FederationConfig.model_validate(_resolve(raw, path.resolve().parent))
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
+    missing = _missing_files(cfg)
+    if missing:
+        raise ConfigError(f"{path}: {len(missing)} problem(s):\n  " + "\n  ".join(missing))
+    return cfg

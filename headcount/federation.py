@@ -1,0 +1,131 @@
+"""``headcount federation init``: a CA, certificates and one federation file.
+
+Everything a federation needs to start is written under one directory:
+
+    ca/ca.pem, ca/ca.key            the federation CA (keep ca.key offline)
+    certs/<name>.pem|.key           one per party, coordinator, operator, analyst
+    data/<party>.csv                where each node reads its department file
+    state/<name>.sqlite             each process's own state
+    federation.toml                 the validated configuration
+
+On a real deployment each department generates its own key and the CA signs a
+request; this command creates all keys in one place for demos and tests.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from headcount.config import FederationConfig, load
+from headcount.departments import ATTRIBUTES, DEPARTMENTS
+from headcount.errors import InvalidRequest
+from headcount.tls import Role, create_ca, issue
+
+CONFIG_NAME = "federation.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class InitOptions:
+    name: str = "demo"
+    parties: tuple[str, ...] = DEPARTMENTS
+    analysts: tuple[str, ...] = ("commissioner",)
+    host: str = "127.0.0.1"
+    base_port: int = 0  # 0: pick free ports now
+    paillier_bits: int = 2048
+    insecure_test_keys: bool = False
+    linkage_threshold: float = 0.8
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    # Bind all at once so the kernel hands out distinct ports; they are released
+    # before the servers start, which is fine on a loopback demo.
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _approved(party: str) -> list[str]:
+    # Categorical attributes only: numeric ones (e.g. absence_rate) are
+    # near-unique per record and would make a group-by a lookup.
+    return [a.name for a in ATTRIBUTES.get(party, ()) if not a.is_numeric]
+
+
+def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> FederationConfig:
+    """Create a new federation under ``directory``; InvalidRequest if one exists."""
+    config_path = directory / CONFIG_NAME
+    if config_path.exists():
+        raise InvalidRequest(f"{config_path} already exists; choose another directory")
+    unknown = [p for p in opts.parties if p not in ATTRIBUTES]
+    if unknown:
+        raise InvalidRequest(f"unknown department(s) {unknown}; known: {list(DEPARTMENTS)}")
+    if len(opts.parties) < 2:
+        raise InvalidRequest("a federation needs at least two parties")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = create_ca(directory / "ca", opts.name)
+    certs = directory / "certs"
+
+    def cred(name: str, role: Role) -> dict[str, str]:
+        issued = issue(ca, certs, name, role)
+        return {
+            "cert": str(issued.cert_path.relative_to(directory)),
+            "key": str(issued.key_path.relative_to(directory)),
+        }
+
+    n = len(opts.parties) + 1
+    ports = (
+        list(range(opts.base_port, opts.base_port + n))
+        if opts.base_port
+        else _free_ports(opts.host, n)
+    )
+    doc: dict[str, Any] = {
+        "name": opts.name,
+        "ca_cert": "ca/ca.pem",
+        "paillier_bits": opts.paillier_bits,
+        "insecure_test_keys": opts.insecure_test_keys,
+        "linkage_threshold": opts.linkage_threshold,
+        "output": {"suppress_below": 10, "rounding_base": 5, "secondary_suppression": True},
+        "privacy": {"epsilon_per_epoch": 2.0, "default_query_epsilon": 0.5},
+        "coordinator": {
+            "address": f"{opts.host}:{ports[0]}",
+            "tls": cred("coordinator", Role.COORDINATOR),
+            "database": "state/coordinator.sqlite",
+        },
+        "operator": cred("operator", Role.OPERATOR),
+        "parties": [
+            {
+                "name": party,
+                "address": f"{opts.host}:{port}",
+                "tls": cred(party, Role.PARTY),
+                "data": f"data/{party}.csv",
+                "database": f"state/{party}.sqlite",
+                "approved_attributes": _approved(party),
+                "min_population": 10,
+            }
+            for party, port in zip(opts.parties, ports[1:], strict=True)
+        ],
+        "analysts": [{"name": a, "tls": cred(a, Role.ANALYST)} for a in opts.analysts],
+    }
+    (directory / "data").mkdir(exist_ok=True)
+    (directory / "state").mkdir(exist_ok=True)
+    config_path.write_text(
+        "# Headcount federation, written by `headcount federation init`.\n"
+        "# Paths are relative to this file.\n" + tomli_w.dumps(doc)
+    )
+    return load(config_path)
+
+
+def party_names(cfg: FederationConfig) -> Sequence[str]:
+    return cfg.party_names

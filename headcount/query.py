@@ -1,0 +1,95 @@
+"""What an analyst may ask: a count over linked records, grouped by one attribute.
+
+This first version covers counts of one department's records (the population,
+optionally filtered on its own approved attributes) grouped by an approved
+categorical attribute held by another department. Records of the population
+with no linked record in the grouping department are counted in their own
+group, so the table adds up to the population.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from headcount.departments import ATTRIBUTES
+from headcount.errors import InvalidRequest, PolicyRefused
+
+MAX_PURPOSE_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate:
+    """``attribute`` IN ``values`` on one department's categorical attribute."""
+
+    attribute: str
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.attribute or not self.values:
+            raise InvalidRequest("a filter needs an attribute and at least one value")
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySpec:
+    purpose: str
+    population_party: str
+    group_party: str
+    group_by: str
+    population_filters: tuple[Predicate, ...] = ()
+    group_filters: tuple[Predicate, ...] = ()
+    epsilon: float = 0.0  # 0: the federation default
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.purpose.strip()) < 10:
+            raise InvalidRequest("state the purpose of the query (at least 10 characters)")
+        if len(self.purpose) > MAX_PURPOSE_CHARS:
+            raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_CHARS} characters")
+        if self.population_party == self.group_party:
+            raise InvalidRequest("the grouping department must differ from the population's")
+        if not math.isfinite(self.epsilon) or self.epsilon < 0:
+            raise InvalidRequest("epsilon must be finite and >= 0 (0 = federation default)")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedQueryPlan:
+    """What the coordinator derives for a validated spec."""
+
+    spec: QuerySpec
+    epsilon: float
+    groups: tuple[str, ...] = field(default=())
+
+
+def unlinked_group(party: str) -> str:
+    """Label of the cell counting population records with no link into ``party``."""
+    return f"not known to {party}"
+
+
+def check_predicates(
+    party: str, approved: Iterable[str], predicates: Sequence[Predicate]
+) -> None:
+    """Refuse filters on attributes ``party`` has not approved, or unknown values."""
+    approved_set = set(approved)
+    known = {a.name: a for a in ATTRIBUTES.get(party, ())}
+    for p in predicates:
+        if p.attribute not in approved_set:
+            raise PolicyRefused(f"{party} does not allow filtering on {p.attribute!r}")
+        attr = known[p.attribute]
+        bad = [v for v in p.values if v not in attr.categories]
+        if bad:
+            raise InvalidRequest(
+                f"{party}.{p.attribute} has no value(s) {bad}; allowed: {list(attr.categories)}"
+            )
+
+
+def check_group_by(party: str, approved: Iterable[str], attribute: str) -> tuple[str, ...]:
+    """The categories of an approved group-by attribute; PolicyRefused otherwise."""
+    known = {a.name: a for a in ATTRIBUTES.get(party, ())}
+    if attribute not in set(approved) or attribute not in known:
+        raise PolicyRefused(f"{party} does not allow grouping by {attribute!r}")
+    attr = known[attribute]
+    if attr.is_numeric:
+        raise PolicyRefused(f"{party}.{attribute} is numeric; grouping by it would isolate people")
+    return attr.categories

@@ -1,0 +1,192 @@
+"""gRPC plumbing shared by both roles: servers, channels, authorisation, errors.
+
+One server interceptor does two jobs for every method: it checks the caller's
+verified certificate role against the method's allowed roles, and it turns a
+``HeadcountError`` into its status code (anything else into INTERNAL with a
+generic message and a logged traceback). ``raise_from_rpc`` maps a status back
+into a ``HeadcountError`` on the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
+from typing import Any, NoReturn
+
+import grpc
+from cryptography import x509
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from headcount.errors import BY_CODE, HeadcountError, NotAuthorised, PeerUnavailable
+from headcount.tls import Principal, Role, principal_of
+
+log = logging.getLogger(__name__)
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
+
+
+def peer_principal(context: grpc.ServicerContext) -> Principal:
+    """The verified certificate holder on the other end; NotAuthorised if none."""
+    auth = context.auth_context()
+    pems = auth.get("x509_pem_cert")
+    if not pems:
+        raise NotAuthorised("a client certificate from the federation CA is required")
+    return principal_of(x509.load_pem_x509_certificate(pems[0]))
+
+
+class _Abort(Exception):
+    """Raised inside wrappers after context.abort, to stop a generator."""
+
+
+def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    if isinstance(exc, HeadcountError):
+        context.abort(exc.code, str(exc))
+    log.error("unhandled error in RPC", exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
+
+
+class Guard(grpc.ServerInterceptor):
+    """Role-based authorisation plus error mapping for every RPC of a server.
+
+    ``allowed`` maps a full method name (``/headcount.v1.PartyNode/Encode``) to
+    the roles that may call it. Methods not listed are refused, except the
+    standard health service, which any federation certificate may call.
+    """
+
+    def __init__(self, allowed: Mapping[str, frozenset[Role]]) -> None:
+        self._allowed = dict(allowed)
+
+    def _check(self, method: str, context: grpc.ServicerContext) -> None:
+        principal = peer_principal(context)
+        if method.startswith(HEALTH_PREFIX):
+            return
+        roles = self._allowed.get(method)
+        if roles is None or principal.role not in roles:
+            raise NotAuthorised(
+                f"{principal.role.value} {principal.name!r} may not call {method.rsplit('/', 1)[-1]}"
+            )
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+
+        def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+            def run(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    self._check(method, context)
+                    return behaviour(request, context)
+                except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
+                    _fail(context, exc)
+
+            return run
+
+        def streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+            def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    self._check(method, context)
+                    yield from behaviour(request, context)
+                except Exception as exc:  # noqa: BLE001
+                    _fail(context, exc)
+
+            return run
+
+        h: Any = handler
+        if h.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                unary(h.unary_unary), h.request_deserializer, h.response_serializer
+            )
+        if h.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                streaming(h.unary_stream), h.request_deserializer, h.response_serializer
+            )
+        if h.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                unary(h.stream_unary), h.request_deserializer, h.response_serializer
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            streaming(h.stream_stream), h.request_deserializer, h.response_serializer
+        )
+
+
+def make_server(
+    address: str,
+    credentials: grpc.ServerCredentials,
+    allowed: Mapping[str, frozenset[Role]],
+    *,
+    max_message_bytes: int,
+    workers: int = 8,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A TLS server with the guard and the health service; returns (server, port, health).
+
+    Port 0 in ``address`` picks a free port. Raises PeerUnavailable if the
+    address cannot be bound.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        interceptors=[Guard(allowed), *interceptors],
+        options=channel_options(max_message_bytes),
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise PeerUnavailable(f"cannot listen on {address}: {exc}") from None
+    if port == 0:
+        raise PeerUnavailable(f"cannot listen on {address} (address in use?)")
+    return server, port, health_servicer
+
+
+def mark_serving(health_servicer: health.HealthServicer, services: Sequence[str]) -> None:
+    for name in ("", *services):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def secure_channel(
+    address: str,
+    credentials: grpc.ChannelCredentials,
+    *,
+    max_message_bytes: int,
+    interceptors: Sequence[grpc.UnaryUnaryClientInterceptor | grpc.StreamStreamClientInterceptor | grpc.UnaryStreamClientInterceptor | grpc.StreamUnaryClientInterceptor] = (),
+) -> grpc.Channel:
+    channel = grpc.secure_channel(address, credentials, options=channel_options(max_message_bytes))
+    if interceptors:
+        channel = grpc.intercept_channel(channel, *interceptors)
+    return channel
+
+
+def raise_from_rpc(exc: grpc.RpcError, peer: str) -> NoReturn:
+    """Re-raise a failed call as the HeadcountError its status stands for."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    cls = BY_CODE.get(code, HeadcountError)
+    raise cls(f"{peer}: {details}") from None
+
+
+def wait_healthy(channel: grpc.Channel, peer: str, *, timeout_s: float) -> None:
+    """Block until ``peer`` reports SERVING; PeerUnavailable after ``timeout_s``."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s,
+                           wait_for_ready=True)
+    except grpc.RpcError as exc:
+        raise_from_rpc(exc, peer)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise PeerUnavailable(f"{peer}: not serving")

@@ -1,0 +1,181 @@
+"""Reading and checking a department file at the node that holds it.
+
+The whole file is checked before anything is stored, and every problem found
+(up to ``MAX_PROBLEMS``) is reported at once with file, line and column, so a
+data steward can fix a file in one pass. Nothing in this module logs a value.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from headcount.departments import ATTRIBUTES, IDENTITY_COLUMNS, columns
+from headcount.errors import InvalidInput
+from headcount.linkage.normalise import (
+    Identity,
+    normalise_date,
+    normalise_name,
+    normalise_postcode,
+    normalise_sex,
+)
+
+MAX_PROBLEMS = 20
+MAX_FILE_BYTES = 4 * 2**30
+
+
+class DepartmentFileError(InvalidInput):
+    """A department file failed its checks.
+
+    ``str(exc)`` names file, line, column and the kind of problem but no value,
+    so it is safe to send to the coordinator; ``detail`` quotes the values and
+    is for the data steward's own terminal only.
+    """
+
+    def __init__(self, message: str, *, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentData:
+    """A checked department file: identities for encoding, attributes for queries."""
+
+    party: str
+    path: Path
+    sha256: bytes                   # of the file's bytes, to detect a changed file
+    identities: tuple[Identity, ...]
+    attributes: pd.DataFrame        # one column per attribute, strings, row order = file order
+
+    @property
+    def records(self) -> int:
+        return len(self.identities)
+
+
+def file_digest(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(
+            f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def load_department_file(path: Path, party: str) -> DepartmentData:
+    """Read and check ``party``'s file; InvalidInput naming file, line and column."""
+    if party not in ATTRIBUTES:
+        raise InvalidInput(f"{path}: no file contract for department {party!r}")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: file not found") from None
+    if size > MAX_FILE_BYTES:
+        raise InvalidInput(f"{path}: file is {size} bytes; the limit is {MAX_FILE_BYTES}")
+    raw = path.read_bytes()
+    text = _decode(path, raw)
+    if not text.strip():
+        raise InvalidInput(f"{path}: file is empty; expected a header row {list(columns(party))}")
+    expected = columns(party)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL
+        )
+    except (pd.errors.ParserError, csv.Error) as exc:
+        raise InvalidInput(f"{path}: not a well-formed CSV file: {exc}") from None
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise InvalidInput(
+            f"{path}: line 1: missing column(s) {missing}; a {party} file has {list(expected)}"
+        )
+    # Each problem is kept twice: redacted (no values: it may travel to the
+    # coordinator inside an error status) and detailed (values quoted: shown
+    # only to the data steward at the node by `headcount node check`).
+    problems: list[tuple[str, str]] = []
+
+    def problem(row: int, column: str, message: str, redacted: str | None = None) -> None:
+        # Line numbers count the header as line 1, as a spreadsheet shows them.
+        where = f"{path}: line {row + 2}, column {column!r}: "
+        problems.append((where + (redacted or message), where + message))
+
+    ids = frame["record_id"].str.strip()
+    for row in frame.index[ids == ""]:
+        problem(int(row), "record_id", "record_id is empty")
+    dup = ids[(ids != "") & ids.duplicated(keep="first")]
+    for row, value in dup.items():
+        first = int(ids[ids == value].index[0])
+        problem(int(str(row)), "record_id", f"duplicate record_id (first seen on line {first + 2})")
+
+    identities: list[Identity] = []
+    normalisers = {
+        "first_name": normalise_name,
+        "last_name": normalise_name,
+        "date_of_birth": normalise_date,
+        "sex": normalise_sex,
+        "postcode": normalise_postcode,
+    }
+    values = {c: frame[c].tolist() for c in normalisers}
+    for row in range(len(frame)):
+        fields: dict[str, str] = {}
+        for column, fn in normalisers.items():
+            try:
+                fields[column] = fn(values[column][row])
+            except InvalidInput as exc:
+                problem(row, column, str(exc), f"value is not a recognisable {column}")
+                fields[column] = ""
+        if not fields["first_name"] and not fields["last_name"]:
+            problem(row, "first_name", "both first_name and last_name are empty")
+        identities.append(Identity(**fields))
+        if len(problems) >= MAX_PROBLEMS:
+            break
+
+    for attr in ATTRIBUTES[party]:
+        col = frame[attr.name].str.strip()
+        if attr.is_numeric:
+            nums = pd.to_numeric(col, errors="coerce")
+            bad = col[(col != "") & nums.isna()]
+            for row, value in bad.head(MAX_PROBLEMS).items():
+                problem(
+                    int(str(row)), attr.name, f"expected a number, got {value!r}", "not a number"
+                )
+            lo, hi = attr.minimum, attr.maximum
+            out = nums[(nums < (lo if lo is not None else -float("inf"))) | (nums > (hi if hi is not None else float("inf")))]
+            for row in out.head(MAX_PROBLEMS).index:
+                problem(int(str(row)), attr.name, f"value out of range [{lo}, {hi}]")
+        else:
+            allowed = set(attr.categories)
+            bad = col[(col != "") & ~col.isin(allowed)]
+            for row, value in bad.head(MAX_PROBLEMS).items():
+                problem(
+                    int(str(row)),
+                    attr.name,
+                    f"{value!r} is not one of {list(attr.categories)} (or empty)",
+                    f"value is not one of {list(attr.categories)} (or empty)",
+                )
+        frame[attr.name] = col
+
+    if problems:
+        shown = problems[:MAX_PROBLEMS]
+        more = f"\n  ... and more (first {MAX_PROBLEMS} shown)" if len(problems) > MAX_PROBLEMS else ""
+        head = f"{path}: {len(shown)} problem(s) found; nothing was stored:\n  "
+        raise DepartmentFileError(
+            head + "\n  ".join(r for r, _ in shown) + more,
+            detail=head + "\n  ".join(d for _, d in shown) + more,
+        )
+    attrs = frame[[a.name for a in ATTRIBUTES[party]]].reset_index(drop=True)
+    assert set(IDENTITY_COLUMNS) <= set(frame.columns)
+    return DepartmentData(party, path, hashlib.sha256(raw).digest(), tuple(identities), attrs)

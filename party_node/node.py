@@ -1,0 +1,347 @@
+"""What a party node does, as plain functions over its data, keys and state.
+
+The servicer (``service.py``) only unpacks messages, calls these and packs the
+results. Rules enforced here, whoever calls:
+
+* a node only ever encrypts under its own Paillier key and refuses per-record
+  ciphertexts under its own key (it would be able to read them);
+* every record of an epoch gets a fresh random token, sent in shuffled order;
+* per-record values leave only as ciphertexts; group sums are re-randomised so
+  the coordinator cannot match them against the ciphertexts it sent;
+* a query's aggregate is decrypted once, only by the node that encrypted for
+  it, and only after the small-number rule is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import phe
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from headcount.config import FederationConfig, PartyConfig
+from headcount.crypto import ceremony, paillier
+from headcount.crypto.ceremony import Commitment, Envelope, Identity
+from headcount.errors import (
+    FailedPrecondition,
+    InvalidProof,
+    InvalidRequest,
+    PolicyRefused,
+)
+from headcount.linkage.clk import DEFAULT_SCHEMA, encode_clks
+from headcount.protect.budget import BudgetLedger
+from headcount.protect.sdc import ProtectedTable, SdcPolicy, protect_counts
+from headcount.query import Predicate, check_group_by, check_predicates
+from headcount.tls import load_private_key
+from party_node.data import DepartmentData, file_digest, load_department_file
+from party_node.store import Epoch, NodeStore
+
+log = logging.getLogger(__name__)
+
+TOKEN_BYTES = 16
+MAX_GROUPS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEpoch:
+    epoch: Epoch
+    tokens: tuple[bytes, ...]   # in the (shuffled) order they are sent
+    clks: np.ndarray            # uint8 (records, filter_bytes), same order
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateHeader:
+    query_id: str
+    epoch_id: str
+    origin_key: paillier.PublicKey
+    group_by: str
+    filters: tuple[Predicate, ...]
+    epsilon: float
+    expected_records: int
+    purpose: str
+
+
+class PartyNode:
+    """One department's node: its keys, its file and its state."""
+
+    def __init__(self, federation: FederationConfig, party: str) -> None:
+        self.federation = federation
+        self.config: PartyConfig = federation.party(party)
+        self.name = party
+        self.store = NodeStore(self.config.database)
+        self.ledger = BudgetLedger(
+            self.config.database, epsilon_per_epoch=federation.privacy.epsilon_per_epoch
+        )
+        self._x25519 = self._load_or_create_x25519()
+        self._paillier_pub, self._paillier_priv = self._load_or_create_paillier()
+        self._data_lock = threading.Lock()
+        self._data: DepartmentData | None = None
+        self._identity = ceremony.sign_identity(
+            party,
+            self._x25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            self._paillier_pub.to_bytes(),
+            self.config.tls.cert.read_bytes(),
+            load_private_key(self.config.tls.key),
+        )
+
+    # -- keys -------------------------------------------------------------------
+    def _load_or_create_x25519(self) -> x25519.X25519PrivateKey:
+        raw = self.store.get_secret("x25519")
+        if raw is None:
+            key = x25519.X25519PrivateKey.generate()
+            raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            self.store.put_secret("x25519", raw)
+        return x25519.X25519PrivateKey.from_private_bytes(raw)
+
+    def _load_or_create_paillier(self) -> tuple[paillier.PublicKey, phe.PaillierPrivateKey]:
+        raw = self.store.get_secret("paillier")
+        if raw is None:
+            log.info("%s: generating a %d-bit Paillier key pair", self.name, self.federation.paillier_bits)
+            _, priv = paillier.generate_keypair(self.federation.paillier_bits)
+            raw = json.dumps({"p": str(priv.p), "q": str(priv.q)}).encode()
+            self.store.put_secret("paillier", raw)
+        pq = json.loads(raw)
+        p, q = int(pq["p"]), int(pq["q"])
+        priv = phe.PaillierPrivateKey(phe.PaillierPublicKey(p * q), p, q)
+        return paillier.PublicKey(p * q), priv
+
+    def identity(self) -> Identity:
+        return self._identity
+
+    # -- data -------------------------------------------------------------------
+    def data(self, expect_sha256: bytes | None = None) -> DepartmentData:
+        """The checked department file, cached while it is unchanged on disk."""
+        with self._data_lock:
+            digest = file_digest(self.config.data) if self.config.data.exists() else b""
+            if self._data is None or self._data.sha256 != digest:
+                self._data = load_department_file(self.config.data, self.name)
+            if expect_sha256 is not None and self._data.sha256 != expect_sha256:
+                raise FailedPrecondition(
+                    f"{self.name}: the department file changed since this epoch was linked; "
+                    "run a new linkage epoch"
+                )
+            return self._data
+
+    # -- key ceremony -------------------------------------------------------------
+    def _check_roster(self, identities: Sequence[Identity]) -> dict[str, Identity]:
+        by_party = {i.party: i for i in identities}
+        expected = set(self.federation.party_names)
+        if set(by_party) != expected or len(by_party) != len(identities):
+            raise InvalidRequest(
+                f"ceremony roster {sorted(by_party)} is not the federation's parties {sorted(expected)}"
+            )
+        for identity in identities:
+            ceremony.verify_identity(identity, self.federation.ca_cert)
+        if by_party[self.name] != self._identity:
+            raise InvalidProof(f"the roster's identity for {self.name} is not this node's")
+        return by_party
+
+    def contribute(
+        self, ceremony_id: str, identities: Sequence[Identity]
+    ) -> tuple[Commitment, list[Envelope]]:
+        _check_id("ceremony_id", ceremony_id)
+        by_party = self._check_roster(identities)
+        contribution = ceremony.new_contribution()
+        roster = json.dumps(
+            [
+                {
+                    "party": i.party,
+                    "x25519": i.x25519_public_key.hex(),
+                }
+                for i in sorted(identities, key=lambda i: i.party)
+            ]
+        )
+        self.store.start_ceremony(ceremony_id, contribution, roster)
+        envelopes = [
+            ceremony.seal(self._x25519, self.name, peer, ceremony_id, contribution)
+            for name, peer in sorted(by_party.items())
+            if name != self.name
+        ]
+        return ceremony.commit(ceremony_id, self.name, contribution), envelopes
+
+    def finish(
+        self, ceremony_id: str, envelopes: Sequence[Envelope], commitments: Sequence[Commitment]
+    ) -> bytes:
+        """Open the envelopes, check commitments, derive and store the secret; return its tag."""
+        contribution, roster_json, secret = self.store.ceremony(ceremony_id)
+        if secret is not None:
+            raise InvalidRequest(f"ceremony {ceremony_id} is already finished at {self.name}")
+        roster = {r["party"]: bytes.fromhex(r["x25519"]) for r in json.loads(roster_json)}
+        committed = {c.party: c.digest for c in commitments}
+        if set(committed) != set(roster) or len(committed) != len(commitments):
+            raise InvalidProof("commitments must come from exactly the ceremony's parties")
+        if committed[self.name] != ceremony.commit(ceremony_id, self.name, contribution).digest:
+            raise InvalidProof(f"the relayed commitment for {self.name} is not the one it made")
+        contributions = {self.name: contribution}
+        for env in envelopes:
+            if env.ceremony_id != ceremony_id or env.sender not in roster or env.sender == self.name:
+                raise InvalidProof(f"unexpected envelope from {env.sender!r}")
+            if env.sender in contributions:
+                raise InvalidProof(f"two envelopes from {env.sender}")
+            sender = Identity(env.sender, roster[env.sender], b"", b"", b"")
+            value = ceremony.open_envelope(self._x25519, self.name, sender, env)
+            if ceremony.commit(ceremony_id, env.sender, value).digest != committed[env.sender]:
+                raise InvalidProof(f"{env.sender}'s contribution does not match its commitment")
+            contributions[env.sender] = value
+        missing = set(roster) - set(contributions)
+        if missing:
+            raise InvalidProof(f"no envelope from {sorted(missing)}")
+        secret = ceremony.derive_secret(ceremony_id, contributions)
+        self.store.finish_ceremony(ceremony_id, secret)
+        log.info("%s: ceremony %s finished with %d parties", self.name, ceremony_id, len(roster))
+        return ceremony.confirmation_tag(secret, ceremony_id)
+
+    # -- linkage epoch ------------------------------------------------------------
+    def encode(self, epoch_id: str, ceremony_id: str) -> EncodedEpoch:
+        """Check the file, issue fresh tokens, encode CLKs, and store the epoch atomically."""
+        _check_id("epoch_id", epoch_id)
+        _, _, secret = self.store.ceremony(ceremony_id)
+        if secret is None:
+            raise FailedPrecondition(f"ceremony {ceremony_id} has not finished at {self.name}")
+        data = self.data()
+        # Shuffle so the order of tokens says nothing about the order of the file.
+        order = np.random.default_rng(secrets.randbits(128)).permutation(data.records)
+        tokens = tuple(os.urandom(TOKEN_BYTES) for _ in range(data.records))
+        clks = encode_clks([data.identities[i] for i in order], secret, DEFAULT_SCHEMA)
+        salt = os.urandom(32)
+        # A salted commitment binds the epoch to this exact file without
+        # letting anyone test a guess of its content.
+        commitment = hmac.new(salt, self.config.data.read_bytes(), hashlib.sha256).digest()
+        epoch = Epoch(
+            epoch_id, ceremony_id, data.records, data.sha256, commitment, DEFAULT_SCHEMA.fingerprint()
+        )
+        self.store.save_epoch(epoch, salt, tokens, [int(i) for i in order])
+        log.info("%s: epoch %s encoded %d records", self.name, epoch_id, data.records)
+        return EncodedEpoch(epoch, tokens, clks)
+
+    # -- queries -------------------------------------------------------------------
+    def _mask(self, data: DepartmentData, rows: Sequence[int], filters: Sequence[Predicate]) -> list[bool]:
+        frame = data.attributes
+        keep = np.ones(len(frame), dtype=bool)
+        for p in filters:
+            keep &= frame[p.attribute].isin(p.values).to_numpy()
+        return [bool(keep[r]) for r in rows]
+
+    def encrypt_indicators(
+        self, query_id: str, epoch_id: str, filters: Sequence[Predicate], epsilon: float, purpose: str
+    ) -> tuple[list[bytes], list[bytes]]:
+        """E(1) for each record passing ``filters``, E(0) otherwise, in token order."""
+        _check_id("query_id", query_id)
+        check_predicates(self.name, self.config.approved_attributes, filters)
+        epoch = self.store.epoch(epoch_id)
+        data = self.data(epoch.data_sha256)
+        tokens, rows = self.store.token_rows(epoch_id)
+        indicator = self._mask(data, rows, filters)
+        if sum(indicator) < self.config.min_population:
+            raise PolicyRefused(
+                f"{self.name}: the population is smaller than the minimum of "
+                f"{self.config.min_population} records"
+            )
+        self.ledger.spend(epoch_id, query_id, epsilon)
+        self.store.record_query(query_id, epoch_id, "origin", purpose, epsilon)
+        cts = paillier.encrypt(self._paillier_pub, [int(b) for b in indicator])
+        return tokens, [paillier.to_bytes(self._paillier_pub, c) for c in cts]
+
+    def check_aggregate_header(self, h: AggregateHeader) -> tuple[str, ...]:
+        """Validate a grouping hop before any ciphertext is read; returns the groups."""
+        _check_id("query_id", h.query_id)
+        if h.origin_key.n == self._paillier_pub.n:
+            # We hold this key: we could read every per-record value. Refuse.
+            raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
+        groups = check_group_by(self.name, self.config.approved_attributes, h.group_by)
+        check_predicates(self.name, self.config.approved_attributes, h.filters)
+        epoch = self.store.epoch(h.epoch_id)
+        if h.expected_records != epoch.records:
+            raise InvalidRequest(
+                f"expected_records {h.expected_records} != {epoch.records} records in epoch {h.epoch_id}"
+            )
+        return groups
+
+    def aggregate(
+        self, h: AggregateHeader, chunks: Iterable[tuple[int, Sequence[bytes], Sequence[bytes], bool]]
+    ) -> list[tuple[str, bytes]]:
+        """Sum the received ciphertexts per group of this node's attribute.
+
+        ``chunks`` yields (seq, tokens, ciphertexts, last). Every token of the
+        epoch must arrive exactly once, in chunks numbered from 0.
+        """
+        groups = self.check_aggregate_header(h)
+        epoch = self.store.epoch(h.epoch_id)
+        data = self.data(epoch.data_sha256)
+        tokens, rows = self.store.token_rows(h.epoch_id)
+        row_of = dict(zip(tokens, rows, strict=True))
+        keep = self._mask(data, range(data.records), h.filters)
+        values = data.attributes[h.group_by].tolist()
+        key = h.origin_key
+        acc: dict[str, list[int]] = {g: [] for g in groups}
+        seen: set[bytes] = set()
+        expected_seq = 0
+        finished = False
+        for seq, toks, cts, last in chunks:
+            if finished:
+                raise InvalidRequest("data after the last chunk")
+            if seq != expected_seq:
+                raise InvalidRequest(f"chunk {seq} arrived where chunk {expected_seq} was expected")
+            expected_seq += 1
+            if len(toks) != len(cts):
+                raise InvalidRequest(f"chunk {seq}: {len(toks)} tokens but {len(cts)} ciphertexts")
+            for tok, ct in zip(toks, cts, strict=True):
+                row = row_of.get(tok)
+                if row is None:
+                    raise InvalidRequest(f"chunk {seq}: a token that is not this node's in the epoch")
+                if tok in seen:
+                    raise InvalidRequest(f"chunk {seq}: a token sent twice")
+                seen.add(tok)
+                c = paillier.from_bytes(key, ct)
+                # Records failing this node's predicate contribute E(0): they
+                # are simply left out of every sum.
+                if keep[row] and values[row] in acc:
+                    acc[values[row]].append(c)
+            finished = last
+        if not finished:
+            raise InvalidRequest("stream ended before the last chunk")
+        if len(seen) != h.expected_records:
+            raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
+        self.ledger.spend(h.epoch_id, h.query_id, h.epsilon)
+        self.store.record_query(h.query_id, h.epoch_id, "group", h.purpose, h.epsilon)
+        sums = [paillier.add_all(key, acc[g]) for g in groups]
+        # Re-randomise: otherwise the coordinator, which knows every ciphertext
+        # it sent, could find which subset multiplies to each sum.
+        fresh = paillier.rerandomise(key, sums)
+        return [(g, paillier.to_bytes(key, c)) for g, c in zip(groups, fresh, strict=True)]
+
+    def decrypt(
+        self, query_id: str, groups: Sequence[tuple[str, bytes]]
+    ) -> tuple[ProtectedTable, float]:
+        """Decrypt noisy aggregates of a query this node encrypted for, once; apply SDC."""
+        if not groups or len(groups) > MAX_GROUPS:
+            raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
+        names = [g for g, _ in groups]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("group names must be unique")
+        values = [paillier.from_bytes(self._paillier_pub, ct) for _, ct in groups]
+        record = self.store.claim_decryption(query_id)
+        counts = {g: paillier.decrypt(self._paillier_priv, c) for g, c in zip(names, values, strict=True)}
+        out = self.federation.output
+        policy = SdcPolicy(out.suppress_below, out.rounding_base, out.secondary_suppression)
+        return protect_counts(counts, policy), record.epsilon
+
+
+def _check_id(what: str, value: str) -> None:
+    if not (1 <= len(value) <= 64) or not all(ch.isalnum() or ch in "-_" for ch in value):
+        raise InvalidRequest(f"{what} must be 1-64 letters, digits, '-' or '_'")
+
+
+def default_state_path(config: PartyConfig) -> Path:
+    return config.database

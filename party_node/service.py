@@ -1,0 +1,156 @@
+"""gRPC servicer for the PartyNode service: unpack, call ``PartyNode``, pack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from headcount.crypto import paillier
+from headcount.errors import InvalidRequest
+from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
+from headcount.wire import convert as cv
+from party_node.node import AggregateHeader, PartyNode
+
+MAX_CHUNK_RECORDS = 10_000
+DEFAULT_CHUNK_RECORDS = 1_000
+
+
+def _chunk_size(requested: int) -> int:
+    if requested == 0:
+        return DEFAULT_CHUNK_RECORDS
+    if not 1 <= requested <= MAX_CHUNK_RECORDS:
+        raise InvalidRequest(f"chunk_records must be 1..{MAX_CHUNK_RECORDS}")
+    return requested
+
+
+class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
+    def __init__(self, node: PartyNode) -> None:
+        self.node = node
+
+    def GetIdentity(self, request: party_node_pb2.IdentityRequest, context: Any) -> common_pb2.PartyIdentity:
+        return cv.identity_to_pb(self.node.identity())
+
+    def Contribute(
+        self, request: party_node_pb2.ContributeRequest, context: Any
+    ) -> party_node_pb2.Contribution:
+        commitment, envelopes = self.node.contribute(
+            request.ceremony_id, [cv.identity_from_pb(i) for i in request.parties]
+        )
+        return party_node_pb2.Contribution(
+            commitment=cv.commitment_to_pb(commitment),
+            envelopes=[cv.envelope_to_pb(e) for e in envelopes],
+        )
+
+    def Finish(self, request: party_node_pb2.FinishRequest, context: Any) -> party_node_pb2.KeyConfirmation:
+        tag = self.node.finish(
+            request.ceremony_id,
+            [cv.envelope_from_pb(e) for e in request.envelopes],
+            [cv.commitment_from_pb(c) for c in request.commitments],
+        )
+        return party_node_pb2.KeyConfirmation(party=self.node.name, tag=tag)
+
+    def Encode(
+        self, request: party_node_pb2.EncodeRequest, context: Any
+    ) -> Iterator[party_node_pb2.EncodingChunk]:
+        size = _chunk_size(request.chunk_records)
+        encoded = self.node.encode(request.epoch_id, request.ceremony_id)
+        n = len(encoded.tokens)
+        width = int(encoded.clks.shape[1])
+        starts = list(range(0, n, size)) or [0]
+        for seq, start in enumerate(starts):
+            last = seq == len(starts) - 1
+            yield party_node_pb2.EncodingChunk(
+                epoch_id=request.epoch_id,
+                seq=seq,
+                filter_bytes=width,
+                tokens=encoded.tokens[start : start + size],
+                clks=encoded.clks[start : start + size].tobytes(),
+                last=last,
+                total_records=n,
+                schema_fingerprint=encoded.epoch.schema_fingerprint,
+                dataset_commitment=encoded.epoch.commitment if last else b"",
+            )
+
+    def EncryptIndicators(
+        self, request: party_node_pb2.EncryptRequest, context: Any
+    ) -> Iterator[party_node_pb2.CiphertextChunk]:
+        size = _chunk_size(request.chunk_records)
+        tokens, cts = self.node.encrypt_indicators(
+            request.query_id,
+            request.epoch_id,
+            cv.predicates_from_pb(request.filters),
+            request.epsilon,
+            request.purpose,
+        )
+        starts = list(range(0, len(tokens), size)) or [0]
+        for seq, start in enumerate(starts):
+            yield party_node_pb2.CiphertextChunk(
+                seq=seq,
+                tokens=tokens[start : start + size],
+                ciphertexts=cts[start : start + size],
+                last=seq == len(starts) - 1,
+            )
+
+    def AggregateByGroup(
+        self, request_iterator: Iterator[party_node_pb2.AggregateInput], context: Any
+    ) -> party_node_pb2.GroupedCiphertexts:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidRequest("AggregateByGroup must start with a header")
+        m = first.header
+        header = AggregateHeader(
+            query_id=m.query_id,
+            epoch_id=m.epoch_id,
+            origin_key=paillier.PublicKey.from_bytes(m.paillier_n),
+            group_by=m.group_by,
+            filters=cv.predicates_from_pb(m.filters),
+            epsilon=m.epsilon,
+            expected_records=m.expected_records,
+            purpose=m.purpose,
+        )
+        self.node.check_aggregate_header(header)
+
+        def chunks() -> Iterator[tuple[int, list[bytes], list[bytes], bool]]:
+            for item in request_iterator:
+                if not item.HasField("chunk"):
+                    raise InvalidRequest("only one header is allowed")
+                c = item.chunk
+                yield c.seq, list(c.tokens), list(c.ciphertexts), c.last
+
+        sums = self.node.aggregate(header, chunks())
+        return party_node_pb2.GroupedCiphertexts(
+            query_id=m.query_id,
+            groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in sums],
+        )
+
+    def DecryptAggregate(
+        self, request: party_node_pb2.DecryptRequest, context: Any
+    ) -> common_pb2.ProtectedTable:
+        table, epsilon = self.node.decrypt(
+            request.query_id, [(g.group, g.ciphertext) for g in request.groups]
+        )
+        out = self.node.federation.output
+        return cv.table_to_pb(
+            request.query_id,
+            table,
+            epsilon=epsilon,
+            noise_scale=request.noise_scale,
+            mechanism=request.mechanism,
+            threshold=out.suppress_below,
+            rounding_base=out.rounding_base,
+        )
+
+
+def allowed_roles() -> dict[str, frozenset[Any]]:
+    """Every PartyNode method is for the coordinator alone."""
+    from headcount.tls import Role
+
+    service = party_node_pb2.DESCRIPTOR.services_by_name["PartyNode"]
+    return {
+        f"/{service.full_name}/{m.name}": frozenset({Role.COORDINATOR}) for m in service.methods
+    }
+
+
+__all__ = ["PartyNodeService", "allowed_roles", "grpc"]
