@@ -15,12 +15,13 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
 from headcount import rpc, tls
 from headcount.audit import AuditLog
 from headcount.config import FederationConfig
@@ -31,7 +32,6 @@ from headcount.errors import (
     HeadcountError,
     InvalidProof,
     InvalidRequest,
-    PolicyRefused,
 )
 from headcount.linkage.clk import DEFAULT_SCHEMA
 from headcount.linkage.dice import score_pairs
@@ -39,7 +39,6 @@ from headcount.linkage.solve import Edge, cluster_records
 from headcount.query import QuerySpec, unlinked_group
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
-from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class NodeClients:
     def __init__(
         self,
         federation: FederationConfig,
-        interceptors: Sequence[grpc.UnaryUnaryClientInterceptor | grpc.UnaryStreamClientInterceptor | grpc.StreamUnaryClientInterceptor | grpc.StreamStreamClientInterceptor] = (),
+        interceptors: Sequence[rpc.ClientInterceptor] = (),
     ) -> None:
         creds = tls.channel_credentials(
             federation.coordinator.tls.cert, federation.coordinator.tls.key, federation.ca_cert
@@ -78,11 +77,16 @@ class NodeClients:
         self.timeout_s = federation.rpc_timeout_s
         self.channels = {
             p.name: rpc.secure_channel(
-                p.address, creds, max_message_bytes=federation.max_message_bytes, interceptors=interceptors
+                p.address,
+                creds,
+                max_message_bytes=federation.max_message_bytes,
+                interceptors=interceptors,
             )
             for p in federation.parties
         }
-        self.stubs = {name: party_node_pb2_grpc.PartyNodeStub(ch) for name, ch in self.channels.items()}
+        self.stubs = {
+            name: party_node_pb2_grpc.PartyNodeStub(ch) for name, ch in self.channels.items()
+        }
 
     def call(self, party: str, fn: Callable[[party_node_pb2_grpc.PartyNodeStub], T]) -> T:
         try:
@@ -128,7 +132,10 @@ class Coordinator:
         replies = _each(
             self.parties,
             lambda p: self.nodes.call(
-                p, lambda s: s.GetIdentity(party_node_pb2.IdentityRequest(), timeout=self.nodes.timeout_s)
+                p,
+                lambda s: s.GetIdentity(
+                    party_node_pb2.IdentityRequest(), timeout=self.nodes.timeout_s
+                ),
             ),
         )
         out = {}
@@ -198,10 +205,14 @@ class Coordinator:
         return CeremonyResult(ceremony_id, tuple(self.parties), confirmed)
 
     # -- linkage -------------------------------------------------------------------
-    def _fetch_encodings(self, party: str, epoch_id: str, ceremony_id: str) -> tuple[PartyEncodings, str]:
+    def _fetch_encodings(
+        self, party: str, epoch_id: str, ceremony_id: str
+    ) -> tuple[PartyEncodings, str]:
         expected_width = DEFAULT_SCHEMA.filter_bits // 8
 
-        def stream(stub: party_node_pb2_grpc.PartyNodeStub) -> Iterator[party_node_pb2.EncodingChunk]:
+        def stream(
+            stub: party_node_pb2_grpc.PartyNodeStub,
+        ) -> Iterator[party_node_pb2.EncodingChunk]:
             yield from stub.Encode(
                 party_node_pb2.EncodeRequest(
                     epoch_id=epoch_id, ceremony_id=ceremony_id, chunk_records=CHUNK_RECORDS
@@ -219,16 +230,22 @@ class Coordinator:
             if done:
                 raise InvalidRequest(f"{party}: data after the last chunk")
             if chunk.seq != seq or chunk.epoch_id != epoch_id:
-                raise InvalidRequest(f"{party}: chunk {chunk.seq} out of order or from another epoch")
+                raise InvalidRequest(
+                    f"{party}: chunk {chunk.seq} out of order or from another epoch"
+                )
             if chunk.filter_bytes != expected_width:
                 raise InvalidRequest(
-                    f"{party}: filters are {chunk.filter_bytes} bytes; the schema says {expected_width}"
+                    f"{party}: filters are {chunk.filter_bytes} bytes; "
+                    f"the schema says {expected_width}"
                 )
             if any(len(t) != TOKEN_BYTES for t in chunk.tokens):
                 raise InvalidRequest(f"{party}: malformed token in chunk {seq}")
             if len(chunk.clks) != len(chunk.tokens) * expected_width:
                 raise InvalidRequest(f"{party}: chunk {seq} has truncated encodings")
-            if total not in (-1, chunk.total_records) or fingerprint not in ("", chunk.schema_fingerprint):
+            if total not in (-1, chunk.total_records) or fingerprint not in (
+                "",
+                chunk.schema_fingerprint,
+            ):
                 raise InvalidRequest(f"{party}: chunk {seq} contradicts earlier chunks")
             total, fingerprint = chunk.total_records, chunk.schema_fingerprint
             tokens.extend(chunk.tokens)
@@ -272,8 +289,13 @@ class Coordinator:
             for a, b in itertools.combinations(self.parties, 2)
         }
         self.store.save_epoch(
-            epoch_id, ceremony_id, threshold, DEFAULT_SCHEMA.fingerprint(),
-            list(encodings.values()), token_clusters, pair_links,
+            epoch_id,
+            ceremony_id,
+            threshold,
+            DEFAULT_SCHEMA.fingerprint(),
+            list(encodings.values()),
+            token_clusters,
+            pair_links,
         )
         info = self.store.epoch(epoch_id)
         self.audit.append(
@@ -288,7 +310,9 @@ class Coordinator:
                 "clusters": info.clusters,
             },
         )
-        log.info("epoch %s: %d clusters in %.1f s", epoch_id, len(clusters), time.monotonic() - started)
+        log.info(
+            "epoch %s: %d clusters in %.1f s", epoch_id, len(clusters), time.monotonic() - started
+        )
         return info
 
     # -- queries ---------------------------------------------------------------------
@@ -300,26 +324,28 @@ class Coordinator:
         return paillier.PublicKey.from_bytes(ident.paillier_n)
 
     def budget_remaining(self, epoch_id: str, party: str) -> float:
+        """Epsilon ``party`` has left in the epoch, mirroring the nodes' own ledgers."""
         spent = sum(
-            q["epsilon"] for q in self._released_specs(epoch_id)
+            float(q["epsilon"])
+            for q in self.store.charged_specs(epoch_id)
             if party in (q["population_party"], q["group_party"])
         )
         return self.federation.privacy.epsilon_per_epoch - spent
 
-    def _released_specs(self, epoch_id: str) -> list[dict[str, Any]]:
-        return self.store.charged_specs(epoch_id)
-
     def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
         for party in (spec.population_party, spec.group_party):
             if party not in self.parties:
-                raise InvalidRequest(f"unknown party {party!r}; the federation has {list(self.parties)}")
+                raise InvalidRequest(
+                    f"unknown party {party!r}; the federation has {list(self.parties)}"
+                )
         epoch_id = self.store.latest_epoch()
         epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
         for party in (spec.population_party, spec.group_party):
             left = self.budget_remaining(epoch_id, party)
             if epsilon > left + 1e-12:
                 raise BudgetExhausted(
-                    f"{party}'s privacy budget for this epoch has {left:.3g} left; the query needs {epsilon:.3g}"
+                    f"{party}'s privacy budget for this epoch has {left:.3g} left; "
+                    f"the query needs {epsilon:.3g}"
                 )
         query_id = uuid.uuid4().hex
         spec_json = {**asdict(spec), "epsilon": epsilon}
@@ -330,7 +356,12 @@ class Coordinator:
             self.store.finish_query(query_id, "refused", None)
             self.audit.append(
                 "refusal",
-                {"query_id": query_id, "analyst": analyst, "purpose": spec.purpose, "reason": str(exc)},
+                {
+                    "query_id": query_id,
+                    "analyst": analyst,
+                    "purpose": spec.purpose,
+                    "reason": str(exc),
+                },
             )
             raise
         except Exception:
@@ -339,7 +370,11 @@ class Coordinator:
         release = {
             "title": outcome.title,
             "cells": [
-                {"group": c.group, "value": c.value if c.status == "released" else None, "status": c.status}
+                {
+                    "group": c.group,
+                    "value": c.value if c.status == "released" else None,
+                    "status": c.status,
+                }
                 for c in outcome.table.cells
             ],
             "total": None if outcome.table.total_suppressed else outcome.table.total,
@@ -359,10 +394,14 @@ class Coordinator:
                 "table": release,
             },
         )
-        remaining = min(self.budget_remaining(epoch_id, p) for p in (spec.population_party, spec.group_party))
+        remaining = min(
+            self.budget_remaining(epoch_id, p) for p in (spec.population_party, spec.group_party)
+        )
         return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
 
-    def _execute(self, query_id: str, epoch_id: str, spec: QuerySpec, epsilon: float) -> QueryOutcome:
+    def _execute(
+        self, query_id: str, epoch_id: str, spec: QuerySpec, epsilon: float
+    ) -> QueryOutcome:
         origin, group = spec.population_party, spec.group_party
         key = self._origin_key(origin)
         origin_tokens = self.store.tokens(epoch_id, origin)
@@ -400,7 +439,9 @@ class Coordinator:
         link = self.store.linked(epoch_id, origin, group)
         linked_positions = [i for i, t in enumerate(group_tokens) if t in link]
         aligned = paillier.encrypt_zeros(key, len(group_tokens))
-        fresh = paillier.rerandomise(key, [by_token[link[group_tokens[i]]] for i in linked_positions])
+        fresh = paillier.rerandomise(
+            key, [by_token[link[group_tokens[i]]] for i in linked_positions]
+        )
         for i, c in zip(linked_positions, fresh, strict=True):
             aligned[i] = c
 
@@ -423,7 +464,10 @@ class Coordinator:
                     chunk=party_node_pb2.CiphertextChunk(
                         seq=seq,
                         tokens=group_tokens[start : start + CHUNK_RECORDS],
-                        ciphertexts=[paillier.to_bytes(key, c) for c in aligned[start : start + CHUNK_RECORDS]],
+                        ciphertexts=[
+                            paillier.to_bytes(key, c)
+                            for c in aligned[start : start + CHUNK_RECORDS]
+                        ],
                         last=seq == len(starts) - 1,
                     )
                 )
@@ -437,7 +481,9 @@ class Coordinator:
         # Origin records with no link into the grouping department form their
         # own cell, so the table adds up to the population.
         linked_origin = set(link.values())
-        unlinked = paillier.add_all(key, (by_token[t] for t in origin_tokens if t not in linked_origin))
+        unlinked = paillier.add_all(
+            key, (by_token[t] for t in origin_tokens if t not in linked_origin)
+        )
         sums.append((unlinked_group(group), unlinked))
 
         # Noise is added under encryption: the decrypting node only ever sees
@@ -493,4 +539,3 @@ class Coordinator:
 
     def close(self) -> None:
         self.nodes.close()
-

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from coordinator.coordinator import Coordinator, NodeClients
+from coordinator.service import CoordinatorService, allowed_roles
 from headcount import rpc, tls
 from headcount.config import FederationConfig
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
-from coordinator.coordinator import Coordinator, NodeClients
-from coordinator.service import CoordinatorService, allowed_roles
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def start(
     federation: FederationConfig,
     *,
     address: str | None = None,
-    node_interceptors: Sequence[grpc.UnaryUnaryClientInterceptor | grpc.UnaryStreamClientInterceptor | grpc.StreamUnaryClientInterceptor | grpc.StreamStreamClientInterceptor] = (),
+    node_interceptors: Sequence[rpc.ClientInterceptor] = (),
 ) -> RunningCoordinator:
     """Start the coordinator on its configured address (or ``address``); non-blocking."""
     cfg = federation.coordinator

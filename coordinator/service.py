@@ -6,11 +6,11 @@ from typing import Any
 
 import grpc
 
+from coordinator.coordinator import Coordinator
 from headcount.rpc import peer_principal
 from headcount.tls import Role
-from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 from headcount.wire import convert as cv
-from coordinator.coordinator import Coordinator
+from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 
 OPERATOR = frozenset({Role.OPERATOR})
 ANALYST = frozenset({Role.ANALYST})

@@ -143,7 +143,9 @@ class CoordinatorStore:
                 " ORDER BY created_at DESC, rowid DESC LIMIT 1"
             ).fetchone()
         if row is None:
-            raise FailedPrecondition("no key ceremony has completed; run `headcount ceremony` first")
+            raise FailedPrecondition(
+                "no key ceremony has completed; run `headcount ceremony` first"
+            )
         return str(row[0])
 
     # -- epochs ---------------------------------------------------------------------
@@ -218,7 +220,9 @@ class CoordinatorStore:
                     (epoch_id,),
                 )
             }
-        return EpochInfo(str(row[0]), str(row[1]), float(row[2]), str(row[3]), int(row[4]), records, pairs)
+        return EpochInfo(
+            str(row[0]), str(row[1]), float(row[2]), str(row[3]), int(row[4]), records, pairs
+        )
 
     def tokens(self, epoch_id: str, party: str) -> list[bytes]:
         """``party``'s tokens in the epoch, in the order the node sent them."""
@@ -226,7 +230,8 @@ class CoordinatorStore:
             return [
                 bytes(r[0])
                 for r in db.execute(
-                    "SELECT token FROM encodings WHERE epoch_id = ? AND party = ? ORDER BY position",
+                    "SELECT token FROM encodings WHERE epoch_id = ? AND party = ?"
+                    " ORDER BY position",
                     (epoch_id, party),
                 )
             ]
@@ -243,11 +248,21 @@ class CoordinatorStore:
         return {bytes(r[0]): bytes(r[1]) for r in rows}
 
     # -- queries and releases ----------------------------------------------------
-    def save_query(self, query_id: str, epoch_id: str, analyst: str, purpose: str, spec: dict[str, Any]) -> None:
+    def save_query(
+        self, query_id: str, epoch_id: str, analyst: str, purpose: str, spec: dict[str, Any]
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (query_id, epoch_id, analyst, purpose, json.dumps(spec, sort_keys=True), "running", _now()),
+                (
+                    query_id,
+                    epoch_id,
+                    analyst,
+                    purpose,
+                    json.dumps(spec, sort_keys=True),
+                    "running",
+                    _now(),
+                ),
             )
 
     def finish_query(self, query_id: str, status: str, release: dict[str, Any] | None) -> None:

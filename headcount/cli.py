@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from headcount import config as config_mod
-from headcount.errors import HeadcountError
+from headcount.errors import ConfigError, HeadcountError
 from headcount.log import configure
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ CONFIG_HELP = "Federation config file (default: $HEADCOUNT_CONFIG or ./federatio
 
 def _fail(exc: HeadcountError) -> NoReturn:
     click.secho(f"error: {exc}", fg="red", err=True)
-    sys.exit(2 if isinstance(exc, config_mod.ConfigError) else 1)
+    sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 def _load(path: Path | None) -> config_mod.FederationConfig:
@@ -46,7 +46,9 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
+)
 @click.option("--log-json", is_flag=True, help="Write logs as JSON lines (for log shippers).")
 @click.version_option(package_name="headcount")
 def cli(log_level: str, log_json: bool) -> None:
@@ -71,7 +73,13 @@ def federation() -> None:
 @federation.command("init")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--name", default="demo", show_default=True, help="Federation name.")
-@click.option("--paillier-bits", default=2048, show_default=True, type=click.Choice(["1024", "2048", "3072"]), help="Paillier modulus size (1024 is for tests only).")
+@click.option(
+    "--paillier-bits",
+    default=2048,
+    show_default=True,
+    type=click.Choice(["1024", "2048", "3072"]),
+    help="Paillier modulus size (1024 is for tests only).",
+)
 @click.option("--base-port", default=0, type=int, help="First loopback port (default: free ports).")
 def federation_init(directory: Path, name: str, paillier_bits: str, base_port: int) -> None:
     """Create a federation CA, one certificate per party, coordinator, operator
@@ -81,7 +89,9 @@ def federation_init(directory: Path, name: str, paillier_bits: str, base_port: i
     bits = int(paillier_bits)
     cfg = init_federation(
         directory,
-        InitOptions(name=name, paillier_bits=bits, insecure_test_keys=bits < 2048, base_port=base_port),
+        InitOptions(
+            name=name, paillier_bits=bits, insecure_test_keys=bits < 2048, base_port=base_port
+        ),
     )
     click.echo(f"federation {cfg.name!r} created in {directory}")
     click.echo(f"  config:      {directory / 'federation.toml'}")
@@ -93,9 +103,23 @@ def federation_init(directory: Path, name: str, paillier_bits: str, base_port: i
 
 # -- synthetic data -------------------------------------------------------------------
 @cli.command()
-@click.option("--people", default=5000, show_default=True, type=click.IntRange(1), help="People in the population.")
-@click.option("--seed", default=2026, show_default=True, type=int, help="Random seed (same seed, same files).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help="Directory for the CSV files.")
+@click.option(
+    "--people",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="People in the population.",
+)
+@click.option(
+    "--seed", default=2026, show_default=True, type=int, help="Random seed (same seed, same files)."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory for the CSV files.",
+)
 def synth(people: int, seed: int, out_dir: Path) -> None:
     """Write a synthetic population: one CSV per department plus ground_truth.csv.
 
@@ -182,7 +206,12 @@ def ceremony(config_path: Path | None) -> None:
 
 @cli.command()
 @config_option
-@click.option("--threshold", default=0.0, type=click.FloatRange(0, 1), help="Dice threshold (default: the federation's).")
+@click.option(
+    "--threshold",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Dice threshold (default: the federation's).",
+)
 def link(config_path: Path | None, threshold: float) -> None:
     """Run a linkage epoch: fresh tokens, keyed encodings, comparison, clusters."""
     from headcount.client import Client
@@ -209,16 +238,39 @@ def _predicate(text: str) -> tuple[str, str, tuple[str, ...]]:
 @cli.command()
 @config_option
 @click.option("--analyst", required=True, help="Analyst name (its certificate is used).")
-@click.option("--population", required=True, help="Department whose records are counted, e.g. education.")
-@click.option("--group-by", "group_by", required=True, help="party.attribute to group by, e.g. immigration.immigration_status.")
+@click.option(
+    "--population", required=True, help="Department whose records are counted, e.g. education."
+)
+@click.option(
+    "--group-by",
+    "group_by",
+    required=True,
+    help="party.attribute to group by, e.g. immigration.immigration_status.",
+)
 @click.option("--filter", "filters", multiple=True, help="party.attribute=v1,v2 (repeatable).")
-@click.option("--purpose", required=True, help="Why this table is needed (recorded in the audit log).")
-@click.option("--epsilon", default=0.0, type=float, help="Privacy loss to spend (default: the federation's).")
+@click.option(
+    "--purpose", required=True, help="Why this table is needed (recorded in the audit log)."
+)
+@click.option(
+    "--epsilon", default=0.0, type=float, help="Privacy loss to spend (default: the federation's)."
+)
 @click.option("--title", default="", help="Title for the released table.")
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write the table to this CSV file.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the table to this CSV file.",
+)
 def query(
-    config_path: Path | None, analyst: str, population: str, group_by: str, filters: tuple[str, ...],
-    purpose: str, epsilon: float, title: str, csv_path: Path | None,
+    config_path: Path | None,
+    analyst: str,
+    population: str,
+    group_by: str,
+    filters: tuple[str, ...],
+    purpose: str,
+    epsilon: float,
+    title: str,
+    csv_path: Path | None,
 ) -> None:
     """Ask for a protected count of POPULATION's records grouped by another
     department's attribute. Only noisy, rounded, small-number-suppressed
@@ -240,8 +292,13 @@ def query(
         else:
             raise click.BadParameter(f"filters may name {population} or {group_party}, not {party}")
     spec = QuerySpec(
-        purpose=purpose, population_party=population, group_party=group_party, group_by=group_attr,
-        population_filters=tuple(pop_filters), group_filters=tuple(grp_filters), epsilon=epsilon,
+        purpose=purpose,
+        population_party=population,
+        group_party=group_party,
+        group_by=group_attr,
+        population_filters=tuple(pop_filters),
+        group_filters=tuple(grp_filters),
+        epsilon=epsilon,
         title=title,
     )
     with Client(_load(config_path), analyst=analyst) as c:
@@ -263,7 +320,9 @@ def status(config_path: Path | None, analyst: str | None) -> None:
     click.echo(f"federation {s.federation}")
     click.echo(f"  ceremony {s.ceremony_id or '(none)'}   epoch {s.epoch_id or '(none)'}")
     for p in s.parties:
-        click.echo(f"  {p.party:<12} {'healthy' if p.healthy else 'DOWN':<8} {p.records:>8} records")
+        click.echo(
+            f"  {p.party:<12} {'healthy' if p.healthy else 'DOWN':<8} {p.records:>8} records"
+        )
     click.echo(f"  {s.queries} queries; audit head {s.audit_head[:16]}")
 
 
@@ -283,10 +342,29 @@ def audit(config_path: Path | None, analyst: str | None) -> None:
 
 # -- demo -------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--people", default=5000, show_default=True, type=click.IntRange(50), help="Synthetic population size.")
+@click.option(
+    "--people",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(50),
+    help="Synthetic population size.",
+)
 @click.option("--seed", default=2026, show_default=True, type=int, help="Random seed.")
-@click.option("--dir", "directory", default=Path(".headcount-demo"), show_default=True, type=click.Path(path_type=Path, file_okay=False), help="Working directory (recreated on each run).")
-@click.option("--paillier-bits", default="2048", show_default=True, type=click.Choice(["1024", "2048", "3072"]), help="Paillier key size (1024 only for quick tests).")
+@click.option(
+    "--dir",
+    "directory",
+    default=Path(".headcount-demo"),
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Working directory (recreated on each run).",
+)
+@click.option(
+    "--paillier-bits",
+    default="2048",
+    show_default=True,
+    type=click.Choice(["1024", "2048", "3072"]),
+    help="Paillier key size (1024 only for quick tests).",
+)
 def demo(people: int, seed: int, directory: Path, paillier_bits: str) -> None:
     """Run a whole federation on this machine: CA, synthetic population, four
     party nodes and a coordinator as separate processes, key ceremony, one

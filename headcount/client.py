@@ -19,8 +19,8 @@ from headcount.audit import AuditEvent, verify_chain
 from headcount.config import Credential, FederationConfig
 from headcount.errors import ConfigError
 from headcount.query import QuerySpec
-from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 from headcount.wire import convert as cv
+from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 
 T = TypeVar("T")
 

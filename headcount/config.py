@@ -103,8 +103,8 @@ class FederationConfig(_Frozen):
     linkage_threshold: float = Field(0.8, gt=0, le=1)
     rpc_timeout_s: float = Field(300.0, gt=0)
     max_message_bytes: int = Field(16 * 2**20, ge=2**16, le=2**30)
-    output: OutputPolicy = OutputPolicy()  # type: ignore[call-arg]
-    privacy: PrivacyPolicy = PrivacyPolicy()  # type: ignore[call-arg]
+    output: OutputPolicy = OutputPolicy()
+    privacy: PrivacyPolicy = PrivacyPolicy()
     coordinator: CoordinatorConfig
     operator: Credential
     parties: tuple[PartyConfig, ...] = Field(min_length=2)
@@ -163,7 +163,10 @@ def _missing_files(cfg: FederationConfig) -> list[str]:
     must_exist += [("coordinator.tls.cert", cfg.coordinator.tls.cert)]
     must_exist += [("coordinator.tls.key", cfg.coordinator.tls.key)]
     for p in cfg.parties:
-        must_exist += [(f"party {p.name} tls.cert", p.tls.cert), (f"party {p.name} tls.key", p.tls.key)]
+        must_exist += [
+            (f"party {p.name} tls.cert", p.tls.cert),
+            (f"party {p.name} tls.key", p.tls.key),
+        ]
     return [f"{what}: file not found: {path}" for what, path in must_exist if not path.is_file()]
 
 
@@ -187,9 +190,12 @@ def load(path: Path | None = None) -> FederationConfig:
         cfg = FederationConfig.model_validate(_resolve(raw, path.resolve().parent))
     except ValidationError as exc:
         problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
         ]
-        raise ConfigError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
+        raise ConfigError(
+            f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        ) from None
     missing = _missing_files(cfg)
     if missing:
         raise ConfigError(f"{path}: {len(missing)} problem(s):\n  " + "\n  ".join(missing))

@@ -60,6 +60,14 @@ DEMO_QUERIES: tuple[QuerySpec, ...] = (
         group_party="education",
         group_by="sen",
     ),
+    QuerySpec(
+        title="People known to immigration, by GP registration",
+        purpose="Find out whether families with insecure immigration status are registered "
+        "with a GP, to target health outreach.",
+        population_party="immigration",
+        group_party="health",
+        group_by="gp_registered",
+    ),
 )
 
 
@@ -245,7 +253,8 @@ def run_demo(
         )
     )
     echo(
-        f"done in {result.wall_time_s:.0f} s; tables in {releases_dir}, logs in {directory / 'logs'}"
+        f"done in {result.wall_time_s:.0f} s; tables in {releases_dir}, "
+        f"logs in {directory / 'logs'}"
     )
     return result
 

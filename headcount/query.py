@@ -67,9 +67,7 @@ def unlinked_group(party: str) -> str:
     return f"not known to {party}"
 
 
-def check_predicates(
-    party: str, approved: Iterable[str], predicates: Sequence[Predicate]
-) -> None:
+def check_predicates(party: str, approved: Iterable[str], predicates: Sequence[Predicate]) -> None:
     """Refuse filters on attributes ``party`` has not approved, or unknown values."""
     approved_set = set(approved)
     known = {a.name: a for a in ATTRIBUTES.get(party, ())}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from cryptography import x509
@@ -24,6 +24,14 @@ from headcount.tls import Principal, Role, principal_of
 log = logging.getLogger(__name__)
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+ClientInterceptor: TypeAlias = (
+    grpc.UnaryUnaryClientInterceptor[Any, Any]
+    | grpc.UnaryStreamClientInterceptor[Any, Any]
+    | grpc.StreamUnaryClientInterceptor[Any, Any]
+    | grpc.StreamStreamClientInterceptor[Any, Any]
+)
+ServerInterceptor: TypeAlias = grpc.ServerInterceptor[Any, Any]
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -37,15 +45,11 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 def peer_principal(context: grpc.ServicerContext) -> Principal:
     """The verified certificate holder on the other end; NotAuthorised if none."""
-    auth = context.auth_context()
-    pems = auth.get("x509_pem_cert")
+    # grpc-stubs types the values as bytes; gRPC actually returns a list of bytes.
+    pems: Any = context.auth_context().get("x509_pem_cert")
     if not pems:
         raise NotAuthorised("a client certificate from the federation CA is required")
     return principal_of(x509.load_pem_x509_certificate(pems[0]))
-
-
-class _Abort(Exception):
-    """Raised inside wrappers after context.abort, to stop a generator."""
 
 
 def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
@@ -55,7 +59,7 @@ def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
 
 
-class Guard(grpc.ServerInterceptor):
+class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Role-based authorisation plus error mapping for every RPC of a server.
 
     ``allowed`` maps a full method name (``/headcount.v1.PartyNode/Encode``) to
@@ -73,25 +77,26 @@ class Guard(grpc.ServerInterceptor):
         roles = self._allowed.get(method)
         if roles is None or principal.role not in roles:
             raise NotAuthorised(
-                f"{principal.role.value} {principal.name!r} may not call {method.rsplit('/', 1)[-1]}"
+                f"{principal.role.value} {principal.name!r} "
+                f"may not call {method.rsplit('/', 1)[-1]}"
             )
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
 
         def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
             def run(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     self._check(method, context)
                     return behaviour(request, context)
-                except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
+                except Exception as exc:
                     _fail(context, exc)
 
             return run
@@ -101,7 +106,7 @@ class Guard(grpc.ServerInterceptor):
                 try:
                     self._check(method, context)
                     yield from behaviour(request, context)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     _fail(context, exc)
 
             return run
@@ -131,7 +136,7 @@ def make_server(
     *,
     max_message_bytes: int,
     workers: int = 8,
-    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    interceptors: Sequence[ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A TLS server with the guard and the health service; returns (server, port, health).
 
@@ -164,7 +169,7 @@ def secure_channel(
     credentials: grpc.ChannelCredentials,
     *,
     max_message_bytes: int,
-    interceptors: Sequence[grpc.UnaryUnaryClientInterceptor | grpc.StreamStreamClientInterceptor | grpc.UnaryStreamClientInterceptor | grpc.StreamUnaryClientInterceptor] = (),
+    interceptors: Sequence[ClientInterceptor] = (),
 ) -> grpc.Channel:
     channel = grpc.secure_channel(address, credentials, options=channel_options(max_message_bytes))
     if interceptors:
@@ -184,8 +189,9 @@ def wait_healthy(channel: grpc.Channel, peer: str, *, timeout_s: float) -> None:
     """Block until ``peer`` reports SERVING; PeerUnavailable after ``timeout_s``."""
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s,
-                           wait_for_ready=True)
+        reply = stub.Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s, wait_for_ready=True
+        )
     except grpc.RpcError as exc:
         raise_from_rpc(exc, peer)
     if reply.status != health_pb2.HealthCheckResponse.SERVING:

@@ -149,7 +149,9 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -203,9 +205,7 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def server_credentials(
-    cert_path: Path, key_path: Path, ca_path: Path
-) -> grpc.ServerCredentials:
+def server_credentials(cert_path: Path, key_path: Path, ca_path: Path) -> grpc.ServerCredentials:
     """Server credentials that require a client certificate from the CA."""
     return grpc.ssl_server_credentials(
         [(key_path.read_bytes(), cert_path.read_bytes())],
@@ -214,9 +214,7 @@ def server_credentials(
     )
 
 
-def channel_credentials(
-    cert_path: Path, key_path: Path, ca_path: Path
-) -> grpc.ChannelCredentials:
+def channel_credentials(cert_path: Path, key_path: Path, ca_path: Path) -> grpc.ChannelCredentials:
     """Client credentials presenting our certificate and trusting only the CA."""
     return grpc.ssl_channel_credentials(
         root_certificates=ca_path.read_bytes(),

@@ -48,9 +48,9 @@ class DepartmentData:
 
     party: str
     path: Path
-    sha256: bytes                   # of the file's bytes, to detect a changed file
+    sha256: bytes  # of the file's bytes, to detect a changed file
     identities: tuple[Identity, ...]
-    attributes: pd.DataFrame        # one column per attribute, strings, row order = file order
+    attributes: pd.DataFrame  # one column per attribute, strings, row order = file order
 
     @property
     def records(self) -> int:
@@ -153,7 +153,10 @@ def load_department_file(path: Path, party: str) -> DepartmentData:
                     int(str(row)), attr.name, f"expected a number, got {value!r}", "not a number"
                 )
             lo, hi = attr.minimum, attr.maximum
-            out = nums[(nums < (lo if lo is not None else -float("inf"))) | (nums > (hi if hi is not None else float("inf")))]
+            out = nums[
+                (nums < (lo if lo is not None else -float("inf")))
+                | (nums > (hi if hi is not None else float("inf")))
+            ]
             for row in out.head(MAX_PROBLEMS).index:
                 problem(int(str(row)), attr.name, f"value out of range [{lo}, {hi}]")
         else:
@@ -170,7 +173,9 @@ def load_department_file(path: Path, party: str) -> DepartmentData:
 
     if problems:
         shown = problems[:MAX_PROBLEMS]
-        more = f"\n  ... and more (first {MAX_PROBLEMS} shown)" if len(problems) > MAX_PROBLEMS else ""
+        more = (
+            f"\n  ... and more (first {MAX_PROBLEMS} shown)" if len(problems) > MAX_PROBLEMS else ""
+        )
         head = f"{path}: {len(shown)} problem(s) found; nothing was stored:\n  "
         raise DepartmentFileError(
             head + "\n  ".join(r for r, _ in shown) + more,

@@ -21,14 +21,19 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import phe
 from cryptography.hazmat.primitives.asymmetric import x25519
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import ceremony, paillier
@@ -56,8 +61,8 @@ MAX_GROUPS = 256
 @dataclass(frozen=True, slots=True)
 class EncodedEpoch:
     epoch: Epoch
-    tokens: tuple[bytes, ...]   # in the (shuffled) order they are sent
-    clks: np.ndarray            # uint8 (records, filter_bytes), same order
+    tokens: tuple[bytes, ...]  # in the (shuffled) order they are sent
+    clks: np.ndarray  # uint8 (records, filter_bytes), same order
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,11 @@ class PartyNode:
     def _load_or_create_paillier(self) -> tuple[paillier.PublicKey, phe.PaillierPrivateKey]:
         raw = self.store.get_secret("paillier")
         if raw is None:
-            log.info("%s: generating a %d-bit Paillier key pair", self.name, self.federation.paillier_bits)
+            log.info(
+                "%s: generating a %d-bit Paillier key pair",
+                self.name,
+                self.federation.paillier_bits,
+            )
             _, priv = paillier.generate_keypair(self.federation.paillier_bits)
             raw = json.dumps({"p": str(priv.p), "q": str(priv.q)}).encode()
             self.store.put_secret("paillier", raw)
@@ -139,7 +148,8 @@ class PartyNode:
         expected = set(self.federation.party_names)
         if set(by_party) != expected or len(by_party) != len(identities):
             raise InvalidRequest(
-                f"ceremony roster {sorted(by_party)} is not the federation's parties {sorted(expected)}"
+                f"ceremony roster {sorted(by_party)} is not "
+                f"the federation's parties {sorted(expected)}"
             )
         for identity in identities:
             ceremony.verify_identity(identity, self.federation.ca_cert)
@@ -185,7 +195,11 @@ class PartyNode:
             raise InvalidProof(f"the relayed commitment for {self.name} is not the one it made")
         contributions = {self.name: contribution}
         for env in envelopes:
-            if env.ceremony_id != ceremony_id or env.sender not in roster or env.sender == self.name:
+            if (
+                env.ceremony_id != ceremony_id
+                or env.sender not in roster
+                or env.sender == self.name
+            ):
                 raise InvalidProof(f"unexpected envelope from {env.sender!r}")
             if env.sender in contributions:
                 raise InvalidProof(f"two envelopes from {env.sender}")
@@ -219,14 +233,21 @@ class PartyNode:
         # letting anyone test a guess of its content.
         commitment = hmac.new(salt, self.config.data.read_bytes(), hashlib.sha256).digest()
         epoch = Epoch(
-            epoch_id, ceremony_id, data.records, data.sha256, commitment, DEFAULT_SCHEMA.fingerprint()
+            epoch_id,
+            ceremony_id,
+            data.records,
+            data.sha256,
+            commitment,
+            DEFAULT_SCHEMA.fingerprint(),
         )
         self.store.save_epoch(epoch, salt, tokens, [int(i) for i in order])
         log.info("%s: epoch %s encoded %d records", self.name, epoch_id, data.records)
         return EncodedEpoch(epoch, tokens, clks)
 
     # -- queries -------------------------------------------------------------------
-    def _mask(self, data: DepartmentData, rows: Sequence[int], filters: Sequence[Predicate]) -> list[bool]:
+    def _mask(
+        self, data: DepartmentData, rows: Sequence[int], filters: Sequence[Predicate]
+    ) -> list[bool]:
         frame = data.attributes
         keep = np.ones(len(frame), dtype=bool)
         for p in filters:
@@ -234,7 +255,12 @@ class PartyNode:
         return [bool(keep[r]) for r in rows]
 
     def encrypt_indicators(
-        self, query_id: str, epoch_id: str, filters: Sequence[Predicate], epsilon: float, purpose: str
+        self,
+        query_id: str,
+        epoch_id: str,
+        filters: Sequence[Predicate],
+        epsilon: float,
+        purpose: str,
     ) -> tuple[list[bytes], list[bytes]]:
         """E(1) for each record passing ``filters``, E(0) otherwise, in token order."""
         _check_id("query_id", query_id)
@@ -264,12 +290,15 @@ class PartyNode:
         epoch = self.store.epoch(h.epoch_id)
         if h.expected_records != epoch.records:
             raise InvalidRequest(
-                f"expected_records {h.expected_records} != {epoch.records} records in epoch {h.epoch_id}"
+                f"expected_records {h.expected_records} != "
+                f"{epoch.records} records in epoch {h.epoch_id}"
             )
         return groups
 
     def aggregate(
-        self, h: AggregateHeader, chunks: Iterable[tuple[int, Sequence[bytes], Sequence[bytes], bool]]
+        self,
+        h: AggregateHeader,
+        chunks: Iterable[tuple[int, Sequence[bytes], Sequence[bytes], bool]],
     ) -> list[tuple[str, bytes]]:
         """Sum the received ciphertexts per group of this node's attribute.
 
@@ -299,7 +328,9 @@ class PartyNode:
             for tok, ct in zip(toks, cts, strict=True):
                 row = row_of.get(tok)
                 if row is None:
-                    raise InvalidRequest(f"chunk {seq}: a token that is not this node's in the epoch")
+                    raise InvalidRequest(
+                        f"chunk {seq}: a token that is not this node's in the epoch"
+                    )
                 if tok in seen:
                     raise InvalidRequest(f"chunk {seq}: a token sent twice")
                 seen.add(tok)
@@ -332,7 +363,9 @@ class PartyNode:
             raise InvalidRequest("group names must be unique")
         values = [paillier.from_bytes(self._paillier_pub, ct) for _, ct in groups]
         record = self.store.claim_decryption(query_id)
-        counts = {g: paillier.decrypt(self._paillier_priv, c) for g, c in zip(names, values, strict=True)}
+        counts = {
+            g: paillier.decrypt(self._paillier_priv, c) for g, c in zip(names, values, strict=True)
+        }
         out = self.federation.output
         policy = SdcPolicy(out.suppress_below, out.rounding_base, out.secondary_suppression)
         return protect_counts(counts, policy), record.epsilon

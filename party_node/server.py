@@ -31,7 +31,7 @@ def start(
     party: str,
     *,
     address: str | None = None,
-    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    interceptors: Sequence[rpc.ServerInterceptor] = (),
 ) -> RunningNode:
     """Start ``party``'s node on its configured address (or ``address``); non-blocking."""
     node = PartyNode(federation, party)

@@ -29,7 +29,9 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
     def __init__(self, node: PartyNode) -> None:
         self.node = node
 
-    def GetIdentity(self, request: party_node_pb2.IdentityRequest, context: Any) -> common_pb2.PartyIdentity:
+    def GetIdentity(
+        self, request: party_node_pb2.IdentityRequest, context: Any
+    ) -> common_pb2.PartyIdentity:
         return cv.identity_to_pb(self.node.identity())
 
     def Contribute(
@@ -43,7 +45,9 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             envelopes=[cv.envelope_to_pb(e) for e in envelopes],
         )
 
-    def Finish(self, request: party_node_pb2.FinishRequest, context: Any) -> party_node_pb2.KeyConfirmation:
+    def Finish(
+        self, request: party_node_pb2.FinishRequest, context: Any
+    ) -> party_node_pb2.KeyConfirmation:
         tag = self.node.finish(
             request.ceremony_id,
             [cv.envelope_from_pb(e) for e in request.envelopes],

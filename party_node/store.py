@@ -123,7 +123,9 @@ class NodeStore:
             if db.execute(
                 "SELECT 1 FROM ceremonies WHERE ceremony_id = ?", (ceremony_id,)
             ).fetchone():
-                raise InvalidRequest(f"ceremony {ceremony_id} was already started; ids are single-use")
+                raise InvalidRequest(
+                    f"ceremony {ceremony_id} was already started; ids are single-use"
+                )
             db.execute(
                 "INSERT INTO ceremonies (ceremony_id, contribution, identities, created_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -151,7 +153,9 @@ class NodeStore:
                 raise InvalidRequest(f"ceremony {ceremony_id} is unknown or already finished")
 
     # -- linkage epochs ----------------------------------------------------------
-    def save_epoch(self, epoch: Epoch, salt: bytes, tokens: Sequence[bytes], rows: Sequence[int]) -> None:
+    def save_epoch(
+        self, epoch: Epoch, salt: bytes, tokens: Sequence[bytes], rows: Sequence[int]
+    ) -> None:
         """Store an epoch and its token map atomically; InvalidRequest if the id is taken."""
         with self._tx() as db:
             if db.execute("SELECT 1 FROM epochs WHERE epoch_id = ?", (epoch.epoch_id,)).fetchone():
@@ -171,7 +175,10 @@ class NodeStore:
             )
             db.executemany(
                 "INSERT INTO tokens (epoch_id, position, token, row) VALUES (?, ?, ?, ?)",
-                ((epoch.epoch_id, i, t, r) for i, (t, r) in enumerate(zip(tokens, rows, strict=True))),
+                (
+                    (epoch.epoch_id, i, t, r)
+                    for i, (t, r) in enumerate(zip(tokens, rows, strict=True))
+                ),
             )
 
     def epoch(self, epoch_id: str) -> Epoch:
@@ -183,7 +190,9 @@ class NodeStore:
             ).fetchone()
         if row is None:
             raise UnknownJob(f"no epoch {epoch_id} at this node")
-        return Epoch(str(row[0]), str(row[1]), int(row[2]), bytes(row[3]), bytes(row[4]), str(row[5]))
+        return Epoch(
+            str(row[0]), str(row[1]), int(row[2]), bytes(row[3]), bytes(row[4]), str(row[5])
+        )
 
     def token_rows(self, epoch_id: str) -> tuple[list[bytes], list[int]]:
         """Tokens in the order they were sent, and the file row each stands for."""
@@ -199,7 +208,9 @@ class NodeStore:
         return [self.epoch(i) for i in ids]
 
     # -- queries -------------------------------------------------------------------
-    def record_query(self, query_id: str, epoch_id: str, role: str, purpose: str, epsilon: float) -> None:
+    def record_query(
+        self, query_id: str, epoch_id: str, role: str, purpose: str, epsilon: float
+    ) -> None:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM queries WHERE query_id = ?", (query_id,)).fetchone():
                 raise InvalidRequest(f"query {query_id} was already seen here; ids are single-use")
@@ -213,13 +224,16 @@ class NodeStore:
         """Mark an origin query decrypted, once; refuse any other query or a second time."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT query_id, epoch_id, role, epsilon, decrypted FROM queries WHERE query_id = ?",
+                "SELECT query_id, epoch_id, role, epsilon, decrypted FROM queries"
+                " WHERE query_id = ?",
                 (query_id,),
             ).fetchone()
             if row is None or row[2] != "origin":
                 raise UnknownJob(f"this node encrypted nothing for query {query_id}")
             if row[4]:
-                raise FailedPrecondition(f"query {query_id} was already decrypted; results are released once")
+                raise FailedPrecondition(
+                    f"query {query_id} was already decrypted; results are released once"
+                )
             db.execute("UPDATE queries SET decrypted = 1 WHERE query_id = ?", (query_id,))
         return QueryRecord(str(row[0]), str(row[1]), str(row[2]), float(row[3]), True)
 

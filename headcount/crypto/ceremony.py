@@ -80,9 +80,7 @@ def sign_identity(
     cert_pem: bytes,
     tls_key: ec.EllipticCurvePrivateKey,
 ) -> Identity:
-    sig = tls_key.sign(
-        _identity_payload(party, x25519_pub, paillier_n), ec.ECDSA(hashes.SHA256())
-    )
+    sig = tls_key.sign(_identity_payload(party, x25519_pub, paillier_n), ec.ECDSA(hashes.SHA256()))
     return Identity(party, x25519_pub, paillier_n, cert_pem, sig)
 
 
@@ -117,7 +115,9 @@ def commit(ceremony_id: str, party: str, contribution: bytes) -> Commitment:
 
 
 def _aad(ceremony_id: str, sender: str, recipient: str) -> bytes:
-    return b"\x00".join((b"headcount/envelope/v1", ceremony_id.encode(), sender.encode(), recipient.encode()))
+    return b"\x00".join(
+        (b"headcount/envelope/v1", ceremony_id.encode(), sender.encode(), recipient.encode())
+    )
 
 
 def _envelope_key(

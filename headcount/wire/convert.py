@@ -69,8 +69,7 @@ def table_to_pb(
     return c.ProtectedTable(
         query_id=query_id,
         cells=[
-            c.ProtectedCell(group=x.group, value=x.value or 0, status=x.status)
-            for x in table.cells
+            c.ProtectedCell(group=x.group, value=x.value or 0, status=x.status) for x in table.cells
         ],
         total=table.total or 0,
         total_suppressed=table.total is None,
