@@ -73,7 +73,7 @@ class Client:
         try:
             return fn(self._stub)
         except grpc.RpcError as exc:
-            rpc.raise_from_rpc(exc, "coordinator")
+            rpc.raise_from_rpc(exc, None)
 
     def wait_ready(self, timeout_s: float = 30) -> None:
         rpc.wait_healthy(self._channel, "coordinator", timeout_s=timeout_s)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
-from typing import Any, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
 from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from headcount import errors
 from headcount.errors import BY_CODE, HeadcountError, NotAuthorised, PeerUnavailable
 from headcount.tls import Principal, Role, principal_of
 
@@ -25,13 +26,17 @@ log = logging.getLogger(__name__)
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
-ClientInterceptor: TypeAlias = (
-    grpc.UnaryUnaryClientInterceptor[Any, Any]
-    | grpc.UnaryStreamClientInterceptor[Any, Any]
-    | grpc.StreamUnaryClientInterceptor[Any, Any]
-    | grpc.StreamStreamClientInterceptor[Any, Any]
-)
-ServerInterceptor: TypeAlias = grpc.ServerInterceptor[Any, Any]
+if TYPE_CHECKING:
+    # grpc-stubs makes these generic; the runtime classes are not subscriptable.
+    ClientInterceptor: TypeAlias = (
+        grpc.UnaryUnaryClientInterceptor[Any, Any]
+        | grpc.UnaryStreamClientInterceptor[Any, Any]
+        | grpc.StreamUnaryClientInterceptor[Any, Any]
+        | grpc.StreamStreamClientInterceptor[Any, Any]
+    )
+    ServerInterceptor: TypeAlias = grpc.ServerInterceptor[Any, Any]
+else:
+    ClientInterceptor = ServerInterceptor = Any
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -52,8 +57,20 @@ def peer_principal(context: grpc.ServicerContext) -> Principal:
     return principal_of(x509.load_pem_x509_certificate(pems[0]))
 
 
+ERROR_KEY = "headcount-error"
+_BY_NAME: dict[str, type[HeadcountError]] = {
+    name: cls
+    for name, cls in vars(errors).items()
+    if isinstance(cls, type) and issubclass(cls, HeadcountError)
+}
+
+
 def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     if isinstance(exc, HeadcountError):
+        # The class name travels in trailing metadata so the client can raise
+        # the same condition (PolicyRefused, not just PERMISSION_DENIED).
+        name = next(c.__name__ for c in type(exc).__mro__ if _BY_NAME.get(c.__name__) is c)
+        context.set_trailing_metadata(((ERROR_KEY, name),))
         context.abort(exc.code, str(exc))
     log.error("unhandled error in RPC", exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
@@ -177,12 +194,24 @@ def secure_channel(
     return channel
 
 
-def raise_from_rpc(exc: grpc.RpcError, peer: str) -> NoReturn:
-    """Re-raise a failed call as the HeadcountError its status stands for."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    cls = BY_CODE.get(code, HeadcountError)
-    raise cls(f"{peer}: {details}") from None
+def raise_from_rpc(exc: grpc.RpcError, peer: str | None) -> NoReturn:
+    """Re-raise a failed call as the HeadcountError it stands for.
+
+    The exact class comes from the server's trailing metadata when it is one of
+    ours; otherwise the status code decides. ``peer`` prefixes the message.
+    """
+    call: Any = exc
+    code = call.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = call.details() if isinstance(exc, grpc.Call) else str(exc)
+    cls: type[HeadcountError] = BY_CODE.get(code, HeadcountError)
+    metadata = call.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    for key, value in metadata or ():
+        named = _BY_NAME.get(str(value)) if key == ERROR_KEY else None
+        if named is not None and named.code == code:
+            cls = named
+    if code == grpc.StatusCode.UNAVAILABLE and not details:
+        details = "not reachable"
+    raise cls(f"{peer}: {details}" if peer else str(details)) from None
 
 
 def wait_healthy(channel: grpc.Channel, peer: str, *, timeout_s: float) -> None:

@@ -91,12 +91,30 @@ def load_department_file(path: Path, party: str) -> DepartmentData:
     if not text.strip():
         raise InvalidInput(f"{path}: file is empty; expected a header row {list(columns(party))}")
     expected = columns(party)
+    # The csv module (not pandas) so that a row with the wrong number of fields
+    # is reported by its line, rather than silently shifted into an index.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    body: list[list[str]] = []
+    line_of: list[int] = []  # file line on which each data row ends
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL
-        )
-    except (pd.errors.ParserError, csv.Error) as exc:
-        raise InvalidInput(f"{path}: not a well-formed CSV file: {exc}") from None
+        header = [h.strip() for h in next(reader)]
+        for r in reader:
+            if not r:
+                continue
+            if len(r) != len(header):
+                raise InvalidInput(
+                    f"{path}: line {reader.line_num}: not a well-formed CSV file: "
+                    f"{len(r)} fields where the header has {len(header)}"
+                )
+            body.append(r)
+            line_of.append(reader.line_num)
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"{path}: line {reader.line_num}: not a well-formed CSV file: {exc}"
+        ) from None
+    if len(set(header)) != len(header):
+        raise InvalidInput(f"{path}: line 1: a column name appears twice")
+    frame = pd.DataFrame(body, columns=header, dtype=str)
     missing = [c for c in expected if c not in frame.columns]
     if missing:
         raise InvalidInput(
@@ -108,8 +126,8 @@ def load_department_file(path: Path, party: str) -> DepartmentData:
     problems: list[tuple[str, str]] = []
 
     def problem(row: int, column: str, message: str, redacted: str | None = None) -> None:
-        # Line numbers count the header as line 1, as a spreadsheet shows them.
-        where = f"{path}: line {row + 2}, column {column!r}: "
+        # Line numbers count the header as line 1, as a text editor shows them.
+        where = f"{path}: line {line_of[row]}, column {column!r}: "
         problems.append((where + (redacted or message), where + message))
 
     ids = frame["record_id"].str.strip()
@@ -118,7 +136,9 @@ def load_department_file(path: Path, party: str) -> DepartmentData:
     dup = ids[(ids != "") & ids.duplicated(keep="first")]
     for row, value in dup.items():
         first = int(ids[ids == value].index[0])
-        problem(int(str(row)), "record_id", f"duplicate record_id (first seen on line {first + 2})")
+        problem(
+            int(str(row)), "record_id", f"duplicate record_id (first seen on line {line_of[first]})"
+        )
 
     identities: list[Identity] = []
     normalisers = {

@@ -1,0 +1,176 @@
+"""Test harness: a real federation in this process, with wire recorders.
+
+Servers are the real gRPC servers over mutual TLS on loopback, built by the same
+``start`` functions the CLI uses. Recorders are gRPC interceptors: they capture
+every message a party node receives from the coordinator and every message the
+coordinator receives from the nodes, so privacy tests check what was actually
+sent, not what the code intends to send.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from coordinator import server as coordinator_server
+from headcount.client import Client
+from headcount.config import FederationConfig
+from headcount.federation import InitOptions, init_federation
+from headcount.synth import generate_population
+from party_node import server as node_server
+
+TEST_PEOPLE = 900
+TEST_SEED = 7
+
+
+@dataclass
+class Recorder:
+    """Every protobuf message seen, as (where, method, message)."""
+
+    messages: list[tuple[str, str, Message]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, where: str, method: str, message: Message) -> None:
+        with self.lock:
+            self.messages.append((where, method, message))
+
+    def of(self, where: str) -> list[tuple[str, Message]]:
+        return [(m, msg) for w, m, msg in self.messages if w == where]
+
+
+class ServerRecorder(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Records each request message a server receives."""
+
+    def __init__(self, recorder: Recorder, where: str) -> None:
+        self.recorder, self.where = recorder, where
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        rec = self.recorder
+
+        def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+            def run(request: Message, context: Any) -> Any:
+                rec.add(self.where, method, request)
+                return behaviour(request, context)
+
+            return run
+
+        def stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+            def run(requests: Iterator[Message], context: Any) -> Any:
+                def recorded() -> Iterator[Message]:
+                    for r in requests:
+                        rec.add(self.where, method, r)
+                        yield r
+
+                return behaviour(recorded(), context)
+
+            return run
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                unary(handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                unary(handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                stream(handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+
+class ClientRecorder(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+):
+    """Records each response message a client (the coordinator) receives."""
+
+    def __init__(self, recorder: Recorder, where: str) -> None:
+        self.recorder, self.where = recorder, where
+
+    def _name(self, details: Any) -> str:
+        return str(details.method).rsplit("/", 1)[-1]
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        if outcome.exception() is None:
+            self.recorder.add(self.where, self._name(details), outcome.result())
+        return outcome
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        outcome = continuation(details, requests)
+        if outcome.exception() is None:
+            self.recorder.add(self.where, self._name(details), outcome.result())
+        return outcome
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        responses = continuation(details, request)
+        name = self._name(details)
+
+        def recorded() -> Iterator[Any]:
+            for r in responses:
+                self.recorder.add(self.where, name, r)
+                yield r
+
+        return recorded()
+
+
+@dataclass
+class Federation:
+    directory: Path
+    config: FederationConfig
+    nodes: dict[str, node_server.RunningNode]
+    coordinator: coordinator_server.RunningCoordinator
+    recorder: Recorder
+    ground_truth: Path
+
+    def operator(self) -> Client:
+        return Client(self.config)
+
+    def analyst(self) -> Client:
+        return Client(self.config, analyst=self.config.analysts[0].name)
+
+    def stop(self) -> None:
+        self.coordinator.server.stop(grace=None)
+        self.coordinator.coordinator.close()
+        for n in self.nodes.values():
+            n.server.stop(grace=None)
+
+
+def make_federation(
+    directory: Path, people: int = TEST_PEOPLE, seed: int = TEST_SEED
+) -> Federation:
+    """A federation with 1024-bit test keys, its data, and servers running in-process."""
+    cfg = init_federation(directory, InitOptions(paillier_bits=1024, insecure_test_keys=True))
+    generate_population(people, seed, directory / "data")
+    truth = directory / "evaluation" / "ground_truth.csv"
+    truth.parent.mkdir()
+    shutil.move(directory / "data" / "ground_truth.csv", truth)
+    recorder = Recorder()
+    nodes = {
+        p: node_server.start(cfg, p, interceptors=[ServerRecorder(recorder, p)])
+        for p in cfg.party_names
+    }
+    coord = coordinator_server.start(
+        cfg, node_interceptors=[ClientRecorder(recorder, "coordinator")]
+    )
+    return Federation(directory, cfg, nodes, coord, recorder, truth)

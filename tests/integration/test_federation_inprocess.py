@@ -1,0 +1,88 @@
+"""The federation's data flow on real servers in-process: ceremony, epoch, query."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+import pytest
+from harness import Federation
+
+from headcount.crypto import ceremony as ceremony_mod
+from headcount.errors import BudgetExhausted, InvalidRequest, PolicyRefused
+from headcount.query import Predicate, QuerySpec
+
+PURPOSE = "Count pupils by immigration status to plan school support services."
+
+
+def test_every_node_derives_the_same_secret(linked_federation: Federation) -> None:
+    secrets = set()
+    for node in linked_federation.nodes.values():
+        with closing(sqlite3.connect(node.node.store.path)) as db:
+            rows = db.execute("SELECT secret FROM ceremonies WHERE secret IS NOT NULL").fetchall()
+        assert len(rows) == 1
+        secrets.add(bytes(rows[0][0]))
+    assert len(secrets) == 1
+    (secret,) = secrets
+    assert len(secret) == ceremony_mod.SECRET_BYTES
+
+
+def test_linkage_epoch_links_each_pair_of_departments(linked_federation: Federation) -> None:
+    with linked_federation.operator() as op:
+        status = op.status()
+    assert status.epoch_id
+    assert all(p.healthy for p in status.parties)
+    info = linked_federation.coordinator.coordinator.store.epoch(status.epoch_id)
+    assert info.records["health"] > info.records["education"] > 0
+    # Nearly every pupil is registered with a GP; linkage must find most of them.
+    assert info.pair_links[("education", "health")] >= 0.85 * info.records["education"]
+
+
+def test_query_on_unknown_party_is_refused(linked_federation: Federation) -> None:
+    with (
+        linked_federation.analyst() as analyst,
+        pytest.raises(InvalidRequest, match="unknown party"),
+    ):
+        analyst.query(QuerySpec(PURPOSE, "education", "police", "status"))
+
+
+def test_group_by_numeric_attribute_is_refused_by_node_policy(
+    linked_federation: Federation,
+) -> None:
+    with linked_federation.analyst() as analyst, pytest.raises(PolicyRefused):
+        analyst.query(QuerySpec(PURPOSE, "immigration", "education", "absence_rate"))
+
+
+def test_tiny_population_is_refused(linked_federation: Federation) -> None:
+    # Education holds no pupil in year group 13 of a tiny LA... use an impossible
+    # combination so the filtered population is below the minimum of 10.
+    spec = QuerySpec(
+        PURPOSE,
+        "education",
+        "immigration",
+        "immigration_status",
+        population_filters=(
+            Predicate("sen", ("ehcp",)),
+            Predicate("year_group", ("13",)),
+            Predicate("local_authority", ("Kent",)),
+        ),
+    )
+    with linked_federation.analyst() as analyst, pytest.raises(PolicyRefused, match="minimum"):
+        analyst.query(spec)
+
+
+def test_budget_is_refused_once_spent(federation: Federation) -> None:
+    with federation.operator() as op:
+        op.run_ceremony()
+        op.run_linkage()
+    spec = QuerySpec(PURPOSE, "education", "immigration", "immigration_status", epsilon=1.0)
+    with federation.analyst() as analyst:
+        first = analyst.query(spec)
+        assert first.budget_remaining == pytest.approx(1.0)
+        analyst.query(spec)
+        with pytest.raises(BudgetExhausted):
+            analyst.query(spec)
+    # The nodes' own ledgers agree: each spent exactly its budget.
+    for party in ("education", "immigration"):
+        node = federation.nodes[party].node
+        assert node.ledger.remaining(node.store.epochs()[-1].epoch_id) == pytest.approx(0.0)

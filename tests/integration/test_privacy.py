@@ -1,0 +1,183 @@
+"""What each role actually receives and stores, checked against the input files.
+
+DESIGN.md: the coordinator never sees a raw identifier, the linkage secret, an
+attribute value or an unprotected count; a node never receives another party's
+records or per-record ciphertexts under its own key. Each test reads what the
+recorders captured on the wire, or the coordinator's database file, and checks.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from harness import Federation
+
+from headcount.departments import ATTRIBUTES, DEPARTMENTS
+from headcount.query import QuerySpec, unlinked_group
+
+PURPOSE = "Count pupils by immigration status to plan school support services."
+
+
+@pytest.fixture(scope="module")
+def queried(linked_federation: Federation) -> Federation:
+    with linked_federation.analyst() as analyst:
+        analyst.query(QuerySpec(PURPOSE, "education", "immigration", "immigration_status"))
+    return linked_federation
+
+
+def _raw_identifiers(data_dir: Path) -> set[bytes]:
+    """Names, dates of birth, postcodes and addresses as they appear in the files."""
+    needles: set[str] = set()
+    for dept in DEPARTMENTS:
+        frame = pd.read_csv(data_dir / f"{dept}.csv", dtype=str, keep_default_na=False)
+        for col in ("first_name", "last_name"):
+            for v in frame[col]:
+                v = v.strip()
+                # Short names occur by chance in base64 certificates and random
+                # bytes; six characters make a chance match negligible.
+                if len(v) >= 6:
+                    needles.update({v, v.lower()})
+        needles.update(v.strip() for v in frame["date_of_birth"] if v.strip())
+        for v in frame["postcode"]:
+            if v.strip():
+                needles.update({v.strip(), v.replace(" ", "").upper()})
+        needles.update(v.strip() for v in frame["address"] if len(v.strip()) >= 8)
+    return {n.encode() for n in needles}
+
+
+def _truth_dates(truth: Path) -> set[bytes]:
+    frame = pd.read_csv(truth, dtype=str, keep_default_na=False)
+    return {d.encode() for d in frame["date_of_birth"] if d}
+
+
+def _coordinator_files(fed: Federation) -> bytes:
+    db = fed.config.coordinator.database
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def _strings(message: Message) -> Iterator[str]:
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for k in value:
+                    yield str(k)
+                continue
+            for v in values:
+                yield from _strings(v)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            yield from values
+
+
+def _node_secrets(fed: Federation) -> list[bytes]:
+    out = []
+    for running in fed.nodes.values():
+        with closing(sqlite3.connect(running.node.store.path)) as db:
+            out += [bytes(r[0]) for r in db.execute("SELECT secret FROM ceremonies") if r[0]]
+    assert out, "the ceremony stored no secret at any node"
+    return out
+
+
+def test_coordinator_receives_no_raw_identifier(queried: Federation) -> None:
+    needles = _raw_identifiers(queried.directory / "data") | _truth_dates(queried.ground_truth)
+    received = queried.recorder.of("coordinator")
+    methods = {m for m, _ in received}
+    assert {"GetIdentity", "Contribute", "Finish", "Encode", "EncryptIndicators"} <= methods
+    assert {"AggregateByGroup", "DecryptAggregate"} <= methods
+    blob = b"\n".join(msg.SerializeToString() for _, msg in received)
+    assert len(blob) > 100_000  # encodings and ciphertexts really were captured
+    leaked = sorted(n for n in needles if n in blob)
+    assert leaked == []
+
+
+def test_coordinator_stores_no_raw_identifier_and_no_secret(queried: Federation) -> None:
+    stored = _coordinator_files(queried)
+    needles = _raw_identifiers(queried.directory / "data") | _truth_dates(queried.ground_truth)
+    assert sorted(n for n in needles if n in stored) == []
+    for secret in _node_secrets(queried):
+        assert secret not in stored
+
+
+def test_coordinator_never_receives_the_linkage_secret(queried: Federation) -> None:
+    blob = b"".join(msg.SerializeToString() for _, msg in queried.recorder.of("coordinator"))
+    for secret in _node_secrets(queried):
+        assert secret not in blob
+        # Nor any 8-byte window of it.
+        assert not any(secret[i : i + 8] in blob for i in range(len(secret) - 7))
+
+
+def test_every_text_the_coordinator_receives_is_public_metadata(queried: Federation) -> None:
+    """No free text: each string is a party, an id, a public category, or a label."""
+    allowed = set(queried.config.party_names)
+    for attrs in ATTRIBUTES.values():
+        for a in attrs:
+            allowed.update(a.categories)
+    allowed.update(unlinked_group(p) for p in queried.config.party_names)
+    allowed.update({"released", "primary", "secondary", "discrete_laplace"})
+    hexid = re.compile(r"^[0-9a-f]{32}$|^[0-9a-f]{64}$")
+    for method, msg in queried.recorder.of("coordinator"):
+        for s in _strings(msg):
+            assert s in allowed or hexid.match(s), f"{method} carried {s!r}"
+
+
+def test_coordinator_sees_only_protected_counts(queried: Federation) -> None:
+    tables = [msg for m, msg in queried.recorder.of("coordinator") if m == "DecryptAggregate"]
+    assert tables
+    for table in tables:
+        for cell in table.cells:
+            if cell.status == "released":
+                assert cell.value >= 10 and cell.value % 5 == 0
+            else:
+                assert cell.value == 0
+
+
+def test_nodes_receive_only_their_own_tokens_and_foreign_ciphertexts(queried: Federation) -> None:
+    for party, running in queried.nodes.items():
+        node = running.node
+        own_tokens: set[bytes] = set()
+        for epoch in node.store.epochs():
+            own_tokens.update(node.store.token_rows(epoch.epoch_id)[0])
+        own_n = node.identity().paillier_n
+        for method, msg in queried.recorder.of(party):
+            if method == "AggregateByGroup":
+                if msg.HasField("header"):
+                    assert msg.header.paillier_n != own_n
+                else:
+                    assert set(msg.chunk.tokens) <= own_tokens
+            if method == "Finish":
+                assert all(e.recipient == party for e in msg.envelopes)
+
+
+def test_forwarded_ciphertexts_are_rerandomised(queried: Federation) -> None:
+    """The grouping node cannot match what it receives to what the origin sent."""
+    sent = {
+        ct
+        for m, msg in queried.recorder.of("coordinator")
+        if m == "EncryptIndicators"
+        for ct in msg.ciphertexts
+    }
+    received = [
+        ct
+        for m, msg in queried.recorder.of("immigration")
+        if m == "AggregateByGroup" and msg.HasField("chunk")
+        for ct in msg.chunk.ciphertexts
+    ]
+    assert sent and received
+    assert not sent.intersection(received)
+    assert len(set(received)) == len(received)  # fresh E(0)s too, never one reused
+
+
+def test_nodes_receive_no_raw_identifier(queried: Federation) -> None:
+    needles = _raw_identifiers(queried.directory / "data")
+    for party in queried.config.party_names:
+        blob = b"".join(msg.SerializeToString() for _, msg in queried.recorder.of(party))
+        assert blob
+        assert sorted(n for n in needles if n in blob) == []

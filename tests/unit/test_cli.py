@@ -1,0 +1,92 @@
+"""The command line: help that helps, and errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from headcount.cli import cli
+
+COMMANDS = [
+    [],
+    ["federation"],
+    ["federation", "init"],
+    ["synth"],
+    ["node"],
+    ["node", "serve"],
+    ["node", "check"],
+    ["coordinator", "serve"],
+    ["ceremony"],
+    ["link"],
+    ["query"],
+    ["status"],
+    ["audit"],
+    ["demo"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "headcount")
+def test_help_explains_each_command(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 4
+
+
+def test_federation_init_then_synth_then_check(tmp_path: Path) -> None:
+    runner = CliRunner()
+    fed = tmp_path / "fed"
+    result = runner.invoke(cli, ["federation", "init", str(fed), "--paillier-bits", "1024"])
+    assert result.exit_code == 0, result.output
+    assert (fed / "federation.toml").is_file()
+    result = runner.invoke(
+        cli, ["synth", "--people", "300", "--seed", "3", "--out", str(fed / "data")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "education" in result.output
+    result = runner.invoke(
+        cli, ["node", "check", "--config", str(fed / "federation.toml"), "--party", "health"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "all checks passed" in result.output
+    # Break the file: the steward sees the offending value; exit code 1.
+    path = fed / "data" / "health.csv"
+    lines = path.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[4] = "Martian"
+    lines[1] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(
+        cli, ["node", "check", "--config", str(fed / "federation.toml"), "--party", "health"]
+    )
+    assert result.exit_code == 1
+    assert "line 2, column 'sex'" in result.output and "Martian" in result.output
+
+
+def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["status", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "federation init" in result.output
+
+
+def test_bad_filter_syntax_is_explained() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "query",
+            "--analyst",
+            "a",
+            "--population",
+            "education",
+            "--group-by",
+            "immigration.immigration_status",
+            "--purpose",
+            "a good long purpose",
+            "--filter",
+            "fsm",
+        ],
+    )
+    assert result.exit_code != 0
+    assert "party.attribute=value" in result.output

@@ -1,0 +1,72 @@
+"""The federation file is validated on load, reporting every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from headcount import config
+from headcount.errors import ConfigError, InvalidRequest
+from headcount.federation import InitOptions, init_federation
+
+
+@pytest.fixture(scope="module")
+def fed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cfg") / "fed"
+    init_federation(d, InitOptions(paillier_bits=1024, insecure_test_keys=True))
+    return d
+
+
+def test_init_writes_a_config_that_loads(fed_dir: Path) -> None:
+    cfg = config.load(fed_dir / "federation.toml")
+    assert cfg.party_names == ("education", "health", "justice", "immigration")
+    assert cfg.party("education").tls.cert.is_file()
+    assert "absence_rate" not in cfg.party("education").approved_attributes
+    with pytest.raises(ConfigError, match="no party 'police'"):
+        cfg.party("police")
+
+
+def test_init_refuses_to_overwrite(fed_dir: Path) -> None:
+    with pytest.raises(InvalidRequest, match="already exists"):
+        init_federation(fed_dir)
+
+
+def test_every_problem_is_reported_at_once(fed_dir: Path, tmp_path: Path) -> None:
+    text = (fed_dir / "federation.toml").read_text()
+    text = text.replace("linkage_threshold = 0.8", "linkage_threshold = 1.5")
+    text = text.replace("suppress_below = 10", "suppress_below = 0")
+    text = text.replace("epsilon_per_epoch = 2.0", "epsilon_per_epoch = -1")
+    bad = tmp_path / "federation.toml"
+    bad.write_text(text)
+    for sub in ("ca", "certs"):
+        (tmp_path / sub).symlink_to(fed_dir / sub)
+    with pytest.raises(ConfigError) as info:
+        config.load(bad)
+    msg = str(info.value)
+    assert "3 problem(s)" in msg
+    assert "linkage_threshold" in msg and "suppress_below" in msg and "epsilon_per_epoch" in msg
+
+
+def test_test_keys_need_an_explicit_flag(fed_dir: Path, tmp_path: Path) -> None:
+    text = (
+        (fed_dir / "federation.toml")
+        .read_text()
+        .replace("insecure_test_keys = true", "insecure_test_keys = false")
+    )
+    (tmp_path / "federation.toml").write_text(text)
+    for sub in ("ca", "certs"):
+        (tmp_path / sub).symlink_to(fed_dir / sub)
+    with pytest.raises(ConfigError, match="insecure_test_keys"):
+        config.load(tmp_path / "federation.toml")
+
+
+def test_missing_files_and_bad_toml(fed_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "federation.toml").write_text((fed_dir / "federation.toml").read_text())
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "federation.toml")
+    (tmp_path / "broken.toml").write_text("name = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(tmp_path / "broken.toml")
+    with pytest.raises(ConfigError, match="federation init"):
+        config.load(tmp_path / "absent.toml")
