@@ -10,6 +10,8 @@ into a ``HeadcountError`` on the client.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -176,6 +178,16 @@ def make_server(
     return server, port, health_servicer
 
 
+def serve_until_signalled(server: grpc.Server, name: str, *, grace_s: float = 5.0) -> None:
+    """Block until SIGTERM or SIGINT, then stop ``server`` gracefully."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("%s stopping", name)
+    server.stop(grace=grace_s).wait()
+
+
 def mark_serving(health_servicer: health.HealthServicer, services: Sequence[str]) -> None:
     for name in ("", *services):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -205,7 +217,8 @@ def raise_from_rpc(exc: grpc.RpcError, peer: str | None) -> NoReturn:
     details = call.details() if isinstance(exc, grpc.Call) else str(exc)
     cls: type[HeadcountError] = BY_CODE.get(code, HeadcountError)
     metadata = call.trailing_metadata() if isinstance(exc, grpc.Call) else None
-    for key, value in metadata or ():
+    pairs: list[tuple[str, Any]] = list(metadata or [])
+    for key, value in pairs:
         named = _BY_NAME.get(str(value)) if key == ERROR_KEY else None
         if named is not None and named.code == code:
             cls = named

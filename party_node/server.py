@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,9 +51,4 @@ def start(
 def serve(federation: FederationConfig, party: str) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     running = start(federation, party)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("party node %s stopping", party)
-    running.server.stop(grace=5).wait()
+    rpc.serve_until_signalled(running.server, f"party node {party}")

@@ -9,14 +9,14 @@ together happens in one transaction, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from headcount.db import create_database, transaction
 from headcount.errors import FailedPrecondition, InvalidRequest, UnknownJob
 
 _SCHEMA = """
@@ -86,26 +86,10 @@ class NodeStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # Created owner-only: it holds the node's private keys and secrets.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        # executescript manages its own transaction, so it runs outside _tx.
-        with closing(sqlite3.connect(self.path, timeout=30)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        create_database(path, _SCHEMA, owner_only=True)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     # -- long-term secrets ---------------------------------------------------
     def get_secret(self, name: str) -> bytes | None:
