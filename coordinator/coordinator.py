@@ -14,11 +14,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
@@ -29,6 +32,7 @@ from headcount.crypto import ceremony, paillier
 from headcount.crypto.dp import NoiseSpec, sample_noise
 from headcount.errors import (
     BudgetExhausted,
+    ConfigError,
     HeadcountError,
     InvalidProof,
     InvalidRequest,
@@ -36,7 +40,7 @@ from headcount.errors import (
 from headcount.linkage.clk import DEFAULT_SCHEMA
 from headcount.linkage.dice import score_pairs
 from headcount.linkage.solve import Edge, cluster_records
-from headcount.query import QuerySpec, unlinked_group
+from headcount.query import QuerySpec, spec_to_json, unlinked_group
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 
@@ -108,11 +112,29 @@ class NodeClients:
             ch.close()
 
 
+def _each_settled(parties: Sequence[str], fn: Callable[[str], T]) -> dict[str, T | BaseException]:
+    """Run ``fn`` for every party concurrently; failures are returned, not raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(parties))) as pool:
+        futures = {p: pool.submit(fn, p) for p in parties}
+        out: dict[str, T | BaseException] = {}
+        for p, f in futures.items():
+            exc = f.exception()
+            out[p] = exc if exc is not None else f.result()
+        return out
+
+
 def _each(parties: Sequence[str], fn: Callable[[str], T]) -> dict[str, T]:
     """Run ``fn`` for every party concurrently; the first failure is raised."""
     with ThreadPoolExecutor(max_workers=max(1, len(parties))) as pool:
         futures = {p: pool.submit(fn, p) for p in parties}
         return {p: f.result() for p, f in futures.items()}
+
+
+def _load_audit_key(path: Path) -> Ed25519PrivateKey:
+    key = load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path}: the audit key must be an Ed25519 private key")
+    return key
 
 
 class Coordinator:
@@ -123,9 +145,46 @@ class Coordinator:
     ) -> None:
         self.federation = federation
         self.store = CoordinatorStore(federation.coordinator.database)
-        self.audit = AuditLog(federation.coordinator.database)
+        self.audit = AuditLog(
+            federation.coordinator.database,
+            signer=_load_audit_key(federation.coordinator.audit_key),
+            verifier=federation.audit_verifier,
+        )
         self.nodes = nodes or NodeClients(federation)
         self.parties = federation.party_names
+
+    # -- audit log ------------------------------------------------------------------
+    def sync_audit(self, party: str) -> int:
+        """Bring ``party``'s replica up to date; returns its next seq."""
+
+        def sync(stub: party_node_pb2_grpc.PartyNodeStub) -> int:
+            head = stub.SyncAudit(party_node_pb2.AuditBatch(), timeout=self.nodes.timeout_s)
+            missing = self.audit.events()[head.next_seq :]
+            for start in range(0, len(missing), 500):
+                head = stub.SyncAudit(
+                    party_node_pb2.AuditBatch(
+                        events_json=[e.to_json() for e in missing[start : start + 500]]
+                    ),
+                    timeout=self.nodes.timeout_s,
+                )
+            return int(head.next_seq)
+
+        return self.nodes.call(party, sync)
+
+    def log(self, kind: str, body: dict[str, Any], *, required: Sequence[str] = ()) -> None:
+        """Append a signed event and push it to every node's replica.
+
+        Nodes in ``required`` must acknowledge it (they refuse to take part in
+        unannounced work anyway); a failure to reach any other node is logged
+        and repaired at its next sync.
+        """
+        self.audit.append(kind, body)
+        results = _each_settled(self.parties, self.sync_audit)
+        for party, outcome in results.items():
+            if isinstance(outcome, BaseException):
+                if party in required:
+                    raise outcome
+                log.warning("audit replica of %s not updated: %s", party, outcome)
 
     # -- key ceremony ------------------------------------------------------------
     def collect_identities(self) -> dict[str, ceremony.Identity]:
@@ -190,7 +249,7 @@ class Coordinator:
             [(c.party, c.digest) for c in commitments],
             confirmed,
         )
-        self.audit.append(
+        self.log(
             "ceremony",
             {
                 "ceremony_id": ceremony_id,
@@ -265,6 +324,11 @@ class Coordinator:
         ceremony_id = self.store.latest_ceremony()
         epoch_id = uuid.uuid4().hex
         started = time.monotonic()
+        self.log(
+            "epoch_started",
+            {"epoch_id": epoch_id, "ceremony_id": ceremony_id, "parties": list(self.parties)},
+            required=self.parties,
+        )
         fetched = _each(self.parties, lambda p: self._fetch_encodings(p, epoch_id, ceremony_id))
         fingerprints = {fp for _, fp in fetched.values()}
         if fingerprints != {DEFAULT_SCHEMA.fingerprint()}:
@@ -298,7 +362,7 @@ class Coordinator:
             pair_links,
         )
         info = self.store.epoch(epoch_id)
-        self.audit.append(
+        self.log(
             "epoch",
             {
                 "epoch_id": epoch_id,
@@ -348,13 +412,28 @@ class Coordinator:
                     f"the query needs {epsilon:.3g}"
                 )
         query_id = uuid.uuid4().hex
-        spec_json = {**asdict(spec), "epsilon": epsilon}
+        spec_json = {**spec_to_json(spec), "epsilon": epsilon}
+        parties = [spec.population_party, spec.group_party]
         self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
         try:
+            self.log(
+                "query",
+                {
+                    "query_id": query_id,
+                    "epoch_id": epoch_id,
+                    "analyst": analyst,
+                    "role": "analyst",
+                    "purpose": spec.purpose,
+                    "parties": parties,
+                    "epsilon": epsilon,
+                    "spec": spec_json,
+                },
+                required=parties,
+            )
             outcome = self._execute(query_id, epoch_id, spec, epsilon)
         except HeadcountError as exc:
             self.store.finish_query(query_id, "refused", None)
-            self.audit.append(
+            self.log(
                 "refusal",
                 {
                     "query_id": query_id,
@@ -382,14 +461,14 @@ class Coordinator:
             "noise_scale": outcome.table.noise_scale,
         }
         self.store.finish_query(query_id, "released", release)
-        self.audit.append(
+        self.log(
             "release",
             {
                 "query_id": query_id,
                 "epoch_id": epoch_id,
                 "analyst": analyst,
                 "purpose": spec.purpose,
-                "parties": [spec.population_party, spec.group_party],
+                "parties": parties,
                 "epsilon": epsilon,
                 "table": release,
             },

@@ -1,4 +1,8 @@
-"""Tamper-evident audit log: typed, append-only, hash-chained events in SQLite.
+"""Tamper-evident audit log: typed, append-only, hash-chained, signed events in SQLite.
+
+The coordinator's primary log signs each event's hash with the federation's
+Ed25519 audit key; replicas and auditors verify with its public key, which the
+federation config carries, so a forged event is refused even with a valid chain.
 
 Every event's hash covers its own content and the previous event's hash, so
 editing, deleting, reordering or inserting any event breaks every link after it.
@@ -25,6 +29,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from headcount.errors import InvalidProof, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 GENESIS_HASH = "0" * 64  # prev_hash of the first event, and head of an empty log
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+_SIG_RE = re.compile(r"(?:[0-9a-f]{128})?")
+_SIGNING_CONTEXT = b"headcount/audit/v1\x00"
 _KIND_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _BUSY_TIMEOUT_S = 30.0
 
@@ -43,7 +52,8 @@ _SCHEMA = (
         body      TEXT NOT NULL,
         at        TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
-        hash      TEXT NOT NULL UNIQUE
+        hash      TEXT NOT NULL UNIQUE,
+        signature TEXT NOT NULL DEFAULT ''
     )
     """,
     # Refuse edits through SQLite itself. This stops accidents, not an attacker
@@ -107,6 +117,7 @@ class AuditEvent:
     at: str
     prev_hash: str
     hash: str
+    signature: str = ""  # hex Ed25519 signature over the hash by the log's signer; "" if unsigned
 
     def __post_init__(self) -> None:
         if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
@@ -126,6 +137,8 @@ class AuditEvent:
             value = getattr(self, name)
             if not isinstance(value, str) or not _HASH_RE.fullmatch(value):
                 raise InvalidRequest(f"{name} must be 64 lowercase hex digits")
+        if not isinstance(self.signature, str) or not _SIG_RE.fullmatch(self.signature):
+            raise InvalidRequest("signature must be empty or 128 lowercase hex digits")
 
     def computed_hash(self) -> str:
         """What ``hash`` should be for this event's content."""
@@ -141,6 +154,7 @@ class AuditEvent:
                 "at": self.at,
                 "prev_hash": self.prev_hash,
                 "hash": self.hash,
+                "signature": self.signature,
             }
         )
 
@@ -154,14 +168,35 @@ class AuditEvent:
             data = json.loads(text)
         except (TypeError, ValueError):
             raise InvalidRequest("audit event is not valid JSON") from None
-        fields = {"seq", "kind", "body", "at", "prev_hash", "hash"}
+        fields = {"seq", "kind", "body", "at", "prev_hash", "hash", "signature"}
+        if isinstance(data, dict):
+            data.setdefault("signature", "")
         if not isinstance(data, dict) or set(data) != fields:
             raise InvalidRequest(f"audit event must have exactly the fields {sorted(fields)}")
         return cls(**data)
 
 
-def verify_chain(events: Sequence[AuditEvent]) -> str:
+def sign_event_hash(key: Ed25519PrivateKey, event_hash_hex: str) -> str:
+    """Hex Ed25519 signature over an event hash (with a domain-separation prefix)."""
+    return key.sign(_SIGNING_CONTEXT + bytes.fromhex(event_hash_hex)).hex()
+
+
+def check_signature(key: Ed25519PublicKey, event: AuditEvent) -> None:
+    """Raise ``InvalidProof`` naming the seq unless ``event`` is signed by ``key``."""
+    if not event.signature:
+        raise InvalidProof(f"audit chain broken at seq {event.seq}: event is not signed")
+    try:
+        key.verify(bytes.fromhex(event.signature), _SIGNING_CONTEXT + bytes.fromhex(event.hash))
+    except InvalidSignature:
+        raise InvalidProof(
+            f"audit chain broken at seq {event.seq}: signature does not verify"
+        ) from None
+
+
+def verify_chain(events: Sequence[AuditEvent], public_key: Ed25519PublicKey | None = None) -> str:
     """Check that ``events`` form one unbroken chain from seq 0; return the head hash.
+
+    With ``public_key``, every event must also carry a valid signature by it.
 
     Raises ``InvalidProof`` naming the first bad seq (the position where the chain
     breaks) for an edited, deleted, reordered or inserted event. A truncated or
@@ -180,6 +215,8 @@ def verify_chain(events: Sequence[AuditEvent]) -> str:
             )
         if event.computed_hash() != event.hash:
             raise InvalidProof(f"audit chain broken at seq {position}: event hash does not match")
+        if public_key is not None:
+            check_signature(public_key, event)
         head = event.hash
     return head
 
@@ -193,8 +230,18 @@ class AuditLog:
     (``import_event``) of another node's primary.
     """
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        signer: Ed25519PrivateKey | None = None,
+        verifier: Ed25519PublicKey | None = None,
+    ) -> None:
+        """``signer`` signs appended events (the primary); ``verifier`` checks
+        signatures on import and in ``verify`` (replicas, auditors)."""
         self._db_path = Path(db_path)
+        self._signer = signer
+        self._verifier = verifier
         with closing(self._connect()) as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -213,8 +260,8 @@ class AuditLog:
     @staticmethod
     def _insert(conn: sqlite3.Connection, event: AuditEvent) -> None:
         conn.execute(
-            "INSERT INTO audit_events (seq, kind, body, at, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (seq, kind, body, at, prev_hash, hash, signature)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 event.seq,
                 event.kind,
@@ -222,6 +269,7 @@ class AuditLog:
                 event.at,
                 event.prev_hash,
                 event.hash,
+                event.signature,
             ),
         )
 
@@ -238,7 +286,9 @@ class AuditLog:
                 # Keep a private copy, so a caller mutating its dict later cannot
                 # make the returned event disagree with its hash.
                 body = json.loads(canonical_json(dict(body)))
-                event = AuditEvent(seq, kind, body, at, head, event_hash(seq, kind, body, at, head))
+                digest = event_hash(seq, kind, body, at, head)
+                signature = sign_event_hash(self._signer, digest) if self._signer else ""
+                event = AuditEvent(seq, kind, body, at, head, digest, signature)
                 self._insert(conn, event)
                 conn.execute("COMMIT")
             except BaseException:
@@ -260,7 +310,8 @@ class AuditLog:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 stored = conn.execute(
-                    "SELECT seq, kind, body, at, prev_hash, hash FROM audit_events WHERE seq = ?",
+                    "SELECT seq, kind, body, at, prev_hash, hash, signature FROM audit_events"
+                    " WHERE seq = ?",
                     (event.seq,),
                 ).fetchone()
                 if stored is not None:
@@ -279,6 +330,8 @@ class AuditLog:
                     raise InvalidProof(f"audit event seq {event.seq} does not extend this head")
                 if event.computed_hash() != event.hash:
                     raise InvalidProof(f"audit event seq {event.seq}: hash does not match")
+                if self._verifier is not None:
+                    check_signature(self._verifier, event)
                 self._insert(conn, event)
                 conn.execute("COMMIT")
             except BaseException:
@@ -290,7 +343,8 @@ class AuditLog:
         """All events in seq order."""
         with closing(self._connect()) as conn:
             rows = conn.execute(
-                "SELECT seq, kind, body, at, prev_hash, hash FROM audit_events ORDER BY seq"
+                "SELECT seq, kind, body, at, prev_hash, hash, signature FROM audit_events"
+                " ORDER BY seq"
             ).fetchall()
         return [_row_to_event(row) for row in rows]
 
@@ -301,13 +355,15 @@ class AuditLog:
 
     def verify(self) -> str:
         """Verify the whole stored chain and return its head; raises ``InvalidProof``."""
-        return verify_chain(self.events())
+        return verify_chain(self.events(), self._verifier)
 
 
 def _row_to_event(row: Sequence[Any]) -> AuditEvent:
-    seq, kind, body, at, prev_hash, hash_ = row
+    seq, kind, body, at, prev_hash, hash_, signature = row
     try:
-        return AuditEvent(int(seq), str(kind), json.loads(body), str(at), str(prev_hash), hash_)
+        return AuditEvent(
+            int(seq), str(kind), json.loads(body), str(at), str(prev_hash), hash_, str(signature)
+        )
     except (ValueError, InvalidRequest) as exc:
         # Only a file edited outside this module can hold a malformed row.
         raise InvalidProof(f"audit chain broken at seq {seq}: stored event is malformed") from exc

@@ -110,5 +110,5 @@ class Client:
         """The audit events, verified here (not trusted from the server); returns (events, head)."""
         reply = self._call(lambda s: s.GetAuditLog(coordinator_pb2.AuditLogRequest(), timeout=30))
         events = [AuditEvent.from_json(e) for e in reply.events_json]
-        head = verify_chain(events)
+        head = verify_chain(events, self.federation.audit_verifier)
         return events, head

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Self
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -86,6 +87,7 @@ class CoordinatorConfig(_Frozen):
     address: Address
     tls: Credential
     database: Path
+    audit_key: Path  # Ed25519 private key that signs the audit log (PEM)
 
 
 class AnalystConfig(_Frozen):
@@ -98,6 +100,7 @@ class FederationConfig(_Frozen):
 
     name: Name
     ca_cert: Path
+    audit_public_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # Ed25519, raw hex
     paillier_bits: int = 2048
     insecure_test_keys: bool = False
     linkage_threshold: float = Field(0.8, gt=0, le=1)
@@ -144,11 +147,16 @@ class FederationConfig(_Frozen):
     def party_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parties)
 
+    @property
+    def audit_verifier(self) -> Ed25519PublicKey:
+        """The public key every audit event must be signed by."""
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.audit_public_key))
+
 
 def _resolve(value: Any, base: Path, key: str = "") -> Any:
     # Relative paths are relative to the config file, so a federation directory
     # can be moved or mounted elsewhere (as docker/ does) without editing it.
-    path_keys = {"cert", "key", "data", "database", "ca_cert"}
+    path_keys = {"cert", "key", "data", "database", "ca_cert", "audit_key"}
     if isinstance(value, dict):
         return {k: _resolve(v, base, k) for k, v in value.items()}
     if isinstance(value, list):

@@ -4,6 +4,7 @@ Everything a federation needs to start is written under one directory:
 
     ca/ca.pem, ca/ca.key            the federation CA (keep ca.key offline)
     certs/<name>.pem|.key           one per party, coordinator, operator, analyst
+    certs/coordinator-audit.key     Ed25519 key signing the audit log (public half in the config)
     data/<party>.csv                where each node reads its department file
     state/<name>.sqlite             each process's own state
     federation.toml                 the validated configuration
@@ -21,11 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from headcount.config import FederationConfig, load
 from headcount.departments import ATTRIBUTES, DEPARTMENTS
 from headcount.errors import InvalidRequest
-from headcount.tls import Role, create_ca, issue
+from headcount.tls import Role, create_ca, issue, write_private
 
 CONFIG_NAME = "federation.toml"
 
@@ -84,6 +92,13 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
             "key": str(issued.key_path.relative_to(directory)),
         }
 
+    audit_key = Ed25519PrivateKey.generate()
+    write_private(
+        certs / "coordinator-audit.key",
+        audit_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+    )
+    audit_public = audit_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
     n = len(opts.parties) + 1
     ports = (
         list(range(opts.base_port, opts.base_port + n))
@@ -93,6 +108,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
     doc: dict[str, Any] = {
         "name": opts.name,
         "ca_cert": "ca/ca.pem",
+        "audit_public_key": audit_public,
         "paillier_bits": opts.paillier_bits,
         "insecure_test_keys": opts.insecure_test_keys,
         "linkage_threshold": opts.linkage_threshold,
@@ -102,6 +118,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
             "address": f"{opts.host}:{ports[0]}",
             "tls": cred("coordinator", Role.COORDINATOR),
             "database": "state/coordinator.sqlite",
+            "audit_key": "certs/coordinator-audit.key",
         },
         "operator": cred("operator", Role.OPERATOR),
         "parties": [

@@ -9,9 +9,11 @@ group, so the table adds up to the population.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from headcount.departments import ATTRIBUTES
 from headcount.errors import InvalidRequest, PolicyRefused
@@ -60,6 +62,12 @@ class GroupedQueryPlan:
     spec: QuerySpec
     epsilon: float
     groups: tuple[str, ...] = field(default=())
+
+
+def spec_to_json(spec: QuerySpec) -> dict[str, Any]:
+    """The spec as plain JSON (lists, not tuples), for the audit log and the store."""
+    loaded: dict[str, Any] = json.loads(json.dumps(asdict(spec)))
+    return loaded
 
 
 def unlinked_group(party: str) -> str:

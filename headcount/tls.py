@@ -56,7 +56,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     # Private keys are created 0600 from the start, never chmod-ed afterwards,
     # so there is no window in which another local user can read them.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def create_ca(directory: Path, federation: str) -> IssuedCredential:
     directory.mkdir(parents=True, exist_ok=True)
     cred = IssuedCredential(directory / "ca.pem", directory / "ca.key")
     cred.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(cred.key_path, _key_pem(key))
+    write_private(cred.key_path, _key_pem(key))
     return cred
 
 
@@ -159,7 +159,7 @@ def issue(
     directory.mkdir(parents=True, exist_ok=True)
     cred = IssuedCredential(directory / f"{name}.pem", directory / f"{name}.key")
     cred.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(cred.key_path, _key_pem(key))
+    write_private(cred.key_path, _key_pem(key))
     return cred
 
 

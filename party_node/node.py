@@ -21,9 +21,10 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import phe
@@ -35,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from headcount.audit import GENESIS_HASH, AuditEvent, AuditLog, verify_chain
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import ceremony, paillier
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
@@ -88,6 +90,8 @@ class PartyNode:
         self.ledger = BudgetLedger(
             self.config.database, epsilon_per_epoch=federation.privacy.epsilon_per_epoch
         )
+        # This node's replica of the coordinator's signed audit log.
+        self.audit = AuditLog(self.config.database, verifier=federation.audit_verifier)
         self._x25519 = self._load_or_create_x25519()
         self._paillier_pub, self._paillier_priv = self._load_or_create_paillier()
         self._data_lock = threading.Lock()
@@ -127,6 +131,37 @@ class PartyNode:
 
     def identity(self) -> Identity:
         return self._identity
+
+    # -- audit replica -------------------------------------------------------------
+    def sync_audit(self, events: Sequence[AuditEvent]) -> tuple[int, str]:
+        """Append events after this replica's head; returns (next seq, head hash)."""
+        for event in events:
+            self.audit.import_event(event)
+        stored = self.audit.events()
+        return len(stored), stored[-1].hash if stored else GENESIS_HASH
+
+    def _announced(self, kind: str, key: str, value: str) -> Mapping[str, Any]:
+        """The body of the signed ``kind`` event whose ``key`` is ``value``.
+
+        The whole replica is verified first (chain and signatures). Raises
+        FailedPrecondition when no such event exists: a node takes part only in
+        work the public audit log already records.
+        """
+        events = self.audit.events()
+        verify_chain(events, self.federation.audit_verifier)
+        for event in reversed(events):
+            if event.kind == kind and event.body.get(key) == value:
+                if self.name not in event.body.get("parties", ()):
+                    raise PolicyRefused(f"{kind} {value} does not list {self.name} as a party")
+                return event.body
+        raise FailedPrecondition(
+            f"{self.name} has no signed audit event announcing {kind} {value}; refusing"
+        )
+
+    def _check_query_announced(self, query_id: str, epsilon: float, purpose: str) -> None:
+        body = self._announced("query", "query_id", query_id)
+        if abs(float(body.get("epsilon", -1)) - epsilon) > 1e-12 or body.get("purpose") != purpose:
+            raise PolicyRefused(f"query {query_id} differs from what the audit log announced")
 
     # -- data -------------------------------------------------------------------
     def data(self, expect_sha256: bytes | None = None) -> DepartmentData:
@@ -220,6 +255,7 @@ class PartyNode:
     def encode(self, epoch_id: str, ceremony_id: str) -> EncodedEpoch:
         """Check the file, issue fresh tokens, encode CLKs, and store the epoch atomically."""
         _check_id("epoch_id", epoch_id)
+        self._announced("epoch_started", "epoch_id", epoch_id)
         _, _, secret = self.store.ceremony(ceremony_id)
         if secret is None:
             raise FailedPrecondition(f"ceremony {ceremony_id} has not finished at {self.name}")
@@ -264,6 +300,7 @@ class PartyNode:
     ) -> tuple[list[bytes], list[bytes]]:
         """E(1) for each record passing ``filters``, E(0) otherwise, in token order."""
         _check_id("query_id", query_id)
+        self._check_query_announced(query_id, epsilon, purpose)
         check_predicates(self.name, self.config.approved_attributes, filters)
         epoch = self.store.epoch(epoch_id)
         data = self.data(epoch.data_sha256)
@@ -282,6 +319,7 @@ class PartyNode:
     def check_aggregate_header(self, h: AggregateHeader) -> tuple[str, ...]:
         """Validate a grouping hop before any ciphertext is read; returns the groups."""
         _check_id("query_id", h.query_id)
+        self._check_query_announced(h.query_id, h.epsilon, h.purpose)
         if h.origin_key.n == self._paillier_pub.n:
             # We hold this key: we could read every per-record value. Refuse.
             raise PolicyRefused("per-record ciphertexts under this node's own key are refused")

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from headcount.audit import AuditEvent
 from headcount.crypto import paillier
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
@@ -14,6 +15,7 @@ from headcount.wire import convert as cv
 from party_node.node import AggregateHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
+MAX_AUDIT_BATCH = 1_000
 DEFAULT_CHUNK_RECORDS = 1_000
 
 
@@ -145,6 +147,16 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             threshold=out.suppress_below,
             rounding_base=out.rounding_base,
         )
+
+    def SyncAudit(
+        self, request: party_node_pb2.AuditBatch, context: Any
+    ) -> party_node_pb2.AuditHead:
+        if len(request.events_json) > MAX_AUDIT_BATCH:
+            raise InvalidRequest(f"at most {MAX_AUDIT_BATCH} audit events per batch")
+        next_seq, head = self.node.sync_audit(
+            [AuditEvent.from_json(e) for e in request.events_json]
+        )
+        return party_node_pb2.AuditHead(next_seq=next_seq, head=head)
 
 
 def allowed_roles() -> dict[str, frozenset[Any]]:

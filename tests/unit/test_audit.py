@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from headcount.audit import GENESIS_HASH, AuditEvent, AuditLog, event_hash, verify_chain
 from headcount.errors import InvalidProof, InvalidRequest
@@ -278,3 +279,52 @@ def test_append_refuses_bodies_that_are_not_plain_json(tmp_path: Path, body: obj
 def test_malformed_events_cannot_be_built(log: AuditLog, changes: dict[str, object]) -> None:
     with pytest.raises(InvalidRequest):
         dataclasses.replace(log.events()[0], **changes)  # type: ignore[arg-type]
+
+
+# -- signatures ---------------------------------------------------------------------
+
+
+def _signed_log(tmp_path: Path) -> tuple[AuditLog, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path / "signed.sqlite", signer=key, verifier=key.public_key())
+    log.append("epoch", {"epoch_id": "e1", "records": {"health": 100}})
+    log.append("query", {"query_id": "q1", "epsilon": 0.5})
+    return log, key
+
+
+def test_signed_events_verify_and_travel(tmp_path: Path) -> None:
+    log, key = _signed_log(tmp_path)
+    events = log.events()
+    assert all(len(e.signature) == 128 for e in events)
+    assert verify_chain(events, key.public_key()) == log.head()
+    again = [AuditEvent.from_json(e.to_json()) for e in events]
+    assert again == events
+
+
+def test_a_forged_signature_is_named(tmp_path: Path) -> None:
+    log, key = _signed_log(tmp_path)
+    events = log.events()
+    other = Ed25519PrivateKey.generate()
+    # A re-hashed forgery is a valid chain, but not signed by the federation's key.
+    forged = dataclasses.replace(
+        events[1],
+        signature=other.sign(b"headcount/audit/v1\x00" + bytes.fromhex(events[1].hash)).hex(),
+    )
+    with pytest.raises(InvalidProof, match="seq 1: signature does not verify"):
+        verify_chain([events[0], forged], key.public_key())
+    unsigned = dataclasses.replace(events[0], signature="")
+    with pytest.raises(InvalidProof, match="seq 0: event is not signed"):
+        verify_chain([unsigned], key.public_key())
+
+
+def test_replica_refuses_events_not_signed_by_the_federation_key(tmp_path: Path) -> None:
+    log, key = _signed_log(tmp_path)
+    replica = AuditLog(tmp_path / "replica.sqlite", verifier=key.public_key())
+    rogue_key = Ed25519PrivateKey.generate()
+    rogue = AuditLog(tmp_path / "rogue.sqlite", signer=rogue_key)
+    rogue_event = rogue.append("epoch", {"epoch_id": "e1", "records": {"health": 100}})
+    with pytest.raises(InvalidProof, match="signature"):
+        replica.import_event(rogue_event)
+    for event in log.events():
+        replica.import_event(event)
+    assert replica.verify() == log.head()

@@ -23,6 +23,8 @@ COMMANDS = [
     ["query"],
     ["status"],
     ["audit"],
+    ["audit", "show"],
+    ["audit", "verify"],
     ["demo"],
 ]
 

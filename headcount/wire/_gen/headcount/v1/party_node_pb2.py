@@ -25,43 +25,47 @@ _sym_db = _symbol_database.Default()
 from headcount.wire._gen.headcount.v1 import common_pb2 as headcount_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dheadcount/v1/party_node.proto\x12\x0cheadcount.v1\x1a\x19headcount/v1/common.proto\"\x11\n\x0fIdentityRequest\"V\n\x11\x43ontributeRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12,\n\x07parties\x18\x02 \x03(\x0b\x32\x1b.headcount.v1.PartyIdentity\"e\n\x08\x45nvelope\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\trecipient\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\"+\n\nCommitment\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"g\n\x0c\x43ontribution\x12,\n\ncommitment\x18\x01 \x01(\x0b\x32\x18.headcount.v1.Commitment\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.headcount.v1.Envelope\"~\n\rFinishRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.headcount.v1.Envelope\x12-\n\x0b\x63ommitments\x18\x03 \x03(\x0b\x32\x18.headcount.v1.Commitment\"-\n\x0fKeyConfirmation\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\x0c\"M\n\rEncodeRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65remony_id\x18\x02 \x01(\t\x12\x15\n\rchunk_records\x18\x03 \x01(\r\"\xbf\x01\n\rEncodingChunk\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x14\n\x0c\x66ilter_bytes\x18\x03 \x01(\r\x12\x0e\n\x06tokens\x18\x04 \x03(\x0c\x12\x0c\n\x04\x63lks\x18\x05 \x01(\x0c\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x15\n\rtotal_records\x18\x07 \x01(\x04\x12\x1a\n\x12schema_fingerprint\x18\x08 \x01(\t\x12\x1a\n\x12\x64\x61taset_commitment\x18\t \x01(\x0c\"\x97\x01\n\x0e\x45ncryptRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12(\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\x12\x15\n\rchunk_records\x18\x05 \x01(\r\x12\x0f\n\x07purpose\x18\x06 \x01(\t\"Q\n\x0f\x43iphertextChunk\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\xc1\x01\n\x0f\x41ggregateHeader\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x12\n\npaillier_n\x18\x03 \x01(\x0c\x12\x10\n\x08group_by\x18\x04 \x01(\t\x12(\n\x07\x66ilters\x18\x05 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x0f\n\x07\x65psilon\x18\x06 \x01(\x01\x12\x18\n\x10\x65xpected_records\x18\x07 \x01(\x04\x12\x0f\n\x07purpose\x18\x08 \x01(\t\"y\n\x0e\x41ggregateInput\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.headcount.v1.AggregateHeaderH\x00\x12.\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1d.headcount.v1.CiphertextChunkH\x00\x42\x06\n\x04item\"U\n\x12GroupedCiphertexts\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.headcount.v1.GroupCiphertext\"y\n\x0e\x44\x65\x63ryptRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.headcount.v1.GroupCiphertext\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x11\n\tmechanism\x18\x04 \x01(\t2\xa7\x04\n\tPartyNode\x12I\n\x0bGetIdentity\x12\x1d.headcount.v1.IdentityRequest\x1a\x1b.headcount.v1.PartyIdentity\x12I\n\nContribute\x12\x1f.headcount.v1.ContributeRequest\x1a\x1a.headcount.v1.Contribution\x12\x44\n\x06\x46inish\x12\x1b.headcount.v1.FinishRequest\x1a\x1d.headcount.v1.KeyConfirmation\x12\x44\n\x06\x45ncode\x12\x1b.headcount.v1.EncodeRequest\x1a\x1b.headcount.v1.EncodingChunk0\x01\x12R\n\x11\x45ncryptIndicators\x12\x1c.headcount.v1.EncryptRequest\x1a\x1d.headcount.v1.CiphertextChunk0\x01\x12T\n\x10\x41ggregateByGroup\x12\x1c.headcount.v1.AggregateInput\x1a .headcount.v1.GroupedCiphertexts(\x01\x12N\n\x10\x44\x65\x63ryptAggregate\x12\x1c.headcount.v1.DecryptRequest\x1a\x1c.headcount.v1.ProtectedTableb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dheadcount/v1/party_node.proto\x12\x0cheadcount.v1\x1a\x19headcount/v1/common.proto\"!\n\nAuditBatch\x12\x13\n\x0b\x65vents_json\x18\x01 \x03(\t\"+\n\tAuditHead\x12\x10\n\x08next_seq\x18\x01 \x01(\x04\x12\x0c\n\x04head\x18\x02 \x01(\t\"\x11\n\x0fIdentityRequest\"V\n\x11\x43ontributeRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12,\n\x07parties\x18\x02 \x03(\x0b\x32\x1b.headcount.v1.PartyIdentity\"e\n\x08\x45nvelope\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\trecipient\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\"+\n\nCommitment\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"g\n\x0c\x43ontribution\x12,\n\ncommitment\x18\x01 \x01(\x0b\x32\x18.headcount.v1.Commitment\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.headcount.v1.Envelope\"~\n\rFinishRequest\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12)\n\tenvelopes\x18\x02 \x03(\x0b\x32\x16.headcount.v1.Envelope\x12-\n\x0b\x63ommitments\x18\x03 \x03(\x0b\x32\x18.headcount.v1.Commitment\"-\n\x0fKeyConfirmation\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\x0c\"M\n\rEncodeRequest\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65remony_id\x18\x02 \x01(\t\x12\x15\n\rchunk_records\x18\x03 \x01(\r\"\xbf\x01\n\rEncodingChunk\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x14\n\x0c\x66ilter_bytes\x18\x03 \x01(\r\x12\x0e\n\x06tokens\x18\x04 \x03(\x0c\x12\x0c\n\x04\x63lks\x18\x05 \x01(\x0c\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x15\n\rtotal_records\x18\x07 \x01(\x04\x12\x1a\n\x12schema_fingerprint\x18\x08 \x01(\t\x12\x1a\n\x12\x64\x61taset_commitment\x18\t \x01(\x0c\"\x97\x01\n\x0e\x45ncryptRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12(\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\x12\x15\n\rchunk_records\x18\x05 \x01(\r\x12\x0f\n\x07purpose\x18\x06 \x01(\t\"Q\n\x0f\x43iphertextChunk\x12\x0b\n\x03seq\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x03(\x0c\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\xc1\x01\n\x0f\x41ggregateHeader\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x12\n\npaillier_n\x18\x03 \x01(\x0c\x12\x10\n\x08group_by\x18\x04 \x01(\t\x12(\n\x07\x66ilters\x18\x05 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x0f\n\x07\x65psilon\x18\x06 \x01(\x01\x12\x18\n\x10\x65xpected_records\x18\x07 \x01(\x04\x12\x0f\n\x07purpose\x18\x08 \x01(\t\"y\n\x0e\x41ggregateInput\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.headcount.v1.AggregateHeaderH\x00\x12.\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1d.headcount.v1.CiphertextChunkH\x00\x42\x06\n\x04item\"U\n\x12GroupedCiphertexts\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.headcount.v1.GroupCiphertext\"y\n\x0e\x44\x65\x63ryptRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.headcount.v1.GroupCiphertext\x12\x13\n\x0bnoise_scale\x18\x03 \x01(\x01\x12\x11\n\tmechanism\x18\x04 \x01(\t2\xe7\x04\n\tPartyNode\x12I\n\x0bGetIdentity\x12\x1d.headcount.v1.IdentityRequest\x1a\x1b.headcount.v1.PartyIdentity\x12I\n\nContribute\x12\x1f.headcount.v1.ContributeRequest\x1a\x1a.headcount.v1.Contribution\x12\x44\n\x06\x46inish\x12\x1b.headcount.v1.FinishRequest\x1a\x1d.headcount.v1.KeyConfirmation\x12\x44\n\x06\x45ncode\x12\x1b.headcount.v1.EncodeRequest\x1a\x1b.headcount.v1.EncodingChunk0\x01\x12R\n\x11\x45ncryptIndicators\x12\x1c.headcount.v1.EncryptRequest\x1a\x1d.headcount.v1.CiphertextChunk0\x01\x12T\n\x10\x41ggregateByGroup\x12\x1c.headcount.v1.AggregateInput\x1a .headcount.v1.GroupedCiphertexts(\x01\x12N\n\x10\x44\x65\x63ryptAggregate\x12\x1c.headcount.v1.DecryptRequest\x1a\x1c.headcount.v1.ProtectedTable\x12>\n\tSyncAudit\x12\x18.headcount.v1.AuditBatch\x1a\x17.headcount.v1.AuditHeadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'headcount.v1.party_node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTITYREQUEST']._serialized_start=74
-  _globals['_IDENTITYREQUEST']._serialized_end=91
-  _globals['_CONTRIBUTEREQUEST']._serialized_start=93
-  _globals['_CONTRIBUTEREQUEST']._serialized_end=179
-  _globals['_ENVELOPE']._serialized_start=181
-  _globals['_ENVELOPE']._serialized_end=282
-  _globals['_COMMITMENT']._serialized_start=284
-  _globals['_COMMITMENT']._serialized_end=327
-  _globals['_CONTRIBUTION']._serialized_start=329
-  _globals['_CONTRIBUTION']._serialized_end=432
-  _globals['_FINISHREQUEST']._serialized_start=434
-  _globals['_FINISHREQUEST']._serialized_end=560
-  _globals['_KEYCONFIRMATION']._serialized_start=562
-  _globals['_KEYCONFIRMATION']._serialized_end=607
-  _globals['_ENCODEREQUEST']._serialized_start=609
-  _globals['_ENCODEREQUEST']._serialized_end=686
-  _globals['_ENCODINGCHUNK']._serialized_start=689
-  _globals['_ENCODINGCHUNK']._serialized_end=880
-  _globals['_ENCRYPTREQUEST']._serialized_start=883
-  _globals['_ENCRYPTREQUEST']._serialized_end=1034
-  _globals['_CIPHERTEXTCHUNK']._serialized_start=1036
-  _globals['_CIPHERTEXTCHUNK']._serialized_end=1117
-  _globals['_AGGREGATEHEADER']._serialized_start=1120
-  _globals['_AGGREGATEHEADER']._serialized_end=1313
-  _globals['_AGGREGATEINPUT']._serialized_start=1315
-  _globals['_AGGREGATEINPUT']._serialized_end=1436
-  _globals['_GROUPEDCIPHERTEXTS']._serialized_start=1438
-  _globals['_GROUPEDCIPHERTEXTS']._serialized_end=1523
-  _globals['_DECRYPTREQUEST']._serialized_start=1525
-  _globals['_DECRYPTREQUEST']._serialized_end=1646
-  _globals['_PARTYNODE']._serialized_start=1649
-  _globals['_PARTYNODE']._serialized_end=2200
+  _globals['_AUDITBATCH']._serialized_start=74
+  _globals['_AUDITBATCH']._serialized_end=107
+  _globals['_AUDITHEAD']._serialized_start=109
+  _globals['_AUDITHEAD']._serialized_end=152
+  _globals['_IDENTITYREQUEST']._serialized_start=154
+  _globals['_IDENTITYREQUEST']._serialized_end=171
+  _globals['_CONTRIBUTEREQUEST']._serialized_start=173
+  _globals['_CONTRIBUTEREQUEST']._serialized_end=259
+  _globals['_ENVELOPE']._serialized_start=261
+  _globals['_ENVELOPE']._serialized_end=362
+  _globals['_COMMITMENT']._serialized_start=364
+  _globals['_COMMITMENT']._serialized_end=407
+  _globals['_CONTRIBUTION']._serialized_start=409
+  _globals['_CONTRIBUTION']._serialized_end=512
+  _globals['_FINISHREQUEST']._serialized_start=514
+  _globals['_FINISHREQUEST']._serialized_end=640
+  _globals['_KEYCONFIRMATION']._serialized_start=642
+  _globals['_KEYCONFIRMATION']._serialized_end=687
+  _globals['_ENCODEREQUEST']._serialized_start=689
+  _globals['_ENCODEREQUEST']._serialized_end=766
+  _globals['_ENCODINGCHUNK']._serialized_start=769
+  _globals['_ENCODINGCHUNK']._serialized_end=960
+  _globals['_ENCRYPTREQUEST']._serialized_start=963
+  _globals['_ENCRYPTREQUEST']._serialized_end=1114
+  _globals['_CIPHERTEXTCHUNK']._serialized_start=1116
+  _globals['_CIPHERTEXTCHUNK']._serialized_end=1197
+  _globals['_AGGREGATEHEADER']._serialized_start=1200
+  _globals['_AGGREGATEHEADER']._serialized_end=1393
+  _globals['_AGGREGATEINPUT']._serialized_start=1395
+  _globals['_AGGREGATEINPUT']._serialized_end=1516
+  _globals['_GROUPEDCIPHERTEXTS']._serialized_start=1518
+  _globals['_GROUPEDCIPHERTEXTS']._serialized_end=1603
+  _globals['_DECRYPTREQUEST']._serialized_start=1605
+  _globals['_DECRYPTREQUEST']._serialized_end=1726
+  _globals['_PARTYNODE']._serialized_start=1729
+  _globals['_PARTYNODE']._serialized_end=2344
 # @@protoc_insertion_point(module_scope)

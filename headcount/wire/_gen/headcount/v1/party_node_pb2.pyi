@@ -22,6 +22,50 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class AuditBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_JSON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """canonical JSON, consecutive seqs"""
+
+    def __init__(
+        self,
+        *,
+        events_json: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_json", b"events_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditBatch: _TypeAlias = AuditBatch  # noqa: Y015
+
+@_typing.final
+class AuditHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEXT_SEQ_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    next_seq: _builtins.int
+    head: _builtins.str
+    def __init__(
+        self,
+        *,
+        next_seq: _builtins.int = ...,
+        head: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "next_seq", b"next_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditHead: _TypeAlias = AuditHead  # noqa: Y015
+
+@_typing.final
 class IdentityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

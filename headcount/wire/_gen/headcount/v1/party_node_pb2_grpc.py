@@ -70,6 +70,11 @@ class PartyNodeStub:
                 request_serializer=headcount_dot_v1_dot_party__node__pb2.DecryptRequest.SerializeToString,
                 response_deserializer=headcount_dot_v1_dot_common__pb2.ProtectedTable.FromString,
                 _registered_method=True)
+        self.SyncAudit = channel.unary_unary(
+                '/headcount.v1.PartyNode/SyncAudit',
+                request_serializer=headcount_dot_v1_dot_party__node__pb2.AuditBatch.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_party__node__pb2.AuditHead.FromString,
+                _registered_method=True)
 
 
 class PartyNodeServicer:
@@ -133,6 +138,16 @@ class PartyNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncAudit(self, request, context):
+        """Audit replica: append the coordinator's signed events after this node's
+        head (each checked for chain and signature); an empty batch asks for the
+        head. A node takes part in an epoch or query only once its replica holds
+        the signed event announcing it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartyNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +185,11 @@ def add_PartyNodeServicer_to_server(servicer, server):
                     servicer.DecryptAggregate,
                     request_deserializer=headcount_dot_v1_dot_party__node__pb2.DecryptRequest.FromString,
                     response_serializer=headcount_dot_v1_dot_common__pb2.ProtectedTable.SerializeToString,
+            ),
+            'SyncAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncAudit,
+                    request_deserializer=headcount_dot_v1_dot_party__node__pb2.AuditBatch.FromString,
+                    response_serializer=headcount_dot_v1_dot_party__node__pb2.AuditHead.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +381,33 @@ class PartyNode:
             '/headcount.v1.PartyNode/DecryptAggregate',
             headcount_dot_v1_dot_party__node__pb2.DecryptRequest.SerializeToString,
             headcount_dot_v1_dot_common__pb2.ProtectedTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.PartyNode/SyncAudit',
+            headcount_dot_v1_dot_party__node__pb2.AuditBatch.SerializeToString,
+            headcount_dot_v1_dot_party__node__pb2.AuditHead.FromString,
             options,
             channel_credentials,
             insecure,

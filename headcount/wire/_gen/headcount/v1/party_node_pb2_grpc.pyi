@@ -63,6 +63,12 @@ class PartyNodeStub:
     """Final hop at the origin: decrypt noisy per-group aggregates of a query it
     encrypted for, apply the small-number rule, return the protected table.
     """
+    SyncAudit: _grpc.UnaryUnaryMultiCallable[_party_node_pb2.AuditBatch, _party_node_pb2.AuditHead]
+    """Audit replica: append the coordinator's signed events after this node's
+    head (each checked for chain and signature); an empty batch asks for the
+    head. A node takes part in an epoch or query only once its replica holds
+    the signed event announcing it.
+    """
 
 @_typing.type_check_only
 class PartyNodeAsyncStub(PartyNodeStub):
@@ -95,6 +101,12 @@ class PartyNodeAsyncStub(PartyNodeStub):
     DecryptAggregate: _aio.UnaryUnaryMultiCallable[_party_node_pb2.DecryptRequest, _common_pb2.ProtectedTable]  # type: ignore[assignment]
     """Final hop at the origin: decrypt noisy per-group aggregates of a query it
     encrypted for, apply the small-number rule, return the protected table.
+    """
+    SyncAudit: _aio.UnaryUnaryMultiCallable[_party_node_pb2.AuditBatch, _party_node_pb2.AuditHead]  # type: ignore[assignment]
+    """Audit replica: append the coordinator's signed events after this node's
+    head (each checked for chain and signature); an empty batch asks for the
+    head. A node takes part in an epoch or query only once its replica holds
+    the signed event announcing it.
     """
 
 class PartyNodeServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +179,18 @@ class PartyNodeServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_common_pb2.ProtectedTable, _abc.Awaitable[_common_pb2.ProtectedTable]]:
         """Final hop at the origin: decrypt noisy per-group aggregates of a query it
         encrypted for, apply the small-number rule, return the protected table.
+        """
+
+    @_abc_1.abstractmethod
+    def SyncAudit(
+        self,
+        request: _party_node_pb2.AuditBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_party_node_pb2.AuditHead, _abc.Awaitable[_party_node_pb2.AuditHead]]:
+        """Audit replica: append the coordinator's signed events after this node's
+        head (each checked for chain and signature); an empty batch asks for the
+        head. A node takes part in an epoch or query only once its replica holds
+        the signed event announcing it.
         """
 
 def add_PartyNodeServicer_to_server(servicer: PartyNodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
