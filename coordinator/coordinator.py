@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from coordinator.planner import Hop, Plan, plan_query
 from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
 from headcount import rpc, tls
 from headcount.audit import AuditLog
@@ -37,6 +38,7 @@ from headcount.errors import (
     InvalidProof,
     InvalidRequest,
 )
+from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.clk import DEFAULT_SCHEMA
 from headcount.linkage.dice import score_pairs
 from headcount.linkage.solve import Edge, cluster_records
@@ -280,6 +282,7 @@ class Coordinator:
             )
 
         tokens: list[bytes] = []
+        households: list[bytes] = []
         blocks: list[bytes] = []
         fingerprint = ""
         commitment = b""
@@ -301,6 +304,10 @@ class Coordinator:
                 raise InvalidRequest(f"{party}: malformed token in chunk {seq}")
             if len(chunk.clks) != len(chunk.tokens) * expected_width:
                 raise InvalidRequest(f"{party}: chunk {seq} has truncated encodings")
+            if len(chunk.household_keys) != len(chunk.tokens) or any(
+                len(h) not in (0, HOUSEHOLD_KEY_BYTES) for h in chunk.household_keys
+            ):
+                raise InvalidRequest(f"{party}: chunk {seq} has malformed household keys")
             if total not in (-1, chunk.total_records) or fingerprint not in (
                 "",
                 chunk.schema_fingerprint,
@@ -308,6 +315,7 @@ class Coordinator:
                 raise InvalidRequest(f"{party}: chunk {seq} contradicts earlier chunks")
             total, fingerprint = chunk.total_records, chunk.schema_fingerprint
             tokens.extend(chunk.tokens)
+            households.extend(chunk.household_keys)
             blocks.append(chunk.clks)
             done, commitment = chunk.last, chunk.dataset_commitment
         if not done or len(tokens) != total or len(commitment) != 32:
@@ -315,7 +323,7 @@ class Coordinator:
         if len(set(tokens)) != len(tokens):
             raise InvalidRequest(f"{party}: duplicate tokens")
         clks = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(tokens), expected_width)
-        return PartyEncodings(party, tokens, clks, commitment), fingerprint
+        return PartyEncodings(party, tokens, clks, commitment, households), fingerprint
 
     def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
         threshold = threshold or self.federation.linkage_threshold
@@ -390,21 +398,16 @@ class Coordinator:
     def budget_remaining(self, epoch_id: str, party: str) -> float:
         """Epsilon ``party`` has left in the epoch, mirroring the nodes' own ledgers."""
         spent = sum(
-            float(q["epsilon"])
-            for q in self.store.charged_specs(epoch_id)
-            if party in (q["population_party"], q["group_party"])
+            float(q["epsilon"]) for q in self.store.charged_specs(epoch_id) if party in q["parties"]
         )
         return self.federation.privacy.epsilon_per_epoch - spent
 
     def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
-        for party in (spec.population_party, spec.group_party):
-            if party not in self.parties:
-                raise InvalidRequest(
-                    f"unknown party {party!r}; the federation has {list(self.parties)}"
-                )
+        plan = plan_query(spec, self.parties)
+        parties = plan.parties
         epoch_id = self.store.latest_epoch()
         epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
-        for party in (spec.population_party, spec.group_party):
+        for party in parties:
             left = self.budget_remaining(epoch_id, party)
             if epsilon > left + 1e-12:
                 raise BudgetExhausted(
@@ -412,8 +415,7 @@ class Coordinator:
                     f"the query needs {epsilon:.3g}"
                 )
         query_id = uuid.uuid4().hex
-        spec_json = {**spec_to_json(spec), "epsilon": epsilon}
-        parties = [spec.population_party, spec.group_party]
+        spec_json = {**spec_to_json(spec), "epsilon": epsilon, "parties": parties}
         self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
         try:
             self.log(
@@ -430,7 +432,7 @@ class Coordinator:
                 },
                 required=parties,
             )
-            outcome = self._execute(query_id, epoch_id, spec, epsilon)
+            outcome = self._execute(query_id, epoch_id, spec, plan, epsilon)
         except HeadcountError as exc:
             self.store.finish_query(query_id, "refused", None)
             self.log(
@@ -473,97 +475,172 @@ class Coordinator:
                 "table": release,
             },
         )
-        remaining = min(
-            self.budget_remaining(epoch_id, p) for p in (spec.population_party, spec.group_party)
-        )
+        remaining = min(self.budget_remaining(epoch_id, p) for p in parties)
         return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
 
+    def _hop_requests(
+        self,
+        header: party_node_pb2.HopHeader,
+        key: paillier.PublicKey,
+        tokens: Sequence[bytes],
+        aligned: Sequence[int],
+    ) -> Iterator[party_node_pb2.HopInput]:
+        yield party_node_pb2.HopInput(header=header)
+        starts = list(range(0, len(tokens), CHUNK_RECORDS)) or [0]
+        for seq, start in enumerate(starts):
+            yield party_node_pb2.HopInput(
+                chunk=party_node_pb2.CiphertextChunk(
+                    seq=seq,
+                    tokens=tokens[start : start + CHUNK_RECORDS],
+                    ciphertexts=[
+                        paillier.to_bytes(key, c) for c in aligned[start : start + CHUNK_RECORDS]
+                    ],
+                    last=seq == len(starts) - 1,
+                )
+            )
+
+    def _align(
+        self,
+        epoch_id: str,
+        key: paillier.PublicKey,
+        prev_party: str,
+        current: dict[bytes, int],
+        hop: Hop,
+        next_tokens: Sequence[bytes],
+    ) -> list[int]:
+        """Ciphertexts for each of the next node's tokens, in its token order.
+
+        Linked positions carry the previous hop's ciphertext (for a household
+        link: the sum over the household), re-randomised; every other position
+        a fresh E(0), so the next node cannot tell which of its records are
+        linked.
+        """
+        source: dict[bytes, int] = {}
+        if hop.link == "person":
+            link = self.store.linked(epoch_id, prev_party, hop.party)
+            source = {t: current[link[t]] for t in next_tokens if t in link}
+        else:
+            prev_hh = self.store.households(epoch_id, prev_party)
+            by_household: dict[bytes, list[int]] = {}
+            for tok, c in current.items():
+                if tok in prev_hh:
+                    by_household.setdefault(prev_hh[tok], []).append(c)
+            sums = {hh: paillier.add_all(key, cs) for hh, cs in by_household.items()}
+            next_hh = self.store.households(epoch_id, hop.party)
+            source = {t: sums[next_hh[t]] for t in next_tokens if next_hh.get(t) in sums}
+        positions = [i for i, t in enumerate(next_tokens) if t in source]
+        aligned = paillier.encrypt_zeros(key, len(next_tokens) - len(positions))
+        fresh = paillier.rerandomise(key, [source[next_tokens[i]] for i in positions])
+        out: list[int] = [0] * len(next_tokens)
+        zeros = iter(aligned)
+        linked = dict(zip(positions, fresh, strict=True))
+        for i in range(len(next_tokens)):
+            out[i] = linked[i] if i in linked else next(zeros)
+        return out
+
+    def _header(
+        self,
+        query_id: str,
+        epoch_id: str,
+        spec: QuerySpec,
+        epsilon: float,
+        key: paillier.PublicKey,
+        hop: Hop,
+        records: int,
+    ) -> party_node_pb2.HopHeader:
+        return party_node_pb2.HopHeader(
+            query_id=query_id,
+            epoch_id=epoch_id,
+            paillier_n=key.to_bytes(),
+            group_by=hop.group_by,
+            filters=cv.predicates_to_pb(hop.filters),
+            epsilon=epsilon,
+            expected_records=records,
+            purpose=spec.purpose,
+        )
+
     def _execute(
-        self, query_id: str, epoch_id: str, spec: QuerySpec, epsilon: float
+        self, query_id: str, epoch_id: str, spec: QuerySpec, plan: Plan, epsilon: float
     ) -> QueryOutcome:
-        origin, group = spec.population_party, spec.group_party
-        key = self._origin_key(origin)
-        origin_tokens = self.store.tokens(epoch_id, origin)
-        group_tokens = self.store.tokens(epoch_id, group)
+        origin = plan.hops[0]
+        key = self._origin_key(origin.party)
+        origin_tokens = self.store.tokens(epoch_id, origin.party)
 
         # Hop 1: the origin encrypts an indicator for every record it holds.
         chunks = self.nodes.call(
-            origin,
+            origin.party,
             lambda s: list(
                 s.EncryptIndicators(
                     party_node_pb2.EncryptRequest(
                         query_id=query_id,
                         epoch_id=epoch_id,
-                        filters=cv.predicates_to_pb(spec.population_filters),
+                        filters=cv.predicates_to_pb(origin.filters),
                         epsilon=epsilon,
                         chunk_records=CHUNK_RECORDS,
                         purpose=spec.purpose,
+                        per_household=origin.per_household,
                     ),
                     timeout=self.nodes.timeout_s,
                 )
             ),
         )
-        by_token: dict[bytes, int] = {}
+        current: dict[bytes, int] = {}
         for seq, chunk in enumerate(chunks):
             if chunk.seq != seq or len(chunk.tokens) != len(chunk.ciphertexts):
-                raise InvalidRequest(f"{origin}: malformed ciphertext chunk {chunk.seq}")
+                raise InvalidRequest(f"{origin.party}: malformed ciphertext chunk {chunk.seq}")
             for tok, ct in zip(chunk.tokens, chunk.ciphertexts, strict=True):
-                by_token[tok] = paillier.from_bytes(key, ct)
-        if not chunks or not chunks[-1].last or set(by_token) != set(origin_tokens):
-            raise InvalidRequest(f"{origin}: ciphertexts do not cover exactly its epoch records")
-
-        # Hop 2: align to the grouping node's tokens. Linked positions carry the
-        # origin's ciphertext, re-randomised; all others a fresh E(0), so the
-        # grouping node cannot tell which of its records are linked.
-        link = self.store.linked(epoch_id, origin, group)
-        linked_positions = [i for i, t in enumerate(group_tokens) if t in link]
-        aligned = paillier.encrypt_zeros(key, len(group_tokens))
-        fresh = paillier.rerandomise(
-            key, [by_token[link[group_tokens[i]]] for i in linked_positions]
-        )
-        for i, c in zip(linked_positions, fresh, strict=True):
-            aligned[i] = c
-
-        def requests() -> Iterator[party_node_pb2.AggregateInput]:
-            yield party_node_pb2.AggregateInput(
-                header=party_node_pb2.AggregateHeader(
-                    query_id=query_id,
-                    epoch_id=epoch_id,
-                    paillier_n=key.to_bytes(),
-                    group_by=spec.group_by,
-                    filters=cv.predicates_to_pb(spec.group_filters),
-                    epsilon=epsilon,
-                    expected_records=len(group_tokens),
-                    purpose=spec.purpose,
-                )
+                current[tok] = paillier.from_bytes(key, ct)
+        if not chunks or not chunks[-1].last or set(current) != set(origin_tokens):
+            raise InvalidRequest(
+                f"{origin.party}: ciphertexts do not cover exactly its epoch records"
             )
-            starts = list(range(0, len(group_tokens), CHUNK_RECORDS)) or [0]
-            for seq, start in enumerate(starts):
-                yield party_node_pb2.AggregateInput(
-                    chunk=party_node_pb2.CiphertextChunk(
-                        seq=seq,
-                        tokens=group_tokens[start : start + CHUNK_RECORDS],
-                        ciphertexts=[
-                            paillier.to_bytes(key, c)
-                            for c in aligned[start : start + CHUNK_RECORDS]
-                        ],
-                        last=seq == len(starts) - 1,
-                    )
-                )
 
+        # Filter hops: align, let the node keep or zero each ciphertext.
+        prev = origin.party
+        for hop in plan.hops[1:-1]:
+            tokens = self.store.tokens(epoch_id, hop.party)
+            aligned = self._align(epoch_id, key, prev, current, hop, tokens)
+            header = self._header(query_id, epoch_id, spec, epsilon, key, hop, len(tokens))
+            requests = self._hop_requests(header, key, tokens, aligned)
+
+            def apply(
+                stub: party_node_pb2_grpc.PartyNodeStub,
+                requests: Iterator[party_node_pb2.HopInput] = requests,
+            ) -> list[party_node_pb2.CiphertextChunk]:
+                return list(stub.ApplyPredicate(requests, timeout=self.nodes.timeout_s))
+
+            replies = self.nodes.call(hop.party, apply)
+            received = [c for r in replies for c in r.ciphertexts]
+            if len(received) != len(tokens) or not replies or not replies[-1].last:
+                raise InvalidRequest(f"{hop.party}: returned {len(received)} of {len(tokens)}")
+            current = {
+                t: paillier.from_bytes(key, c) for t, c in zip(tokens, received, strict=True)
+            }
+            prev = hop.party
+
+        # Final hop: the grouping node sums per category.
+        last = plan.hops[-1]
+        group_tokens = self.store.tokens(epoch_id, last.party)
+        aligned = self._align(epoch_id, key, prev, current, last, group_tokens)
+        header = self._header(query_id, epoch_id, spec, epsilon, key, last, len(group_tokens))
         grouped = self.nodes.call(
-            group, lambda s: s.AggregateByGroup(requests(), timeout=self.nodes.timeout_s)
+            last.party,
+            lambda s: s.AggregateByGroup(
+                self._hop_requests(header, key, group_tokens, aligned),
+                timeout=self.nodes.timeout_s,
+            ),
         )
         sums = [(g.group, paillier.from_bytes(key, g.ciphertext)) for g in grouped.groups]
         if not sums or len({g for g, _ in sums}) != len(sums):
-            raise InvalidRequest(f"{group}: malformed grouped aggregate")
-        # Origin records with no link into the grouping department form their
-        # own cell, so the table adds up to the population.
-        linked_origin = set(link.values())
-        unlinked = paillier.add_all(
-            key, (by_token[t] for t in origin_tokens if t not in linked_origin)
-        )
-        sums.append((unlinked_group(group), unlinked))
+            raise InvalidRequest(f"{last.party}: malformed grouped aggregate")
+        if plan.unlinked_cell:
+            # Records of the previous hop with no link into the grouping
+            # department form their own cell, so the table adds up.
+            linked_prev = set(self.store.linked(epoch_id, prev, last.party).values())
+            unlinked = paillier.add_all(
+                key, (c for t, c in current.items() if t not in linked_prev)
+            )
+            sums.append((unlinked_group(last.party), unlinked))
 
         # Noise is added under encryption: the decrypting node only ever sees
         # noisy aggregates, and no single party can remove it.
@@ -571,9 +648,9 @@ class Coordinator:
         noise = sample_noise(noise_spec, len(sums))
         noisy = [(g, paillier.add_plain(key, c, z)) for (g, c), z in zip(sums, noise, strict=True)]
 
-        # Final hop: the origin decrypts the noisy aggregates and applies SDC.
+        # Final step: the origin decrypts the noisy aggregates and applies SDC.
         table = self.nodes.call(
-            origin,
+            origin.party,
             lambda s: s.DecryptAggregate(
                 party_node_pb2.DecryptRequest(
                     query_id=query_id,
@@ -588,8 +665,8 @@ class Coordinator:
             ),
         )
         if table.query_id != query_id:
-            raise InvalidRequest(f"{origin}: released a table for another query")
-        title = spec.title or f"{origin} records by {group}.{spec.group_by}"
+            raise InvalidRequest(f"{origin.party}: released a table for another query")
+        title = spec.title or f"{spec.population_party} records by {last.party}.{last.group_by}"
         return QueryOutcome(query_id, epoch_id, title, table, 0.0)
 
     def status(self) -> coordinator_pb2.FederationStatus:

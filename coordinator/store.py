@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS epoch_parties (
     commitment BLOB NOT NULL, PRIMARY KEY (epoch_id, party));
 CREATE TABLE IF NOT EXISTS encodings (
     epoch_id TEXT NOT NULL, party TEXT NOT NULL, position INTEGER NOT NULL,
-    token BLOB NOT NULL, clk BLOB NOT NULL, PRIMARY KEY (epoch_id, party, position));
+    token BLOB NOT NULL, clk BLOB NOT NULL, household BLOB NOT NULL,
+    PRIMARY KEY (epoch_id, party, position));
 CREATE TABLE IF NOT EXISTS links (
     epoch_id TEXT NOT NULL, cluster INTEGER NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL,
     PRIMARY KEY (epoch_id, party, token));
@@ -69,6 +70,7 @@ class PartyEncodings:
     tokens: list[bytes]
     clks: np.ndarray  # uint8 (records, filter_bytes)
     commitment: bytes
+    households: list[bytes]  # keyed household key per token, b"" if unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +161,9 @@ class CoordinatorStore:
                     (epoch_id, enc.party, len(enc.tokens), enc.commitment),
                 )
                 db.executemany(
-                    "INSERT INTO encodings VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO encodings VALUES (?, ?, ?, ?, ?, ?)",
                     (
-                        (epoch_id, enc.party, i, tok, enc.clks[i].tobytes())
+                        (epoch_id, enc.party, i, tok, enc.clks[i].tobytes(), enc.households[i])
                         for i, tok in enumerate(enc.tokens)
                     ),
                 )
@@ -223,6 +225,18 @@ class CoordinatorStore:
                     (epoch_id, party),
                 )
             ]
+
+    def households(self, epoch_id: str, party: str) -> dict[bytes, bytes]:
+        """``party``'s token -> keyed household key, for tokens that have one."""
+        with self._tx() as db:
+            return {
+                bytes(r[0]): bytes(r[1])
+                for r in db.execute(
+                    "SELECT token, household FROM encodings"
+                    " WHERE epoch_id = ? AND party = ? AND length(household) > 0",
+                    (epoch_id, party),
+                )
+            }
 
     def linked(self, epoch_id: str, left: str, right: str) -> dict[bytes, bytes]:
         """right-party token -> left-party token, for clusters holding both."""

@@ -8,6 +8,7 @@ module reads the environment (``HEADCOUNT_CONFIG``).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from headcount.departments import ATTRIBUTES
+from headcount.departments import ATTRIBUTES, attributes
 from headcount.errors import ConfigError
 
 ALLOWED_PAILLIER_BITS = (2048, 3072)
@@ -76,7 +77,7 @@ class PartyConfig(_Frozen):
 
     @model_validator(mode="after")
     def _attributes_exist(self) -> Self:
-        known = {a.name: a for a in ATTRIBUTES.get(self.name, ())}
+        known = {a.name: a for a in attributes(self.name)} if self.name in ATTRIBUTES else {}
         for attr in self.approved_attributes:
             if attr not in known:
                 raise ValueError(f"party {self.name}: {attr!r} is not an attribute of its file")
@@ -103,6 +104,9 @@ class FederationConfig(_Frozen):
     audit_public_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # Ed25519, raw hex
     paillier_bits: int = 2048
     insecure_test_keys: bool = False
+    # Ages (and so the derived age_band) are computed at this date: the
+    # federation's extract date, the same for every node.
+    reference_date: dt.date
     linkage_threshold: float = Field(0.8, gt=0, le=1)
     rpc_timeout_s: float = Field(300.0, gt=0)
     max_message_bytes: int = Field(16 * 2**20, ge=2**16, le=2**30)

@@ -28,7 +28,7 @@ from headcount.config import FederationConfig
 from headcount.errors import FailedPrecondition, PeerUnavailable
 from headcount.federation import CONFIG_NAME, InitOptions, init_federation
 from headcount.query import Predicate, QuerySpec
-from headcount.synth import generate_population
+from headcount.synth import REFERENCE_DATE, generate_population
 
 MARKER = ".headcount-demo"
 DEFAULT_PEOPLE = 5_000
@@ -189,7 +189,11 @@ def run_demo(
     echo(f"1/6 federation: CA and certificates in {directory}")
     cfg = init_federation(
         directory,
-        InitOptions(paillier_bits=paillier_bits, insecure_test_keys=paillier_bits < 2048),
+        InitOptions(
+            paillier_bits=paillier_bits,
+            insecure_test_keys=paillier_bits < 2048,
+            reference_date=REFERENCE_DATE,
+        ),
     )
     cfg_path = directory / CONFIG_NAME
     steps.update()

@@ -76,14 +76,40 @@ ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
 }
 
 
+AGE_BANDS: tuple[str, ...] = ("0-4", "5-9", "10-15", "16-17", "18-24", "25-64", "65+")
+CHILD_AGE_BANDS: tuple[str, ...] = AGE_BANDS[:4]
+ADULT_AGE_BANDS: tuple[str, ...] = AGE_BANDS[4:]
+
+# Attributes every node derives from its own identity columns (never sent
+# anywhere): the age band at the federation's reference date, so that a query
+# can ask for children or adults without any date of birth leaving the node.
+DERIVED: tuple[Attribute, ...] = (Attribute("age_band", AGE_BANDS),)
+
+
 def columns(department: str) -> tuple[str, ...]:
     """All columns, in file order, of ``department``'s CSV."""
     return IDENTITY_COLUMNS + tuple(a.name for a in ATTRIBUTES[department])
 
 
+def attributes(department: str) -> tuple[Attribute, ...]:
+    """Every attribute a query may name at ``department``: file columns, then derived."""
+    return ATTRIBUTES[department] + DERIVED
+
+
 def attribute(department: str, name: str) -> Attribute:
     """The attribute ``name`` of ``department``; KeyError if it has none."""
-    for a in ATTRIBUTES[department]:
+    for a in attributes(department):
         if a.name == name:
             return a
     raise KeyError(f"{department} has no attribute {name!r}")
+
+
+def age_band(age_years: int) -> str:
+    """The band of ``AGE_BANDS`` holding an age in whole years (>= 0)."""
+    if age_years < 0:
+        raise ValueError("age must be >= 0")
+    for band in AGE_BANDS:
+        low, _, high = band.rstrip("+").partition("-")
+        if int(low) <= age_years and (not high or age_years <= int(high)):
+            return band
+    raise AssertionError("AGE_BANDS covers every age")

@@ -15,6 +15,7 @@ request; this command creates all keys in one place for demos and tests.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from headcount.config import FederationConfig, load
-from headcount.departments import ATTRIBUTES, DEPARTMENTS
+from headcount.departments import ATTRIBUTES, DEPARTMENTS, attributes
 from headcount.errors import InvalidRequest
 from headcount.tls import Role, create_ca, issue, write_private
 
@@ -48,6 +49,11 @@ class InitOptions:
     paillier_bits: int = 2048
     insecure_test_keys: bool = False
     linkage_threshold: float = 0.8
+    reference_date: dt.date | None = None  # None: today
+    suppress_below: int = 10
+    rounding_base: int = 5
+    epsilon_per_epoch: float = 2.0
+    default_query_epsilon: float = 0.5
 
 
 def _free_ports(host: str, count: int) -> list[int]:
@@ -68,7 +74,7 @@ def _free_ports(host: str, count: int) -> list[int]:
 def _approved(party: str) -> list[str]:
     # Categorical attributes only: numeric ones (e.g. absence_rate) are
     # near-unique per record and would make a group-by a lookup.
-    return [a.name for a in ATTRIBUTES.get(party, ()) if not a.is_numeric]
+    return [a.name for a in attributes(party) if not a.is_numeric]
 
 
 def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> FederationConfig:
@@ -111,9 +117,17 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         "audit_public_key": audit_public,
         "paillier_bits": opts.paillier_bits,
         "insecure_test_keys": opts.insecure_test_keys,
+        "reference_date": opts.reference_date or dt.date.today(),
         "linkage_threshold": opts.linkage_threshold,
-        "output": {"suppress_below": 10, "rounding_base": 5, "secondary_suppression": True},
-        "privacy": {"epsilon_per_epoch": 2.0, "default_query_epsilon": 0.5},
+        "output": {
+            "suppress_below": opts.suppress_below,
+            "rounding_base": opts.rounding_base,
+            "secondary_suppression": True,
+        },
+        "privacy": {
+            "epsilon_per_epoch": opts.epsilon_per_epoch,
+            "default_query_epsilon": opts.default_query_epsilon,
+        },
         "coordinator": {
             "address": f"{opts.host}:{ports[0]}",
             "tls": cred("coordinator", Role.COORDINATOR),

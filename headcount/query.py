@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from headcount.departments import ATTRIBUTES
+from headcount.departments import ATTRIBUTES, attributes
 from headcount.errors import InvalidRequest, PolicyRefused
 
 MAX_PURPOSE_CHARS = 2000
@@ -33,6 +33,23 @@ class Predicate:
             raise InvalidRequest("a filter needs an attribute and at least one value")
 
 
+LINKS = ("person", "household")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Counted records must be linked to a record at ``party`` (``link="person"``)
+    or live in a household with one (``link="household"``) that passes ``filters``."""
+
+    party: str
+    filters: tuple[Predicate, ...] = ()
+    link: str = "person"
+
+    def __post_init__(self) -> None:
+        if self.link not in LINKS:
+            raise InvalidRequest(f"a condition's link is one of {LINKS}, not {self.link!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class QuerySpec:
     purpose: str
@@ -43,25 +60,15 @@ class QuerySpec:
     group_filters: tuple[Predicate, ...] = ()
     epsilon: float = 0.0  # 0: the federation default
     title: str = ""
+    conditions: tuple[Condition, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.purpose.strip()) < 10:
             raise InvalidRequest("state the purpose of the query (at least 10 characters)")
         if len(self.purpose) > MAX_PURPOSE_CHARS:
             raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_CHARS} characters")
-        if self.population_party == self.group_party:
-            raise InvalidRequest("the grouping department must differ from the population's")
         if not math.isfinite(self.epsilon) or self.epsilon < 0:
             raise InvalidRequest("epsilon must be finite and >= 0 (0 = federation default)")
-
-
-@dataclass(frozen=True, slots=True)
-class GroupedQueryPlan:
-    """What the coordinator derives for a validated spec."""
-
-    spec: QuerySpec
-    epsilon: float
-    groups: tuple[str, ...] = field(default=())
 
 
 def spec_to_json(spec: QuerySpec) -> dict[str, Any]:
@@ -78,7 +85,7 @@ def unlinked_group(party: str) -> str:
 def check_predicates(party: str, approved: Iterable[str], predicates: Sequence[Predicate]) -> None:
     """Refuse filters on attributes ``party`` has not approved, or unknown values."""
     approved_set = set(approved)
-    known = {a.name: a for a in ATTRIBUTES.get(party, ())}
+    known = {a.name: a for a in attributes(party)} if party in ATTRIBUTES else {}
     for p in predicates:
         if p.attribute not in approved_set:
             raise PolicyRefused(f"{party} does not allow filtering on {p.attribute!r}")
@@ -92,7 +99,7 @@ def check_predicates(party: str, approved: Iterable[str], predicates: Sequence[P
 
 def check_group_by(party: str, approved: Iterable[str], attribute: str) -> tuple[str, ...]:
     """The categories of an approved group-by attribute; PolicyRefused otherwise."""
-    known = {a.name: a for a in ATTRIBUTES.get(party, ())}
+    known = {a.name: a for a in attributes(party)} if party in ATTRIBUTES else {}
     if attribute not in set(approved) or attribute not in known:
         raise PolicyRefused(f"{party} does not allow grouping by {attribute!r}")
     attr = known[attribute]

@@ -8,14 +8,16 @@ data steward can fix a file in one pass. Nothing in this module logs a value.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from headcount.departments import ATTRIBUTES, IDENTITY_COLUMNS, columns
+from headcount.departments import ATTRIBUTES, IDENTITY_COLUMNS, age_band, columns
 from headcount.errors import InvalidInput
 from headcount.linkage.normalise import (
     Identity,
@@ -50,6 +52,7 @@ class DepartmentData:
     path: Path
     sha256: bytes  # of the file's bytes, to detect a changed file
     identities: tuple[Identity, ...]
+    addresses: tuple[str, ...]  # raw address lines, for keyed household keys only
     attributes: pd.DataFrame  # one column per attribute, strings, row order = file order
 
     @property
@@ -76,8 +79,30 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from None
 
 
-def load_department_file(path: Path, party: str) -> DepartmentData:
-    """Read and check ``party``'s file; InvalidInput naming file, line and column."""
+def _age_bands(identities: Sequence[Identity], reference: dt.date) -> list[str]:
+    """Each record's age band at ``reference``; "" where the date of birth is missing
+    or after the reference date (such a record matches no age filter)."""
+    out = []
+    for ident in identities:
+        if not ident.date_of_birth:
+            out.append("")
+            continue
+        born = dt.date.fromisoformat(ident.date_of_birth)
+        age = (
+            reference.year - born.year - ((reference.month, reference.day) < (born.month, born.day))
+        )
+        out.append(age_band(age) if age >= 0 else "")
+    return out
+
+
+def load_department_file(
+    path: Path, party: str, reference_date: dt.date | None = None
+) -> DepartmentData:
+    """Read and check ``party``'s file; InvalidInput naming file, line and column.
+
+    Derived attributes (``age_band``) are computed at ``reference_date``
+    (default: today).
+    """
     if party not in ATTRIBUTES:
         raise InvalidInput(f"{path}: no file contract for department {party!r}")
     try:
@@ -202,5 +227,13 @@ def load_department_file(path: Path, party: str) -> DepartmentData:
             detail=head + "\n  ".join(d for _, d in shown) + more,
         )
     attrs = frame[[a.name for a in ATTRIBUTES[party]]].reset_index(drop=True)
+    attrs["age_band"] = _age_bands(identities, reference_date or dt.date.today())
     assert set(IDENTITY_COLUMNS) <= set(frame.columns)
-    return DepartmentData(party, path, hashlib.sha256(raw).digest(), tuple(identities), attrs)
+    return DepartmentData(
+        party,
+        path,
+        hashlib.sha256(raw).digest(),
+        tuple(identities),
+        tuple(frame["address"].tolist()),
+        attrs,
+    )

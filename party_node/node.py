@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from headcount.errors import (
     InvalidRequest,
     PolicyRefused,
 )
+from headcount.linkage.address import household_keys
 from headcount.linkage.clk import DEFAULT_SCHEMA, encode_clks
 from headcount.protect.budget import BudgetLedger
 from headcount.protect.sdc import ProtectedTable, SdcPolicy, protect_counts
@@ -65,10 +66,15 @@ class EncodedEpoch:
     epoch: Epoch
     tokens: tuple[bytes, ...]  # in the (shuffled) order they are sent
     clks: np.ndarray  # uint8 (records, filter_bytes), same order
+    households: tuple[bytes, ...]  # keyed household keys (b"" if unknown), same order
+
+
+ALL_GROUP = "all"
+ChunkIn = tuple[int, Sequence[bytes], Sequence[bytes], bool]  # seq, tokens, ciphertexts, last
 
 
 @dataclass(frozen=True, slots=True)
-class AggregateHeader:
+class HopHeader:
     query_id: str
     epoch_id: str
     origin_key: paillier.PublicKey
@@ -169,7 +175,9 @@ class PartyNode:
         with self._data_lock:
             digest = file_digest(self.config.data) if self.config.data.exists() else b""
             if self._data is None or self._data.sha256 != digest:
-                self._data = load_department_file(self.config.data, self.name)
+                self._data = load_department_file(
+                    self.config.data, self.name, self.federation.reference_date
+                )
             if expect_sha256 is not None and self._data.sha256 != expect_sha256:
                 raise FailedPrecondition(
                     f"{self.name}: the department file changed since this epoch was linked; "
@@ -264,6 +272,13 @@ class PartyNode:
         order = np.random.default_rng(secrets.randbits(128)).permutation(data.records)
         tokens = tuple(os.urandom(TOKEN_BYTES) for _ in range(data.records))
         clks = encode_clks([data.identities[i] for i in order], secret, DEFAULT_SCHEMA)
+        households = tuple(
+            household_keys(
+                [data.addresses[i] for i in order],
+                [data.identities[i].postcode for i in order],
+                secret,
+            )
+        )
         salt = os.urandom(32)
         # A salted commitment binds the epoch to this exact file without
         # letting anyone test a guess of its content.
@@ -276,9 +291,9 @@ class PartyNode:
             commitment,
             DEFAULT_SCHEMA.fingerprint(),
         )
-        self.store.save_epoch(epoch, salt, tokens, [int(i) for i in order])
+        self.store.save_epoch(epoch, salt, tokens, [int(i) for i in order], households)
         log.info("%s: epoch %s encoded %d records", self.name, epoch_id, data.records)
-        return EncodedEpoch(epoch, tokens, clks)
+        return EncodedEpoch(epoch, tokens, clks, households)
 
     # -- queries -------------------------------------------------------------------
     def _mask(
@@ -297,8 +312,15 @@ class PartyNode:
         filters: Sequence[Predicate],
         epsilon: float,
         purpose: str,
+        *,
+        per_household: bool = False,
     ) -> tuple[list[bytes], list[bytes]]:
-        """E(1) for each record passing ``filters``, E(0) otherwise, in token order."""
+        """E(1) for each record passing ``filters``, E(0) otherwise, in token order.
+
+        With ``per_household``, only the first passing record of each household
+        (by keyed address) carries the 1, so a sum over a household is a 0/1
+        flag; records with no household key carry 0.
+        """
         _check_id("query_id", query_id)
         self._check_query_announced(query_id, epsilon, purpose)
         check_predicates(self.name, self.config.approved_attributes, filters)
@@ -306,6 +328,14 @@ class PartyNode:
         data = self.data(epoch.data_sha256)
         tokens, rows = self.store.token_rows(epoch_id)
         indicator = self._mask(data, rows, filters)
+        if per_household:
+            households = self.store.household_keys(epoch_id)
+            flagged: set[bytes] = set()
+            for i, passes in enumerate(indicator):
+                hh = households[i]
+                indicator[i] = bool(passes and hh and hh not in flagged)
+                if indicator[i]:
+                    flagged.add(hh)
         if sum(indicator) < self.config.min_population:
             raise PolicyRefused(
                 f"{self.name}: the population is smaller than the minimum of "
@@ -316,14 +346,18 @@ class PartyNode:
         cts = paillier.encrypt(self._paillier_pub, [int(b) for b in indicator])
         return tokens, [paillier.to_bytes(self._paillier_pub, c) for c in cts]
 
-    def check_aggregate_header(self, h: AggregateHeader) -> tuple[str, ...]:
-        """Validate a grouping hop before any ciphertext is read; returns the groups."""
+    def check_hop_header(self, h: HopHeader) -> tuple[str, ...]:
+        """Validate a hop before any ciphertext is read; returns the groups (if any)."""
         _check_id("query_id", h.query_id)
         self._check_query_announced(h.query_id, h.epsilon, h.purpose)
         if h.origin_key.n == self._paillier_pub.n:
             # We hold this key: we could read every per-record value. Refuse.
             raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
-        groups = check_group_by(self.name, self.config.approved_attributes, h.group_by)
+        groups = (
+            check_group_by(self.name, self.config.approved_attributes, h.group_by)
+            if h.group_by
+            else (ALL_GROUP,)
+        )
         check_predicates(self.name, self.config.approved_attributes, h.filters)
         epoch = self.store.epoch(h.epoch_id)
         if h.expected_records != epoch.records:
@@ -333,25 +367,17 @@ class PartyNode:
             )
         return groups
 
-    def aggregate(
-        self,
-        h: AggregateHeader,
-        chunks: Iterable[tuple[int, Sequence[bytes], Sequence[bytes], bool]],
-    ) -> list[tuple[str, bytes]]:
-        """Sum the received ciphertexts per group of this node's attribute.
+    def _hop_records(
+        self, h: HopHeader, chunks: Iterable[ChunkIn]
+    ) -> Iterator[tuple[int, list[tuple[int, int]], bool]]:
+        """Check a hop's stream and yield (seq, [(row, ciphertext)], last) per chunk.
 
-        ``chunks`` yields (seq, tokens, ciphertexts, last). Every token of the
-        epoch must arrive exactly once, in chunks numbered from 0.
+        Every token of the epoch must arrive exactly once, in chunks numbered
+        from 0, each ciphertext in range for the origin's key; anything else
+        raises InvalidRequest (or InvalidCiphertext) naming the chunk.
         """
-        groups = self.check_aggregate_header(h)
-        epoch = self.store.epoch(h.epoch_id)
-        data = self.data(epoch.data_sha256)
         tokens, rows = self.store.token_rows(h.epoch_id)
         row_of = dict(zip(tokens, rows, strict=True))
-        keep = self._mask(data, range(data.records), h.filters)
-        values = data.attributes[h.group_by].tolist()
-        key = h.origin_key
-        acc: dict[str, list[int]] = {g: [] for g in groups}
         seen: set[bytes] = set()
         expected_seq = 0
         finished = False
@@ -363,6 +389,7 @@ class PartyNode:
             expected_seq += 1
             if len(toks) != len(cts):
                 raise InvalidRequest(f"chunk {seq}: {len(toks)} tokens but {len(cts)} ciphertexts")
+            items = []
             for tok, ct in zip(toks, cts, strict=True):
                 row = row_of.get(tok)
                 if row is None:
@@ -372,18 +399,58 @@ class PartyNode:
                 if tok in seen:
                     raise InvalidRequest(f"chunk {seq}: a token sent twice")
                 seen.add(tok)
-                c = paillier.from_bytes(key, ct)
-                # Records failing this node's predicate contribute E(0): they
-                # are simply left out of every sum.
-                if keep[row] and values[row] in acc:
-                    acc[values[row]].append(c)
+                items.append((row, paillier.from_bytes(h.origin_key, ct)))
+            yield seq, items, last
             finished = last
         if not finished:
             raise InvalidRequest("stream ended before the last chunk")
         if len(seen) != h.expected_records:
             raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
+
+    def _join(self, h: HopHeader, role: str) -> DepartmentData:
+        """Charge the budget and record the hop; returns the epoch's data."""
+        epoch = self.store.epoch(h.epoch_id)
+        data = self.data(epoch.data_sha256)
         self.ledger.spend(h.epoch_id, h.query_id, h.epsilon)
-        self.store.record_query(h.query_id, h.epoch_id, "group", h.purpose, h.epsilon)
+        self.store.record_query(h.query_id, h.epoch_id, role, h.purpose, h.epsilon)
+        return data
+
+    def apply_predicate(
+        self, h: HopHeader, chunks: Iterable[ChunkIn]
+    ) -> Iterator[tuple[int, list[bytes], bool]]:
+        """Intermediate hop: yield (seq, ciphertexts, last) in the order received.
+
+        A record passing this node's filters keeps its ciphertext, re-randomised;
+        any other gets a fresh E(0). Both look alike to the coordinator.
+        """
+        self.check_hop_header(h)
+        data = self._join(h, "filter")
+        keep = self._mask(data, range(data.records), h.filters)
+        key = h.origin_key
+        for seq, items, last in self._hop_records(h, chunks):
+            kept = paillier.rerandomise(key, [c for _, c in items])
+            zeros = iter(paillier.encrypt_zeros(key, sum(1 for r, _ in items if not keep[r])))
+            out = [
+                paillier.to_bytes(key, fresh if keep[row] else next(zeros))
+                for (row, _), fresh in zip(items, kept, strict=True)
+            ]
+            yield seq, out, last
+
+    def aggregate(self, h: HopHeader, chunks: Iterable[ChunkIn]) -> list[tuple[str, bytes]]:
+        """Final hop: sum the received ciphertexts per group of this node's attribute."""
+        groups = self.check_hop_header(h)
+        data = self._join(h, "group")
+        keep = self._mask(data, range(data.records), h.filters)
+        values = data.attributes[h.group_by].tolist() if h.group_by else None
+        key = h.origin_key
+        acc: dict[str, list[int]] = {g: [] for g in groups}
+        for _, items, _ in self._hop_records(h, chunks):
+            for row, c in items:
+                # Records failing this node's predicate contribute E(0): they
+                # are simply left out of every sum.
+                group = ALL_GROUP if values is None else values[row]
+                if keep[row] and group in acc:
+                    acc[group].append(c)
         sums = [paillier.add_all(key, acc[g]) for g in groups]
         # Re-randomise: otherwise the coordinator, which knows every ciphertext
         # it sent, could find which subset multiplies to each sum.

@@ -12,7 +12,7 @@ from headcount.crypto import paillier
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
-from party_node.node import AggregateHeader, PartyNode
+from party_node.node import ChunkIn, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
 MAX_AUDIT_BATCH = 1_000
@@ -77,6 +77,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
                 total_records=n,
                 schema_fingerprint=encoded.epoch.schema_fingerprint,
                 dataset_commitment=encoded.epoch.commitment if last else b"",
+                household_keys=encoded.households[start : start + size],
             )
 
     def EncryptIndicators(
@@ -89,6 +90,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             cv.predicates_from_pb(request.filters),
             request.epsilon,
             request.purpose,
+            per_household=request.per_household,
         )
         starts = list(range(0, len(tokens), size)) or [0]
         for seq, start in enumerate(starts):
@@ -99,14 +101,14 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
                 last=seq == len(starts) - 1,
             )
 
-    def AggregateByGroup(
-        self, request_iterator: Iterator[party_node_pb2.AggregateInput], context: Any
-    ) -> party_node_pb2.GroupedCiphertexts:
+    def _hop(
+        self, request_iterator: Iterator[party_node_pb2.HopInput]
+    ) -> tuple[HopHeader, Iterator[ChunkIn]]:
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
-            raise InvalidRequest("AggregateByGroup must start with a header")
+            raise InvalidRequest("a hop stream must start with a header")
         m = first.header
-        header = AggregateHeader(
+        header = HopHeader(
             query_id=m.query_id,
             epoch_id=m.epoch_id,
             origin_key=paillier.PublicKey.from_bytes(m.paillier_n),
@@ -116,18 +118,30 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             expected_records=m.expected_records,
             purpose=m.purpose,
         )
-        self.node.check_aggregate_header(header)
 
-        def chunks() -> Iterator[tuple[int, list[bytes], list[bytes], bool]]:
+        def chunks() -> Iterator[ChunkIn]:
             for item in request_iterator:
                 if not item.HasField("chunk"):
                     raise InvalidRequest("only one header is allowed")
                 c = item.chunk
                 yield c.seq, list(c.tokens), list(c.ciphertexts), c.last
 
-        sums = self.node.aggregate(header, chunks())
+        return header, chunks()
+
+    def ApplyPredicate(
+        self, request_iterator: Iterator[party_node_pb2.HopInput], context: Any
+    ) -> Iterator[party_node_pb2.CiphertextChunk]:
+        header, chunks = self._hop(request_iterator)
+        for seq, cts, last in self.node.apply_predicate(header, chunks):
+            yield party_node_pb2.CiphertextChunk(seq=seq, ciphertexts=cts, last=last)
+
+    def AggregateByGroup(
+        self, request_iterator: Iterator[party_node_pb2.HopInput], context: Any
+    ) -> party_node_pb2.GroupedCiphertexts:
+        header, chunks = self._hop(request_iterator)
+        sums = self.node.aggregate(header, chunks)
         return party_node_pb2.GroupedCiphertexts(
-            query_id=m.query_id,
+            query_id=header.query_id,
             groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in sums],
         )
 

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     position INTEGER NOT NULL,
     token BLOB NOT NULL,
     row INTEGER NOT NULL,
+    household BLOB NOT NULL,
     PRIMARY KEY (epoch_id, position),
     UNIQUE (epoch_id, token)
 );
@@ -138,7 +139,12 @@ class NodeStore:
 
     # -- linkage epochs ----------------------------------------------------------
     def save_epoch(
-        self, epoch: Epoch, salt: bytes, tokens: Sequence[bytes], rows: Sequence[int]
+        self,
+        epoch: Epoch,
+        salt: bytes,
+        tokens: Sequence[bytes],
+        rows: Sequence[int],
+        households: Sequence[bytes],
     ) -> None:
         """Store an epoch and its token map atomically; InvalidRequest if the id is taken."""
         with self._tx() as db:
@@ -158,10 +164,11 @@ class NodeStore:
                 ),
             )
             db.executemany(
-                "INSERT INTO tokens (epoch_id, position, token, row) VALUES (?, ?, ?, ?)",
+                "INSERT INTO tokens (epoch_id, position, token, row, household)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (
-                    (epoch.epoch_id, i, t, r)
-                    for i, (t, r) in enumerate(zip(tokens, rows, strict=True))
+                    (epoch.epoch_id, i, t, r, h)
+                    for i, (t, r, h) in enumerate(zip(tokens, rows, households, strict=True))
                 ),
             )
 
@@ -185,6 +192,14 @@ class NodeStore:
                 "SELECT token, row FROM tokens WHERE epoch_id = ? ORDER BY position", (epoch_id,)
             ).fetchall()
         return [bytes(r[0]) for r in rows], [int(r[1]) for r in rows]
+
+    def household_keys(self, epoch_id: str) -> list[bytes]:
+        """Each token's keyed household key (b"" if none), in token order."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT household FROM tokens WHERE epoch_id = ? ORDER BY position", (epoch_id,)
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def epochs(self) -> list[Epoch]:
         with self._tx() as db:

@@ -23,7 +23,7 @@ from coordinator import server as coordinator_server
 from headcount.client import Client
 from headcount.config import FederationConfig
 from headcount.federation import InitOptions, init_federation
-from headcount.synth import generate_population
+from headcount.synth import REFERENCE_DATE, generate_population
 from party_node import server as node_server
 
 TEST_PEOPLE = 900
@@ -94,13 +94,18 @@ class ServerRecorder(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 handler.request_deserializer,
                 handler.response_serializer,
             )
-        return handler
+        return grpc.stream_stream_rpc_method_handler(
+            stream(handler.stream_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
 
 
 class ClientRecorder(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
     grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
     """Records each response message a client (the coordinator) receives."""
 
@@ -121,6 +126,9 @@ class ClientRecorder(
         if outcome.exception() is None:
             self.recorder.add(self.where, self._name(details), outcome.result())
         return outcome
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self.intercept_unary_stream(continuation, details, requests)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         responses = continuation(details, request)
@@ -157,10 +165,21 @@ class Federation:
 
 
 def make_federation(
-    directory: Path, people: int = TEST_PEOPLE, seed: int = TEST_SEED
+    directory: Path, people: int = TEST_PEOPLE, seed: int = TEST_SEED, **options: Any
 ) -> Federation:
-    """A federation with 1024-bit test keys, its data, and servers running in-process."""
-    cfg = init_federation(directory, InitOptions(paillier_bits=1024, insecure_test_keys=True))
+    """A federation with 1024-bit test keys, its data, and servers running in-process.
+
+    ``options`` override ``InitOptions`` fields (e.g. the output policy).
+    """
+    cfg = init_federation(
+        directory,
+        InitOptions(
+            paillier_bits=1024,
+            insecure_test_keys=True,
+            reference_date=REFERENCE_DATE,
+            **options,
+        ),
+    )
     generate_population(people, seed, directory / "data")
     truth = directory / "evaluation" / "ground_truth.csv"
     truth.parent.mkdir()

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.protect.sdc import ProtectedCell, ProtectedTable
-from headcount.query import Predicate, QuerySpec
+from headcount.query import Condition, Predicate, QuerySpec
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
 from headcount.wire import party_node_pb2 as pn
@@ -99,6 +99,10 @@ def query_to_pb(q: QuerySpec) -> co.QueryRequest:
         group_filters=predicates_to_pb(q.group_filters),
         epsilon=q.epsilon,
         title=q.title,
+        conditions=[
+            co.Condition(party=x.party, link=x.link, filters=predicates_to_pb(x.filters))
+            for x in q.conditions
+        ],
     )
 
 
@@ -112,4 +116,7 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
         group_filters=predicates_from_pb(m.group_filters),
         epsilon=m.epsilon,
         title=m.title,
+        conditions=tuple(
+            Condition(x.party, predicates_from_pb(x.filters), x.link) for x in m.conditions
+        ),
     )

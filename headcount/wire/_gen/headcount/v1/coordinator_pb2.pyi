@@ -168,6 +168,38 @@ class LinkageSummary(_message.Message):
 Global___LinkageSummary: _TypeAlias = LinkageSummary  # noqa: Y015
 
 @_typing.final
+class Condition(_message.Message):
+    """A condition a counted record must meet in another department: linked to a
+    record there (the same person) or living in a household with one, which
+    passes that department's filters.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    link: _builtins.str
+    """"person" or "household" """
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]: ...
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        link: _builtins.str = ...,
+        filters: _abc.Iterable[_common_pb2.Predicate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "link", b"link", "party", b"party"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Condition: _TypeAlias = Condition  # noqa: Y015
+
+@_typing.final
 class QueryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -179,10 +211,11 @@ class QueryRequest(_message.Message):
     GROUP_FILTERS_FIELD_NUMBER: _builtins.int
     EPSILON_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """required: why the table is needed"""
     population_party: _builtins.str
-    """origin: whose records are counted"""
+    """whose records are counted"""
     group_party: _builtins.str
     """whose attribute the table is grouped by"""
     group_by: _builtins.str
@@ -193,6 +226,8 @@ class QueryRequest(_message.Message):
     def population_filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]: ...
     @_builtins.property
     def group_filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]: ...
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]: ...
     def __init__(
         self,
         *,
@@ -204,10 +239,11 @@ class QueryRequest(_message.Message):
         group_filters: _abc.Iterable[_common_pb2.Predicate] | None = ...,
         epsilon: _builtins.float = ...,
         title: _builtins.str = ...,
+        conditions: _abc.Iterable[Global___Condition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon", b"epsilon", "group_by", b"group_by", "group_filters", b"group_filters", "group_party", b"group_party", "population_filters", b"population_filters", "population_party", b"population_party", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "epsilon", b"epsilon", "group_by", b"group_by", "group_filters", b"group_filters", "group_party", b"group_party", "population_filters", b"population_filters", "population_party", b"population_party", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

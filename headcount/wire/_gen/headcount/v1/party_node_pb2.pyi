@@ -284,6 +284,7 @@ class EncodingChunk(_message.Message):
     TOTAL_RECORDS_FIELD_NUMBER: _builtins.int
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _builtins.int
     DATASET_COMMITMENT_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_KEYS_FIELD_NUMBER: _builtins.int
     epoch_id: _builtins.str
     seq: _builtins.int
     filter_bytes: _builtins.int
@@ -296,6 +297,10 @@ class EncodingChunk(_message.Message):
     """salted SHA-256 of the department file, on the last chunk"""
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def household_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """keyed address keys, 16 bytes, or empty when unknown"""
+
     def __init__(
         self,
         *,
@@ -308,10 +313,11 @@ class EncodingChunk(_message.Message):
         total_records: _builtins.int = ...,
         schema_fingerprint: _builtins.str = ...,
         dataset_commitment: _builtins.bytes = ...,
+        household_keys: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clks", b"clks", "dataset_commitment", b"dataset_commitment", "epoch_id", b"epoch_id", "filter_bytes", b"filter_bytes", "last", b"last", "schema_fingerprint", b"schema_fingerprint", "seq", b"seq", "tokens", b"tokens", "total_records", b"total_records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clks", b"clks", "dataset_commitment", b"dataset_commitment", "epoch_id", b"epoch_id", "filter_bytes", b"filter_bytes", "household_keys", b"household_keys", "last", b"last", "schema_fingerprint", b"schema_fingerprint", "seq", b"seq", "tokens", b"tokens", "total_records", b"total_records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,12 +333,17 @@ class EncryptRequest(_message.Message):
     EPSILON_FIELD_NUMBER: _builtins.int
     CHUNK_RECORDS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    PER_HOUSEHOLD_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch_id: _builtins.str
     epsilon: _builtins.float
     """charged to this node's budget"""
     chunk_records: _builtins.int
     purpose: _builtins.str
+    per_household: _builtins.bool
+    """Encrypt 1 for at most one passing record per household (keyed address),
+    so that sums over a household are 0/1 "anyone in the household" flags.
+    """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]:
         """on the origin's own approved attributes"""
@@ -346,10 +357,11 @@ class EncryptRequest(_message.Message):
         epsilon: _builtins.float = ...,
         chunk_records: _builtins.int = ...,
         purpose: _builtins.str = ...,
+        per_household: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "epsilon", b"epsilon", "filters", b"filters", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "epsilon", b"epsilon", "filters", b"filters", "per_household", b"per_household", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,7 +398,7 @@ class CiphertextChunk(_message.Message):
 Global___CiphertextChunk: _TypeAlias = CiphertextChunk  # noqa: Y015
 
 @_typing.final
-class AggregateHeader(_message.Message):
+class HopHeader(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_ID_FIELD_NUMBER: _builtins.int
@@ -402,7 +414,7 @@ class AggregateHeader(_message.Message):
     paillier_n: _builtins.bytes
     """the origin's public modulus"""
     group_by: _builtins.str
-    """approved attribute of this node"""
+    """approved attribute of this node; "" for none"""
     epsilon: _builtins.float
     """charged to this node's budget"""
     expected_records: _builtins.int
@@ -430,10 +442,10 @@ class AggregateHeader(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AggregateHeader: _TypeAlias = AggregateHeader  # noqa: Y015
+Global___HopHeader: _TypeAlias = HopHeader  # noqa: Y015
 
 @_typing.final
-class AggregateInput(_message.Message):
+class HopInput(_message.Message):
     """The first message is a header, then chunks in seq order."""
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -441,13 +453,13 @@ class AggregateInput(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def header(self) -> Global___AggregateHeader: ...
+    def header(self) -> Global___HopHeader: ...
     @_builtins.property
     def chunk(self) -> Global___CiphertextChunk: ...
     def __init__(
         self,
         *,
-        header: Global___AggregateHeader | None = ...,
+        header: Global___HopHeader | None = ...,
         chunk: Global___CiphertextChunk | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
@@ -458,7 +470,7 @@ class AggregateInput(_message.Message):
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
-Global___AggregateInput: _TypeAlias = AggregateInput  # noqa: Y015
+Global___HopInput: _TypeAlias = HopInput  # noqa: Y015
 
 @_typing.final
 class GroupedCiphertexts(_message.Message):

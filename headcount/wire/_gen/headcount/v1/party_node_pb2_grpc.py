@@ -60,9 +60,14 @@ class PartyNodeStub:
                 request_serializer=headcount_dot_v1_dot_party__node__pb2.EncryptRequest.SerializeToString,
                 response_deserializer=headcount_dot_v1_dot_party__node__pb2.CiphertextChunk.FromString,
                 _registered_method=True)
+        self.ApplyPredicate = channel.stream_stream(
+                '/headcount.v1.PartyNode/ApplyPredicate',
+                request_serializer=headcount_dot_v1_dot_party__node__pb2.HopInput.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_party__node__pb2.CiphertextChunk.FromString,
+                _registered_method=True)
         self.AggregateByGroup = channel.stream_unary(
                 '/headcount.v1.PartyNode/AggregateByGroup',
-                request_serializer=headcount_dot_v1_dot_party__node__pb2.AggregateInput.SerializeToString,
+                request_serializer=headcount_dot_v1_dot_party__node__pb2.HopInput.SerializeToString,
                 response_deserializer=headcount_dot_v1_dot_party__node__pb2.GroupedCiphertexts.FromString,
                 _registered_method=True)
         self.DecryptAggregate = channel.unary_unary(
@@ -121,10 +126,21 @@ class PartyNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyPredicate(self, request_iterator, context):
+        """Intermediate query hop: ciphertexts under another party's key, aligned to
+        this node's tokens; for each, the node returns it re-randomised if the
+        record passes its own predicate, else a fresh encryption of 0, in the same
+        order, so the coordinator cannot tell which records passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AggregateByGroup(self, request_iterator, context):
-        """Query hop at the grouping node: ciphertexts under another party's key,
-        aligned to this node's tokens; the node applies its own predicate and
-        returns one encrypted sum per group of the approved attribute.
+        """Final query hop: ciphertexts under another party's key, aligned to this
+        node's tokens; the node applies its own predicate and returns one
+        encrypted sum per group of the approved attribute (one group, "all", when
+        no attribute is named).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,9 +192,14 @@ def add_PartyNodeServicer_to_server(servicer, server):
                     request_deserializer=headcount_dot_v1_dot_party__node__pb2.EncryptRequest.FromString,
                     response_serializer=headcount_dot_v1_dot_party__node__pb2.CiphertextChunk.SerializeToString,
             ),
+            'ApplyPredicate': grpc.stream_stream_rpc_method_handler(
+                    servicer.ApplyPredicate,
+                    request_deserializer=headcount_dot_v1_dot_party__node__pb2.HopInput.FromString,
+                    response_serializer=headcount_dot_v1_dot_party__node__pb2.CiphertextChunk.SerializeToString,
+            ),
             'AggregateByGroup': grpc.stream_unary_rpc_method_handler(
                     servicer.AggregateByGroup,
-                    request_deserializer=headcount_dot_v1_dot_party__node__pb2.AggregateInput.FromString,
+                    request_deserializer=headcount_dot_v1_dot_party__node__pb2.HopInput.FromString,
                     response_serializer=headcount_dot_v1_dot_party__node__pb2.GroupedCiphertexts.SerializeToString,
             ),
             'DecryptAggregate': grpc.unary_unary_rpc_method_handler(
@@ -338,6 +359,33 @@ class PartyNode:
             _registered_method=True)
 
     @staticmethod
+    def ApplyPredicate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/headcount.v1.PartyNode/ApplyPredicate',
+            headcount_dot_v1_dot_party__node__pb2.HopInput.SerializeToString,
+            headcount_dot_v1_dot_party__node__pb2.CiphertextChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def AggregateByGroup(request_iterator,
             target,
             options=(),
@@ -352,7 +400,7 @@ class PartyNode:
             request_iterator,
             target,
             '/headcount.v1.PartyNode/AggregateByGroup',
-            headcount_dot_v1_dot_party__node__pb2.AggregateInput.SerializeToString,
+            headcount_dot_v1_dot_party__node__pb2.HopInput.SerializeToString,
             headcount_dot_v1_dot_party__node__pb2.GroupedCiphertexts.FromString,
             options,
             channel_credentials,

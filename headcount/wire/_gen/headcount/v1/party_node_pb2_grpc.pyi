@@ -54,10 +54,17 @@ class PartyNodeStub:
     epoch (1 if it passes the origin's predicate, else 0), under the node's
     own Paillier key, streamed in chunks.
     """
-    AggregateByGroup: _grpc.StreamUnaryMultiCallable[_party_node_pb2.AggregateInput, _party_node_pb2.GroupedCiphertexts]
-    """Query hop at the grouping node: ciphertexts under another party's key,
-    aligned to this node's tokens; the node applies its own predicate and
-    returns one encrypted sum per group of the approved attribute.
+    ApplyPredicate: _grpc.StreamStreamMultiCallable[_party_node_pb2.HopInput, _party_node_pb2.CiphertextChunk]
+    """Intermediate query hop: ciphertexts under another party's key, aligned to
+    this node's tokens; for each, the node returns it re-randomised if the
+    record passes its own predicate, else a fresh encryption of 0, in the same
+    order, so the coordinator cannot tell which records passed.
+    """
+    AggregateByGroup: _grpc.StreamUnaryMultiCallable[_party_node_pb2.HopInput, _party_node_pb2.GroupedCiphertexts]
+    """Final query hop: ciphertexts under another party's key, aligned to this
+    node's tokens; the node applies its own predicate and returns one
+    encrypted sum per group of the approved attribute (one group, "all", when
+    no attribute is named).
     """
     DecryptAggregate: _grpc.UnaryUnaryMultiCallable[_party_node_pb2.DecryptRequest, _common_pb2.ProtectedTable]
     """Final hop at the origin: decrypt noisy per-group aggregates of a query it
@@ -93,10 +100,17 @@ class PartyNodeAsyncStub(PartyNodeStub):
     epoch (1 if it passes the origin's predicate, else 0), under the node's
     own Paillier key, streamed in chunks.
     """
-    AggregateByGroup: _aio.StreamUnaryMultiCallable[_party_node_pb2.AggregateInput, _party_node_pb2.GroupedCiphertexts]  # type: ignore[assignment]
-    """Query hop at the grouping node: ciphertexts under another party's key,
-    aligned to this node's tokens; the node applies its own predicate and
-    returns one encrypted sum per group of the approved attribute.
+    ApplyPredicate: _aio.StreamStreamMultiCallable[_party_node_pb2.HopInput, _party_node_pb2.CiphertextChunk]  # type: ignore[assignment]
+    """Intermediate query hop: ciphertexts under another party's key, aligned to
+    this node's tokens; for each, the node returns it re-randomised if the
+    record passes its own predicate, else a fresh encryption of 0, in the same
+    order, so the coordinator cannot tell which records passed.
+    """
+    AggregateByGroup: _aio.StreamUnaryMultiCallable[_party_node_pb2.HopInput, _party_node_pb2.GroupedCiphertexts]  # type: ignore[assignment]
+    """Final query hop: ciphertexts under another party's key, aligned to this
+    node's tokens; the node applies its own predicate and returns one
+    encrypted sum per group of the approved attribute (one group, "all", when
+    no attribute is named).
     """
     DecryptAggregate: _aio.UnaryUnaryMultiCallable[_party_node_pb2.DecryptRequest, _common_pb2.ProtectedTable]  # type: ignore[assignment]
     """Final hop at the origin: decrypt noisy per-group aggregates of a query it
@@ -161,14 +175,27 @@ class PartyNodeServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ApplyPredicate(
+        self,
+        request_iterator: _MaybeAsyncIterator[_party_node_pb2.HopInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_party_node_pb2.CiphertextChunk], _abc.AsyncIterator[_party_node_pb2.CiphertextChunk]]:
+        """Intermediate query hop: ciphertexts under another party's key, aligned to
+        this node's tokens; for each, the node returns it re-randomised if the
+        record passes its own predicate, else a fresh encryption of 0, in the same
+        order, so the coordinator cannot tell which records passed.
+        """
+
+    @_abc_1.abstractmethod
     def AggregateByGroup(
         self,
-        request_iterator: _MaybeAsyncIterator[_party_node_pb2.AggregateInput],
+        request_iterator: _MaybeAsyncIterator[_party_node_pb2.HopInput],
         context: _ServicerContext,
     ) -> _typing.Union[_party_node_pb2.GroupedCiphertexts, _abc.Awaitable[_party_node_pb2.GroupedCiphertexts]]:
-        """Query hop at the grouping node: ciphertexts under another party's key,
-        aligned to this node's tokens; the node applies its own predicate and
-        returns one encrypted sum per group of the approved attribute.
+        """Final query hop: ciphertexts under another party's key, aligned to this
+        node's tokens; the node applies its own predicate and returns one
+        encrypted sum per group of the approved attribute (one group, "all", when
+        no attribute is named).
         """
 
     @_abc_1.abstractmethod
