@@ -239,18 +239,19 @@ def _predicate(text: str) -> tuple[str, str, tuple[str, ...]]:
 @config_option
 @click.option("--analyst", required=True, help="Analyst name (its certificate is used).")
 @click.option(
-    "--population", required=True, help="Department whose records are counted, e.g. education."
+    "--spec",
+    "spec_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A YAML query spec (see docs/analyst-guide.md); replaces the options below.",
 )
+@click.option("--population", help="Department whose records are counted, e.g. education.")
 @click.option(
     "--group-by",
     "group_by",
-    required=True,
     help="party.attribute to group by, e.g. immigration.immigration_status.",
 )
 @click.option("--filter", "filters", multiple=True, help="party.attribute=v1,v2 (repeatable).")
-@click.option(
-    "--purpose", required=True, help="Why this table is needed (recorded in the audit log)."
-)
+@click.option("--purpose", help="Why this table is needed (recorded in the audit log).")
 @click.option(
     "--epsilon", default=0.0, type=float, help="Privacy loss to spend (default: the federation's)."
 )
@@ -264,46 +265,66 @@ def _predicate(text: str) -> tuple[str, str, tuple[str, ...]]:
 def query(
     config_path: Path | None,
     analyst: str,
-    population: str,
-    group_by: str,
+    spec_path: Path | None,
+    population: str | None,
+    group_by: str | None,
     filters: tuple[str, ...],
-    purpose: str,
+    purpose: str | None,
     epsilon: float,
     title: str,
     csv_path: Path | None,
 ) -> None:
-    """Ask for a protected count of POPULATION's records grouped by another
-    department's attribute. Only noisy, rounded, small-number-suppressed
-    tables come back."""
+    """Ask for a protected count: POPULATION's records grouped by another
+    department's attribute, optionally with conditions (use --spec for those).
+    Only noisy, rounded, small-number-suppressed tables come back."""
     from headcount.client import Client
-    from headcount.demo import _format_release
+    from headcount.demo import format_release
     from headcount.query import Predicate, QuerySpec
+    from headcount.queryfile import load_query_spec
 
-    if "." not in group_by:
-        raise click.BadParameter("use party.attribute", param_hint="--group-by")
-    group_party, group_attr = group_by.split(".", 1)
-    pop_filters, grp_filters = [], []
-    for f in filters:
-        party, attribute, values = _predicate(f)
-        if party == population:
-            pop_filters.append(Predicate(attribute, values))
-        elif party == group_party:
-            grp_filters.append(Predicate(attribute, values))
-        else:
-            raise click.BadParameter(f"filters may name {population} or {group_party}, not {party}")
-    spec = QuerySpec(
-        purpose=purpose,
-        population_party=population,
-        group_party=group_party,
-        group_by=group_attr,
-        population_filters=tuple(pop_filters),
-        group_filters=tuple(grp_filters),
-        epsilon=epsilon,
-        title=title,
-    )
+    if spec_path is not None:
+        spec = load_query_spec(spec_path)
+    else:
+        missing = [
+            name
+            for name, value in (
+                ("--population", population),
+                ("--group-by", group_by),
+                ("--purpose", purpose),
+            )
+            if not value
+        ]
+        if missing:
+            raise click.UsageError(f"give --spec FILE, or all of {', '.join(missing)}")
+        assert population and group_by and purpose
+        if "." not in group_by:
+            raise click.BadParameter("use party.attribute", param_hint="--group-by")
+        group_party, group_attr = group_by.split(".", 1)
+        pop_filters, grp_filters = [], []
+        for f in filters:
+            party, attribute, values = _predicate(f)
+            if party == population:
+                pop_filters.append(Predicate(attribute, values))
+            elif party == group_party:
+                grp_filters.append(Predicate(attribute, values))
+            else:
+                raise click.BadParameter(
+                    f"filters may name {population} or {group_party}, not {party} "
+                    "(use --spec for conditions in other departments)"
+                )
+        spec = QuerySpec(
+            purpose=purpose,
+            population_party=population,
+            group_party=group_party,
+            group_by=group_attr,
+            population_filters=tuple(pop_filters),
+            group_filters=tuple(grp_filters),
+            epsilon=epsilon,
+            title=title,
+        )
     with Client(_load(config_path), analyst=analyst) as c:
         release = c.query(spec)
-    click.echo(_format_release(release))
+    click.echo(format_release(release))
     if csv_path:
         release.table.to_csv(csv_path, index=False)
 

@@ -232,7 +232,7 @@ def run_demo(
                 release = analyst.query(spec)
                 result.releases.append(release)
                 release.table.to_csv(releases_dir / f"q{i}.csv", index=False)
-                echo(_format_release(release))
+                echo(format_release(release))
         steps.update()
         steps.close()
     result.wall_time_s = time.monotonic() - started
@@ -272,7 +272,7 @@ def _spec_json(spec: QuerySpec) -> dict[str, object]:
     }
 
 
-def _format_release(r: Release) -> str:
+def format_release(r: Release) -> str:
     table = r.table.copy()
     table["count"] = table["count"].astype("object").where(table["count"].notna(), "[suppressed]")
     body = table.to_string(index=False)
