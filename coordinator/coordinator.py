@@ -8,7 +8,6 @@ before a table leaves it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 import uuid
@@ -40,8 +39,7 @@ from headcount.errors import (
 )
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.clk import DEFAULT_SCHEMA
-from headcount.linkage.dice import score_pairs
-from headcount.linkage.solve import Edge, cluster_records
+from headcount.linkage.engine import link_parties
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
@@ -346,20 +344,10 @@ class Coordinator:
             )
         encodings = {p: enc for p, (enc, _) in fetched.items()}
         log.info("epoch %s: encodings received in %.1f s", epoch_id, time.monotonic() - started)
-        edges: list[Edge] = []
-        for a, b in itertools.combinations(self.parties, 2):
-            cands = score_pairs(encodings[a].clks, encodings[b].clks, threshold)
-            edges.extend(
-                Edge(a, int(i), b, int(j), float(s))
-                for i, j, s in zip(cands.left, cands.right, cands.score, strict=True)
-            )
-            log.info("epoch %s: %s x %s: %d candidate pairs", epoch_id, a, b, len(cands))
-        clusters = cluster_records(edges)
+        result = link_parties({p: e.clks for p, e in encodings.items()}, threshold)
+        clusters = result.clusters
         token_clusters = [{p: encodings[p].tokens[i] for p, i in c.items()} for c in clusters]
-        pair_links = {
-            (a, b): sum(1 for c in clusters if a in c and b in c)
-            for a, b in itertools.combinations(self.parties, 2)
-        }
+        pair_links = result.links
         self.store.save_epoch(
             epoch_id,
             ceremony_id,

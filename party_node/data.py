@@ -95,16 +95,47 @@ def _age_bands(identities: Sequence[Identity], reference: dt.date) -> list[str]:
     return out
 
 
-def load_department_file(
-    path: Path, party: str, reference_date: dt.date | None = None
-) -> DepartmentData:
-    """Read and check ``party``'s file; InvalidInput naming file, line and column.
+class _Problems:
+    """Problems found in one file, each kept redacted and detailed.
 
-    Derived attributes (``age_band``) are computed at ``reference_date``
-    (default: today).
+    The redacted form (no values) may travel to the coordinator inside an
+    error status; the detailed form (values quoted) is shown only to the data
+    steward at the node by ``headcount node check``.
     """
-    if party not in ATTRIBUTES:
-        raise InvalidInput(f"{path}: no file contract for department {party!r}")
+
+    def __init__(self, path: Path, line_of: Sequence[int]) -> None:
+        self.path, self.line_of = path, line_of
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, row: int, column: str, message: str, redacted: str | None = None) -> None:
+        # Line numbers count the header as line 1, as a text editor shows them.
+        where = f"{self.path}: line {self.line_of[row]}, column {column!r}: "
+        self.items.append((where + (redacted or message), where + message))
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= MAX_PROBLEMS
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        shown = self.items[:MAX_PROBLEMS]
+        more = (
+            f"\n  ... and more (first {MAX_PROBLEMS} shown)"
+            if len(self.items) > MAX_PROBLEMS
+            else ""
+        )
+        head = f"{self.path}: {len(shown)} problem(s) found; nothing was stored:\n  "
+        raise DepartmentFileError(
+            head + "\n  ".join(r for r, _ in shown) + more,
+            detail=head + "\n  ".join(d for _, d in shown) + more,
+        )
+
+
+def _read_table(
+    path: Path, expected: Sequence[str], what: str
+) -> tuple[bytes, pd.DataFrame, list[int]]:
+    """The file's bytes, its rows as strings, and the line each row ends on."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -114,8 +145,7 @@ def load_department_file(
     raw = path.read_bytes()
     text = _decode(path, raw)
     if not text.strip():
-        raise InvalidInput(f"{path}: file is empty; expected a header row {list(columns(party))}")
-    expected = columns(party)
+        raise InvalidInput(f"{path}: file is empty; expected a header row {list(expected)}")
     # The csv module (not pandas) so that a row with the wrong number of fields
     # is reported by its line, rather than silently shifted into an index.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -143,50 +173,81 @@ def load_department_file(
     missing = [c for c in expected if c not in frame.columns]
     if missing:
         raise InvalidInput(
-            f"{path}: line 1: missing column(s) {missing}; a {party} file has {list(expected)}"
+            f"{path}: line 1: missing column(s) {missing}; {what} has {list(expected)}"
         )
-    # Each problem is kept twice: redacted (no values: it may travel to the
-    # coordinator inside an error status) and detailed (values quoted: shown
-    # only to the data steward at the node by `headcount node check`).
-    problems: list[tuple[str, str]] = []
+    return raw, frame, line_of
 
-    def problem(row: int, column: str, message: str, redacted: str | None = None) -> None:
-        # Line numbers count the header as line 1, as a text editor shows them.
-        where = f"{path}: line {line_of[row]}, column {column!r}: "
-        problems.append((where + (redacted or message), where + message))
 
+_NORMALISERS = {
+    "first_name": normalise_name,
+    "last_name": normalise_name,
+    "date_of_birth": normalise_date,
+    "sex": normalise_sex,
+    "postcode": normalise_postcode,
+}
+
+
+def _check_identities(frame: pd.DataFrame, problems: _Problems) -> list[Identity]:
+    """Unique record ids and normalised identities, recording every problem."""
     ids = frame["record_id"].str.strip()
     for row in frame.index[ids == ""]:
-        problem(int(row), "record_id", "record_id is empty")
+        problems.add(int(row), "record_id", "record_id is empty")
     dup = ids[(ids != "") & ids.duplicated(keep="first")]
     for row, value in dup.items():
         first = int(ids[ids == value].index[0])
-        problem(
-            int(str(row)), "record_id", f"duplicate record_id (first seen on line {line_of[first]})"
+        problems.add(
+            int(str(row)),
+            "record_id",
+            f"duplicate record_id (first seen on line {problems.line_of[first]})",
         )
-
     identities: list[Identity] = []
-    normalisers = {
-        "first_name": normalise_name,
-        "last_name": normalise_name,
-        "date_of_birth": normalise_date,
-        "sex": normalise_sex,
-        "postcode": normalise_postcode,
-    }
-    values = {c: frame[c].tolist() for c in normalisers}
+    values = {c: frame[c].tolist() for c in _NORMALISERS}
     for row in range(len(frame)):
         fields: dict[str, str] = {}
-        for column, fn in normalisers.items():
+        for column, fn in _NORMALISERS.items():
             try:
                 fields[column] = fn(values[column][row])
             except InvalidInput as exc:
-                problem(row, column, str(exc), f"value is not a recognisable {column}")
+                problems.add(row, column, str(exc), f"value is not a recognisable {column}")
                 fields[column] = ""
         if not fields["first_name"] and not fields["last_name"]:
-            problem(row, "first_name", "both first_name and last_name are empty")
+            problems.add(row, "first_name", "both first_name and last_name are empty")
         identities.append(Identity(**fields))
-        if len(problems) >= MAX_PROBLEMS:
+        if problems.full:
             break
+    return identities
+
+
+LINK_FILE_COLUMNS = ("record_id", "first_name", "last_name", "date_of_birth", "sex", "postcode")
+
+
+def load_identity_file(path: Path) -> tuple[list[str], list[Identity]]:
+    """Record ids and identities from any CSV with ``LINK_FILE_COLUMNS`` (others ignored).
+
+    For ``headcount link-files``: the same checks and normalisation as a
+    department file, without a department's attribute contract.
+    """
+    _, frame, line_of = _read_table(path, LINK_FILE_COLUMNS, "a file to link")
+    problems = _Problems(path, line_of)
+    identities = _check_identities(frame, problems)
+    problems.raise_if_any()
+    return frame["record_id"].str.strip().tolist(), identities
+
+
+def load_department_file(
+    path: Path, party: str, reference_date: dt.date | None = None
+) -> DepartmentData:
+    """Read and check ``party``'s file; InvalidInput naming file, line and column.
+
+    Derived attributes (``age_band``) are computed at ``reference_date``
+    (default: today).
+    """
+    if party not in ATTRIBUTES:
+        raise InvalidInput(f"{path}: no file contract for department {party!r}")
+    raw, frame, line_of = _read_table(path, columns(party), f"a {party} file")
+    problems = _Problems(path, line_of)
+    problem = problems.add
+    identities = _check_identities(frame, problems)
 
     for attr in ATTRIBUTES[party]:
         col = frame[attr.name].str.strip()
@@ -216,16 +277,7 @@ def load_department_file(
                 )
         frame[attr.name] = col
 
-    if problems:
-        shown = problems[:MAX_PROBLEMS]
-        more = (
-            f"\n  ... and more (first {MAX_PROBLEMS} shown)" if len(problems) > MAX_PROBLEMS else ""
-        )
-        head = f"{path}: {len(shown)} problem(s) found; nothing was stored:\n  "
-        raise DepartmentFileError(
-            head + "\n  ".join(r for r, _ in shown) + more,
-            detail=head + "\n  ".join(d for _, d in shown) + more,
-        )
+    problems.raise_if_any()
     attrs = frame[[a.name for a in ATTRIBUTES[party]]].reset_index(drop=True)
     attrs["age_band"] = _age_bands(identities, reference_date or dt.date.today())
     assert set(IDENTITY_COLUMNS) <= set(frame.columns)
