@@ -51,7 +51,7 @@ _STREET_TYPES: dict[str, str] = {
     "west": "w",
 }
 _FLAT_WORDS = {"flat", "apartment", "apt", "unit", "studio"}
-_DIGITS_LETTERS = re.compile(r"(\d+)([a-z]+)")
+_RUNS = re.compile(r"[0-9]+|[a-z]+")
 
 
 def normalise_address(address: str) -> str:
@@ -66,9 +66,9 @@ def normalise_address(address: str) -> str:
     for raw in re.split(r"[\s,;/]+", address.strip().lower()):
         if not raw:
             continue
-        digits = re.sub(r"[^0-9a-z]", "", raw)
-        if digits[:1].isdigit():
-            words.extend(_DIGITS_LETTERS.sub(r"\1 \2", digits).split())
+        if any(ch.isdigit() for ch in raw):
+            # "12B" and "12 b" are the same house: split digit and letter runs.
+            words.extend(_RUNS.findall(re.sub(r"[^0-9a-z]", "", raw)))
             continue
         folded = normalise_name(raw).replace(" ", "")
         if not folded or folded in _FLAT_WORDS:
