@@ -18,12 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from headcount.linkage.normalise import normalise_name
 
 HOUSEHOLD_KEY_BYTES = 16
 
@@ -52,28 +51,36 @@ _STREET_TYPES: dict[str, str] = {
 }
 _FLAT_WORDS = {"flat", "apartment", "apt", "unit", "studio"}
 _RUNS = re.compile(r"[0-9]+|[a-z]+")
+# Letters NFKD does not decompose into a base letter plus a mark.
+_LETTERS = {"ł": "l", "ø": "o", "đ": "d", "ð": "d", "æ": "ae", "œ": "oe", "ı": "i", "þ": "th"}
+
+
+def _fold(text: str) -> str:
+    """Lower-case ASCII letters and digits only: accents folded, the rest dropped."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", text.casefold()):
+        if "a" <= ch <= "z" or "0" <= ch <= "9":
+            out.append(ch)
+        elif ch in _LETTERS:
+            out.append(_LETTERS[ch])
+    return "".join(out)
 
 
 def normalise_address(address: str) -> str:
     """Lower-case ASCII words with street types abbreviated; "" when blank.
 
     ``"Flat 7, 72 Whittaker Road"`` and ``"flat 7 72 whittaker rd"`` both give
-    ``"7 72 whittaker rd"``. Never raises.
+    ``"7 72 whittaker rd"``; ``"12B"`` and ``"12 b"`` agree too. Never raises;
+    the result is a fixed point of this function.
     """
-    # normalise_name folds accents and punctuation but drops digits, so keep
-    # digits by normalising word by word.
     words: list[str] = []
-    for raw in re.split(r"[\s,;/]+", address.strip().lower()):
-        if not raw:
-            continue
-        if any(ch.isdigit() for ch in raw):
-            # "12B" and "12 b" are the same house: split digit and letter runs.
-            words.extend(_RUNS.findall(re.sub(r"[^0-9a-z]", "", raw)))
-            continue
-        folded = normalise_name(raw).replace(" ", "")
-        if not folded or folded in _FLAT_WORDS:
-            continue
-        words.append(_STREET_TYPES.get(folded, folded))
+    for raw in re.split(r"[\s,;/]+", address):
+        # Digit and letter runs are words of their own, so "12B" = "12 b".
+        for run in _RUNS.findall(_fold(raw)):
+            if run.isdigit():
+                words.append(run)
+            elif run not in _FLAT_WORDS:
+                words.append(_STREET_TYPES.get(run, run))
     return " ".join(words)
 
 
