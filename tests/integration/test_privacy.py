@@ -181,3 +181,19 @@ def test_nodes_receive_no_raw_identifier(queried: Federation) -> None:
         blob = b"".join(msg.SerializeToString() for _, msg in queried.recorder.of(party))
         assert blob
         assert sorted(n for n in needles if n in blob) == []
+
+
+def test_the_decrypting_node_receives_only_aggregates(queried: Federation) -> None:
+    """The origin decrypts a handful of cells, never a per-record vector under its key."""
+    from headcount.departments import attribute
+
+    cells_max = len(attribute("immigration", "immigration_status").categories) + 1
+    for party, running in queried.nodes.items():
+        own_n = running.node.identity().paillier_n
+        for method, msg in queried.recorder.of(party):
+            if method == "DecryptAggregate":
+                assert 1 <= len(msg.groups) <= cells_max
+            if method in ("AggregateByGroup", "ApplyPredicate") and msg.HasField("header"):
+                assert msg.header.paillier_n != own_n, f"{party} received its own key's ciphertexts"
+    decrypts = [m for m, _ in queried.recorder.of("education") if m == "DecryptAggregate"]
+    assert decrypts
