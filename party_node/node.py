@@ -180,7 +180,7 @@ class PartyNode:
                 )
             if expect_sha256 is not None and self._data.sha256 != expect_sha256:
                 raise FailedPrecondition(
-                    f"{self.name}: the department file changed since this epoch was linked; "
+                    "the department file changed since this epoch was linked; "
                     "run a new linkage epoch"
                 )
             return self._data
@@ -338,7 +338,7 @@ class PartyNode:
                     flagged.add(hh)
         if sum(indicator) < self.config.min_population:
             raise PolicyRefused(
-                f"{self.name}: the population is smaller than the minimum of "
+                "the population is smaller than the minimum of "
                 f"{self.config.min_population} records"
             )
         self.ledger.spend(epoch_id, query_id, epsilon)

@@ -66,3 +66,11 @@ def test_not_yaml_and_missing(tmp_path: Path) -> None:
         load_query_spec(path)
     with pytest.raises(InvalidInput, match="no such file"):
         load_query_spec(tmp_path / "absent.yaml")
+
+
+def test_demo_queries_are_the_documented_examples() -> None:
+    from headcount.demo import DEMO_QUERIES
+
+    folder = Path(__file__).parents[2] / "docs" / "queries"
+    for name, spec in DEMO_QUERIES:
+        assert load_query_spec(folder / name) == spec, name
