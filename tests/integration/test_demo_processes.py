@@ -21,7 +21,7 @@ import pytest
 from headcount.departments import age_band
 from headcount.query import unlinked_group
 
-PEOPLE = 3000
+PEOPLE = 5000
 
 
 @pytest.fixture(scope="module")
