@@ -5,20 +5,96 @@ here. Per-record vectors are handled as raw integers with gmpy2 (homomorphic
 addition is a modular product) because wrapping each in ``phe.EncryptedNumber``
 costs more than the arithmetic. Ciphertexts cross the wire as fixed-width
 big-endian bytes and are range-checked on the way in.
+
+Encryption is E(m) = (1 + m*n) * R mod n^2 (g = n + 1, as ``phe`` uses), where the
+randomiser R is an n-th residue. Almost all of the cost is R, and there are two
+ways to draw it (see ``Encryptor``):
+
+* the *full* randomiser R = r^n for r uniform in Z*_n, exactly ``phe``'s
+  distribution, semantically secure under the DCR assumption alone
+  (``secure_randomiser=True``). Built from the private key it is computed by CRT,
+  about 3.5x faster than ``phe``.
+* the *short-exponent* randomiser R = h^x for a fixed h = r0^n and a fresh
+  ``SHORT_EXPONENT_BITS``-bit x, read off a fixed-base table: about 50x faster
+  than ``phe`` from a public key and 70x from the private key (CRT), at 2048-bit
+  keys. It rests on one further, standard assumption; see ``SHORT_EXPONENT_BITS``.
+
+The module-level ``encrypt``, ``encrypt_zeros`` and ``rerandomise`` use the short
+exponent by default, with one table per key cached per process.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import operator
 import os
-from collections.abc import Iterable, Sequence
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
+from typing import Any, TypeAlias, TypeVar
 
 import gmpy2
 import phe
 
 from headcount.errors import InvalidCiphertext, InvalidRequest
+
+# gmpy2 ships no type stubs; values of this alias are gmpy2.mpz.
+Mpz: TypeAlias = Any
+T = TypeVar("T")
+
+# Length in bits of the random exponent x of a short-exponent randomiser h^x.
+#
+# Why 320 = 2*128 + 64. The randomiser h^x is only as hidden as x: whoever finds x
+# from h^x mod n (the plaintext does not affect c mod n) decrypts. Finding an
+# exponent known to lie in an interval of width 2^L takes about 2^(L/2) group
+# operations by Pollard's kangaroo (lambda) method (Pollard, "Monte Carlo methods
+# for index computation (mod p)", Math. Comp. 32, 1978), which needs neither the
+# group order nor any structure of the group; no faster method is known in
+# Z*_{n^2} without the factors of n. So L >= 2*kappa bits buy kappa bits of
+# security (van Oorschot and Wiener, "On Diffie-Hellman key agreement with short
+# exponents", EUROCRYPT 1996, who also show that small known factors of the group
+# order weaken short exponents further; here the order of h divides
+# lcm(p-1, q-1), which is unknown without factoring n, so their Pohlig-Hellman
+# step does not apply). We take kappa = 128, above the ~112-bit strength of a
+# 2048-bit modulus (NIST SP 800-57 Pt 1), so the randomiser is never the weakest
+# link. The extra 64 bits cover an attacker content to break any one of up to 2^64
+# ciphertexts under the same h: generic multi-instance attacks gain at most the
+# square root of the number of targets (Kuhn and Struik, "Random walks revisited",
+# SAC 2001; Bernstein and Lange, "Computing small discrete logarithms faster",
+# INDOCRYPT 2012, whose precomputation needs more than 2^(2L/3) = 2^213 work here).
+#
+# What this does not have is a reduction to factoring: Hastad, Schrift and Shamir
+# ("The discrete logarithm modulo a composite hides O(n) bits", JCSS 47, 1993)
+# prove that exponents of half the modulus length are indistinguishable from full
+# ones if factoring is hard, which is why Damgard, Jurik and Nielsen ("A
+# generalization of Paillier's public-key system with applications to electronic
+# voting", IJIS 9, 2010) use (1+n)^m * (h^n)^x with x of k/2 = 1024 bits. At 320
+# bits we assume instead, as short-exponent Diffie-Hellman does (Koshiba and
+# Kurosawa, "Short exponent Diffie-Hellman problems", PKC 2004), that h^x for short
+# x cannot be told from h^x for full-length x; the best attack on that is the
+# kangaroo search above. Callers who want the factoring-based argument pass
+# ``exponent_bits=n_bits // 2`` (about 3x slower) or ``secure_randomiser=True``.
+SHORT_EXPONENT_BITS = 320
+
+# Fixed-base window: 8 bits, so a digit is one byte of os.urandom output and a
+# table row has 256 entries. At 2048-bit keys the table is 40 rows x 256 entries
+# x 512 bytes = 5 MiB and takes ~70 ms to build; measured, wider windows (12 bits,
+# 56 MiB) are no faster because the table no longer fits in cache.
+_WINDOW_BITS = 8
+
+# Randomisers are drawn in batches of this many, so one os.urandom call serves
+# many ciphertexts without holding megabytes of random bytes at once.
+_DRAW_BATCH = 4096
+
+# Tables kept per process for the module-level functions (5 MiB each at 2048 bits).
+_SHARED_TABLES = 8
+
+_MAX_WORKERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +114,11 @@ class PublicKey:
     @property
     def ciphertext_bytes(self) -> int:
         return (self.nsquare.bit_length() + 7) // 8
+
+    @property
+    def max_plaintext(self) -> int:
+        """Largest |m| that encrypts and decrypts as a signed integer (``phe``'s max_int)."""
+        return self.n // 3 - 1
 
     @property
     def phe(self) -> phe.PaillierPublicKey:
@@ -71,27 +152,456 @@ def load_private_key(path: Path) -> phe.PaillierPrivateKey:
     return phe.PaillierPrivateKey(phe.PaillierPublicKey(p * q), p, q)
 
 
-def encrypt(pub: PublicKey, values: Sequence[int]) -> list[int]:
-    """Encrypt each integer (may be negative, |v| < n/3) under ``pub``."""
-    key = pub.phe
-    return [int(key.raw_encrypt(v % pub.n)) for v in values]
+class _FixedBase:
+    """h^x mod m for x below 2^(8 * windows), from a table of h^(d * 256^i).
+
+    Row i holds h^(d * 256^i) for every byte d, so h^x is the product of one entry
+    per row, picked by the bytes of x (little-endian): windows - 1 modular
+    multiplications and no squarings (Brickell, Gordon, McCurley and Wilson, "Fast
+    exponentiation with precomputation", EUROCRYPT 1992).
+    """
+
+    __slots__ = ("_first", "_modulus", "_rest")
+
+    def __init__(self, base: Mpz, modulus: Mpz, windows: int) -> None:
+        one = gmpy2.mpz(1)
+        rows: list[tuple[Mpz, ...]] = []
+        step = base % modulus  # h^(256^i)
+        for _ in range(windows):
+            row = [one]
+            acc = one
+            for _ in range((1 << _WINDOW_BITS) - 1):
+                acc = acc * step % modulus
+                row.append(acc)
+            rows.append(tuple(row))
+            step = acc * step % modulus  # h^(255 * 256^i) * h^(256^i) = h^(256^(i+1))
+        self._modulus = modulus
+        self._first = rows[0]
+        self._rest = tuple(rows[1:])
+
+    def power(self, digits: bytes | memoryview) -> Mpz:
+        """h^x for x = int.from_bytes(digits, "little"); ``digits`` has ``windows`` bytes."""
+        modulus = self._modulus
+        acc = self._first[digits[0]]
+        for row, d in zip(self._rest, digits[1:], strict=True):
+            acc = acc * row[d] % modulus
+        return acc
 
 
-def encrypt_zeros(pub: PublicKey, count: int) -> list[int]:
-    """``count`` fresh, independent encryptions of 0 (r^n mod n^2)."""
-    n, nsq = gmpy2.mpz(pub.n), gmpy2.mpz(pub.nsquare)
-    out = []
-    for _ in range(count):
-        r = gmpy2.mpz(pub.phe.get_random_lt_n())
-        out.append(int(gmpy2.powmod(r, n, nsq)))
+class Encryptor:
+    """Fast Paillier encryption under one key; ``phe`` decrypts everything it makes.
+
+    Build it with ``for_public_key`` (anyone, e.g. the coordinator's fresh E(0)s)
+    or ``for_private_key`` (the key's owner, e.g. the origin node encrypting its
+    own indicators): with p and q every exponentiation runs modulo p^2 and q^2 and
+    is recombined by CRT, which is cheaper than one exponentiation modulo n^2.
+
+    Each method takes ``secure_randomiser``:
+
+    * ``False`` (default): R = h^x with h = r0^n fixed for this object (r0 drawn
+      once, uniformly, with Jacobi symbol -1) and x a fresh uniform
+      ``exponent_bits``-bit integer, via a fixed-base table. ~0.15 ms per
+      ciphertext at 2048 bits (~0.1 ms for the owner) against ~8 ms for ``phe``.
+      Security: DCR plus the short-exponent assumption explained at
+      ``SHORT_EXPONENT_BITS`` (best known attack 2^160 work at the default). We
+      make it the default for bulk per-record work because that is where the
+      time goes (millions of ciphertexts per query), and the price is one extra
+      assumption, the standard one for short-exponent discrete logarithms, with
+      a margin above the modulus's own ~112-bit strength. Since r0 has Jacobi
+      symbol -1, the Jacobi symbol of a
+      ciphertext mod n is (-1)^x, uniform, exactly as for ``phe``: the one
+      property computable without the factors of n does not tell fast and full
+      ciphertexts apart, so mixing them in one vector does not reveal which is
+      which.
+    * ``True``: the textbook R = r^n with r uniform in Z*_n, the distribution
+      ``phe`` uses, secure under DCR alone. From the private key, R mod p^2 is
+      a^p for a uniform in Z*_p (and likewise for q), which has exactly the
+      distribution of r^n mod p^2 because r -> r^q is a bijection of Z*_p when
+      gcd(n, (p-1)(q-1)) = 1: half-length exponents at half-length moduli, ~3.5x
+      faster than ``phe``.
+
+    ``workers`` > 1 spreads a batch over that many processes (forkserver, each
+    rebuilding the table from this object's parameters, ~0.3 s to start), so use
+    it for batches of thousands. Instances are immutable and safe to share
+    between threads. Raises ``InvalidRequest`` on out-of-range arguments.
+    """
+
+    __slots__ = (
+        "_crt",
+        "_exponent_bytes",
+        "_n",
+        "_nsq",
+        "_p",
+        "_pub",
+        "_q",
+        "_r0",
+        "_tables",
+    )
+
+    def __init__(
+        self, n: int, p: int | None, q: int | None, r0: int | None, exponent_bits: int
+    ) -> None:
+        """Use ``for_public_key`` or ``for_private_key``; this is their common part.
+
+        ``r0`` (None: draw a fresh one) is the secret base of the short-exponent
+        table; passing it lets a worker process rebuild the same table.
+        """
+        pub = PublicKey(n)
+        if (
+            isinstance(exponent_bits, bool)
+            or not isinstance(exponent_bits, int)
+            or exponent_bits % _WINDOW_BITS
+            or not SHORT_EXPONENT_BITS <= exponent_bits <= n.bit_length()
+        ):
+            raise InvalidRequest(
+                f"exponent_bits must be a multiple of {_WINDOW_BITS} from "
+                f"{SHORT_EXPONENT_BITS} to {n.bit_length()}, got {exponent_bits!r}"
+            )
+        if (p is None) != (q is None):
+            raise InvalidRequest("give both prime factors or neither")
+        if p is not None and q is not None:
+            if p * q != n or p == q or min(p, q) < 3:
+                raise InvalidRequest("p and q are not the prime factors of this key")
+            if gmpy2.gcd(n, (p - 1) * (q - 1)) != 1:
+                raise InvalidRequest("not a Paillier key: gcd(n, (p-1)(q-1)) != 1")
+        if r0 is None:
+            r0 = _draw_base(n)
+        elif not 0 < r0 < n or gmpy2.jacobi(r0, n) != -1:
+            raise InvalidRequest("table base must be in (0, n) with Jacobi symbol -1")
+        self._pub = pub
+        self._n = gmpy2.mpz(n)
+        self._nsq = self._n * self._n
+        self._p = p
+        self._q = q
+        self._r0 = r0
+        self._exponent_bytes = exponent_bits // _WINDOW_BITS
+        windows = self._exponent_bytes
+        self._tables: tuple[_FixedBase, ...]
+        self._crt: _Crt | None
+        if p is None or q is None:
+            h = gmpy2.powmod(r0, self._n, self._nsq)
+            self._tables = (_FixedBase(h, self._nsq, windows),)
+            self._crt = None
+        else:
+            crt = _Crt(p, q)
+            # h mod p^2 = r0^n mod p^2: the same h as from the public key, computed
+            # modulo the half-size squares.
+            hp = gmpy2.powmod(r0, self._n, crt.psq)
+            hq = gmpy2.powmod(r0, self._n, crt.qsq)
+            self._tables = (_FixedBase(hp, crt.psq, windows), _FixedBase(hq, crt.qsq, windows))
+            self._crt = crt
+
+    @classmethod
+    def for_public_key(
+        cls, pub: PublicKey, *, exponent_bits: int = SHORT_EXPONENT_BITS
+    ) -> Encryptor:
+        """An encryptor for anyone holding ``pub``; builds its table (~70 ms at 2048 bits)."""
+        return cls(pub.n, None, None, None, exponent_bits)
+
+    @classmethod
+    def for_private_key(
+        cls, priv: phe.PaillierPrivateKey, *, exponent_bits: int = SHORT_EXPONENT_BITS
+    ) -> Encryptor:
+        """An encryptor for the key's owner, using p and q for CRT (~60 ms to build)."""
+        p, q = int(priv.p), int(priv.q)
+        return cls(p * q, p, q, None, exponent_bits)
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._pub
+
+    @property
+    def is_owner(self) -> bool:
+        """True if built from the private key (CRT arithmetic)."""
+        return self._crt is not None
+
+    @property
+    def exponent_bits(self) -> int:
+        return self._exponent_bytes * _WINDOW_BITS
+
+    def __repr__(self) -> str:
+        # Never show p, q or the table base.
+        return (
+            f"Encryptor({self._n.bit_length()}-bit key, owner={self.is_owner}, "
+            f"exponent_bits={self.exponent_bits})"
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[int, int | None, int | None, int, int]]:
+        # Pickle the parameters, not the 5 MiB table: a worker rebuilds it. The
+        # pickle of an owner encryptor holds p and q; it exists only to reach this
+        # process's own workers, never storage or the wire.
+        return (Encryptor, (int(self._n), self._p, self._q, self._r0, self.exponent_bits))
+
+    def check_key(self, pub: PublicKey) -> None:
+        """Raise ``InvalidRequest`` unless this encryptor is for ``pub``."""
+        if pub.n != self._pub.n:
+            raise InvalidRequest("this encryptor's table was built for another key")
+
+    def randomisers(self, count: int, *, secure_randomiser: bool = False) -> list[int]:
+        """``count`` fresh n-th residues mod n^2, i.e. fresh encryptions of 0."""
+        return [int(r) for r in self._randomisers(_check_count(count), secure_randomiser)]
+
+    def encrypt(
+        self, values: Sequence[int], *, secure_randomiser: bool = False, workers: int = 1
+    ) -> list[int]:
+        """Encrypt each integer (|v| <= ``public_key.max_plaintext``, about n/3).
+
+        Raises ``InvalidRequest`` if any value is not an integer or out of range;
+        nothing is encrypted then.
+        """
+        plain = _check_plaintexts(self._pub, values)
+        if _check_workers(workers) > 1 and len(plain) > 1:
+            return self._in_pool("encrypt", plain, secure_randomiser, workers)
+        return self._encrypt(plain, secure_randomiser)
+
+    def encrypt_zeros(
+        self, count: int, *, secure_randomiser: bool = False, workers: int = 1
+    ) -> list[int]:
+        """``count`` fresh, independent encryptions of 0."""
+        count = _check_count(count)
+        if _check_workers(workers) > 1 and count > 1:
+            return self._in_pool("zeros", count, secure_randomiser, workers)
+        return self.randomisers(count, secure_randomiser=secure_randomiser)
+
+    def rerandomise(
+        self, ciphertexts: Sequence[int], *, secure_randomiser: bool = False, workers: int = 1
+    ) -> list[int]:
+        """Multiply each ciphertext by a fresh encryption of 0: same plaintext, unlinkable bits.
+
+        Raises ``InvalidCiphertext`` if a ciphertext is outside (0, n^2).
+        """
+        nsq = self._nsq
+        cts = list(ciphertexts)
+        for c in cts:
+            if not 0 < c < nsq:
+                raise InvalidCiphertext("ciphertext is out of range for this key")
+        if _check_workers(workers) > 1 and len(cts) > 1:
+            return self._in_pool("rerandomise", cts, secure_randomiser, workers)
+        return self._rerandomise(cts, secure_randomiser)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _encrypt(self, plain: Sequence[int], secure: bool) -> list[int]:
+        n, nsq = self._n, self._nsq
+        out: list[int] = []
+        for m, r in zip(plain, self._randomisers(len(plain), secure), strict=True):
+            out.append(int(_seal(n, nsq, m, r)))
+        return out
+
+    def _rerandomise(self, cts: Sequence[int], secure: bool) -> list[int]:
+        nsq = self._nsq
+        rs = self._randomisers(len(cts), secure)
+        return [int(gmpy2.mpz(c) * r % nsq) for c, r in zip(cts, rs, strict=True)]
+
+    def _randomisers(self, count: int, secure: bool) -> Iterator[Mpz]:
+        if secure:
+            for _ in range(count):
+                yield self._full_randomiser()
+            return
+        width = self._exponent_bytes
+        crt = self._crt
+        done = 0
+        while done < count:
+            batch = min(_DRAW_BATCH, count - done)
+            # os.urandom, not random/gmpy2 state: safe after fork, and a CSPRNG.
+            pool = memoryview(os.urandom(batch * width))
+            for i in range(0, batch * width, width):
+                digits = pool[i : i + width]
+                if crt is None:
+                    yield self._tables[0].power(digits)
+                else:
+                    yield crt.combine(self._tables[0].power(digits), self._tables[1].power(digits))
+            done += batch
+
+    def _full_randomiser(self) -> Mpz:
+        crt = self._crt
+        if crt is None:
+            # r uniform in [1, n): a non-unit turns up with probability ~2^-1023
+            # and would mean we had factored n; phe draws the same way.
+            r = secrets.randbelow(int(self._n) - 1) + 1
+            return gmpy2.powmod(r, self._n, self._nsq)
+        a_p = secrets.randbelow(int(crt.p) - 1) + 1
+        a_q = secrets.randbelow(int(crt.q) - 1) + 1
+        return crt.combine(gmpy2.powmod(a_p, crt.p, crt.psq), gmpy2.powmod(a_q, crt.q, crt.qsq))
+
+    def _in_pool(
+        self, kind: str, items: Sequence[int] | int, secure: bool, workers: int
+    ) -> list[int]:
+        total = items if isinstance(items, int) else len(items)
+        # A few tasks per worker, so one slow process does not hold up the rest.
+        parts = min(total, workers * 4)
+        bounds = [total * i // parts for i in range(parts + 1)]
+        tasks: list[tuple[str, Sequence[int] | int, bool]] = [
+            (kind, hi - lo if isinstance(items, int) else items[lo:hi], secure)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+        # forkserver, not fork: the nodes and coordinator run gRPC threads, and
+        # forking a threaded process can deadlock the child.
+        method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context(method),
+            initializer=_pool_init,
+            initargs=(self,),
+        ) as pool:
+            out: list[int] = []
+            for part in pool.map(_pool_run, tasks):
+                out.extend(part)
+        return out
+
+
+class _Crt:
+    """Constants for recombining values modulo p^2 and q^2 into one modulo n^2."""
+
+    __slots__ = ("p", "psq", "q", "qsq", "qsq_inv")
+
+    def __init__(self, p: int, q: int) -> None:
+        self.p = gmpy2.mpz(p)
+        self.q = gmpy2.mpz(q)
+        self.psq = self.p * self.p
+        self.qsq = self.q * self.q
+        self.qsq_inv = gmpy2.invert(self.qsq, self.psq)
+
+    def combine(self, rp: Mpz, rq: Mpz) -> Mpz:
+        """The x mod n^2 with x = rp mod p^2 and x = rq mod q^2 (Garner)."""
+        return rq + self.qsq * ((rp - rq) * self.qsq_inv % self.psq)
+
+
+_WORKER: Encryptor | None = None
+
+
+def _pool_init(encryptor: Encryptor) -> None:
+    global _WORKER
+    _WORKER = encryptor
+
+
+def _pool_run(task: tuple[str, Sequence[int] | int, bool]) -> list[int]:
+    kind, items, secure = task
+    enc = _WORKER
+    if enc is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("worker process was not initialised")
+    if kind == "zeros" and isinstance(items, int):
+        return enc.randomisers(items, secure_randomiser=secure)
+    if kind == "encrypt" and not isinstance(items, int):
+        return enc._encrypt(items, secure)
+    if kind == "rerandomise" and not isinstance(items, int):
+        return enc._rerandomise(items, secure)
+    raise RuntimeError(f"unknown pool task {kind!r}")  # pragma: no cover
+
+
+def _draw_base(n: int) -> int:
+    """A uniform r0 in Z*_n with Jacobi symbol -1 (see ``Encryptor``)."""
+    while True:
+        r0 = secrets.randbelow(n - 1) + 1
+        if gmpy2.jacobi(r0, n) == -1:
+            return r0
+
+
+def _seal(n: Mpz, nsq: Mpz, m: int, r: Mpz) -> Mpz:
+    """(1 + m*n) * r mod n^2, for 0 <= m < n, without a full-size product.
+
+    (1 + m*n) * r = r + n * (m*r mod n) (mod n^2): one multiplication of
+    half-size numbers instead of one of full-size ones.
+    """
+    if m == 0:
+        return r
+    c = r + n * (m * (r % n) % n)
+    return c - nsq if c >= nsq else c
+
+
+def _check_plaintexts(pub: PublicKey, values: Sequence[int]) -> list[int]:
+    """Values as residues mod n; InvalidRequest unless each is an int within +-max_plaintext."""
+    bound = pub.max_plaintext
+    n = pub.n
+    out: list[int] = []
+    for i, v in enumerate(values):
+        try:
+            m = operator.index(v)
+        except TypeError:
+            raise InvalidRequest(f"plaintext {i} is not an integer") from None
+        if isinstance(v, bool) or not -bound <= m <= bound:
+            # No value in the message: plaintexts never reach logs or errors.
+            raise InvalidRequest(f"plaintext {i} is not an integer within +-n/3")
+        out.append(m % n)
     return out
 
 
-def rerandomise(pub: PublicKey, ciphertexts: Sequence[int]) -> list[int]:
-    """Multiply each ciphertext by a fresh encryption of 0: same plaintext, unlinkable bits."""
-    nsq = gmpy2.mpz(pub.nsquare)
-    zeros = encrypt_zeros(pub, len(ciphertexts))
-    return [int(gmpy2.mpz(c) * z % nsq) for c, z in zip(ciphertexts, zeros, strict=True)]
+def _check_count(count: int) -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InvalidRequest(f"count must be an int >= 0, got {count!r}")
+    return count
+
+
+def _check_workers(workers: int) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise InvalidRequest("workers must be an int")
+    if not 1 <= workers <= _MAX_WORKERS:
+        raise InvalidRequest(f"workers must be 1 to {_MAX_WORKERS}, got {workers}")
+    return workers
+
+
+@functools.lru_cache(maxsize=_SHARED_TABLES)
+def _shared(n: int) -> Encryptor:
+    return Encryptor(n, None, None, None, SHORT_EXPONENT_BITS)
+
+
+def shared_encryptor(pub: PublicKey) -> Encryptor:
+    """This process's public-key ``Encryptor`` for ``pub`` (built once, then cached).
+
+    The module-level functions use it; at most eight keys' tables are kept.
+    """
+    return _shared(pub.n)
+
+
+def _encryptor(pub: PublicKey, encryptor: Encryptor | None) -> Encryptor:
+    if encryptor is None:
+        return shared_encryptor(pub)
+    encryptor.check_key(pub)
+    return encryptor
+
+
+def encrypt(
+    pub: PublicKey,
+    values: Sequence[int],
+    *,
+    secure_randomiser: bool = False,
+    encryptor: Encryptor | None = None,
+) -> list[int]:
+    """Encrypt each integer (may be negative, |v| < n/3) under ``pub``.
+
+    Short-exponent randomisers by default (see ``Encryptor``); pass the owner's
+    ``encryptor`` (from ``Encryptor.for_private_key``) for CRT speed. Raises
+    ``InvalidRequest`` for a value out of range or an encryptor for another key.
+    """
+    return _encryptor(pub, encryptor).encrypt(values, secure_randomiser=secure_randomiser)
+
+
+def encrypt_zeros(
+    pub: PublicKey,
+    count: int,
+    *,
+    secure_randomiser: bool = False,
+    encryptor: Encryptor | None = None,
+) -> list[int]:
+    """``count`` fresh, independent encryptions of 0 (n-th residues mod n^2).
+
+    Short-exponent h^x by default, r^n with ``secure_randomiser=True``.
+    """
+    return _encryptor(pub, encryptor).encrypt_zeros(count, secure_randomiser=secure_randomiser)
+
+
+def rerandomise(
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    *,
+    secure_randomiser: bool = False,
+    encryptor: Encryptor | None = None,
+) -> list[int]:
+    """Multiply each ciphertext by a fresh encryption of 0: same plaintext, unlinkable bits.
+
+    Raises ``InvalidCiphertext`` if a ciphertext is outside (0, n^2).
+    """
+    return _encryptor(pub, encryptor).rerandomise(ciphertexts, secure_randomiser=secure_randomiser)
 
 
 def add_all(pub: PublicKey, ciphertexts: Iterable[int]) -> int:
@@ -117,6 +627,11 @@ def decrypt(priv: phe.PaillierPrivateKey, ciphertext: int) -> int:
     return m - n if m > n // 3 * 2 else m
 
 
+def decrypt_batch(priv: phe.PaillierPrivateKey, ciphertexts: Iterable[int]) -> list[int]:
+    """``decrypt`` over a sequence (CRT inside ``phe``, ~2 ms each at 2048 bits)."""
+    return [decrypt(priv, c) for c in ciphertexts]
+
+
 def check_ciphertext(pub: PublicKey, c: int) -> int:
     """Return ``c`` if it is a unit modulo n^2; InvalidCiphertext otherwise."""
     if not 0 < c < pub.nsquare or gmpy2.gcd(c, pub.n) != 1:
@@ -135,3 +650,53 @@ def from_bytes(pub: PublicKey, data: bytes) -> int:
             f"ciphertext is {len(data)} bytes; this key's ciphertexts are {pub.ciphertext_bytes}"
         )
     return check_ciphertext(pub, int.from_bytes(data, "big"))
+
+
+def to_bytes_batch(pub: PublicKey, ciphertexts: Iterable[int]) -> list[bytes]:
+    """Fixed-width encodings; InvalidCiphertext if any is outside (0, n^2)."""
+    width, nsq = pub.ciphertext_bytes, pub.nsquare
+    out: list[bytes] = []
+    for c in ciphertexts:
+        if not 0 < c < nsq:
+            raise InvalidCiphertext("ciphertext is out of range for this key")
+        out.append(int(c).to_bytes(width, "big"))
+    return out
+
+
+def from_bytes_batch(pub: PublicKey, items: Iterable[bytes]) -> list[int]:
+    """``from_bytes`` over a batch, with one gcd for the whole batch.
+
+    A ciphertext is a unit mod n^2 iff it shares no factor with n, and a product
+    shares no factor with n iff none of its factors does; so one gcd of the
+    product mod n replaces one gcd per ciphertext (~2 us instead of ~11 us each at
+    2048 bits). Raises ``InvalidCiphertext`` if any item is malformed; nothing is
+    returned then.
+    """
+    width, nsq = pub.ciphertext_bytes, pub.nsquare
+    n = gmpy2.mpz(pub.n)
+    acc = gmpy2.mpz(1)
+    out: list[int] = []
+    for i, data in enumerate(items):
+        if len(data) != width:
+            raise InvalidCiphertext(
+                f"ciphertext {i} is {len(data)} bytes; this key's ciphertexts are {width}"
+            )
+        c = int.from_bytes(data, "big")
+        if not 0 < c < nsq:
+            raise InvalidCiphertext(f"ciphertext {i} is out of range for this key")
+        acc = acc * (c % n) % n
+        out.append(c)
+    if gmpy2.gcd(acc, n) != 1:
+        raise InvalidCiphertext("a ciphertext in the batch is not a unit modulo n^2")
+    return out
+
+
+def chunks(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``seq`` of ``size`` items (the last may be shorter).
+
+    Yields nothing for an empty sequence. Raises ``InvalidRequest`` if size < 1.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidRequest(f"chunk size must be an int >= 1, got {size!r}")
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
