@@ -15,6 +15,7 @@ from headcount.log import configure
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DEMO_PEOPLE = 20_000  # large enough that most demo cells pass the small-number rule
 CONFIG_HELP = "Federation config file (default: $HEADCOUNT_CONFIG or ./federation.toml)."
 
 
@@ -435,7 +436,7 @@ def link_files_command(files: tuple[Path, ...], out_path: Path, threshold: float
 @cli.command()
 @click.option(
     "--people",
-    default=5000,
+    default=DEFAULT_DEMO_PEOPLE,
     show_default=True,
     type=click.IntRange(50),
     help="Synthetic population size.",

@@ -32,7 +32,6 @@ from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.synth import REFERENCE_DATE, generate_population
 
 MARKER = ".headcount-demo"
-DEFAULT_PEOPLE = 5_000
 READY_TIMEOUT_S = 180.0
 
 # The questions DESIGN.md asks. Each equals a file in docs/queries/ (a test
@@ -206,7 +205,7 @@ def wait_for_federation(
 def run_demo(
     directory: Path,
     *,
-    people: int = DEFAULT_PEOPLE,
+    people: int = 20_000,
     seed: int = 2026,
     paillier_bits: int = 2048,
     echo: Callable[[str], None] = lambda _: None,

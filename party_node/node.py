@@ -100,6 +100,9 @@ class PartyNode:
         self.audit = AuditLog(self.config.database, verifier=federation.audit_verifier)
         self._x25519 = self._load_or_create_x25519()
         self._paillier_pub, self._paillier_priv = self._load_or_create_paillier()
+        # The owner encrypts with CRT over p and q: its own per-record
+        # encryptions are the most numerous, and CRT makes them ~30% cheaper.
+        self._encryptor = paillier.Encryptor.for_private_key(self._paillier_priv)
         self._data_lock = threading.Lock()
         self._data: DepartmentData | None = None
         self._identity = ceremony.sign_identity(
@@ -343,7 +346,9 @@ class PartyNode:
             )
         self.ledger.spend(epoch_id, query_id, epsilon)
         self.store.record_query(query_id, epoch_id, "origin", purpose, epsilon)
-        cts = paillier.encrypt(self._paillier_pub, [int(b) for b in indicator])
+        cts = paillier.encrypt(
+            self._paillier_pub, [int(b) for b in indicator], encryptor=self._encryptor
+        )
         return tokens, [paillier.to_bytes(self._paillier_pub, c) for c in cts]
 
     def check_hop_header(self, h: HopHeader) -> tuple[str, ...]:
