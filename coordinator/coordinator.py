@@ -29,7 +29,7 @@ from headcount import rpc, tls
 from headcount.audit import AuditLog
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony, paillier
-from headcount.crypto.dp import NoiseSpec, sample_noise
+from headcount.crypto.dp import sample_noise
 from headcount.errors import (
     BudgetExhausted,
     ConfigError,
@@ -40,6 +40,7 @@ from headcount.errors import (
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.clk import DEFAULT_SCHEMA
 from headcount.linkage.engine import link_parties
+from headcount.measures import clamp_noise, make_packing
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
@@ -553,6 +554,16 @@ class Coordinator:
         origin = plan.hops[0]
         key = self._origin_key(origin.party)
         origin_tokens = self.store.tokens(epoch_id, origin.party)
+        # No aggregate can add more per-record plaintexts than the epoch has
+        # records, so that bound keeps packed slots from carrying.
+        packing = make_packing(
+            origin.party,
+            plan.origin_group_by,
+            plan.measure_attribute,
+            n_bits=key.n.bit_length(),
+            max_summands=sum(self.store.epoch(epoch_id).records.values()),
+            epsilon=epsilon,
+        )
 
         # Hop 1: the origin encrypts an indicator for every record it holds.
         chunks = self.nodes.call(
@@ -567,6 +578,9 @@ class Coordinator:
                         chunk_records=CHUNK_RECORDS,
                         purpose=spec.purpose,
                         per_household=origin.per_household,
+                        group_by=packing.group_by,
+                        measure_attribute=packing.measure_attribute,
+                        layout=cv.packing_to_pb(packing),
                     ),
                     timeout=self.nodes.timeout_s,
                 )
@@ -630,11 +644,23 @@ class Coordinator:
             )
             sums.append((unlinked_group(last.party), unlinked))
 
-        # Noise is added under encryption: the decrypting node only ever sees
-        # noisy aggregates, and no single party can remove it.
-        noise_spec = NoiseSpec(epsilon=epsilon)
-        noise = sample_noise(noise_spec, len(sums))
-        noisy = [(g, paillier.add_plain(key, c, z)) for (g, c), z in zip(sums, noise, strict=True)]
+        # Noise is added under encryption, slot by slot: the decrypting node
+        # only ever sees noisy aggregates, and no single party can remove it.
+        specs = packing.noise_specs()
+        noise = [sample_noise(spec, len(sums)) for spec in specs]  # [slot][cell]
+        bound = packing.layout.noise_bound
+        noisy = [
+            (
+                g,
+                paillier.add_plain(
+                    key,
+                    c,
+                    packing.layout.pack_noise(clamp_noise([z[i] for z in noise], bound)),
+                ),
+            )
+            for i, (g, c) in enumerate(sums)
+        ]
+        noise_spec = specs[0]
 
         # Final step: the origin decrypts the noisy aggregates and applies SDC.
         table = self.nodes.call(

@@ -34,6 +34,7 @@ class Hop:
     link: str = ""  # how ciphertexts reach this hop: "" (origin), "person" or "household"
     group_by: str = ""
     per_household: bool = False
+    condition: bool = False  # this department is a condition of the query
 
     def __post_init__(self) -> None:
         if (self.role == ORIGIN) != (self.link == ""):
@@ -43,6 +44,10 @@ class Hop:
 @dataclass(frozen=True, slots=True)
 class Plan:
     hops: tuple[Hop, ...]
+    # Packed at the origin: one count slot per category of origin_group_by
+    # (a single slot when empty), then as many sum slots of measure_attribute.
+    origin_group_by: str = ""
+    measure_attribute: str = ""
 
     @property
     def origin(self) -> str:
@@ -55,7 +60,8 @@ class Plan:
     @property
     def unlinked_cell(self) -> bool:
         """Whether records with no link into the grouping department get their own cell."""
-        return self.hops[-1].link == "person"
+        last = self.hops[-1]
+        return last.link == "person" and not last.condition
 
     def __post_init__(self) -> None:
         if len(self.hops) < 2 or self.hops[0].role != ORIGIN or self.hops[-1].role != GROUP:
@@ -75,11 +81,15 @@ def plan_query(spec: QuerySpec, parties: tuple[str, ...]) -> Plan:
     persons = [c for c in spec.conditions if c.link == "person"]
     if len(households) > 1:
         raise InvalidRequest("at most one household condition per query")
-    middle = tuple(Hop(c.party, FILTER, c.filters, "person") for c in persons)
+    middle = tuple(Hop(c.party, FILTER, c.filters, "person", condition=True) for c in persons)
     pop, grp = spec.population_party, spec.group_party
     if households:
+        if spec.population_group_by or spec.measure_attribute:
+            raise InvalidRequest(
+                "two-way tables and means are not supported with a household condition yet"
+            )
         h = households[0]
-        origin = Hop(h.party, ORIGIN, h.filters, per_household=True)
+        origin = Hop(h.party, ORIGIN, h.filters, per_household=True, condition=True)
         if grp == pop:
             if persons:
                 raise InvalidRequest(
@@ -97,15 +107,31 @@ def plan_query(spec: QuerySpec, parties: tuple[str, ...]) -> Plan:
                 *middle,
                 Hop(grp, GROUP, spec.group_filters, "person", spec.group_by),
             )
-    else:
-        if grp == pop:
+        return Plan(hops)
+    if grp == pop:
+        # Grouping by the population's own attribute: the origin packs one
+        # count slot per category, and the last condition sums everything.
+        if not persons:
             raise InvalidRequest(
                 "grouping by the population's own attribute needs a condition in another "
                 "department (a table of one department alone is that department's to publish)"
             )
+        if spec.population_group_by:
+            raise InvalidRequest("both dimensions would be the population's own attributes")
+        *rest, last = middle
         hops = (
             Hop(pop, ORIGIN, spec.population_filters),
-            *middle,
-            Hop(grp, GROUP, spec.group_filters, "person", spec.group_by),
+            *rest,
+            Hop(last.party, GROUP, last.filters, "person", "", condition=True),
         )
-    return Plan(hops)
+        return Plan(hops, origin_group_by=spec.group_by, measure_attribute=spec.measure_attribute)
+    hops = (
+        Hop(pop, ORIGIN, spec.population_filters),
+        *middle,
+        Hop(grp, GROUP, spec.group_filters, "person", spec.group_by),
+    )
+    return Plan(
+        hops,
+        origin_group_by=spec.population_group_by,
+        measure_attribute=spec.measure_attribute,
+    )

@@ -32,7 +32,10 @@ class Release:
     query_id: str
     epoch_id: str
     title: str
-    table: pd.DataFrame  # columns group, count (nullable Int64), status; last row "Total"
+    # Columns: group, [the population's own attribute, for a two-way table],
+    # count (nullable Int64, <NA> when suppressed), status, [mean_<attribute>];
+    # the last row is the total.
+    table: pd.DataFrame
     epsilon: float
     noise_scale: float
     budget_remaining: float
@@ -92,12 +95,11 @@ class Client:
 
     def query(self, spec: QuerySpec) -> Release:
         reply = self._call(lambda s: s.SubmitQuery(cv.query_to_pb(spec), timeout=self._timeout_s))
-        table = cv.table_from_pb(reply.table)
         return Release(
             query_id=reply.query_id,
             epoch_id=reply.epoch_id,
             title=reply.title,
-            table=table.to_frame(),
+            table=cv.release_frame(reply.table),
             epsilon=reply.table.epsilon,
             noise_scale=reply.table.noise_scale,
             budget_remaining=reply.budget_remaining,

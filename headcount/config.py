@@ -72,7 +72,8 @@ class PartyConfig(_Frozen):
     tls: Credential
     data: Path
     database: Path
-    approved_attributes: tuple[str, ...] = ()
+    approved_attributes: tuple[str, ...] = ()  # may be filtered and grouped on
+    approved_measures: tuple[str, ...] = ()  # numeric attributes that may be averaged
     min_population: int = Field(10, ge=1)
 
     @model_validator(mode="after")
@@ -81,6 +82,14 @@ class PartyConfig(_Frozen):
         for attr in self.approved_attributes:
             if attr not in known:
                 raise ValueError(f"party {self.name}: {attr!r} is not an attribute of its file")
+            if known[attr].is_numeric:
+                raise ValueError(
+                    f"party {self.name}: {attr!r} is numeric and near-unique; approve it as "
+                    "a measure (approved_measures), not for filtering or grouping"
+                )
+        for attr in self.approved_measures:
+            if attr not in known or not known[attr].is_numeric:
+                raise ValueError(f"party {self.name}: {attr!r} is not a numeric attribute")
         return self
 
 

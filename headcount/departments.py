@@ -32,6 +32,9 @@ class Attribute:
     categories: tuple[str, ...] = ()  # empty for a numeric column
     minimum: float | None = None
     maximum: float | None = None
+    # Numeric values are summed under encryption as integers: value * scale,
+    # rounded (absence_rate 0.043 -> 43 per mille).
+    scale: int = 1
 
     @property
     def is_numeric(self) -> bool:
@@ -58,7 +61,7 @@ ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
         Attribute("attainment_band", ("below", "expected", "above")),
         Attribute("sen", ("none", "support", "ehcp")),
         Attribute("fsm", YES_NO),
-        Attribute("absence_rate", minimum=0.0, maximum=1.0),
+        Attribute("absence_rate", minimum=0.0, maximum=1.0, scale=1000),
     ),
     "health": (
         Attribute("local_authority", LOCAL_AUTHORITIES),

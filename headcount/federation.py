@@ -52,6 +52,7 @@ class InitOptions:
     reference_date: dt.date | None = None  # None: today
     suppress_below: int = 10
     rounding_base: int = 5
+    secondary_suppression: bool = True
     epsilon_per_epoch: float = 2.0
     default_query_epsilon: float = 0.5
 
@@ -122,7 +123,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         "output": {
             "suppress_below": opts.suppress_below,
             "rounding_base": opts.rounding_base,
-            "secondary_suppression": True,
+            "secondary_suppression": opts.secondary_suppression,
         },
         "privacy": {
             "epsilon_per_epoch": opts.epsilon_per_epoch,
@@ -143,6 +144,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
                 "data": f"data/{party}.csv",
                 "database": f"state/{party}.sqlite",
                 "approved_attributes": _approved(party),
+                "approved_measures": [a.name for a in attributes(party) if a.is_numeric],
                 "min_population": 10,
             }
             for party, port in zip(opts.parties, ports[1:], strict=True)

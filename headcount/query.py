@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from headcount.departments import ATTRIBUTES, attributes
+from headcount.departments import ATTRIBUTES, Attribute, attributes
 from headcount.errors import InvalidRequest, PolicyRefused
 
 MAX_PURPOSE_CHARS = 2000
@@ -34,6 +34,7 @@ class Predicate:
 
 
 LINKS = ("person", "household")
+MEASURES = ("count", "mean")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +62,20 @@ class QuerySpec:
     epsilon: float = 0.0  # 0: the federation default
     title: str = ""
     conditions: tuple[Condition, ...] = ()
+    # A second dimension: the population's own attribute (a two-way table).
+    population_group_by: str = ""
+    measure: str = "count"  # or "mean" of measure_attribute, per cell
+    measure_attribute: str = ""  # a numeric attribute of the population
 
     def __post_init__(self) -> None:
         if len(self.purpose.strip()) < 10:
             raise InvalidRequest("state the purpose of the query (at least 10 characters)")
         if len(self.purpose) > MAX_PURPOSE_CHARS:
             raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_CHARS} characters")
+        if self.measure not in MEASURES:
+            raise InvalidRequest(f"measure is one of {MEASURES}, not {self.measure!r}")
+        if (self.measure == "mean") != bool(self.measure_attribute):
+            raise InvalidRequest("a mean needs a measure_attribute, and only a mean takes one")
         if not math.isfinite(self.epsilon) or self.epsilon < 0:
             raise InvalidRequest("epsilon must be finite and >= 0 (0 = federation default)")
 
@@ -95,6 +104,15 @@ def check_predicates(party: str, approved: Iterable[str], predicates: Sequence[P
             raise InvalidRequest(
                 f"{party}.{p.attribute} has no value(s) {bad}; allowed: {list(attr.categories)}"
             )
+
+
+def check_measure(party: str, approved: Iterable[str], attribute: str) -> Attribute:
+    """An approved numeric attribute to average; PolicyRefused otherwise."""
+    known = {a.name: a for a in attributes(party)} if party in ATTRIBUTES else {}
+    attr = known.get(attribute)
+    if attr is None or attribute not in set(approved) or not attr.is_numeric:
+        raise PolicyRefused(f"{party} does not allow averaging {attribute!r}")
+    return attr
 
 
 def check_group_by(party: str, approved: Iterable[str], attribute: str) -> tuple[str, ...]:

@@ -11,8 +11,11 @@ A spec file states why the table is needed and what to count::
       - party: justice
         link: household             # or: person
         filters: {sentence: [custody], age_band: [18-24, 25-64, 65+]}
-    group_by: immigration.immigration_status
+    group_by: immigration.immigration_status     # or a list of two, the second the
+                                    # population's own: [immigration.immigration_status,
+                                    #                    education.local_authority]
     group_filters: {}               # optional, on the grouping department
+    measure: count                  # or {mean: absence_rate} (the population's)
     epsilon: 0.5                    # optional; the federation default otherwise
 
 ``load_query_spec`` validates the whole file and reports every problem at once.
@@ -21,7 +24,7 @@ A spec file states why the table is needed and what to count::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,13 +50,17 @@ class _Condition(_Strict):
     filters: Filters = {}
 
 
+GroupBy = Annotated[str, Field(pattern=r"^[a-z_]+\.[a-z_]+$")]
+
+
 class _Spec(_Strict):
     purpose: str = Field(min_length=10, max_length=2000)
     title: str = ""
     population: _Population
     conditions: list[_Condition] = []
-    group_by: str = Field(pattern=r"^[a-z_]+\.[a-z_]+$")
+    group_by: GroupBy | list[GroupBy] = Field(min_length=1)
     group_filters: Filters = {}
+    measure: Literal["count"] | dict[Literal["mean"], str] = "count"
     epsilon: float = Field(0.0, ge=0)
 
 
@@ -73,7 +80,19 @@ def spec_from_dict(data: Any, *, source: str = "query spec") -> QuerySpec:
         raise InvalidRequest(
             f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
         ) from None
-    group_party, group_by = m.group_by.split(".", 1)
+    dims = [m.group_by] if isinstance(m.group_by, str) else list(m.group_by)
+    if len(dims) > 2:
+        raise InvalidRequest(f"{source}: group_by takes at most two attributes")
+    group_party, group_by = dims[0].split(".", 1)
+    population_group_by = ""
+    if len(dims) == 2:
+        party, population_group_by = dims[1].split(".", 1)
+        if party != m.population.party:
+            raise InvalidRequest(
+                f"{source}: the second group_by must be the population's "
+                f"({m.population.party}) own attribute"
+            )
+    mean = m.measure.get("mean", "") if isinstance(m.measure, dict) else ""
     return QuerySpec(
         purpose=m.purpose,
         title=m.title,
@@ -84,6 +103,9 @@ def spec_from_dict(data: Any, *, source: str = "query spec") -> QuerySpec:
         group_filters=_predicates(m.group_filters),
         conditions=tuple(Condition(c.party, _predicates(c.filters), c.link) for c in m.conditions),
         epsilon=m.epsilon,
+        population_group_by=population_group_by,
+        measure="mean" if mean else "count",
+        measure_attribute=mean,
     )
 
 

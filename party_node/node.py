@@ -48,9 +48,17 @@ from headcount.errors import (
 )
 from headcount.linkage.address import household_keys
 from headcount.linkage.clk import DEFAULT_SCHEMA, encode_clks
+from headcount.measures import (
+    ALL_GROUP,
+    Packing,
+    PackingRequest,
+    ReleasedCell,
+    make_packing,
+    protect_release,
+)
 from headcount.protect.budget import BudgetLedger
-from headcount.protect.sdc import ProtectedTable, SdcPolicy, protect_counts
-from headcount.query import Predicate, check_group_by, check_predicates
+from headcount.protect.sdc import SdcPolicy, protect_counts
+from headcount.query import Predicate, check_group_by, check_measure, check_predicates
 from headcount.tls import load_private_key
 from party_node.data import DepartmentData, file_digest, load_department_file
 from party_node.store import Epoch, NodeStore
@@ -69,7 +77,6 @@ class EncodedEpoch:
     households: tuple[bytes, ...]  # keyed household keys (b"" if unknown), same order
 
 
-ALL_GROUP = "all"
 ChunkIn = tuple[int, Sequence[bytes], Sequence[bytes], bool]  # seq, tokens, ciphertexts, last
 
 
@@ -317,16 +324,23 @@ class PartyNode:
         purpose: str,
         *,
         per_household: bool = False,
+        packing_request: PackingRequest | None = None,
     ) -> tuple[list[bytes], list[bytes]]:
-        """E(1) for each record passing ``filters``, E(0) otherwise, in token order.
+        """One packed plaintext per record, in token order, encrypted under this node's key.
 
-        With ``per_household``, only the first passing record of each household
-        (by keyed address) carries the 1, so a sum over a household is a 0/1
-        flag; records with no household key carry 0.
+        Without ``packing``: 1 for each record passing ``filters``, else 0.
+        With it: the record's count slot for its category of ``packing.group_by``
+        (and its valued and sum slots for a mean), all zeros if it fails the
+        filters. With ``per_household``, only the first passing record of each
+        household (by keyed address) carries a 1, so a sum over a household is a
+        0/1 flag; records with no household key carry 0.
         """
         _check_id("query_id", query_id)
         self._check_query_announced(query_id, epsilon, purpose)
         check_predicates(self.name, self.config.approved_attributes, filters)
+        packing = None
+        if packing_request is not None:
+            packing = self._check_packing(packing_request, epsilon)
         epoch = self.store.epoch(epoch_id)
         data = self.data(epoch.data_sha256)
         tokens, rows = self.store.token_rows(epoch_id)
@@ -344,12 +358,53 @@ class PartyNode:
                 "the population is smaller than the minimum of "
                 f"{self.config.min_population} records"
             )
+        if packing is None:
+            plain = [int(b) for b in indicator]
+        else:
+            frame = data.attributes
+            cats = frame[packing.group_by].tolist() if packing.group_by else [""] * len(frame)
+            vals = (
+                frame[packing.measure_attribute].tolist()
+                if packing.measure_attribute
+                else [""] * len(frame)
+            )
+            plain = [
+                packing.layout.pack(packing.row(passes, cats[row], vals[row]))
+                for passes, row in zip(indicator, rows, strict=True)
+            ]
         self.ledger.spend(epoch_id, query_id, epsilon)
-        self.store.record_query(query_id, epoch_id, "origin", purpose, epsilon)
-        cts = paillier.encrypt(
-            self._paillier_pub, [int(b) for b in indicator], encryptor=self._encryptor
+        self.store.record_query(
+            query_id,
+            epoch_id,
+            "origin",
+            purpose,
+            epsilon,
+            packing.to_json() if packing is not None else None,
         )
+        cts = paillier.encrypt(self._paillier_pub, plain, encryptor=self._encryptor)
         return tokens, [paillier.to_bytes(self._paillier_pub, c) for c in cts]
+
+    def _check_packing(self, asked: PackingRequest, epsilon: float) -> Packing:
+        """The packing this node derives itself; refuse any other layout.
+
+        The node recomputes the layout from public facts, so a coordinator
+        cannot make slots carry into each other or aim a slot at one record.
+        """
+        if asked.group_by:
+            check_group_by(self.name, self.config.approved_attributes, asked.group_by)
+        if asked.measure_attribute:
+            check_measure(self.name, self.config.approved_measures, asked.measure_attribute)
+        own = make_packing(
+            self.name,
+            asked.group_by,
+            asked.measure_attribute,
+            n_bits=self._paillier_pub.n.bit_length(),
+            max_summands=asked.max_summands,
+            epsilon=epsilon,
+        )
+        if PackingRequest.of(own) != asked:
+            raise PolicyRefused("the slot layout is not the one this node derives for the query")
+        return own
 
     def check_hop_header(self, h: HopHeader) -> tuple[str, ...]:
         """Validate a hop before any ciphertext is read; returns the groups (if any)."""
@@ -464,8 +519,13 @@ class PartyNode:
 
     def decrypt(
         self, query_id: str, groups: Sequence[tuple[str, bytes]]
-    ) -> tuple[ProtectedTable, float]:
-        """Decrypt noisy aggregates of a query this node encrypted for, once; apply SDC."""
+    ) -> tuple[list[ReleasedCell], int | None, float, str, str]:
+        """Decrypt noisy aggregates of a query this node encrypted for, once; apply SDC.
+
+        Returns the released cells, the released total (None if withheld), the
+        epsilon charged, the column attribute of a two-way table ("" if one-way)
+        and the averaged attribute ("" if none).
+        """
         if not groups or len(groups) > MAX_GROUPS:
             raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
         names = [g for g, _ in groups]
@@ -473,12 +533,18 @@ class PartyNode:
             raise InvalidRequest("group names must be unique")
         values = [paillier.from_bytes(self._paillier_pub, ct) for _, ct in groups]
         record = self.store.claim_decryption(query_id)
-        counts = {
-            g: paillier.decrypt(self._paillier_priv, c) for g, c in zip(names, values, strict=True)
-        }
         out = self.federation.output
         policy = SdcPolicy(out.suppress_below, out.rounding_base, out.secondary_suppression)
-        return protect_counts(counts, policy), record.epsilon
+        plain = [paillier.decrypt(self._paillier_priv, c) for c in values]
+        if not record.packing:
+            table = protect_counts(dict(zip(names, plain, strict=True)), policy)
+            cells = [ReleasedCell(c.group, "", c.value, c.status) for c in table.cells]
+            return cells, table.total, record.epsilon, "", ""
+        packing = Packing.from_json(record.packing)
+        decoded = [(g, packing.read(v)) for g, v in zip(names, plain, strict=True)]
+        cells, total, two_way = protect_release(packing, decoded, policy)
+        column = packing.group_by if two_way else ""
+        return cells, total, record.epsilon, column, packing.measure_attribute
 
 
 def _check_id(what: str, value: str) -> None:

@@ -91,6 +91,9 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             request.epsilon,
             request.purpose,
             per_household=request.per_household,
+            packing_request=(
+                cv.packing_request_from_pb(request) if request.HasField("layout") else None
+            ),
         )
         starts = list(range(0, len(tokens), size)) or [0]
         for seq, start in enumerate(starts):
@@ -148,18 +151,21 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
     def DecryptAggregate(
         self, request: party_node_pb2.DecryptRequest, context: Any
     ) -> common_pb2.ProtectedTable:
-        table, epsilon = self.node.decrypt(
+        cells, total, epsilon, column, measure = self.node.decrypt(
             request.query_id, [(g.group, g.ciphertext) for g in request.groups]
         )
         out = self.node.federation.output
-        return cv.table_to_pb(
+        return cv.release_to_pb(
             request.query_id,
-            table,
+            cells,
+            total,
             epsilon=epsilon,
             noise_scale=request.noise_scale,
             mechanism=request.mechanism,
             threshold=out.suppress_below,
             rounding_base=out.rounding_base,
+            column_attribute=column,
+            measure_attribute=measure,
         )
 
     def SyncAudit(

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from headcount.db import create_database, transaction
 from headcount.errors import FailedPrecondition, InvalidRequest, UnknownJob
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS queries (
     purpose TEXT NOT NULL,
     epsilon REAL NOT NULL,
     decrypted INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    packing TEXT NOT NULL DEFAULT '{}'
 );
 """
 
@@ -76,6 +78,7 @@ class QueryRecord:
     role: str  # "origin" | "group"
     epsilon: float
     decrypted: bool
+    packing: dict[str, Any]  # the origin's slot layout and what each slot holds
 
 
 def _now() -> str:
@@ -208,22 +211,29 @@ class NodeStore:
 
     # -- queries -------------------------------------------------------------------
     def record_query(
-        self, query_id: str, epoch_id: str, role: str, purpose: str, epsilon: float
+        self,
+        query_id: str,
+        epoch_id: str,
+        role: str,
+        purpose: str,
+        epsilon: float,
+        packing: dict[str, Any] | None = None,
     ) -> None:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM queries WHERE query_id = ?", (query_id,)).fetchone():
                 raise InvalidRequest(f"query {query_id} was already seen here; ids are single-use")
             db.execute(
-                "INSERT INTO queries (query_id, epoch_id, role, purpose, epsilon, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (query_id, epoch_id, role, purpose, epsilon, _now()),
+                "INSERT INTO queries"
+                " (query_id, epoch_id, role, purpose, epsilon, created_at, packing)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (query_id, epoch_id, role, purpose, epsilon, _now(), json.dumps(packing or {})),
             )
 
     def claim_decryption(self, query_id: str) -> QueryRecord:
         """Mark an origin query decrypted, once; refuse any other query or a second time."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT query_id, epoch_id, role, epsilon, decrypted FROM queries"
+                "SELECT query_id, epoch_id, role, epsilon, decrypted, packing FROM queries"
                 " WHERE query_id = ?",
                 (query_id,),
             ).fetchone()
@@ -234,7 +244,9 @@ class NodeStore:
                     f"query {query_id} was already decrypted; results are released once"
                 )
             db.execute("UPDATE queries SET decrypted = 1 WHERE query_id = ?", (query_id,))
-        return QueryRecord(str(row[0]), str(row[1]), str(row[2]), float(row[3]), True)
+        return QueryRecord(
+            str(row[0]), str(row[1]), str(row[2]), float(row[3]), True, json.loads(row[5])
+        )
 
 
 def identities_to_json(identities: Sequence[dict[str, str]]) -> str:

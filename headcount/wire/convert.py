@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
 
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
-from headcount.protect.sdc import ProtectedCell, ProtectedTable
+from headcount.measures import Packing, PackingRequest, ReleasedCell
+from headcount.protect.sdc import TOTAL
 from headcount.query import Condition, Predicate, QuerySpec
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
@@ -56,37 +60,101 @@ def predicates_from_pb(ms: Iterable[c.Predicate]) -> tuple[Predicate, ...]:
     return tuple(Predicate(m.attribute, tuple(m.values)) for m in ms)
 
 
-def table_to_pb(
+def release_to_pb(
     query_id: str,
-    table: ProtectedTable,
+    cells: Sequence[ReleasedCell],
+    total: int | None,
     *,
     epsilon: float,
     noise_scale: float,
     mechanism: str,
     threshold: int,
     rounding_base: int,
+    column_attribute: str = "",
+    measure_attribute: str = "",
 ) -> c.ProtectedTable:
     return c.ProtectedTable(
         query_id=query_id,
         cells=[
-            c.ProtectedCell(group=x.group, value=x.value or 0, status=x.status) for x in table.cells
+            c.ProtectedCell(
+                group=x.group,
+                column=x.column,
+                value=x.value or 0,
+                status=x.status,
+                mean=x.mean or 0.0,
+                has_mean=x.mean is not None,
+            )
+            for x in cells
         ],
-        total=table.total or 0,
-        total_suppressed=table.total is None,
+        total=total or 0,
+        total_suppressed=total is None,
         epsilon=epsilon,
         noise_scale=noise_scale,
         mechanism=mechanism,
         suppression_threshold=threshold,
         rounding_base=rounding_base,
+        column_attribute=column_attribute,
+        measure_attribute=measure_attribute,
     )
 
 
-def table_from_pb(m: c.ProtectedTable) -> ProtectedTable:
-    cells = tuple(
-        ProtectedCell(x.group, x.value if x.status == "released" else None, x.status)
-        for x in m.cells
+def release_frame(m: c.ProtectedTable) -> pd.DataFrame:
+    """A released table as a DataFrame: one row per cell, then the total.
+
+    Columns: ``group``, the column attribute (two-way tables only), ``count``
+    (nullable Int64, <NA> when suppressed), ``status``, and ``mean_<attribute>``
+    when a mean was asked for.
+    """
+    rows: dict[str, list[Any]] = {"group": []}
+    if m.column_attribute:
+        rows[m.column_attribute] = []
+    rows["count"], rows["status"] = [], []
+    mean_col = f"mean_{m.measure_attribute}" if m.measure_attribute else ""
+    if mean_col:
+        rows[mean_col] = []
+    for x in m.cells:
+        rows["group"].append(x.group)
+        if m.column_attribute:
+            rows[m.column_attribute].append(x.column)
+        rows["count"].append(x.value if x.status == "released" else None)
+        rows["status"].append(x.status)
+        if mean_col:
+            rows[mean_col].append(x.mean if x.has_mean else None)
+    rows["group"].append(TOTAL)
+    if m.column_attribute:
+        rows[m.column_attribute].append(TOTAL)
+    rows["count"].append(None if m.total_suppressed else m.total)
+    rows["status"].append("primary" if m.total_suppressed else "released")
+    if mean_col:
+        rows[mean_col].append(None)
+    frame = pd.DataFrame(rows)
+    frame["count"] = pd.array(rows["count"], dtype="Int64")
+    if mean_col:
+        frame[mean_col] = pd.array(rows[mean_col], dtype="Float64")
+    return frame
+
+
+def packing_to_pb(p: Packing) -> pn.SlotLayoutSpec:
+    return pn.SlotLayoutSpec(
+        slots=p.layout.slots,
+        slot_bits=p.layout.slot_bits,
+        max_summands=p.layout.max_summands,
+        max_value=p.layout.max_value,
+        noise_bound=p.layout.noise_bound,
     )
-    return ProtectedTable(cells, None if m.total_suppressed else m.total)
+
+
+def packing_request_from_pb(m: pn.EncryptRequest) -> PackingRequest:
+    layout = m.layout
+    return PackingRequest(
+        group_by=m.group_by,
+        measure_attribute=m.measure_attribute,
+        slots=layout.slots,
+        slot_bits=layout.slot_bits,
+        max_summands=layout.max_summands,
+        max_value=layout.max_value,
+        noise_bound=layout.noise_bound,
+    )
 
 
 def query_to_pb(q: QuerySpec) -> co.QueryRequest:
@@ -103,6 +171,9 @@ def query_to_pb(q: QuerySpec) -> co.QueryRequest:
             co.Condition(party=x.party, link=x.link, filters=predicates_to_pb(x.filters))
             for x in q.conditions
         ],
+        population_group_by=q.population_group_by,
+        measure=q.measure,
+        measure_attribute=q.measure_attribute,
     )
 
 
@@ -119,4 +190,7 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
         conditions=tuple(
             Condition(x.party, predicates_from_pb(x.filters), x.link) for x in m.conditions
         ),
+        population_group_by=m.population_group_by,
+        measure=m.measure or "count",
+        measure_attribute=m.measure_attribute,
     )

@@ -120,21 +120,32 @@ class ProtectedCell(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    HAS_MEAN_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     value: _builtins.int
     """meaningful only when status == "released" """
     status: _builtins.str
     """"released" | "primary" | "secondary" """
+    column: _builtins.str
+    """category of the population's own attribute in a two-way table"""
+    mean: _builtins.float
+    """mean of the measured attribute, when has_mean"""
+    has_mean: _builtins.bool
     def __init__(
         self,
         *,
         group: _builtins.str = ...,
         value: _builtins.int = ...,
         status: _builtins.str = ...,
+        column: _builtins.str = ...,
+        mean: _builtins.float = ...,
+        has_mean: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "status", b"status", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "group", b"group", "has_mean", b"has_mean", "mean", b"mean", "status", b"status", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +168,8 @@ class ProtectedTable(_message.Message):
     MECHANISM_FIELD_NUMBER: _builtins.int
     SUPPRESSION_THRESHOLD_FIELD_NUMBER: _builtins.int
     ROUNDING_BASE_FIELD_NUMBER: _builtins.int
+    COLUMN_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    MEASURE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     total: _builtins.int
     total_suppressed: _builtins.bool
@@ -167,6 +180,10 @@ class ProtectedTable(_message.Message):
     mechanism: _builtins.str
     suppression_threshold: _builtins.int
     rounding_base: _builtins.int
+    column_attribute: _builtins.str
+    """the second dimension of a two-way table, if any"""
+    measure_attribute: _builtins.str
+    """the attribute whose mean is reported, if any"""
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProtectedCell]: ...
     def __init__(
@@ -181,10 +198,12 @@ class ProtectedTable(_message.Message):
         mechanism: _builtins.str = ...,
         suppression_threshold: _builtins.int = ...,
         rounding_base: _builtins.int = ...,
+        column_attribute: _builtins.str = ...,
+        measure_attribute: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "epsilon", b"epsilon", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id", "rounding_base", b"rounding_base", "suppression_threshold", b"suppression_threshold", "total", b"total", "total_suppressed", b"total_suppressed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "column_attribute", b"column_attribute", "epsilon", b"epsilon", "measure_attribute", b"measure_attribute", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id", "rounding_base", b"rounding_base", "suppression_threshold", b"suppression_threshold", "total", b"total", "total_suppressed", b"total_suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

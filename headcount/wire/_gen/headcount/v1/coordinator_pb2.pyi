@@ -212,6 +212,9 @@ class QueryRequest(_message.Message):
     EPSILON_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     CONDITIONS_FIELD_NUMBER: _builtins.int
+    POPULATION_GROUP_BY_FIELD_NUMBER: _builtins.int
+    MEASURE_FIELD_NUMBER: _builtins.int
+    MEASURE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """required: why the table is needed"""
     population_party: _builtins.str
@@ -222,6 +225,12 @@ class QueryRequest(_message.Message):
     epsilon: _builtins.float
     """0 means the federation default"""
     title: _builtins.str
+    population_group_by: _builtins.str
+    """second dimension: the population's own attribute"""
+    measure: _builtins.str
+    """"count" (default) or "mean" """
+    measure_attribute: _builtins.str
+    """numeric attribute of the population, for "mean" """
     @_builtins.property
     def population_filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]: ...
     @_builtins.property
@@ -240,10 +249,13 @@ class QueryRequest(_message.Message):
         epsilon: _builtins.float = ...,
         title: _builtins.str = ...,
         conditions: _abc.Iterable[Global___Condition] | None = ...,
+        population_group_by: _builtins.str = ...,
+        measure: _builtins.str = ...,
+        measure_attribute: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "epsilon", b"epsilon", "group_by", b"group_by", "group_filters", b"group_filters", "group_party", b"group_party", "population_filters", b"population_filters", "population_party", b"population_party", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "epsilon", b"epsilon", "group_by", b"group_by", "group_filters", b"group_filters", "group_party", b"group_party", "measure", b"measure", "measure_attribute", b"measure_attribute", "population_filters", b"population_filters", "population_group_by", b"population_group_by", "population_party", b"population_party", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -334,6 +334,9 @@ class EncryptRequest(_message.Message):
     CHUNK_RECORDS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     PER_HOUSEHOLD_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    MEASURE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    LAYOUT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch_id: _builtins.str
     epsilon: _builtins.float
@@ -344,10 +347,17 @@ class EncryptRequest(_message.Message):
     """Encrypt 1 for at most one passing record per household (keyed address),
     so that sums over a household are 0/1 "anyone in the household" flags.
     """
+    group_by: _builtins.str
+    """Packed slots: one count slot per category of group_by (one slot when
+    empty), followed by as many sum slots of measure_attribute when set.
+    """
+    measure_attribute: _builtins.str
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]:
         """on the origin's own approved attributes"""
 
+    @_builtins.property
+    def layout(self) -> Global___SlotLayoutSpec: ...
     def __init__(
         self,
         *,
@@ -358,14 +368,50 @@ class EncryptRequest(_message.Message):
         chunk_records: _builtins.int = ...,
         purpose: _builtins.str = ...,
         per_household: _builtins.bool = ...,
+        group_by: _builtins.str = ...,
+        measure_attribute: _builtins.str = ...,
+        layout: Global___SlotLayoutSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["layout", b"layout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "epsilon", b"epsilon", "filters", b"filters", "per_household", b"per_household", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "epsilon", b"epsilon", "filters", b"filters", "group_by", b"group_by", "layout", b"layout", "measure_attribute", b"measure_attribute", "per_household", b"per_household", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EncryptRequest: _TypeAlias = EncryptRequest  # noqa: Y015
+
+@_typing.final
+class SlotLayoutSpec(_message.Message):
+    """How several counters share one plaintext (see headcount/crypto/packing.py)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOTS_FIELD_NUMBER: _builtins.int
+    SLOT_BITS_FIELD_NUMBER: _builtins.int
+    MAX_SUMMANDS_FIELD_NUMBER: _builtins.int
+    MAX_VALUE_FIELD_NUMBER: _builtins.int
+    NOISE_BOUND_FIELD_NUMBER: _builtins.int
+    slots: _builtins.int
+    slot_bits: _builtins.int
+    max_summands: _builtins.int
+    max_value: _builtins.int
+    noise_bound: _builtins.int
+    def __init__(
+        self,
+        *,
+        slots: _builtins.int = ...,
+        slot_bits: _builtins.int = ...,
+        max_summands: _builtins.int = ...,
+        max_value: _builtins.int = ...,
+        noise_bound: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_summands", b"max_summands", "max_value", b"max_value", "noise_bound", b"noise_bound", "slot_bits", b"slot_bits", "slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotLayoutSpec: _TypeAlias = SlotLayoutSpec  # noqa: Y015
 
 @_typing.final
 class CiphertextChunk(_message.Message):

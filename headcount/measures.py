@@ -1,0 +1,276 @@
+"""What the origin packs into each per-record plaintext, and how to read it back.
+
+A query's origin encrypts one plaintext per record holding several counters
+(``headcount/crypto/packing.py``): one *count* slot per category of the
+origin's own group-by attribute (a single slot when there is none), and for a
+mean also a *valued* slot (records with a value) and a *sum* slot (the value,
+scaled to an integer) per category. The coordinator builds the layout, adds
+per-slot noise under encryption, and the origin reads the slots back after
+decryption. Both sides build the same ``Packing`` from the same public facts
+(the department contract, the key size, the epoch's record counts, epsilon),
+and the origin checks the layout it is sent against its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from headcount.crypto.dp import NoiseSpec
+from headcount.crypto.packing import SlotLayout
+from headcount.departments import attribute
+from headcount.errors import InvalidRequest
+from headcount.protect.sdc import TOTAL, SdcPolicy, protect_counts, protect_counts_2d
+
+COUNT, VALUED, SUM = 0, 1, 2
+# Noise is drawn from an unbounded distribution but must fit its slot: it is
+# clamped to this many noise scales, which discrete Laplace exceeds with
+# probability e^-60 (about 1e-26) per slot: a negligible delta.
+NOISE_BOUND_SCALES = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    count: int
+    valued: int = 0
+    total: int = 0  # sum of scaled values
+
+
+@dataclass(frozen=True, slots=True)
+class Packing:
+    group_by: str  # the origin's own attribute, "" for none
+    categories: tuple[str, ...]  # ("",) when group_by is ""
+    measure_attribute: str  # "" for counts only
+    scale: int  # measured values are summed as round(value * scale)
+    epsilon: float  # the query's whole privacy loss, split over the slot kinds
+    layout: SlotLayout
+
+    @property
+    def kinds(self) -> int:
+        return 3 if self.measure_attribute else 1
+
+    def slot(self, kind: int, category: int) -> int:
+        return kind * len(self.categories) + category
+
+    def noise_specs(self) -> list[NoiseSpec]:
+        """One noise spec per slot. Each person adds at most 1 to one count and
+        one valued slot and at most ``max_value`` to one sum slot, so each kind
+        gets epsilon / kinds with that sensitivity (basic composition)."""
+        share = self.epsilon / self.kinds
+        specs = []
+        for kind in range(self.kinds):
+            sensitivity = self.layout.max_value if kind == SUM else 1
+            specs += [NoiseSpec(epsilon=share, sensitivity=sensitivity)] * len(self.categories)
+        return specs
+
+    def row(self, passes: bool, category: str, value: str) -> list[int]:
+        """One record's slot values: zeros unless it passes the origin's filters."""
+        out = [0] * self.layout.slots
+        if not passes or category not in self.categories:
+            return out
+        c = self.categories.index(category)
+        out[self.slot(COUNT, c)] = 1
+        if self.measure_attribute and value != "":
+            out[self.slot(VALUED, c)] = 1
+            out[self.slot(SUM, c)] = min(
+                self.layout.max_value, max(0, round(float(value) * self.scale))
+            )
+        return out
+
+    def read(self, packed_sum: int) -> dict[str, Cell]:
+        """Per category: the (noisy) count, valued count and scaled sum."""
+        slots = self.layout.unpack(packed_sum)
+        out = {}
+        for c, category in enumerate(self.categories):
+            if self.measure_attribute:
+                out[category] = Cell(
+                    slots[self.slot(COUNT, c)],
+                    slots[self.slot(VALUED, c)],
+                    slots[self.slot(SUM, c)],
+                )
+            else:
+                out[category] = Cell(slots[self.slot(COUNT, c)])
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "group_by": self.group_by,
+            "categories": list(self.categories),
+            "measure_attribute": self.measure_attribute,
+            "scale": self.scale,
+            "epsilon": self.epsilon,
+            "slots": self.layout.slots,
+            "slot_bits": self.layout.slot_bits,
+            "n_bits": self.layout.n_bits,
+            "max_summands": self.layout.max_summands,
+            "max_value": self.layout.max_value,
+            "noise_bound": self.layout.noise_bound,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Packing:
+        def num(key: str) -> int:
+            return int(str(data[key]))
+
+        return cls(
+            str(data["group_by"]),
+            tuple(str(c) for c in data["categories"]),  # type: ignore[attr-defined]
+            str(data["measure_attribute"]),
+            num("scale"),
+            float(str(data["epsilon"])),
+            SlotLayout(
+                num("slots"),
+                num("slot_bits"),
+                n_bits=num("n_bits"),
+                max_summands=num("max_summands"),
+                max_value=num("max_value"),
+                noise_bound=num("noise_bound"),
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PackingRequest:
+    """The layout a coordinator asks the origin to use, as it travels on the wire."""
+
+    group_by: str
+    measure_attribute: str
+    slots: int
+    slot_bits: int
+    max_summands: int
+    max_value: int
+    noise_bound: int
+
+    @classmethod
+    def of(cls, p: Packing) -> PackingRequest:
+        lay = p.layout
+        return cls(
+            p.group_by,
+            p.measure_attribute,
+            lay.slots,
+            lay.slot_bits,
+            lay.max_summands,
+            lay.max_value,
+            lay.noise_bound,
+        )
+
+
+def make_packing(
+    party: str,
+    group_by: str,
+    measure_attribute: str,
+    *,
+    n_bits: int,
+    max_summands: int,
+    epsilon: float,
+) -> Packing:
+    """The layout for a query's origin ``party``; InvalidRequest if it cannot fit.
+
+    ``max_summands`` bounds how many per-record plaintexts any aggregate adds
+    (the epoch's total record count is always safe).
+    """
+    categories: tuple[str, ...] = ("",)
+    if group_by:
+        categories = attribute(party, group_by).categories
+        if not categories:
+            raise InvalidRequest(f"{party}.{group_by} is numeric; it cannot be a table dimension")
+    scale, max_value = 1, 1
+    if measure_attribute:
+        attr = attribute(party, measure_attribute)
+        if not attr.is_numeric or attr.maximum is None:
+            raise InvalidRequest(f"{party}.{measure_attribute} is not a bounded numeric attribute")
+        scale = attr.scale
+        max_value = max(1, math.ceil(attr.maximum * scale))
+    kinds = 3 if measure_attribute else 1
+    biggest_scale = max(1, max_value) * kinds / epsilon
+    noise_bound = math.ceil(NOISE_BOUND_SCALES * biggest_scale) + 1
+    try:
+        layout = SlotLayout.fit(
+            kinds * len(categories),
+            n_bits=n_bits,
+            max_summands=max_summands,
+            max_value=max_value,
+            noise_bound=noise_bound,
+        )
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"{len(categories)} categories x {kinds} counters do not fit one "
+            f"{n_bits}-bit plaintext ({exc})"
+        ) from None
+    return Packing(group_by, categories, measure_attribute, scale, epsilon, layout)
+
+
+def clamp_noise(noise: Sequence[int], bound: int) -> list[int]:
+    """Noise limited to +-bound (exceeded with negligible probability; see above)."""
+    return [max(-bound, min(bound, z)) for z in noise]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedCell:
+    """One cell of a released table; margins have group or column "Total"."""
+
+    group: str
+    column: str  # "" for a one-way table
+    value: int | None
+    status: str
+    mean: float | None = None
+
+
+ALL_GROUP = "all"  # the one group of a hop that sums without grouping
+
+
+def protect_release(
+    packing: Packing, groups: Sequence[tuple[str, dict[str, Cell]]], policy: SdcPolicy
+) -> tuple[list[ReleasedCell], int | None, bool]:
+    """Apply the small-number rule (and secondary suppression) to decrypted cells.
+
+    Returns the cells, the total (None if withheld) and whether the table is
+    two-way. Grouped only by the origin's own attribute (one ``all`` group),
+    the table is one-way over the origin's categories. A mean is released only
+    with its count, and only when the number of records with a value also
+    reaches the threshold; it is rounded to 3 decimals.
+    """
+    if packing.group_by and [g for g, _ in groups] == [ALL_GROUP]:
+        by_category = [(cat, {"": cell}) for cat, cell in groups[0][1].items()]
+        flat = Packing(
+            "", ("",), packing.measure_attribute, packing.scale, packing.epsilon, packing.layout
+        )
+        cells, total, _ = protect_release(flat, by_category, policy)
+        return cells, total, False
+
+    def mean(cell: Cell) -> float | None:
+        if not packing.measure_attribute or cell.valued < policy.threshold:
+            return None
+        return round(cell.total / cell.valued / packing.scale, 3)
+
+    if not packing.group_by:
+        table = protect_counts({g: cells[""].count for g, cells in groups}, policy)
+        by_group = dict(groups)
+        out = [
+            ReleasedCell(
+                c.group,
+                "",
+                c.value,
+                c.status,
+                mean(by_group[c.group][""]) if c.value is not None else None,
+            )
+            for c in table.cells
+        ]
+        return out, table.total, False
+    counts = {(g, cat): cell.count for g, cells in groups for cat, cell in cells.items()}
+    table2 = protect_counts_2d(counts, policy)
+    lookup = {(g, cat): cell for g, cells in groups for cat, cell in cells.items()}
+    out = [
+        ReleasedCell(
+            c.row,
+            c.column,
+            c.value,
+            c.status,
+            mean(lookup[(c.row, c.column)]) if c.value is not None else None,
+        )
+        for c in table2.cells
+    ]
+    out += [ReleasedCell(m.group, TOTAL, m.value, m.status) for m in table2.row_totals]
+    out += [ReleasedCell(TOTAL, m.group, m.value, m.status) for m in table2.column_totals]
+    return out, table2.total, True
