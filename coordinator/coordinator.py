@@ -442,11 +442,15 @@ class Coordinator:
             "cells": [
                 {
                     "group": c.group,
+                    "column": c.column,
                     "value": c.value if c.status == "released" else None,
                     "status": c.status,
+                    "mean": c.mean if c.has_mean else None,
                 }
                 for c in outcome.table.cells
             ],
+            "column_attribute": outcome.table.column_attribute,
+            "measure_attribute": outcome.table.measure_attribute,
             "total": None if outcome.table.total_suppressed else outcome.table.total,
             "epsilon": outcome.table.epsilon,
             "noise_scale": outcome.table.noise_scale,
@@ -461,6 +465,7 @@ class Coordinator:
                 "purpose": spec.purpose,
                 "parties": parties,
                 "epsilon": epsilon,
+                "budget_remaining": {p: self.budget_remaining(epoch_id, p) for p in parties},
                 "table": release,
             },
         )
