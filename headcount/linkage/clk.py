@@ -10,8 +10,26 @@ which holds no secret, cannot recompute positions for a guessed name.
 Bit ``j`` of a CLK is ``(row[j // 8] >> (7 - j % 8)) & 1`` (most significant bit
 first, as ``numpy.packbits`` and clkhash lay it out).
 
-This is the plain encoding; hardening against frequency attacks (balancing,
-salting, bit-flip noise) is layered on separately.
+Hardening against frequency and pattern-mining attacks is optional and named
+in the schema, so every party applies the same steps in the same order:
+
+1. *record-level salting* (``salt_source``, ``salted_fields``): the HMAC key of
+   each salted field is mixed with a stable value of the record (its year of
+   birth, say), so the same name sets different bits in different cohorts and
+   frequent names stop forming one frequent bit pattern;
+2. *XOR-folding* (``xor_fold``): the filter is folded in half, bit ``j`` of the
+   result being ``f[j] ^ f[j + filter_bits // 2]``, which hides which n-gram set
+   which bit;
+3. *random bit flips* (``flip_probability``): every bit is flipped independently
+   with the stated probability (permanent randomised response, as in RAPPOR),
+   from a generator seeded by the operating system's CSPRNG;
+4. *balancing* (``balance``): the bit-complement is appended and the doubled
+   filter permuted by a permutation keyed by the linkage secret, so every CLK
+   has exactly half its bits set and the popcount says nothing about name length.
+
+Decoy records (`decoy_clks`) are random filters a node may add to what it
+sends. With every option off the encoding, and its fingerprint, is the plain
+``clk/v1`` one.
 """
 
 from __future__ import annotations
@@ -22,6 +40,7 @@ import hmac
 import json
 import logging
 import operator
+import secrets
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,11 +54,16 @@ from headcount.linkage.normalise import Identity
 __all__ = [
     "DEFAULT_FIELDS",
     "DEFAULT_SCHEMA",
+    "SALT_SOURCES",
     "SCHEMA_VERSION",
     "ClkSchema",
     "FieldSpec",
+    "balance_permutation",
+    "csprng",
+    "decoy_clks",
     "encode_clks",
     "field_keys",
+    "fill_rates",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +74,16 @@ MIN_SECRET_BYTES = 32
 _IDENTITY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Identity))
 _MAX_HASHES = 64
 _MAX_NGRAM = 4
+
+# Stable record values a salt may be taken from; each maps an Identity to the
+# salt string ("" when the value is missing). Only values that rarely carry
+# recording errors qualify: a salt that differs between two records of one
+# child makes every salted field disagree.
+SALT_SOURCES: dict[str, Callable[[Identity], str]] = {
+    "birth_year": lambda identity: identity.date_of_birth[:4],
+    "sex": lambda identity: identity.sex,
+}
+_MAX_FLIP_PROBABILITY = 0.5
 
 # Records are encoded in chunks so the intermediate bit matrix (one byte per bit)
 # stays around 16 MiB however many records there are.
@@ -120,18 +154,36 @@ class ClkSchema:
     """A versioned CLK layout: filter size and per-field encodings.
 
     Every party in a linkage epoch must use the same schema; compare
-    `fingerprint` values to check.
+    `fingerprint` values to check. The hardening options are all off by
+    default (see the module docstring for what each does and in which order).
 
     Attributes:
-        filter_bits: filter length in bits, a multiple of 64 in 256..8192.
+        filter_bits: Bloom filter length in bits before hardening, a multiple
+            of 64 in 256..8192 (of 128 when ``xor_fold`` is set).
         fields: one `FieldSpec` per encoded field, each name at most once.
+        balance: append the keyed-permuted bit-complement (doubles the length).
+        xor_fold: fold the filter in half by XOR (halves the length).
+        salt_source: ``""`` for no salting, else a key of `SALT_SOURCES`
+            (``"birth_year"`` or ``"sex"``) whose value salts the fields named
+            in ``salted_fields``.
+        salted_fields: schema field names whose keys are salted; non-empty
+            exactly when ``salt_source`` is set.
+        flip_probability: probability, in [0, 0.5), that each output bit is
+            flipped before balancing; 0.0 disables flips (and makes the
+            encoding deterministic).
 
     Raises:
-        ValueError: on a bad size, no fields, or a repeated field.
+        ValueError: on a bad size, no fields, a repeated field, an unknown salt
+            source or salted field, or a flip probability outside [0, 0.5).
     """
 
     filter_bits: int = 1024
     fields: tuple[FieldSpec, ...] = DEFAULT_FIELDS
+    balance: bool = False
+    xor_fold: bool = False
+    salt_source: str = ""
+    salted_fields: tuple[str, ...] = ()
+    flip_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if not _is_int(self.filter_bits) or not (
@@ -145,15 +197,71 @@ class ClkSchema:
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError("each field may appear in a schema only once")
+        if not isinstance(self.balance, bool) or not isinstance(self.xor_fold, bool):
+            raise ValueError("balance and xor_fold must be bools")
+        if self.xor_fold and self.filter_bits % 128:
+            raise ValueError("filter_bits must be a multiple of 128 when xor_fold is set")
+        if self.salt_source and self.salt_source not in SALT_SOURCES:
+            raise ValueError(f"salt_source must be '' or one of {sorted(SALT_SOURCES)}")
+        if not isinstance(self.salted_fields, tuple) or not all(
+            isinstance(f, str) for f in self.salted_fields
+        ):
+            raise ValueError("salted_fields must be a tuple of field names")
+        if bool(self.salt_source) != bool(self.salted_fields):
+            raise ValueError("salt_source and salted_fields must be set together")
+        unknown = sorted(set(self.salted_fields) - set(names))
+        if unknown:
+            raise ValueError(f"salted_fields {unknown} are not fields of this schema")
+        if len(set(self.salted_fields)) != len(self.salted_fields):
+            raise ValueError("each salted field may be named only once")
+        p = self.flip_probability
+        if isinstance(p, bool) or not isinstance(p, float | int):
+            raise ValueError("flip_probability must be a number in [0, 0.5)")
+        if not 0.0 <= p < _MAX_FLIP_PROBABILITY:  # also rejects NaN
+            raise ValueError("flip_probability must be in [0, 0.5)")
+        object.__setattr__(self, "flip_probability", float(p))
 
-    def fingerprint(self) -> str:
-        """SHA-256 hex digest of the schema's canonical JSON, version included."""
-        doc = {
+    @property
+    def hardened(self) -> bool:
+        """Whether any hardening option is on."""
+        return (
+            self.balance or self.xor_fold or bool(self.salt_source) or self.flip_probability > 0.0
+        )
+
+    @property
+    def clk_bits(self) -> int:
+        """Length in bits of the CLKs this schema produces, after hardening."""
+        bits = self.filter_bits // 2 if self.xor_fold else self.filter_bits
+        return bits * 2 if self.balance else bits
+
+    def to_json(self) -> dict[str, object]:
+        """The schema as the JSON-ready document its fingerprint hashes.
+
+        The hardening object appears only when some option is on, so a plain
+        schema keeps the ``clk/v1`` fingerprint it has always had.
+        """
+        doc: dict[str, object] = {
             "version": SCHEMA_VERSION,
             "filter_bits": self.filter_bits,
             "fields": [{"name": f.name, "ngram": f.ngram, "hashes": f.hashes} for f in self.fields],
         }
-        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        if self.hardened:
+            doc["hardening"] = {
+                "balance": self.balance,
+                "xor_fold": self.xor_fold,
+                "salt_source": self.salt_source,
+                "salted_fields": list(self.salted_fields),
+                # repr() of a float round-trips exactly, so equal schemas hash
+                # equally on every platform.
+                "flip_probability": repr(self.flip_probability),
+            }
+        return doc
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the schema's canonical JSON, version included."""
+        canonical = json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
@@ -170,47 +278,119 @@ def field_keys(secret: bytes, schema: ClkSchema) -> dict[str, bytes]:
     Raises:
         ValueError: ``secret`` is shorter than 32 bytes.
     """
+    _check_secret(secret)
+    return {spec.name: _hkdf(secret, spec.name) for spec in schema.fields}
+
+
+def _check_secret(secret: bytes) -> None:
     if not isinstance(secret, bytes | bytearray) or len(secret) < MIN_SECRET_BYTES:
         raise ValueError(f"linkage secret must be at least {MIN_SECRET_BYTES} bytes")
-    keys: dict[str, bytes] = {}
-    for spec in schema.fields:
-        hkdf = HKDF(
-            algorithm=crypto_hashes.SHA256(),
-            length=32,
-            salt=None,
-            info=f"headcount/{SCHEMA_VERSION}/{spec.name}".encode("ascii"),
-        )
-        keys[spec.name] = hkdf.derive(bytes(secret))
-    return keys
+
+
+def _hkdf(secret: bytes, label: str) -> bytes:
+    hkdf = HKDF(
+        algorithm=crypto_hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=f"headcount/{SCHEMA_VERSION}/{label}".encode("ascii"),
+    )
+    return hkdf.derive(bytes(secret))
+
+
+def balance_permutation(secret: bytes, bits: int) -> np.ndarray:
+    """The keyed permutation of ``bits`` positions that balancing applies.
+
+    A Fisher-Yates shuffle driven by HMAC-SHA256 in counter mode under the key
+    HKDF(secret, ``"headcount/clk/v1/balance"``); each swap index is a 64-bit
+    slice reduced mod ``i + 1`` (bias below 2**-48). Written out rather than
+    taken from numpy, whose Generator streams may change between releases:
+    parties on different numpy versions must still agree on every position.
+
+    Returns:
+        An ``intp`` array ``p`` of length ``bits``; balanced output bit ``j`` is
+        bit ``p[j]`` of the filter followed by its complement.
+
+    Raises:
+        ValueError: ``secret`` is shorter than 32 bytes or ``bits`` < 1.
+    """
+    _check_secret(secret)
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+        raise ValueError("bits must be a positive int")
+    key = _hkdf(secret, "balance")
+    words: list[int] = []
+    block = 0
+    while len(words) < bits - 1:
+        digest = hmac.digest(key, block.to_bytes(8, "big"), "sha256")
+        words.extend(struct.unpack(">4Q", digest))
+        block += 1
+    order = list(range(bits))
+    for step, i in enumerate(range(bits - 1, 0, -1)):
+        j = words[step] % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return np.asarray(order, dtype=np.intp)
+
+
+def csprng() -> np.random.Generator:
+    """A numpy Generator keyed with 128 bits from the operating system's CSPRNG.
+
+    Philox is a counter-based generator built from a keyed bijection; keying
+    it from ``secrets`` means a party that sees its output (the flipped bits,
+    the decoys) cannot predict or reproduce the stream.
+    """
+    return np.random.Generator(np.random.Philox(key=secrets.randbits(128)))
 
 
 def encode_clks(
-    identities: Sequence[Identity], secret: bytes, schema: ClkSchema = DEFAULT_SCHEMA
+    identities: Sequence[Identity],
+    secret: bytes,
+    schema: ClkSchema = DEFAULT_SCHEMA,
+    *,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Encode identities into CLKs, one row per identity.
 
     Args:
         identities: normalised records.
         secret: the federation linkage secret, at least 32 bytes.
-        schema: the CLK layout; every party must use the same one.
+        schema: the CLK layout and hardening; every party must use the same one.
+        rng: source of the random bit flips when ``schema.flip_probability`` is
+            set; `csprng` by default. Tests pass a seeded one; production code
+            should not. Unused otherwise.
 
     Returns:
-        A ``uint8`` array of shape ``(len(identities), schema.filter_bits // 8)``.
-        Empty fields set no bits, so an all-empty identity encodes to zeros.
+        A ``uint8`` array of shape ``(len(identities), schema.clk_bits // 8)``.
+        Without flips and balancing, empty fields set no bits, so an all-empty
+        identity encodes to zeros. Deterministic for a given secret and schema
+        unless ``flip_probability`` > 0.
 
     Raises:
         ValueError: ``secret`` is shorter than 32 bytes.
     """
     keys = field_keys(secret, schema)
+    permutation = (
+        balance_permutation(secret, 2 * _bloom_out_bits(schema)) if schema.balance else None
+    )
+    if schema.flip_probability > 0.0 and rng is None:
+        rng = csprng()
     n = len(identities)
-    out = np.zeros((n, schema.filter_bits // 8), dtype=np.uint8)
-    encoders = [_FieldEncoder(spec, keys[spec.name], schema.filter_bits) for spec in schema.fields]
+    filter_bits = schema.filter_bits
+    out = np.zeros((n, schema.clk_bits // 8), dtype=np.uint8)
+    salt_of = SALT_SOURCES.get(schema.salt_source)
+    encoders = [
+        _FieldEncoder(
+            spec,
+            keys[spec.name],
+            filter_bits,
+            salt_of if spec.name in schema.salted_fields else None,
+        )
+        for spec in schema.fields
+    ]
     # One Python pass per field maps each record's value to a small int id; all
     # per-bit work after that is numpy gathers over the (id -> positions) tables.
     value_ids = [encoder.value_ids(identities) for encoder in encoders]
     tables = [encoder.table() for encoder in encoders]
 
-    chunk = max(1, _CHUNK_BITS // schema.filter_bits)
+    chunk = max(1, _CHUNK_BITS // (2 * filter_bits))
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         rows: list[np.ndarray] = []
@@ -219,11 +399,121 @@ def encode_clks(
             field_rows, field_cols = _gather(ids[start:stop], starts, lengths, flat)
             rows.append(field_rows)
             cols.append(field_cols)
-        bits = np.zeros((stop - start) * schema.filter_bits, dtype=np.bool_)
+        bits = np.zeros((stop - start) * filter_bits, dtype=np.bool_)
         # Flat indices: a 1-D fancy index is markedly cheaper than a 2-D one.
-        bits[np.concatenate(rows) * schema.filter_bits + np.concatenate(cols)] = True
-        out[start:stop] = np.packbits(bits.reshape(stop - start, schema.filter_bits), axis=1)
-    log.debug("encoded %d CLKs of %d bits", n, schema.filter_bits)
+        bits[np.concatenate(rows) * filter_bits + np.concatenate(cols)] = True
+        matrix = _harden(bits.reshape(stop - start, filter_bits), schema, permutation, rng)
+        out[start:stop] = np.packbits(matrix, axis=1)
+    log.debug("encoded %d CLKs of %d bits", n, schema.clk_bits)
+    return out
+
+
+def _bloom_out_bits(schema: ClkSchema) -> int:
+    """Bits after folding, before balancing."""
+    return schema.filter_bits // 2 if schema.xor_fold else schema.filter_bits
+
+
+def _harden(
+    bits: np.ndarray,
+    schema: ClkSchema,
+    permutation: np.ndarray | None,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """Apply folding, flips and balancing, in that order, to a (rows, bits) bool matrix.
+
+    Flips come before balancing so that every balanced CLK still has exactly
+    half its bits set: flipping after would let popcounts drift again.
+    """
+    if schema.xor_fold:
+        half = bits.shape[1] // 2
+        bits = bits[:, :half] ^ bits[:, half:]
+    if schema.flip_probability > 0.0:
+        assert rng is not None  # encode_clks supplies one
+        # float32 halves the chunk's temporary; its 2**-24 resolution is far
+        # finer than any flip probability worth setting.
+        bits = bits ^ (rng.random(bits.shape, dtype=np.float32) < schema.flip_probability)
+    if permutation is not None:
+        bits = np.concatenate((bits, ~bits), axis=1)[:, permutation]
+    return bits
+
+
+def fill_rates(clks: np.ndarray) -> np.ndarray:
+    """Share of set bits in each CLK, in [0, 1], as a float64 array.
+
+    Raises:
+        ValueError: ``clks`` is not a 2-D ``uint8`` array of non-zero width.
+    """
+    if not isinstance(clks, np.ndarray) or clks.dtype != np.uint8 or clks.ndim != 2:
+        raise ValueError("clks must be a 2-D uint8 array")
+    if clks.shape[1] == 0:
+        raise ValueError("clks must be at least one byte wide")
+    counts = np.bitwise_count(clks).sum(axis=1, dtype=np.int64)
+    rates: np.ndarray = counts / (8 * clks.shape[1])
+    return rates
+
+
+def decoy_clks(
+    n: int,
+    filter_bits: int,
+    fill_rate: float | np.ndarray,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``n`` random filters with the popcounts of real CLKs, to hide among them.
+
+    Each decoy sets ``k`` bits at positions drawn uniformly without
+    replacement. With a scalar ``fill_rate``, ``k = round(fill_rate *
+    filter_bits)`` for every decoy, which is right for balanced CLKs (pass
+    0.5: every balanced CLK has exactly half its bits set). With an array of
+    rates (from `fill_rates` over the real CLKs), each decoy copies the popcount
+    of a randomly chosen real CLK, so decoys follow the real popcount
+    distribution. Decoys hold no n-gram structure, so their Dice scores with
+    real CLKs stay near chance and they rarely link to anything; only the node
+    knows which of its tokens are decoys, and it must drop any link one takes
+    part in. Popcount is the only statistic matched: a coordinator counting
+    how often each bit is set across many records could still single out
+    records that share no frequent pattern, which the attack suite measures.
+
+    Args:
+        n: number of decoys, >= 0.
+        filter_bits: CLK length in bits (``schema.clk_bits``), a positive
+            multiple of 8.
+        fill_rate: share of bits to set, in [0, 1], or a non-empty 1-D array
+            of such shares.
+        rng: randomness; `csprng` by default.
+
+    Returns:
+        A ``uint8`` array of shape ``(n, filter_bits // 8)``.
+
+    Raises:
+        ValueError: on a negative ``n``, a bad ``filter_bits`` or a rate
+            outside [0, 1].
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError("n must be a non-negative int")
+    if (
+        isinstance(filter_bits, bool)
+        or not isinstance(filter_bits, int)
+        or filter_bits <= 0
+        or filter_bits % 8
+    ):
+        raise ValueError("filter_bits must be a positive multiple of 8")
+    rates = np.asarray(fill_rate, dtype=np.float64)
+    if rates.ndim > 1 or rates.size == 0:
+        raise ValueError("fill_rate must be a number or a non-empty 1-D array")
+    if not bool(np.all((rates >= 0.0) & (rates <= 1.0))):  # also rejects NaN
+        raise ValueError("fill rates must lie in [0, 1]")
+    if rng is None:
+        rng = csprng()
+    chosen = rates if rates.ndim == 0 else rates[rng.integers(0, rates.size, size=n)]
+    counts = np.broadcast_to(np.rint(chosen * filter_bits).astype(np.int64), (n,))
+    out = np.zeros((n, filter_bits // 8), dtype=np.uint8)
+    chunk = max(1, _CHUNK_BITS // (8 * filter_bits))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        # The ranks of i.i.d. uniform keys are a uniform random permutation per
+        # row, so "rank < k" picks k positions uniformly without replacement.
+        ranks = np.argsort(np.argsort(rng.random((stop - start, filter_bits)), axis=1), axis=1)
+        out[start:stop] = np.packbits(ranks < counts[start:stop, None], axis=1)
     return out
 
 
@@ -251,6 +541,10 @@ class _FieldEncoder:
     few thousand first names, surnames and birth dates, so nearly every value is
     seen before and costs one dict lookup instead of an HMAC per n-gram. The
     caches live only for one `encode_clks` call, so no keyed material outlives it.
+
+    A salted field caches by (salt, value): its n-grams are hashed under
+    ``HMAC-SHA256(field key, b"salt\x00" + salt)``, one derived key per salt
+    value (a missing salt value, ``""``, is a salt like any other).
     """
 
     __slots__ = (
@@ -259,30 +553,42 @@ class _FieldEncoder:
         "_ids",
         "_key",
         "_positions",
+        "_salt_keys",
+        "_salt_of",
         "_tokens",
         "filter_bits",
         "hashes",
     )
 
-    def __init__(self, spec: FieldSpec, key: bytes, filter_bits: int) -> None:
+    def __init__(
+        self,
+        spec: FieldSpec,
+        key: bytes,
+        filter_bits: int,
+        salt_of: Callable[[Identity], str] | None = None,
+    ) -> None:
         self.hashes = spec.hashes
         self.filter_bits = filter_bits
         self._key = key
+        self._salt_of = salt_of
+        self._salt_keys: dict[str, bytes] = {}
         self._tokens = _tokeniser(spec)
         self._getter = operator.attrgetter(spec.name)
-        self._ids: dict[str, int] = {}
+        self._ids: dict[tuple[str, str], int] = {}
         self._positions: list[tuple[int, ...]] = []
-        self._by_gram: dict[str, tuple[int, ...]] = {}
+        self._by_gram: dict[tuple[str, str], tuple[int, ...]] = {}
 
     def value_ids(self, identities: Sequence[Identity]) -> np.ndarray:
-        """The id of each identity's value of this field, as an intp array."""
+        """The id of each identity's (salt, value) of this field, as an intp array."""
         ids = self._ids
+        salt_of = self._salt_of
         out: list[int] = []
-        for value in map(self._getter, identities):
-            found = ids.get(value)
+        for identity in identities:
+            item = (salt_of(identity) if salt_of else "", self._getter(identity))
+            found = ids.get(item)
             if found is None:
-                found = ids[value] = len(self._positions)
-                self._positions.append(self._value_positions(value))
+                found = ids[item] = len(self._positions)
+                self._positions.append(self._value_positions(*item))
             out.append(found)
         return np.fromiter(out, dtype=np.intp, count=len(out))
 
@@ -297,16 +603,24 @@ class _FieldEncoder:
         )
         return starts, lengths, flat
 
-    def _value_positions(self, value: str) -> tuple[int, ...]:
+    def _value_positions(self, salt: str, value: str) -> tuple[int, ...]:
         """Distinct bit positions one value sets (none for an empty value)."""
+        key = self._key if self._salt_of is None else self._salted_key(salt)
         found: set[int] = set()
         for token in self._tokens(value):
-            grams = self._by_gram.get(token)
+            grams = self._by_gram.get((salt, token))
             if grams is None:
-                grams = _gram_positions(self._key, token, self.hashes, self.filter_bits)
-                self._by_gram[token] = grams
+                grams = _gram_positions(key, token, self.hashes, self.filter_bits)
+                self._by_gram[(salt, token)] = grams
             found.update(grams)
         return tuple(sorted(found))
+
+    def _salted_key(self, salt: str) -> bytes:
+        key = self._salt_keys.get(salt)
+        if key is None:
+            key = hmac.digest(self._key, b"salt\x00" + salt.encode("utf-8"), "sha256")
+            self._salt_keys[salt] = key
+        return key
 
 
 def _gram_positions(key: bytes, token: str, k: int, filter_bits: int) -> tuple[int, ...]:

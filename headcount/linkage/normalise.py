@@ -6,21 +6,28 @@ variation that departments' systems introduce (case, accents, punctuation,
 titles, date formats, postcode spacing) and rejects values it cannot interpret,
 rather than guessing: a silently mangled date links the wrong child.
 
-Name variants (nicknames, transliterations) are not handled here yet; the
-Bloom-filter encoding tolerates small spelling differences instead.
+Name variants (nicknames) are folded by `canonical_first_name`, which the
+deterministic match-keys use; the Bloom-filter encodings keep the recorded name
+and tolerate small spelling differences instead.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+
+from nicknames import name_triplets
 
 from headcount.errors import InvalidInput
 
 __all__ = [
     "Identity",
+    "canonical_first_name",
+    "name_variants",
     "normalise_date",
     "normalise_identity",
     "normalise_name",
@@ -236,3 +243,105 @@ def normalise_identity(
         sex=normalise_sex(sex),
         postcode=normalise_postcode(postcode),
     )
+
+
+def canonical_first_name(name: str) -> str:
+    """Fold a first name to one representative of its nickname group.
+
+    The name is normalised with `normalise_name` first, so raw text is accepted.
+    Each word is then replaced by its group's canonical form (see
+    `name_variants`): "Bill" and "Robert" both give ``"robert"``, "Tommy" gives
+    ``"thomas"``; in "Mary Ann" each word is folded separately. Words the
+    nickname table does not know are kept as they are.
+
+    Returns:
+        Lowercase ``a-z`` words separated by single spaces, possibly ``""``; a
+        fixed point of this function. Never raises.
+    """
+    canonical = _nickname_table()[0]
+    return " ".join(canonical.get(word, word) for word in normalise_name(name).split())
+
+
+def name_variants(first_name: str) -> tuple[str, ...]:
+    """Every known name sharing ``first_name``'s canonical form, sorted.
+
+    Groups come from the ``nicknames`` package (a maintained table of English
+    nicknames, about 1,100 formal names). For a one-word name the result holds
+    the normalised name itself and every single-word name in the table whose
+    `canonical_first_name` is the same; a name the table does not know gives
+    just itself. A name of several words gives just its normalised form: the
+    product of per-word groups is not expanded. Blank (or wholly non-Latin)
+    input gives ``()``. Never raises.
+    """
+    normalised = normalise_name(first_name)
+    if not normalised:
+        return ()
+    if " " in normalised:
+        return (normalised,)
+    canonical, groups = _nickname_table()
+    return groups.get(canonical.get(normalised, normalised), (normalised,))
+
+
+# Rank used to orient the nickname graph: a name with more nicknames is taken as
+# the more formal one, then the longer ("thomas" over "tom"), then the
+# alphabetically first. A total order, so the result does not depend on the
+# order of the package's rows or on set iteration (hash randomisation).
+def _formality(name: str, nicknames: dict[str, set[str]]) -> tuple[int, int, tuple[int, ...]]:
+    return (len(nicknames.get(name, ())), len(name), tuple(-ord(c) for c in name))
+
+
+@functools.cache
+def _nickname_table() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """(name -> canonical form, canonical form -> sorted group) for the table.
+
+    Built once per process from the ``nicknames`` package's ``has_nickname``
+    rows. The raw table lists many pairs both ways round ("tom" has nickname
+    "thomas" and "thomas" has nickname "tom") and many nicknames under several
+    formal names ("al" under albert, alexander, alfred, ...), so its undirected
+    components chain unrelated names together (one holds over a thousand names,
+    making "maria" a variant of "sarah"). Instead each edge is kept only from
+    the more formal name to the less formal one (see `_formality`), which makes
+    the graph acyclic, and a name's canonical form is found by repeatedly
+    moving to its most formal parent until a name with no parent is reached.
+    That is deterministic, idempotent (a root maps to itself), and never joins
+    two formal names that the table does not link. An ambiguous nickname goes
+    to one of its formal names only, so "sam" meets "samantha" but not
+    "samuel"; the Bloom-filter stage still scores such pairs.
+    """
+    nicknames: dict[str, set[str]] = {}
+    for formal, relationship, nickname in name_triplets():
+        if relationship != "has_nickname":
+            continue
+        # Initials ("l.r.") would fold into unrelated words ("lr"); only plain
+        # one-word names take part.
+        if not (formal.isalpha() and nickname.isalpha()):
+            continue
+        a, b = normalise_name(formal), normalise_name(nickname)
+        if a and b and a != b and " " not in a + b:
+            nicknames.setdefault(a, set()).add(b)
+    parents: dict[str, list[str]] = {}
+    for formal, nicks in nicknames.items():
+        rank = _formality(formal, nicknames)
+        for nick in nicks:
+            if rank > _formality(nick, nicknames):
+                parents.setdefault(nick, []).append(formal)
+    best_parent = {
+        nick: max(options, key=lambda n: _formality(n, nicknames))
+        for nick, options in parents.items()
+    }
+    canonical: dict[str, str] = {}
+    for name in _all_names(nicknames):
+        root = name
+        # Each step strictly increases _formality, so this terminates.
+        while root in best_parent:
+            root = best_parent[root]
+        canonical[name] = root
+    members: dict[str, list[str]] = {}
+    for name, root in canonical.items():
+        members.setdefault(root, []).append(name)
+    groups = {root: tuple(sorted(names)) for root, names in members.items()}
+    return canonical, groups
+
+
+def _all_names(nicknames: dict[str, set[str]]) -> Iterable[str]:
+    return sorted(set(nicknames).union(*nicknames.values()))

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from headcount.errors import InvalidInput
 from headcount.linkage.normalise import (
     Identity,
+    canonical_first_name,
+    name_variants,
     normalise_date,
     normalise_identity,
     normalise_name,
@@ -226,3 +228,131 @@ def test_normalise_identity_raises_on_bad_field() -> None:
 def test_identity_rejects_unnormalised_fields(fields: tuple[str, str, str, str, str]) -> None:
     with pytest.raises(ValueError):
         Identity(*fields)
+
+
+# --- name variants ------------------------------------------------------------------
+
+# Pairs a clerk would write for one child; the nickname table comes from the
+# `nicknames` package, so these check the folding, not a hand-typed list.
+NICKNAME_GROUPS = [
+    ("Tom", "Tommy", "Thomas"),
+    ("Bob", "Bobby", "Robert"),
+    ("Peggy", "Maggie", "Margaret"),
+    ("Liz", "Beth", "Elizabeth"),
+    ("Jim", "Jimmy", "James"),
+    ("Kate", "Katherine"),
+    ("Harry", "Henry"),
+]
+
+
+@pytest.mark.parametrize("group", NICKNAME_GROUPS)
+def test_nicknames_share_a_canonical_first_name(group: tuple[str, ...]) -> None:
+    canonical = {canonical_first_name(name) for name in group}
+    assert len(canonical) == 1, canonical
+    for name in group:
+        assert normalise_name(name) in name_variants(name)
+        assert set(name_variants(name)) == set(name_variants(group[0]))
+
+
+def test_canonical_first_name_keeps_distinct_formal_names_apart() -> None:
+    formal = ["thomas", "robert", "margaret", "elizabeth", "james", "henry", "william"]
+    assert len({canonical_first_name(n) for n in formal}) == len(formal)
+
+
+def test_canonical_first_name_examples() -> None:
+    assert canonical_first_name("  TOMMY ") == "thomas"
+    assert canonical_first_name("Xyzzy") == "xyzzy"  # unknown names are kept
+    assert canonical_first_name("Mr Bob") == "robert"  # normalised first
+    assert canonical_first_name("Bob Tom") == "robert thomas"  # word by word
+    assert canonical_first_name("") == ""
+    assert canonical_first_name("Łukasz") == "lukasz"
+
+
+def test_name_variants_examples() -> None:
+    assert name_variants("") == ()
+    assert name_variants("Xyzzy") == ("xyzzy",)
+    assert name_variants("Mary Ann") == ("mary ann",)
+    tom = name_variants("tom")
+    assert {"tom", "tommy", "thomas"} <= set(tom)
+    assert list(tom) == sorted(set(tom))
+
+
+@given(st.text())
+def test_canonical_first_name_never_raises_and_is_idempotent(raw: str) -> None:
+    once = canonical_first_name(raw)
+    assert NAME_RE.fullmatch(once), once
+    assert canonical_first_name(once) == once
+    # As many words as the normalised name: folding never merges or splits words.
+    assert len(once.split()) == len(normalise_name(raw).split())
+
+
+@given(st.text())
+def test_name_variants_share_the_canonical_form(raw: str) -> None:
+    variants = name_variants(raw)
+    assert list(variants) == sorted(set(variants))
+    if not normalise_name(raw):
+        assert variants == ()
+        return
+    assert normalise_name(raw) in variants
+    canonical = canonical_first_name(raw)
+    for variant in variants:
+        assert NAME_RE.fullmatch(variant)
+        assert canonical_first_name(variant) == canonical
+
+
+@given(st.sampled_from([v for group in NICKNAME_GROUPS for v in group]))
+def test_every_variant_of_a_known_name_is_in_its_own_group(name: str) -> None:
+    for variant in name_variants(name):
+        assert name_variants(variant) == name_variants(name)
+
+
+# --- every normaliser: total on arbitrary text, idempotent, canonical alphabet -----
+
+
+@given(st.text())
+def test_normalise_date_only_raises_invalid_input_and_is_idempotent(raw: str) -> None:
+    try:
+        once = normalise_date(raw)
+    except InvalidInput:
+        return
+    assert once == "" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", once)
+    assert normalise_date(once) == once
+
+
+@given(st.text())
+def test_normalise_sex_only_raises_invalid_input_and_is_idempotent(raw: str) -> None:
+    try:
+        once = normalise_sex(raw)
+    except InvalidInput:
+        return
+    assert once in ("", "f", "m")
+    assert normalise_sex(once) == once
+
+
+@given(st.text())
+def test_normalise_postcode_only_raises_invalid_input_and_is_idempotent(raw: str) -> None:
+    try:
+        once = normalise_postcode(raw)
+    except InvalidInput:
+        return
+    assert once == "" or re.fullmatch(r"[A-Z0-9]{5,7}", once)
+    assert normalise_postcode(once) == once
+
+
+@given(st.text(), st.text(), st.text(), st.text(), st.text())
+def test_normalise_identity_returns_an_identity_or_raises_invalid_input(
+    first: str, last: str, dob: str, sex: str, postcode: str
+) -> None:
+    try:
+        identity = normalise_identity(first, last, dob, sex, postcode)
+    except InvalidInput:
+        return
+    assert isinstance(identity, Identity)
+    again = normalise_identity(
+        identity.first_name,
+        identity.last_name,
+        identity.date_of_birth,
+        identity.sex,
+        identity.postcode,
+    )
+    assert again == identity

@@ -1,0 +1,357 @@
+"""Deterministic match-keys: a hierarchy of keyed exact-agreement tokens.
+
+A match-key is a keyed hash of a few normalised fields joined together ("first
+name + surname + date of birth + sex + postcode"). Two records agree on a key
+exactly when they agree on every field in it, so a key that is unique on both
+sides links two records with near-certainty, at the cost of one hash lookup.
+National statistics offices link census and administrative data this way
+before any probabilistic step (ONS's 2021 Census linkage uses a hierarchy of
+such keys), each level looser than the last and aimed at one kind of recording
+error: a nickname, a transposed day and month, a typo, a move.
+
+Each key is ``HMAC-SHA256(level key, canonical join)[:16]``, where the level key
+is derived by HKDF from the federation's linkage secret with the level's name
+and components in the ``info``, so keys of different levels (and of the same
+level name with other components) are unrelated, and the coordinator, which
+holds no secret, cannot recompute a key for a guessed person. Keys are exact by
+construction, so they leak equality: two records of one party with the same
+key are visibly the same person (or twins). That is why `match_by_keys` refuses
+to use a key value held by more than one record on a side.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes as crypto_hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from headcount.linkage.normalise import Identity, canonical_first_name
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_MATCH_KEYS",
+    "KEY_BYTES",
+    "MATCHKEY_VERSION",
+    "MatchKeySpec",
+    "agreement_levels",
+    "match_by_keys",
+    "match_keys",
+]
+
+log = logging.getLogger(__name__)
+
+MATCHKEY_VERSION = "matchkey/v1"
+KEY_BYTES = 16  # 128-bit keys: collisions between distinct values are negligible
+MIN_SECRET_BYTES = 32
+_MAX_LEVELS = 32
+
+
+def _compact(name: str) -> str:
+    # Spaces go, as in the CLK n-grams: "mary ann", "mary-ann" and "maryann"
+    # are one name to a clerk.
+    return name.replace(" ", "")
+
+
+def _dob_unordered(iso: str) -> str:
+    # Year plus the day and month in sorted order: a date and its day/month
+    # transposition (07/03 read as 03/07) give the same value.
+    if not iso:
+        return ""
+    return iso[:4] + "-" + "-".join(sorted((iso[5:7], iso[8:10])))
+
+
+# Every component a match-key may use: a name and a function from a normalised
+# Identity to a canonical string, "" when the record lacks the value. Values
+# hold only [a-z0-9A-Z-], so the "\x1f"-joined key text is unambiguous.
+COMPONENTS: dict[str, Callable[[Identity], str]] = {
+    "first_name": lambda i: _compact(i.first_name),
+    "canonical_first_name": lambda i: _compact(canonical_first_name(i.first_name)),
+    "first_initial": lambda i: i.first_name[:1],
+    "last_name": lambda i: _compact(i.last_name),
+    "date_of_birth": lambda i: i.date_of_birth,
+    "dob_unordered": lambda i: _dob_unordered(i.date_of_birth),
+    "birth_year_month": lambda i: i.date_of_birth[:7],
+    "birth_year": lambda i: i.date_of_birth[:4],
+    "sex": lambda i: i.sex,
+    "postcode": lambda i: i.postcode,
+    "postcode_outward": lambda i: i.postcode[:-3],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKeySpec:
+    """One level of the match-key hierarchy.
+
+    Attributes:
+        name: a short identifier, ``[a-z0-9_]``, 1 to 32 characters; part of
+            the key derivation.
+        components: two or more distinct names from `COMPONENTS`, in the order
+            they are joined.
+        tolerates: a human-readable note of the error this level forgives
+            (documentation only; not part of the key).
+
+    Raises:
+        ValueError: on a bad name, fewer than two components, an unknown or
+            repeated component.
+    """
+
+    name: str
+    components: tuple[str, ...]
+    tolerates: str = ""
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.name, str)
+            or not 1 <= len(self.name) <= 32
+            or not all(c.isascii() and (c.isalnum() or c == "_") for c in self.name)
+            or self.name != self.name.lower()
+        ):
+            raise ValueError("match-key name must be 1-32 characters of [a-z0-9_]")
+        if not isinstance(self.components, tuple) or len(self.components) < 2:
+            raise ValueError(f"match-key {self.name!r} needs a tuple of two or more components")
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(
+                f"match-key {self.name!r}: unknown component(s) {unknown}; "
+                f"known: {sorted(COMPONENTS)}"
+            )
+        if len(set(self.components)) != len(self.components):
+            raise ValueError(f"match-key {self.name!r} repeats a component")
+        if not isinstance(self.tolerates, str):
+            raise ValueError("tolerates must be a string")
+
+    def info(self) -> bytes:
+        """HKDF ``info`` for this level: version, name and components."""
+        return f"headcount/{MATCHKEY_VERSION}/{self.name}/{'+'.join(self.components)}".encode(
+            "ascii"
+        )
+
+
+# Strictest first. Measured on synthetic education x health extracts (see
+# tests/unit/linkage/test_matchkeys.py): every level keeps precision >= 0.995,
+# because ambiguous keys are refused and each key still pins down a name, a
+# birth date (or most of one) and a place or sex.
+DEFAULT_MATCH_KEYS: tuple[MatchKeySpec, ...] = (
+    MatchKeySpec(
+        "mk1",
+        ("first_name", "last_name", "date_of_birth", "sex", "postcode"),
+        "formatting only (case, accents, spacing, date and postcode format)",
+    ),
+    MatchKeySpec(
+        "mk2",
+        ("canonical_first_name", "last_name", "date_of_birth", "postcode"),
+        "a nickname or missing sex",
+    ),
+    MatchKeySpec(
+        "mk3",
+        ("canonical_first_name", "last_name", "dob_unordered", "postcode"),
+        "day and month transposed",
+    ),
+    MatchKeySpec(
+        "mk4",
+        ("first_initial", "last_name", "date_of_birth", "sex"),
+        "a first-name typo after the initial, or a moved or missing postcode",
+    ),
+    MatchKeySpec(
+        "mk5",
+        ("first_name", "last_name", "date_of_birth", "postcode_outward"),
+        "an inward-code typo or a move within the postcode district",
+    ),
+    MatchKeySpec(
+        "mk6",
+        ("first_name", "last_name", "birth_year_month", "postcode"),
+        "a wrong day of birth",
+    ),
+    MatchKeySpec(
+        "mk7",
+        ("first_name", "date_of_birth", "sex", "postcode"),
+        "a changed or mistyped surname",
+    ),
+)
+
+
+def match_keys(
+    identities: Sequence[Identity],
+    secret: bytes,
+    specs: Sequence[MatchKeySpec] = DEFAULT_MATCH_KEYS,
+) -> list[list[bytes | None]]:
+    """Compute every match-key level for every identity.
+
+    Args:
+        identities: normalised records.
+        secret: the federation linkage secret, at least 32 bytes.
+        specs: the hierarchy, strictest first; every party must use the same.
+
+    Returns:
+        One list per level (in ``specs`` order) holding, per identity, its
+        16-byte key, or ``None`` when the identity lacks a component's value.
+
+    Raises:
+        ValueError: ``secret`` is shorter than 32 bytes, ``specs`` is empty or
+            longer than 32 levels, or two levels share a name.
+    """
+    if not isinstance(secret, bytes | bytearray) or len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"linkage secret must be at least {MIN_SECRET_BYTES} bytes")
+    _check_specs(specs)
+    out: list[list[bytes | None]] = []
+    for spec in specs:
+        key = HKDF(algorithm=crypto_hashes.SHA256(), length=32, salt=None, info=spec.info()).derive(
+            bytes(secret)
+        )
+        getters = [COMPONENTS[c] for c in spec.components]
+        # Many records share a value tuple (twins aside, rarely; but blank
+        # fields and repeated extracts do), and hashing is the dominant cost.
+        cache: dict[tuple[str, ...], bytes | None] = {}
+        level: list[bytes | None] = []
+        for identity in identities:
+            values = tuple(get(identity) for get in getters)
+            if values not in cache:
+                text = "\x1f".join(values).encode("ascii")
+                digest = hmac.digest(key, text, "sha256")[:KEY_BYTES]
+                cache[values] = digest if all(values) else None
+            level.append(cache[values])
+        out.append(level)
+    log.debug("computed %d match-key levels for %d records", len(specs), len(identities))
+    return out
+
+
+def _check_specs(specs: Sequence[MatchKeySpec]) -> None:
+    if not specs or len(specs) > _MAX_LEVELS:
+        raise ValueError(f"a match-key hierarchy needs 1 to {_MAX_LEVELS} levels")
+    if not all(isinstance(s, MatchKeySpec) for s in specs):
+        raise ValueError("specs must be MatchKeySpec instances")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError("match-key level names must be distinct")
+
+
+def match_by_keys(
+    left_keys: Sequence[Sequence[bytes | None]],
+    right_keys: Sequence[Sequence[bytes | None]],
+) -> list[tuple[int, int, int]]:
+    """One-to-one exact links from two parties' match-keys, strictest level first.
+
+    At each level, in order, a left and a right record are linked when they
+    hold the same key, neither is linked yet, and that key value is held by
+    exactly one record on each side. Uniqueness is judged over all of a side's
+    records, linked or not: a key shared by two records of one party (twins
+    with the same initial, a duplicated record) is not evidence of which one a
+    record of the other party is, so it is never used at that level.
+
+    Args:
+        left_keys: per level, the left party's keys (``None`` for no key), as
+            returned by `match_keys`.
+        right_keys: the right party's keys, with the same number of levels.
+
+    Returns:
+        ``(left index, right index, level index)`` triples sorted by level, then
+        left index; no left and no right index appears twice.
+
+    Raises:
+        ValueError: the sides have different numbers of levels, or a side's
+            levels hold different numbers of records.
+    """
+    if len(left_keys) != len(right_keys):
+        raise ValueError(
+            f"left has {len(left_keys)} match-key levels and right has {len(right_keys)}"
+        )
+    n_left = _records(left_keys, "left")
+    n_right = _records(right_keys, "right")
+    linked_left = np.zeros(n_left, dtype=np.bool_)
+    linked_right = np.zeros(n_right, dtype=np.bool_)
+    links: list[tuple[int, int, int]] = []
+    for level, (lefts, rights) in enumerate(zip(left_keys, right_keys, strict=True)):
+        unique_right = _unique_positions(rights)
+        found: list[tuple[int, int, int]] = []
+        for key, i in _unique_positions(lefts).items():
+            j = unique_right.get(key)
+            if j is None or linked_left[i] or linked_right[j]:
+                continue
+            found.append((i, j, level))
+        # Each unique key appears once per side, so links found at one level
+        # never share a record; mark them after the pass.
+        for i, j, _ in found:
+            linked_left[i] = linked_right[j] = True
+        found.sort()
+        links.extend(found)
+    log.debug("match-keys linked %d of %d x %d records", len(links), n_left, n_right)
+    return links
+
+
+def _records(keys: Sequence[Sequence[bytes | None]], side: str) -> int:
+    sizes = {len(level) for level in keys}
+    if len(sizes) > 1:
+        raise ValueError(f"{side} match-key levels hold different numbers of records")
+    return sizes.pop() if sizes else 0
+
+
+def _unique_positions(keys: Sequence[bytes | None]) -> dict[bytes, int]:
+    """key -> position, for the keys held by exactly one record."""
+    counts = Counter(k for k in keys if k is not None)
+    return {k: i for i, k in enumerate(keys) if k is not None and counts[k] == 1}
+
+
+def agreement_levels(
+    left_keys: Sequence[Sequence[bytes | None]],
+    right_keys: Sequence[Sequence[bytes | None]],
+    left: np.ndarray,
+    right: np.ndarray,
+) -> np.ndarray:
+    """For each (left[p], right[p]) pair, the strictest level whose keys agree.
+
+    Used as a second feature when estimating match quality (`quality`):
+    unlike `match_by_keys`, shared key values count here, since the question
+    is only whether the two records agree.
+
+    Args:
+        left_keys, right_keys: per-level keys of each party, as from `match_keys`.
+        left, right: equal-length integer arrays of row indices into each side.
+
+    Returns:
+        An ``int64`` array, one entry per pair: the level index, or -1 when the
+        two records agree on no level.
+
+    Raises:
+        ValueError: the sides have different numbers of levels, the index
+            arrays differ in length, or an index is out of range.
+    """
+    if len(left_keys) != len(right_keys):
+        raise ValueError("left and right have different numbers of match-key levels")
+    n_left, n_right = _records(left_keys, "left"), _records(right_keys, "right")
+    left = np.asarray(left, dtype=np.int64)
+    right = np.asarray(right, dtype=np.int64)
+    if left.shape != right.shape or left.ndim != 1:
+        raise ValueError("left and right must be 1-D arrays of equal length")
+    if len(left) and (
+        left.min() < 0 or right.min() < 0 or left.max() >= n_left or right.max() >= n_right
+    ):
+        raise ValueError("pair indices out of range")
+    out = np.full(len(left), -1, dtype=np.int64)
+    # Strictest level last, so that its agreement overwrites looser ones.
+    for level in range(len(left_keys) - 1, -1, -1):
+        left_ids, right_ids = _key_ids(left_keys[level], right_keys[level])
+        a, b = left_ids[left], right_ids[right]
+        out[(a >= 0) & (a == b)] = level
+    return out
+
+
+def _key_ids(
+    left: Sequence[bytes | None], right: Sequence[bytes | None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Small-int ids for key values, shared by both sides; -1 for no key."""
+    ids: dict[bytes, int] = {}
+
+    def encode(keys: Sequence[bytes | None]) -> np.ndarray:
+        return np.fromiter(
+            (-1 if k is None else ids.setdefault(k, len(ids)) for k in keys),
+            dtype=np.int64,
+            count=len(keys),
+        )
+
+    return encode(left), encode(right)

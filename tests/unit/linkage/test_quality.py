@@ -1,0 +1,299 @@
+"""Tests for headcount.linkage.quality: match quality estimated without ground truth.
+
+Two kinds of check: the EM recovers a mixture drawn from known parameters, and
+on a synthetic population its estimates land near the precision and recall
+that the ground truth gives, and the threshold it picks is nearly the best one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
+from headcount.linkage.dice import Candidates, score_pairs
+from headcount.linkage.matchkeys import agreement_levels, match_keys
+from headcount.linkage.normalise import Identity, normalise_identity
+from headcount.linkage.quality import (
+    DEFAULT_FLOOR,
+    QualityEstimate,
+    ScoreMixture,
+    estimate_link_quality,
+    estimate_quality,
+    fit_mixture,
+    runner_up_scores,
+)
+from headcount.linkage.solve import match_one_to_one
+from headcount.synth import generate_population
+
+SECRET = bytes(range(32))
+FLOOR = DEFAULT_FLOOR
+
+
+# --- value objects ------------------------------------------------------------------
+
+
+def test_quality_estimate_checks_its_ranges() -> None:
+    ok = QualityEstimate(0.8, 0.99, 0.98, 0.985, 0.9, True, 12)
+    assert ok.est_f1 == 0.985
+    for bad in (
+        {"threshold": 1.2},
+        {"est_precision": -0.1},
+        {"est_recall": float("nan")},
+        {"match_share": True},
+        {"iterations": -1},
+        {"converged": 1},
+    ):
+        with pytest.raises(ValueError):
+            dataclasses.replace(ok, **bad)  # type: ignore[arg-type]
+
+
+def test_score_mixture_checks_its_parameters() -> None:
+    ok = ScoreMixture(0.5, 0.5, 0.5, (2.0, 1.0), (1.0, 3.0))
+    for bad in (
+        {"floor": 1.0},
+        {"match_share": 0.0},
+        {"exact_share": 1.5},
+        {"match_shape": (0.0, 1.0)},
+        {"agree_match": 0.5},
+        {"agree_match": 1.0, "agree_nonmatch": 0.5},
+    ):
+        with pytest.raises(ValueError):
+            dataclasses.replace(ok, **bad)  # type: ignore[arg-type]
+
+
+# --- recovering a known mixture -----------------------------------------------------
+
+
+def _draw(
+    rng: np.random.Generator, n: int, share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Link scores from a known model, their labels, and runner-up non-match scores."""
+    is_match = rng.random(n) < share
+    exact = rng.random(n) < 0.6
+    x = np.where(is_match, rng.beta(9.0, 2.0, n), rng.beta(3.0, 8.0, n))
+    scores = np.where(is_match & exact, 1.0, FLOOR + (1.0 - FLOOR) * x)
+    runner_ups = FLOOR + (1.0 - FLOOR) * rng.beta(3.0, 8.0, n // 2)
+    return scores, is_match, runner_ups
+
+
+def _truth_at(scores: np.ndarray, is_match: np.ndarray, threshold: float) -> tuple[float, float]:
+    kept = scores >= threshold
+    hits = int((kept & is_match).sum())
+    return hits / max(int(kept.sum()), 1), hits / int(is_match.sum())
+
+
+@pytest.mark.parametrize("share", [0.2, 0.8])
+def test_em_recovers_a_known_mixture(share: float) -> None:
+    scores, is_match, runner_ups = _draw(np.random.default_rng(1), 4000, share)
+    model, posterior = fit_mixture(scores, FLOOR, nonmatch_scores=runner_ups)
+    assert model.converged
+    assert abs(model.match_share - share) < 0.02
+    assert abs(model.exact_share - 0.6) < 0.03
+    assert np.all(posterior[scores == 1.0] == 1.0)
+    for threshold in (0.7, 0.75, 0.8, 0.85):
+        estimate = estimate_quality(scores, FLOOR, nonmatch_scores=runner_ups, threshold=threshold)
+        precision, recall = _truth_at(scores, is_match, threshold)
+        assert abs(estimate.est_precision - precision) < 0.02, threshold
+        assert abs(estimate.est_recall - recall) < 0.02, threshold
+
+
+def test_em_without_anchors_is_still_sane_on_a_known_mixture() -> None:
+    scores, is_match, _ = _draw(np.random.default_rng(2), 4000, 0.5)
+    estimate = estimate_quality(scores, FLOOR)
+    precision, recall = _truth_at(scores, is_match, estimate.threshold)
+    assert abs(estimate.est_precision - precision) < 0.03
+    assert abs(estimate.est_recall - recall) < 0.03
+
+
+def test_posterior_never_falls_as_the_score_rises() -> None:
+    scores, _, runner_ups = _draw(np.random.default_rng(3), 2000, 0.5)
+    # A few links just above the floor, where both densities are tiny.
+    scores = np.concatenate((scores, np.full(5, FLOOR + 0.001)))
+    model, posterior = fit_mixture(scores, FLOOR, nonmatch_scores=runner_ups)
+    order = np.argsort(scores, kind="stable")
+    assert np.all(np.diff(posterior[order]) >= -1e-12)
+    grid = np.linspace(FLOOR, 1.0, 201)
+    assert np.all(np.diff(model.posterior(grid)) >= -1e-12)
+    assert model.posterior(np.array([FLOOR]))[0] < 0.01
+
+
+def test_chosen_threshold_maximises_estimated_f1() -> None:
+    scores, _, runner_ups = _draw(np.random.default_rng(4), 2000, 0.6)
+    chosen = estimate_quality(scores, FLOOR, nonmatch_scores=runner_ups)
+    assert chosen.threshold in set(scores.tolist())
+    for threshold in np.unique(scores)[::25]:
+        other = estimate_quality(
+            scores, FLOOR, nonmatch_scores=runner_ups, threshold=float(threshold)
+        )
+        assert other.est_f1 <= chosen.est_f1 + 1e-12
+
+
+def test_a_threshold_above_every_score_keeps_nothing() -> None:
+    scores = np.array([0.55, 0.6, 0.9, 0.95])
+    estimate = estimate_quality(scores, FLOOR, threshold=0.99)
+    assert (estimate.est_precision, estimate.est_recall, estimate.est_f1) == (1.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scores": np.array([])}, "non-empty"),
+        ({"scores": np.array([0.4, 0.9])}, r"\[floor, 1\]"),
+        ({"scores": np.array([1.0, 1.0])}, "exactly 1"),
+        ({"scores": np.array([0.6, 0.9]), "floor": 1.0}, "floor"),
+        ({"scores": np.array([0.6, 0.9]), "agreement": np.array([1, 0])}, "bool"),
+        ({"scores": np.array([0.6, 0.9]), "agreement": np.array([True])}, "bool"),
+        (
+            {
+                "scores": np.array([0.6, 0.9]),
+                "agreement": np.array([True, False]),
+                "nonmatch_scores": np.array([0.6]),
+            },
+            "nonmatch_agreement is required",
+        ),
+        (
+            {"scores": np.array([0.6, 0.9]), "nonmatch_scores": np.array([1.0])},
+            "cannot score exactly 1",
+        ),
+        ({"scores": np.array([0.6, 0.9]), "max_iterations": 0}, "max_iterations"),
+    ],
+)
+def test_bad_input_is_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_mixture(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold"):
+        estimate_quality(np.array([0.6, 0.9]), FLOOR, threshold=0.3)
+
+
+def test_runner_ups_are_each_records_best_other_candidate() -> None:
+    # Left 0 links to right 0 (0.95) and also scores 0.7 with right 1; left 1
+    # links to right 1 (0.9) and scores 0.6 with right 0; left 2 has one
+    # candidate, its link, so no runner-up. The left side has fewer records.
+    candidates = Candidates(
+        np.array([0, 1, 0, 1, 2]),
+        np.array([0, 1, 1, 0, 2]),
+        np.array([0.95, 0.9, 0.7, 0.6, 0.8]),
+    )
+    links = match_one_to_one(candidates)
+    scores, positions = runner_up_scores(candidates, links)
+    assert scores.tolist() == [0.7, 0.6]
+    assert candidates.left[positions].tolist() == [0, 1]
+
+
+# --- synthetic population -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Linked:
+    left: list[Identity]
+    right: list[Identity]
+    candidates: Candidates
+    truth: frozenset[tuple[int, int]]
+
+
+def _load_sample(out: Path) -> tuple[list[Identity], list[Identity], frozenset[tuple[int, int]]]:
+    def load(name: str) -> tuple[list[Identity], dict[str, int]]:
+        frame = pd.read_csv(out / f"{name}.csv", dtype=str, keep_default_na=False)
+        rows = zip(
+            frame.first_name,
+            frame.last_name,
+            frame.date_of_birth,
+            frame.sex,
+            frame.postcode,
+            strict=True,
+        )
+        position = {rid: i for i, rid in enumerate(frame.record_id)}
+        return [normalise_identity(*row) for row in rows], position
+
+    left, left_pos = load("education")
+    right, right_pos = load("health")
+    gt = pd.read_csv(out / "ground_truth.csv", dtype=str, keep_default_na=False)
+    truth = frozenset(
+        (left_pos[e], right_pos[h])
+        for e, h in zip(gt.education_id, gt.health_id, strict=True)
+        if e and h
+    )
+    return left, right, truth
+
+
+@pytest.fixture(scope="module", params=[2, 4])
+def linked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> _Linked:
+    """Education x health candidates >= 0.5 from a 2,000-person population.
+
+    The floor sits well below any threshold on purpose: the fit needs the
+    non-matching links (0.5-0.75) whole, not just their upper tail.
+    """
+    out = tmp_path_factory.mktemp(f"quality{request.param}")
+    generate_population(2000, request.param, out)
+    left, right, truth = _load_sample(out)
+    candidates = score_pairs(encode_clks(left, SECRET), encode_clks(right, SECRET), FLOOR)
+    return _Linked(left, right, candidates, truth)
+
+
+def _true_quality(
+    links: Candidates, truth: frozenset[tuple[int, int]], threshold: float
+) -> tuple[float, float, float]:
+    keep = links.score >= threshold
+    found = set(zip(links.left[keep].tolist(), links.right[keep].tolist(), strict=True))
+    hits = len(found & truth)
+    precision = hits / len(found) if found else 1.0
+    recall = hits / len(truth)
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return precision, recall, f1
+
+
+def _check_against_truth(linked: _Linked, estimate: QualityEstimate) -> None:
+    links = match_one_to_one(linked.candidates)
+    precision, recall, f1 = _true_quality(links, linked.truth, estimate.threshold)
+    assert estimate.converged
+    assert abs(estimate.est_precision - precision) <= 0.03, (estimate, precision)
+    assert abs(estimate.est_recall - recall) <= 0.03, (estimate, recall)
+    best = max(_true_quality(links, linked.truth, t)[2] for t in np.unique(links.score))
+    assert f1 >= best - 0.01, (estimate.threshold, f1, best)
+
+
+def test_estimate_matches_the_truth_on_synthetic_data(linked: _Linked) -> None:
+    _check_against_truth(linked, estimate_link_quality(linked.candidates, FLOOR))
+
+
+def test_estimate_with_match_key_agreement(linked: _Linked) -> None:
+    left_keys = match_keys(linked.left, SECRET)
+    right_keys = match_keys(linked.right, SECRET)
+    c = linked.candidates
+    agrees = agreement_levels(left_keys, right_keys, c.left, c.right) >= 0
+    _check_against_truth(linked, estimate_link_quality(c, FLOOR, agreement=agrees))
+
+
+def test_estimate_at_the_configured_threshold(linked: _Linked) -> None:
+    estimate = estimate_link_quality(linked.candidates, FLOOR, threshold=0.8)
+    assert estimate.threshold == 0.8
+    links = match_one_to_one(linked.candidates)
+    precision, recall, _ = _true_quality(links, linked.truth, 0.8)
+    assert abs(estimate.est_precision - precision) <= 0.03
+    assert abs(estimate.est_recall - recall) <= 0.03
+
+
+def test_near_floor_decoy_links_do_not_move_the_threshold(linked: _Linked) -> None:
+    # Decoys link to nothing real but can take a few links just above the
+    # floor; the monotone posterior keeps them from being read as matches.
+    rng = np.random.default_rng(0)
+    left = encode_clks(linked.left, SECRET)
+    right = encode_clks(linked.right, SECRET)
+    left = np.vstack((left, decoy_clks(len(left) // 5, 1024, fill_rates(left), rng)))
+    right = np.vstack((right, decoy_clks(len(right) // 5, 1024, fill_rates(right), rng)))
+    plain = estimate_link_quality(linked.candidates, FLOOR)
+    with_decoys = estimate_link_quality(score_pairs(left, right, FLOOR), FLOOR)
+    assert abs(with_decoys.threshold - plain.threshold) < 0.03
+    assert abs(with_decoys.est_precision - plain.est_precision) < 0.01
+
+
+def test_agreement_must_align_with_the_candidates(linked: _Linked) -> None:
+    with pytest.raises(ValueError, match="bool"):
+        estimate_link_quality(linked.candidates, FLOOR, agreement=np.array([True]))
+    with pytest.raises(ValueError, match="no candidate"):
+        estimate_link_quality(Candidates.empty(), FLOOR)

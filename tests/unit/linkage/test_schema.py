@@ -1,0 +1,238 @@
+"""Tests for headcount.linkage.schema: the declarative linkage schema file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from headcount.errors import ConfigError
+from headcount.linkage.clk import DEFAULT_SCHEMA, ClkSchema, FieldSpec
+from headcount.linkage.matchkeys import DEFAULT_MATCH_KEYS, MatchKeySpec
+from headcount.linkage.schema import (
+    DEFAULT_LINKAGE_SCHEMA,
+    DEFAULT_SCHEMA_PATH,
+    BlockingSpec,
+    LinkageSchema,
+    dumps_schema,
+    load_schema,
+    parse_schema,
+)
+
+REPO_DEFAULT = Path(__file__).resolve().parents[3] / "schemas" / "default.toml"
+
+HARDENED = LinkageSchema(
+    name="hardened-test",
+    clk=ClkSchema(
+        filter_bits=2048,
+        fields=(FieldSpec("first_name", 2, 20), FieldSpec("last_name", 3, 12)),
+        balance=True,
+        xor_fold=True,
+        salt_source="birth_year",
+        salted_fields=("first_name",),
+        flip_probability=0.015,
+    ),
+    decoy_share=0.05,
+    match_keys=(MatchKeySpec("exact", ("first_name", "last_name"), "nothing"),),
+    blocking=BlockingSpec("none", 16, 20),
+    threshold=0.75,
+    auto_threshold=True,
+    candidate_floor=0.45,
+)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "schema.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _default_doc() -> dict[str, object]:
+    return tomllib.loads(REPO_DEFAULT.read_text(encoding="utf-8"))
+
+
+# --- the default --------------------------------------------------------------------
+
+
+def test_shipped_default_file_loads_to_the_default_schema() -> None:
+    assert REPO_DEFAULT.resolve() == DEFAULT_SCHEMA_PATH
+    loaded = load_schema(REPO_DEFAULT)
+    assert loaded == DEFAULT_LINKAGE_SCHEMA
+    assert loaded.fingerprint() == DEFAULT_LINKAGE_SCHEMA.fingerprint()
+    # Notes are documentation, but the shipped file keeps the code's notes.
+    assert [k.tolerates for k in loaded.match_keys] == [k.tolerates for k in DEFAULT_MATCH_KEYS]
+
+
+def test_default_schema_keeps_todays_encodings() -> None:
+    # Existing CLKs and their fingerprint stay valid: the default CLK layout
+    # is the plain clk/v1 one.
+    assert DEFAULT_LINKAGE_SCHEMA.clk == DEFAULT_SCHEMA
+    assert DEFAULT_LINKAGE_SCHEMA.clk.fingerprint() == DEFAULT_SCHEMA.fingerprint()
+    assert DEFAULT_LINKAGE_SCHEMA.match_keys == DEFAULT_MATCH_KEYS
+    assert DEFAULT_LINKAGE_SCHEMA.threshold == 0.8
+    assert DEFAULT_LINKAGE_SCHEMA.decoy_share == 0.0
+
+
+@pytest.mark.parametrize("schema", [DEFAULT_LINKAGE_SCHEMA, HARDENED])
+def test_dump_and_load_round_trip(schema: LinkageSchema, tmp_path: Path) -> None:
+    text = dumps_schema(schema)
+    assert load_schema(_write(tmp_path, text)) == schema
+
+
+# --- fingerprint --------------------------------------------------------------------
+
+
+def test_fingerprint_is_sha256_of_canonical_json_with_version() -> None:
+    doc = DEFAULT_LINKAGE_SCHEMA.to_json()
+    assert doc["version"] == "linkage-schema/v1"
+    assert doc["clk"]["fingerprint"] == DEFAULT_SCHEMA.fingerprint()
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert DEFAULT_LINKAGE_SCHEMA.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": "other"},
+        {"clk": ClkSchema(filter_bits=2048)},
+        {"clk": ClkSchema(balance=True)},
+        {"decoy_share": 0.1},
+        {"match_keys": DEFAULT_MATCH_KEYS[:-1]},
+        {"match_keys": tuple(reversed(DEFAULT_MATCH_KEYS))},
+        {"blocking": BlockingSpec(bands=32)},
+        {"blocking": BlockingSpec(method="none")},
+        {"threshold": 0.85},
+        {"auto_threshold": True},
+        {"candidate_floor": 0.4},
+    ],
+)
+def test_fingerprint_changes_with_every_setting(changes: dict[str, object]) -> None:
+    changed = dataclasses.replace(DEFAULT_LINKAGE_SCHEMA, **changes)  # type: ignore[arg-type]
+    assert changed.fingerprint() != DEFAULT_LINKAGE_SCHEMA.fingerprint()
+
+
+def test_fingerprint_ignores_match_key_notes() -> None:
+    quiet = tuple(dataclasses.replace(k, tolerates="") for k in DEFAULT_MATCH_KEYS)
+    changed = dataclasses.replace(DEFAULT_LINKAGE_SCHEMA, match_keys=quiet)
+    assert changed.fingerprint() == DEFAULT_LINKAGE_SCHEMA.fingerprint()
+
+
+# --- checking -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "Has Spaces"}, "name"),
+        ({"decoy_share": 1.0}, "decoy_share"),
+        ({"match_keys": ()}, "match_keys"),
+        ({"match_keys": (DEFAULT_MATCH_KEYS[0], DEFAULT_MATCH_KEYS[0])}, "distinct"),
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": 0.8, "candidate_floor": 0.8}, "candidate_floor"),
+        ({"auto_threshold": 1}, "auto_threshold"),
+        ({"clk": "default"}, "ClkSchema"),
+    ],
+)
+def test_bad_schemas_cannot_be_built(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(DEFAULT_LINKAGE_SCHEMA, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("minhash",), "method"), (("lsh", 0), "bands"), (("lsh", 64, 65), "bits_per_band")],
+)
+def test_bad_blocking_is_refused(args: tuple[object, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BlockingSpec(*args)  # type: ignore[arg-type]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = REPO_DEFAULT.read_text(encoding="utf-8")
+    text = text.replace('format = "headcount-linkage-schema/1"', 'format = "v0"')
+    text = text.replace("filter_bits = 1024", "filter_bits = 1000")
+    text = text.replace('name = "sex"\nngram = 1', 'name = "gender"\nngram = 1')
+    text = text.replace("hashes = 25", "hashes = 0")
+    text = text.replace('salt_source = ""', 'salt_source = "postcode"')
+    text = text.replace('"first_initial"', '"initial"')
+    text = text.replace("bands = 64", "bands = 0")
+    text = text.replace("threshold = 0.8 ", "threshold = 1.5 ")
+    text += "\n[extra]\nkey = 1\n"
+    with pytest.raises(ConfigError) as caught:
+        load_schema(_write(tmp_path, text))
+    message = str(caught.value)
+    assert str(tmp_path / "schema.toml") in message
+    for expected in (
+        "format",
+        "clk.fields[0]: hashes",
+        "clk.fields[3]: unknown identity field 'gender'",
+        "match_keys[3]",
+        "unknown component",
+        "blocking: bands",
+        "linkage.threshold",
+        "extra: unknown key",
+    ):
+        assert expected in message, expected
+    assert message.count("\n  - ") >= 8
+
+
+def test_problems_the_dataclasses_check_are_reported_too(tmp_path: Path) -> None:
+    # Rules ClkSchema enforces (here: salted fields must be schema fields)
+    # reach the report through the same list.
+    text = (
+        REPO_DEFAULT.read_text(encoding="utf-8")
+        .replace('salt_source = ""', 'salt_source = "birth_year"')
+        .replace("salted_fields = []", 'salted_fields = ["address"]')
+    )
+    with pytest.raises(ConfigError, match=r"clk: salted_fields \['address'\] are not fields"):
+        load_schema(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("format"), "format: is required"),
+        (lambda d: d.pop("match_keys"), "match_keys: is required"),
+        (lambda d: d["clk"].pop("fields"), "clk.fields: is required"),
+        (lambda d: d["clk"].update(fields=[]), "non-empty array"),
+        (lambda d: d["clk"].update(filter_bits="1024"), "must be an int"),
+        (lambda d: d["clk"].update(filter_bits=True), "must be an int"),
+        (lambda d: d["clk"]["fields"][0].update(weight=3), r"clk.fields\[0\].weight: unknown key"),
+        (lambda d: d["clk"]["hardening"].update(balance="yes"), "true or false"),
+        (lambda d: d["clk"]["hardening"].update(decoy_share=1.5), "decoy_share"),
+        (lambda d: d["match_keys"].append(d["match_keys"][0]), "used more than once"),
+        (lambda d: d["match_keys"][0].update(components="first_name"), "array of component"),
+        (lambda d: d["linkage"].update(candidate_floor=0.9), "candidate_floor"),
+        (lambda d: d["linkage"].pop("threshold"), "linkage.threshold: is required"),
+        (lambda d: d.update(blocking=3), "blocking: must be a table"),
+        (lambda d: d.update(name="UPPER"), "name"),
+    ],
+)
+def test_each_kind_of_problem_is_named(edit: object, message: str) -> None:
+    doc = _default_doc()
+    edit(doc)  # type: ignore[operator]
+    with pytest.raises(ConfigError, match=message):
+        parse_schema(doc, "test.toml")
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_schema(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_schema(_write(tmp_path, "format = \n"))
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_schema(bad)
+
+
+def test_optional_sections_take_their_defaults() -> None:
+    doc = _default_doc()
+    del doc["blocking"]
+    del doc["clk"]["hardening"]  # type: ignore[attr-defined]
+    doc["linkage"] = {"threshold": 0.8}
+    assert parse_schema(doc) == DEFAULT_LINKAGE_SCHEMA
