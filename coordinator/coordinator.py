@@ -38,7 +38,6 @@ from headcount.errors import (
     InvalidRequest,
 )
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
-from headcount.linkage.clk import DEFAULT_SCHEMA
 from headcount.linkage.engine import link_parties
 from headcount.measures import clamp_noise, make_packing
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
@@ -49,6 +48,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TOKEN_BYTES = 16
+MATCH_KEY_BYTES = 16
 CHUNK_RECORDS = 1_000
 
 
@@ -153,6 +153,7 @@ class Coordinator:
         )
         self.nodes = nodes or NodeClients(federation)
         self.parties = federation.party_names
+        self.schema = federation.load_linkage_schema()
 
     # -- audit log ------------------------------------------------------------------
     def sync_audit(self, party: str) -> int:
@@ -268,7 +269,9 @@ class Coordinator:
     def _fetch_encodings(
         self, party: str, epoch_id: str, ceremony_id: str
     ) -> tuple[PartyEncodings, str]:
-        expected_width = DEFAULT_SCHEMA.filter_bits // 8
+        expected_width = self.schema.clk.clk_bits // 8
+        levels = len(self.schema.match_keys)
+        key_width = levels * MATCH_KEY_BYTES
 
         def stream(
             stub: party_node_pb2_grpc.PartyNodeStub,
@@ -283,6 +286,7 @@ class Coordinator:
         tokens: list[bytes] = []
         households: list[bytes] = []
         blocks: list[bytes] = []
+        key_blocks: list[bytes] = []
         fingerprint = ""
         commitment = b""
         total = -1
@@ -303,6 +307,11 @@ class Coordinator:
                 raise InvalidRequest(f"{party}: malformed token in chunk {seq}")
             if len(chunk.clks) != len(chunk.tokens) * expected_width:
                 raise InvalidRequest(f"{party}: chunk {seq} has truncated encodings")
+            if (
+                chunk.match_key_levels != levels
+                or len(chunk.match_keys) != len(chunk.tokens) * key_width
+            ):
+                raise InvalidRequest(f"{party}: chunk {seq} has malformed match-keys")
             if len(chunk.household_keys) != len(chunk.tokens) or any(
                 len(h) not in (0, HOUSEHOLD_KEY_BYTES) for h in chunk.household_keys
             ):
@@ -316,16 +325,25 @@ class Coordinator:
             tokens.extend(chunk.tokens)
             households.extend(chunk.household_keys)
             blocks.append(chunk.clks)
+            key_blocks.append(chunk.match_keys)
             done, commitment = chunk.last, chunk.dataset_commitment
         if not done or len(tokens) != total or len(commitment) != 32:
             raise InvalidRequest(f"{party}: encoding stream ended early ({len(tokens)} of {total})")
         if len(set(tokens)) != len(tokens):
             raise InvalidRequest(f"{party}: duplicate tokens")
         clks = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(tokens), expected_width)
-        return PartyEncodings(party, tokens, clks, commitment, households), fingerprint
+        raw_keys = b"".join(key_blocks)
+        absent = bytes(MATCH_KEY_BYTES)
+        keys: list[list[bytes | None]] = [[] for _ in range(levels)]
+        for i in range(len(tokens)):
+            for level in range(levels):
+                at = i * key_width + level * MATCH_KEY_BYTES
+                key = raw_keys[at : at + MATCH_KEY_BYTES]
+                keys[level].append(None if key == absent else key)
+        return PartyEncodings(party, tokens, clks, commitment, households, keys), fingerprint
 
     def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
-        threshold = threshold or self.federation.linkage_threshold
+        threshold = threshold or self.schema.threshold
         if not 0 < threshold <= 1:
             raise InvalidRequest("threshold must be in (0, 1]")
         ceremony_id = self.store.latest_ceremony()
@@ -338,7 +356,7 @@ class Coordinator:
         )
         fetched = _each(self.parties, lambda p: self._fetch_encodings(p, epoch_id, ceremony_id))
         fingerprints = {fp for _, fp in fetched.values()}
-        if fingerprints != {DEFAULT_SCHEMA.fingerprint()}:
+        if fingerprints != {self.schema.fingerprint()}:
             raise InvalidRequest(
                 "linkage schema mismatch between nodes: "
                 + ", ".join(f"{p}={fp[:12]}" for p, (_, fp) in fetched.items())
@@ -353,7 +371,7 @@ class Coordinator:
             epoch_id,
             ceremony_id,
             threshold,
-            DEFAULT_SCHEMA.fingerprint(),
+            self.schema.fingerprint(),
             list(encodings.values()),
             token_clusters,
             pair_links,

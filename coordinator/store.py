@@ -13,7 +13,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ class PartyEncodings:
     clks: np.ndarray  # uint8 (records, filter_bytes)
     commitment: bytes
     households: list[bytes]  # keyed household key per token, b"" if unknown
+    # Keyed match-keys per level, per token (None: no key). Used for linkage
+    # in memory only; never stored.
+    match_keys: list[list[bytes | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

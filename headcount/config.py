@@ -26,6 +26,7 @@ from pydantic import (
 
 from headcount.departments import ATTRIBUTES, attributes
 from headcount.errors import ConfigError
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema, load_schema
 
 ALLOWED_PAILLIER_BITS = (2048, 3072)
 # 1024-bit keys exist only so the test suite runs in reasonable time on two
@@ -116,7 +117,9 @@ class FederationConfig(_Frozen):
     # Ages (and so the derived age_band) are computed at this date: the
     # federation's extract date, the same for every node.
     reference_date: dt.date
-    linkage_threshold: float = Field(0.8, gt=0, le=1)
+    # The linkage schema every node and the coordinator use (fields, weights,
+    # hardening, match-keys, blocking); its fingerprint is checked each epoch.
+    linkage_schema: Path | None = None
     rpc_timeout_s: float = Field(300.0, gt=0)
     max_message_bytes: int = Field(16 * 2**20, ge=2**16, le=2**30)
     output: OutputPolicy = OutputPolicy()
@@ -160,6 +163,12 @@ class FederationConfig(_Frozen):
     def party_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parties)
 
+    def load_linkage_schema(self) -> LinkageSchema:
+        """The federation's linkage schema (the built-in default if none is named)."""
+        if self.linkage_schema is None:
+            return DEFAULT_LINKAGE_SCHEMA
+        return load_schema(self.linkage_schema)
+
     @property
     def audit_verifier(self) -> Ed25519PublicKey:
         """The public key every audit event must be signed by."""
@@ -169,7 +178,7 @@ class FederationConfig(_Frozen):
 def _resolve(value: Any, base: Path, key: str = "") -> Any:
     # Relative paths are relative to the config file, so a federation directory
     # can be moved or mounted elsewhere (as docker/ does) without editing it.
-    path_keys = {"cert", "key", "data", "database", "ca_cert", "audit_key"}
+    path_keys = {"cert", "key", "data", "database", "ca_cert", "audit_key", "linkage_schema"}
     if isinstance(value, dict):
         return {k: _resolve(v, base, k) for k, v in value.items()}
     if isinstance(value, list):
@@ -181,6 +190,8 @@ def _resolve(value: Any, base: Path, key: str = "") -> Any:
 
 def _missing_files(cfg: FederationConfig) -> list[str]:
     must_exist: list[tuple[str, Path]] = [("ca_cert", cfg.ca_cert)]
+    if cfg.linkage_schema is not None:
+        must_exist.append(("linkage_schema", cfg.linkage_schema))
     must_exist += [("coordinator.tls.cert", cfg.coordinator.tls.cert)]
     must_exist += [("coordinator.tls.key", cfg.coordinator.tls.key)]
     for p in cfg.parties:

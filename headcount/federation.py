@@ -6,6 +6,7 @@ Everything a federation needs to start is written under one directory:
     certs/<name>.pem|.key           one per party, coordinator, operator, analyst
     certs/coordinator-audit.key     Ed25519 key signing the audit log (public half in the config)
     data/<party>.csv                where each node reads its department file
+    linkage-schema.toml             fields, weights, hardening, match-keys (shared by all)
     state/<name>.sqlite             each process's own state
     federation.toml                 the validated configuration
 
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 from headcount.config import FederationConfig, load
 from headcount.departments import ATTRIBUTES, DEPARTMENTS, attributes
 from headcount.errors import InvalidRequest
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, dumps_schema
 from headcount.tls import Role, create_ca, issue, write_private
 
 CONFIG_NAME = "federation.toml"
@@ -48,7 +50,6 @@ class InitOptions:
     base_port: int = 0  # 0: pick free ports now
     paillier_bits: int = 2048
     insecure_test_keys: bool = False
-    linkage_threshold: float = 0.8
     reference_date: dt.date | None = None  # None: today
     suppress_below: int = 10
     rounding_base: int = 5
@@ -119,7 +120,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         "paillier_bits": opts.paillier_bits,
         "insecure_test_keys": opts.insecure_test_keys,
         "reference_date": opts.reference_date or dt.date.today(),
-        "linkage_threshold": opts.linkage_threshold,
+        "linkage_schema": "linkage-schema.toml",
         "output": {
             "suppress_below": opts.suppress_below,
             "rounding_base": opts.rounding_base,
@@ -151,6 +152,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         ],
         "analysts": [{"name": a, "tls": cred(a, Role.ANALYST)} for a in opts.analysts],
     }
+    (directory / "linkage-schema.toml").write_text(dumps_schema(DEFAULT_LINKAGE_SCHEMA))
     (directory / "data").mkdir(exist_ok=True)
     (directory / "state").mkdir(exist_ok=True)
     config_path.write_text(

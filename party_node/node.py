@@ -41,13 +41,15 @@ from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import ceremony, paillier
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.errors import (
+    ConfigError,
     FailedPrecondition,
     InvalidProof,
     InvalidRequest,
     PolicyRefused,
 )
 from headcount.linkage.address import household_keys
-from headcount.linkage.clk import DEFAULT_SCHEMA, encode_clks
+from headcount.linkage.clk import encode_clks
+from headcount.linkage.matchkeys import match_keys
 from headcount.measures import (
     ALL_GROUP,
     Packing,
@@ -66,6 +68,7 @@ from party_node.store import Epoch, NodeStore
 log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 16
+MATCH_KEY_BYTES = 16
 MAX_GROUPS = 256
 
 
@@ -75,6 +78,8 @@ class EncodedEpoch:
     tokens: tuple[bytes, ...]  # in the (shuffled) order they are sent
     clks: np.ndarray  # uint8 (records, filter_bytes), same order
     households: tuple[bytes, ...]  # keyed household keys (b"" if unknown), same order
+    match_keys: bytes  # per record, levels x 16-byte keyed match-keys (zeros: none)
+    match_key_levels: int
 
 
 ChunkIn = tuple[int, Sequence[bytes], Sequence[bytes], bool]  # seq, tokens, ciphertexts, last
@@ -110,6 +115,12 @@ class PartyNode:
         # The owner encrypts with CRT over p and q: its own per-record
         # encryptions are the most numerous, and CRT makes them ~30% cheaper.
         self._encryptor = paillier.Encryptor.for_private_key(self._paillier_priv)
+        self.schema = federation.load_linkage_schema()
+        if self.schema.decoy_share:
+            raise ConfigError(
+                "the linkage schema asks for decoy records, which the federation protocol "
+                "does not carry yet; set decoy_share = 0"
+            )
         self._data_lock = threading.Lock()
         self._data: DepartmentData | None = None
         self._identity = ceremony.sign_identity(
@@ -281,7 +292,13 @@ class PartyNode:
         # Shuffle so the order of tokens says nothing about the order of the file.
         order = np.random.default_rng(secrets.randbits(128)).permutation(data.records)
         tokens = tuple(os.urandom(TOKEN_BYTES) for _ in range(data.records))
-        clks = encode_clks([data.identities[i] for i in order], secret, DEFAULT_SCHEMA)
+        ordered = [data.identities[i] for i in order]
+        clks = encode_clks(ordered, secret, self.schema.clk)
+        levels = match_keys(ordered, secret, self.schema.match_keys)
+        absent = bytes(MATCH_KEY_BYTES)
+        keys = b"".join(
+            b"".join(level[i] or absent for level in levels) for i in range(len(ordered))
+        )
         households = tuple(
             household_keys(
                 [data.addresses[i] for i in order],
@@ -299,11 +316,11 @@ class PartyNode:
             data.records,
             data.sha256,
             commitment,
-            DEFAULT_SCHEMA.fingerprint(),
+            self.schema.fingerprint(),
         )
         self.store.save_epoch(epoch, salt, tokens, [int(i) for i in order], households)
         log.info("%s: epoch %s encoded %d records", self.name, epoch_id, data.records)
-        return EncodedEpoch(epoch, tokens, clks, households)
+        return EncodedEpoch(epoch, tokens, clks, households, keys, len(levels))
 
     # -- queries -------------------------------------------------------------------
     def _mask(

@@ -12,7 +12,7 @@ from headcount.crypto import paillier
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
-from party_node.node import ChunkIn, HopHeader, PartyNode
+from party_node.node import MATCH_KEY_BYTES, ChunkIn, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
 MAX_AUDIT_BATCH = 1_000
@@ -64,6 +64,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         encoded = self.node.encode(request.epoch_id, request.ceremony_id)
         n = len(encoded.tokens)
         width = int(encoded.clks.shape[1])
+        key_width = encoded.match_key_levels * MATCH_KEY_BYTES
         starts = list(range(0, n, size)) or [0]
         for seq, start in enumerate(starts):
             last = seq == len(starts) - 1
@@ -78,6 +79,8 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
                 schema_fingerprint=encoded.epoch.schema_fingerprint,
                 dataset_commitment=encoded.epoch.commitment if last else b"",
                 household_keys=encoded.households[start : start + size],
+                match_keys=encoded.match_keys[start * key_width : (start + size) * key_width],
+                match_key_levels=encoded.match_key_levels,
             )
 
     def EncryptIndicators(

@@ -34,18 +34,18 @@ def test_init_refuses_to_overwrite(fed_dir: Path) -> None:
 
 def test_every_problem_is_reported_at_once(fed_dir: Path, tmp_path: Path) -> None:
     text = (fed_dir / "federation.toml").read_text()
-    text = text.replace("linkage_threshold = 0.8", "linkage_threshold = 1.5")
+    text = text.replace("rounding_base = 5", "rounding_base = 0")
     text = text.replace("suppress_below = 10", "suppress_below = 0")
     text = text.replace("epsilon_per_epoch = 2.0", "epsilon_per_epoch = -1")
     bad = tmp_path / "federation.toml"
     bad.write_text(text)
-    for sub in ("ca", "certs"):
+    for sub in ("ca", "certs", "linkage-schema.toml"):
         (tmp_path / sub).symlink_to(fed_dir / sub)
     with pytest.raises(ConfigError) as info:
         config.load(bad)
     msg = str(info.value)
     assert "3 problem(s)" in msg
-    assert "linkage_threshold" in msg and "suppress_below" in msg and "epsilon_per_epoch" in msg
+    assert "rounding_base" in msg and "suppress_below" in msg and "epsilon_per_epoch" in msg
 
 
 def test_test_keys_need_an_explicit_flag(fed_dir: Path, tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_test_keys_need_an_explicit_flag(fed_dir: Path, tmp_path: Path) -> None:
         .replace("insecure_test_keys = true", "insecure_test_keys = false")
     )
     (tmp_path / "federation.toml").write_text(text)
-    for sub in ("ca", "certs"):
+    for sub in ("ca", "certs", "linkage-schema.toml"):
         (tmp_path / sub).symlink_to(fed_dir / sub)
     with pytest.raises(ConfigError, match="insecure_test_keys"):
         config.load(tmp_path / "federation.toml")

@@ -285,6 +285,8 @@ class EncodingChunk(_message.Message):
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _builtins.int
     DATASET_COMMITMENT_FIELD_NUMBER: _builtins.int
     HOUSEHOLD_KEYS_FIELD_NUMBER: _builtins.int
+    MATCH_KEYS_FIELD_NUMBER: _builtins.int
+    MATCH_KEY_LEVELS_FIELD_NUMBER: _builtins.int
     epoch_id: _builtins.str
     seq: _builtins.int
     filter_bytes: _builtins.int
@@ -295,6 +297,11 @@ class EncodingChunk(_message.Message):
     schema_fingerprint: _builtins.str
     dataset_commitment: _builtins.bytes
     """salted SHA-256 of the department file, on the last chunk"""
+    match_keys: _builtins.bytes
+    """Keyed match-keys: per record, one 16-byte key per level of the schema's
+    hierarchy (all zero where the record has no key), concatenated.
+    """
+    match_key_levels: _builtins.int
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property
@@ -314,10 +321,12 @@ class EncodingChunk(_message.Message):
         schema_fingerprint: _builtins.str = ...,
         dataset_commitment: _builtins.bytes = ...,
         household_keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        match_keys: _builtins.bytes = ...,
+        match_key_levels: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clks", b"clks", "dataset_commitment", b"dataset_commitment", "epoch_id", b"epoch_id", "filter_bytes", b"filter_bytes", "household_keys", b"household_keys", "last", b"last", "schema_fingerprint", b"schema_fingerprint", "seq", b"seq", "tokens", b"tokens", "total_records", b"total_records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clks", b"clks", "dataset_commitment", b"dataset_commitment", "epoch_id", b"epoch_id", "filter_bytes", b"filter_bytes", "household_keys", b"household_keys", "last", b"last", "match_key_levels", b"match_key_levels", "match_keys", b"match_keys", "schema_fingerprint", b"schema_fingerprint", "seq", b"seq", "tokens", b"tokens", "total_records", b"total_records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
