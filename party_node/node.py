@@ -288,6 +288,10 @@ class PartyNode:
         _, _, secret = self.store.ceremony(ceremony_id)
         if secret is None:
             raise FailedPrecondition(f"ceremony {ceremony_id} has not finished at {self.name}")
+        # Every encoding of this epoch is keyed by a key derived from the
+        # secret and the epoch id: the coordinator cannot match a person's
+        # encodings from one epoch with those from another.
+        secret = ceremony.epoch_key(secret, epoch_id)
         data = self.data()
         # Shuffle so the order of tokens says nothing about the order of the file.
         order = np.random.default_rng(secrets.randbits(128)).permutation(data.records)

@@ -173,6 +173,20 @@ def derive_secret(ceremony_id: str, contributions: Mapping[str, bytes]) -> bytes
     ).derive(ikm)
 
 
+def epoch_key(secret: bytes, epoch_id: str) -> bytes:
+    """The key every encoding of one linkage epoch is derived from.
+
+    Distinct per epoch, so encodings (CLKs, match-keys, household keys) of one
+    epoch cannot be compared with another's; the same for every node in it.
+    """
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=SECRET_BYTES,
+        salt=epoch_id.encode(),
+        info=b"headcount/epoch-key/v1",
+    ).derive(secret)
+
+
 def confirmation_tag(secret: bytes, ceremony_id: str) -> bytes:
     """A tag that shows which secret a node holds without revealing it."""
     key = HKDF(
