@@ -9,7 +9,6 @@ sent, not what the code intends to send.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,12 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from coordinator import server as coordinator_server
-from headcount.client import Client
-from headcount.config import FederationConfig
-from headcount.federation import InitOptions, init_federation
-from headcount.synth import REFERENCE_DATE, generate_population
-from party_node import server as node_server
+from headcount.local import LocalFederation, start_local_federation
 
 TEST_PEOPLE = 900
 TEST_SEED = 7
@@ -143,53 +137,32 @@ class ClientRecorder(
 
 
 @dataclass
-class Federation:
-    directory: Path
-    config: FederationConfig
-    nodes: dict[str, node_server.RunningNode]
-    coordinator: coordinator_server.RunningCoordinator
-    recorder: Recorder
-    ground_truth: Path
+class Federation(LocalFederation):
+    """A local federation whose wire traffic is recorded."""
 
-    def operator(self) -> Client:
-        return Client(self.config)
-
-    def analyst(self) -> Client:
-        return Client(self.config, analyst=self.config.analysts[0].name)
-
-    def stop(self) -> None:
-        self.coordinator.server.stop(grace=None)
-        self.coordinator.coordinator.close()
-        for n in self.nodes.values():
-            n.server.stop(grace=None)
+    recorder: Recorder = field(default_factory=Recorder)
 
 
 def make_federation(
     directory: Path, people: int = TEST_PEOPLE, seed: int = TEST_SEED, **options: Any
 ) -> Federation:
-    """A federation with 1024-bit test keys, its data, and servers running in-process.
+    """A federation with 1024-bit test keys, its data, and servers running in-process,
+    with recorders on every node and on the coordinator's client side.
 
     ``options`` override ``InitOptions`` fields (e.g. the output policy).
     """
-    cfg = init_federation(
-        directory,
-        InitOptions(
-            paillier_bits=1024,
-            insecure_test_keys=True,
-            reference_date=REFERENCE_DATE,
-            **options,
-        ),
-    )
-    generate_population(people, seed, directory / "data")
-    truth = directory / "evaluation" / "ground_truth.csv"
-    truth.parent.mkdir()
-    shutil.move(directory / "data" / "ground_truth.csv", truth)
     recorder = Recorder()
-    nodes = {
-        p: node_server.start(cfg, p, interceptors=[ServerRecorder(recorder, p)])
-        for p in cfg.party_names
-    }
-    coord = coordinator_server.start(
-        cfg, node_interceptors=[ClientRecorder(recorder, "coordinator")]
+    fed = start_local_federation(
+        directory,
+        people=people,
+        seed=seed,
+        node_interceptors={
+            p: [ServerRecorder(recorder, p)]
+            for p in ("education", "health", "justice", "immigration")
+        },
+        coordinator_interceptors=[ClientRecorder(recorder, "coordinator")],
+        **options,
     )
-    return Federation(directory, cfg, nodes, coord, recorder, truth)
+    return Federation(
+        fed.directory, fed.config, fed.nodes, fed.coordinator, fed.ground_truth, recorder=recorder
+    )

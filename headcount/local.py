@@ -1,0 +1,87 @@
+"""A whole federation inside one process, on loopback, for the attack suite,
+benchmarks and tests: the real servers over mutual TLS, started by the same
+``start`` functions as ``headcount node serve`` and ``headcount coordinator serve``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coordinator import server as coordinator_server
+from headcount import rpc
+from headcount.client import Client
+from headcount.config import FederationConfig
+from headcount.federation import InitOptions, init_federation
+from headcount.synth import REFERENCE_DATE, generate_population
+from party_node import server as node_server
+
+
+@dataclass
+class LocalFederation:
+    directory: Path
+    config: FederationConfig
+    nodes: dict[str, node_server.RunningNode]
+    coordinator: coordinator_server.RunningCoordinator
+    ground_truth: Path
+    _stopped: bool = field(default=False, repr=False)
+
+    def operator(self) -> Client:
+        return Client(self.config)
+
+    def analyst(self) -> Client:
+        return Client(self.config, analyst=self.config.analysts[0].name)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.coordinator.server.stop(grace=None)
+        self.coordinator.coordinator.close()
+        for n in self.nodes.values():
+            n.server.stop(grace=None)
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_local_federation(
+    directory: Path,
+    *,
+    people: int,
+    seed: int,
+    paillier_bits: int = 1024,
+    node_interceptors: dict[str, Sequence[rpc.ServerInterceptor]] | None = None,
+    coordinator_interceptors: Sequence[rpc.ClientInterceptor] = (),
+    **options: Any,
+) -> LocalFederation:
+    """Create a federation and its synthetic data under ``directory`` and start it.
+
+    ``options`` override ``InitOptions`` fields (e.g. the output policy). The
+    ground truth is moved to ``directory/evaluation`` where no node reads it.
+    """
+    cfg = init_federation(
+        directory,
+        InitOptions(
+            paillier_bits=paillier_bits,
+            insecure_test_keys=paillier_bits < 2048,
+            reference_date=REFERENCE_DATE,
+            **options,
+        ),
+    )
+    generate_population(people, seed, directory / "data")
+    truth = directory / "evaluation" / "ground_truth.csv"
+    truth.parent.mkdir()
+    shutil.move(directory / "data" / "ground_truth.csv", truth)
+    interceptors = node_interceptors or {}
+    nodes = {
+        p: node_server.start(cfg, p, interceptors=interceptors.get(p, ())) for p in cfg.party_names
+    }
+    coord = coordinator_server.start(cfg, node_interceptors=coordinator_interceptors)
+    return LocalFederation(directory, cfg, nodes, coord, truth)
