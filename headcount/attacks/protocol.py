@@ -1,0 +1,168 @@
+"""Attacks on the protocol: forged, replayed, reordered and unannounced messages."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from headcount import tls
+from headcount.attacks import AttackResult
+from headcount.crypto import ceremony
+from headcount.errors import InvalidProof
+from headcount.local import LocalFederation
+from headcount.tls import Role
+from headcount.wire import party_node_pb2, party_node_pb2_grpc
+
+TIMEOUT_S = 10
+
+
+def _stub(
+    fed: LocalFederation, party: str, cert: Path, key: Path
+) -> party_node_pb2_grpc.PartyNodeStub:
+    channel = grpc.secure_channel(
+        fed.config.party(party).address,
+        tls.channel_credentials(cert, key, fed.config.ca_cert),
+    )
+    return party_node_pb2_grpc.PartyNodeStub(channel)
+
+
+def _coordinator_stub(fed: LocalFederation, party: str) -> party_node_pb2_grpc.PartyNodeStub:
+    c = fed.config.coordinator.tls
+    return _stub(fed, party, c.cert, c.key)
+
+
+def forged_certificate(fed: LocalFederation) -> AttackResult:
+    """An outsider's own CA issues a certificate claiming the coordinator role."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rogue = tls.create_ca(Path(tmp), fed.config.name)
+        forged = tls.issue(rogue, Path(tmp), "coordinator", Role.COORDINATOR)
+        stub = _stub(fed, "immigration", forged.cert_path, forged.key_path)
+        try:
+            stub.GetIdentity(party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S)
+            return AttackResult("forged-certificate", "outsider", "", "accepted", 1.0)
+        except grpc.RpcError as exc:
+            return AttackResult(
+                "forged-certificate",
+                "outsider",
+                "a certificate from another CA",
+                f"refused at the TLS handshake ({exc.code().name})",
+                0.0,
+            )
+
+
+def impersonation(fed: LocalFederation) -> AttackResult:
+    """A node signs an identity in another node's name (to receive its envelopes)."""
+    justice = fed.config.party("justice").tls
+    forged = ceremony.sign_identity(
+        "health",
+        b"\x07" * 32,
+        b"\x01" * 256,
+        justice.cert.read_bytes(),
+        tls.load_private_key(justice.key),
+    )
+    try:
+        ceremony.verify_identity(forged, fed.config.ca_cert)
+    except InvalidProof as exc:
+        return AttackResult(
+            "impersonation",
+            "party node (justice)",
+            "its own valid certificate",
+            f"refused: {exc}",
+            0.0,
+        )
+    return AttackResult("impersonation", "party node", "", "accepted", 1.0)
+
+
+def replayed_ceremony(fed: LocalFederation) -> AttackResult:
+    """A coordinator replays an earlier ceremony id to make nodes reuse a contribution."""
+    stub = _coordinator_stub(fed, "education")
+    old = fed.coordinator.coordinator.store.latest_ceremony()
+    identities = [
+        stub_identity
+        for p in fed.config.party_names
+        for stub_identity in [
+            _coordinator_stub(fed, p).GetIdentity(
+                party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S
+            )
+        ]
+    ]
+    try:
+        stub.Contribute(
+            party_node_pb2.ContributeRequest(ceremony_id=old, parties=identities), timeout=TIMEOUT_S
+        )
+        return AttackResult("replayed-ceremony", "coordinator", "", "accepted", 1.0)
+    except grpc.RpcError as exc:
+        return AttackResult(
+            "replayed-ceremony",
+            "coordinator",
+            "an earlier ceremony id",
+            f"refused ({exc.code().name}: {exc.details()})",
+            0.0,
+        )
+
+
+def reordered_chunks(fed: LocalFederation) -> AttackResult:
+    """A coordinator sends a properly announced hop's chunks out of order."""
+    coordinator = fed.coordinator.coordinator
+    stub = _coordinator_stub(fed, "immigration")
+    epoch = coordinator.store.latest_epoch()
+    purpose = "Attack suite: chunks out of order."
+    coordinator.log(
+        "query",
+        {
+            "query_id": "reordered",
+            "epoch_id": epoch,
+            "purpose": purpose,
+            "parties": ["education", "immigration"],
+            "epsilon": 0.1,
+        },
+    )
+    header = party_node_pb2.HopHeader(
+        query_id="reordered",
+        epoch_id=epoch,
+        paillier_n=fed.nodes["education"].node.identity().paillier_n,
+        epsilon=0.1,
+        purpose=purpose,
+        expected_records=coordinator.store.epoch(epoch).records["immigration"],
+    )
+    requests = [
+        party_node_pb2.HopInput(header=header),
+        party_node_pb2.HopInput(chunk=party_node_pb2.CiphertextChunk(seq=1, last=True)),
+    ]
+    try:
+        stub.AggregateByGroup(iter(requests), timeout=TIMEOUT_S)
+        return AttackResult("reordered-chunks", "coordinator", "", "accepted", 1.0)
+    except grpc.RpcError as exc:
+        return AttackResult(
+            "reordered-chunks",
+            "coordinator",
+            "an announced hop, its chunks out of order",
+            f"refused ({exc.code().name}: {(exc.details() or '')[:80]})",
+            0.0,
+        )
+
+
+def unannounced_query(fed: LocalFederation) -> AttackResult:
+    """A coordinator runs a query hop that the signed audit log does not announce."""
+    stub = _coordinator_stub(fed, "education")
+    epoch = fed.coordinator.coordinator.store.latest_epoch()
+    try:
+        list(
+            stub.EncryptIndicators(
+                party_node_pb2.EncryptRequest(
+                    query_id="secret-query", epoch_id=epoch, epsilon=0.1, purpose="unlogged"
+                ),
+                timeout=TIMEOUT_S,
+            )
+        )
+        return AttackResult("unannounced-query", "coordinator", "", "answered", 1.0)
+    except grpc.RpcError as exc:
+        return AttackResult(
+            "unannounced-query",
+            "coordinator",
+            "valid coordinator credentials",
+            f"refused ({exc.code().name}: {(exc.details() or '')[:80]})",
+            0.0,
+        )
