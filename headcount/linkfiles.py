@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from headcount.errors import InvalidRequest
 from headcount.linkage.clk import DEFAULT_SCHEMA, ClkSchema, encode_clks
 from headcount.linkage.engine import LinkResult, link_parties, pair_score
+from headcount.linkage.executor import dask_address, executor_from_spec
 from party_node.data import load_identity_file
 
 
@@ -43,17 +45,26 @@ def link_files(
     threshold: float,
     schema: ClkSchema = DEFAULT_SCHEMA,
     progress: Callable[[str], None] = lambda _: None,
+    executor: str = "local",
 ) -> LinkFilesSummary:
     """Link ``paths`` (two or more CSV files) and write the linked pairs to ``out``.
 
     Two files: columns ``id_a,id_b,score``. More: ``party_a,id_a,party_b,id_b,score``,
-    one row per linked pair. Raises InvalidRequest for fewer than two files and
-    InvalidInput (naming file, line, column) for a bad file; nothing is written then.
+    one row per linked pair. ``executor`` is where the comparisons run:
+    ``"local"`` or ``"dask://HOST:PORT"`` (see `headcount.linkage.executor`);
+    the output is the same either way. Raises InvalidRequest for fewer than two
+    files or a bad executor spec, InvalidInput (naming file, line, column) for a
+    bad file, and PeerUnavailable when the Dask scheduler cannot be reached;
+    nothing is written then.
     """
     if len(paths) < 2:
         raise InvalidRequest("link-files needs at least two files")
     if not 0 < threshold <= 1:
         raise InvalidRequest("threshold must be in (0, 1]")
+    if executor != "local":
+        # Parsed before any file is read so a typo fails at once; the
+        # connection itself waits until there are CLKs to compare.
+        dask_address(executor)
     names = _party_names(paths)
     loaded = {}
     for name, path in zip(names, paths, strict=True):
@@ -64,8 +75,9 @@ def link_files(
     for name, (_, identities) in loaded.items():
         progress(f"encoding {name} ({len(identities)} records)")
         clks[name] = encode_clks(identities, secret, schema)
-    progress("comparing and clustering")
-    result: LinkResult = link_parties(clks, threshold)
+    progress(f"comparing and clustering ({executor})")
+    with closing(executor_from_spec(executor)) as runner:
+        result: LinkResult = link_parties(clks, threshold, executor=runner)
     rows = result.pairs()
     tmp = out.with_name(out.name + ".partial")
     with tmp.open("w", newline="", encoding="utf-8") as fh:

@@ -3,6 +3,9 @@
 One function, ``link_parties``, is the code path both the coordinator (on
 encodings streamed from nodes) and ``headcount link-files`` (on local files)
 run, so match quality measured locally is the federation's match quality.
+Where the comparisons run is the executor's business
+(`headcount.linkage.executor`): in this process by default, or on a Dask
+cluster; the blocks are merged back so the result is the same either way.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcount.linkage.dice import dice_reference, score_pairs
+from headcount.linkage.dice import Candidates, dice_reference
+from headcount.linkage.executor import (
+    CompareTask,
+    Executor,
+    LocalExecutor,
+    merge_candidates,
+    plan_compare,
+)
 from headcount.linkage.solve import Edge, cluster_records
 
 log = logging.getLogger(__name__)
@@ -46,19 +56,40 @@ def pair_score(clks: Mapping[str, np.ndarray], a: str, i: int, b: str, j: int) -
     return dice_reference(clks[a][i].tobytes(), clks[b][j].tobytes())
 
 
-def link_parties(clks: Mapping[str, np.ndarray], threshold: float) -> LinkResult:
+def link_parties(
+    clks: Mapping[str, np.ndarray], threshold: float, *, executor: Executor | None = None
+) -> LinkResult:
     """Link every pair of parties at Dice >= ``threshold`` and cluster greedily.
 
     ``clks`` maps party name to a uint8 (records, filter_bytes) array; parties
     are compared in sorted-name order so the result does not depend on the
-    mapping's order. Raises ValueError for mismatched widths or a threshold
-    outside (0, 1].
+    mapping's order. The comparisons run on ``executor`` (default: a
+    `LocalExecutor`, in this process); every executor gives the same result.
+    The caller keeps ownership of ``executor`` and closes it.
+
+    Raises:
+        ValueError: mismatched widths, arrays that are not 2-D uint8, or a
+            threshold outside (0, 1].
+        PeerUnavailable: a remote executor lost its cluster.
     """
     parties = sorted(clks)
+    pairs = list(itertools.combinations(parties, 2))
+    runner = LocalExecutor() if executor is None else executor
+    # Every pair's tasks go to the executor in one call, so a cluster can work
+    # on several pairs at once instead of idling at each pair's last block.
+    tasks: list[CompareTask] = []
+    spans: list[slice] = []
+    for a, b in pairs:
+        planned = plan_compare(clks[a], clks[b], threshold, runner.block_rows)
+        spans.append(slice(len(tasks), len(tasks) + len(planned)))
+        tasks.extend(planned)
+    results = runner.map_compare(tasks)
+    if len(results) != len(tasks):
+        raise RuntimeError(f"executor returned {len(results)} results for {len(tasks)} tasks")
     edges: list[Edge] = []
     candidates: dict[tuple[str, str], int] = {}
-    for a, b in itertools.combinations(parties, 2):
-        cands = score_pairs(clks[a], clks[b], threshold)
+    for (a, b), span in zip(pairs, spans, strict=True):
+        cands: Candidates = merge_candidates(results[span])
         candidates[(a, b)] = len(cands)
         edges.extend(
             Edge(a, int(i), b, int(j), float(s))
@@ -66,8 +97,5 @@ def link_parties(clks: Mapping[str, np.ndarray], threshold: float) -> LinkResult
         )
         log.info("%s x %s: %d candidate pairs", a, b, len(cands))
     clusters = tuple(cluster_records(edges))
-    links = {
-        (a, b): sum(1 for c in clusters if a in c and b in c)
-        for a, b in itertools.combinations(parties, 2)
-    }
+    links = {(a, b): sum(1 for c in clusters if a in c and b in c) for a, b in pairs}
     return LinkResult(clusters, candidates, links)

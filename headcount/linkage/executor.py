@@ -1,0 +1,502 @@
+"""Executors: where the linkage engine's Dice comparisons run.
+
+`headcount.linkage.engine.link_parties` cuts every party pair's comparison
+into `CompareTask` blocks (`plan_compare`), hands them all to an `Executor`,
+and merges each pair's results back (`merge_candidates`). Clustering then runs
+on the caller's machine as before, so which executor ran the comparisons never
+changes the links, only where the CPU time is spent.
+
+- `LocalExecutor` (spec ``"local"``, the default) scores in this process on
+  every core numba was started with. By default each pair is one task, which
+  is exactly the single-machine path; memory is bounded by `score_pairs`
+  itself.
+- `DaskExecutor` (spec ``"dask://HOST:PORT"``) sends the blocks to a running
+  Dask distributed scheduler. Use it when the federation's comparison no longer
+  fits one machine's time budget: the all-pairs work grows with the product of
+  the parties' sizes, and one 2-core machine scores about 2-3e9 pairs/s, so
+  two parties of a million records (1e12 pairs) take up to seven minutes and
+  ten such parties (45 pairs) up to five hours; the kernel's popcount bound
+  skips part of that, depending on the data. Below a few minutes of work the
+  cluster's overhead (shipping CLKs, a second or so per run) is not worth it.
+
+Running a cluster::
+
+    pip install 'headcount[dask]'          # on the coordinator and every worker
+    dask scheduler --port 8786             # one machine
+    dask worker tcp://SCHED:8786 --nworkers 1 --nthreads 1   # every worker machine
+    headcount link-files a.csv b.csv --out pairs.csv --executor dask://SCHED:8786
+
+Each worker must have the same ``headcount`` version installed: a task names
+its function by module path, and the worker imports it from its own install. One worker process per machine with one
+Dask thread is the intended shape: a task already uses all of the worker's
+cores through numba (set ``NUMBA_NUM_THREADS`` on the worker to limit it), so
+more Dask threads per machine only oversubscribe the cores.
+
+Trust boundary: the Dask scheduler and workers receive the parties' CLKs, so
+they belong to the coordinator's trust domain and network, exactly as the
+coordinator's own memory does. Dask's comms are unauthenticated plain TCP and
+run pickled code, so anyone who can reach the scheduler can read the CLKs and
+run code on the workers: keep it on a private network or behind Dask's own TLS
+(``distributed.security``), which this module does not configure.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import ipaddress
+import logging
+import string
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
+from headcount.linkage.dice import (
+    Candidates,
+    check_clks,
+    check_positive_int,
+    check_threshold,
+    score_pairs,
+)
+
+__all__ = [
+    "DEFAULT_BLOCK_ROWS",
+    "CompareTask",
+    "DaskExecutor",
+    "Executor",
+    "LocalExecutor",
+    "compare_block",
+    "dask_address",
+    "executor_from_spec",
+    "merge_candidates",
+    "plan_compare",
+]
+
+log = logging.getLogger(__name__)
+
+# Left rows per distributed task. 50k rows of 128-byte CLKs is 6.4 MiB to ship,
+# and against a million right rows 5e10 pairs, about 20 s of one 2-core
+# worker: long enough that per-task overhead (a scheduler round trip, and
+# score_pairs sorting the right side by popcount) stays a few per cent, short
+# enough that a federation of two parties still spreads over many workers.
+DEFAULT_BLOCK_ROWS = 50_000
+# Dask tasks kept in flight per worker thread: two, so a worker has its next
+# block already delivered while it scores the current one, but no more, so the
+# cluster holds a bounded number of blocks and results at any time.
+_IN_FLIGHT_PER_THREAD = 2
+_DASK_SCHEME = "dask"
+# Characters of a DNS name or an IPv4/IPv6 literal (brackets already removed).
+_HOST_CHARS = frozenset(string.ascii_lowercase + string.digits + "-.:_")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompareTask:
+    """One block of one party pair: some left rows against every right row.
+
+    Attributes:
+        left: ``uint8`` ``(rows, width_bytes)`` block of the left party's CLKs,
+            usually a view into the party's array.
+        right: the right party's whole ``uint8`` CLK array. All tasks of a pair
+            hold the same array object, which is how an executor knows to ship
+            it once.
+        left_start: index, in the left party's full array, of ``left[0]``, >= 0.
+        threshold: minimum Dice score kept, in (0, 1].
+
+    Raises:
+        ValueError: an array is not 2-D ``uint8`` of non-zero width, the widths
+            differ, ``left_start`` is negative or not an int, or the threshold
+            is outside (0, 1] (messages as `score_pairs` gives them).
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    left_start: int
+    threshold: float
+
+    def __post_init__(self) -> None:
+        check_clks(self.left, "left")
+        check_clks(self.right, "right")
+        if self.left.shape[1] != self.right.shape[1]:
+            raise ValueError(
+                "left and right CLK widths differ: "
+                f"{self.left.shape[1]} and {self.right.shape[1]} bytes"
+            )
+        start = self.left_start
+        if isinstance(start, bool) or not isinstance(start, int | np.integer) or start < 0:
+            raise ValueError("left_start must be a non-negative int")
+        object.__setattr__(self, "left_start", int(start))
+        object.__setattr__(self, "threshold", check_threshold(self.threshold))
+
+
+def plan_compare(
+    left: np.ndarray, right: np.ndarray, threshold: float, block_rows: int | None
+) -> list[CompareTask]:
+    """The tasks comparing every row of ``left`` with every row of ``right``.
+
+    Args:
+        left: ``uint8`` ``(n_left, width_bytes)`` CLKs of the pair's left party.
+        right: ``uint8`` ``(n_right, width_bytes)`` CLKs of its right party.
+        threshold: minimum Dice score kept, in (0, 1].
+        block_rows: most left rows per task, >= 1; ``None`` for one task.
+
+    Returns:
+        Tasks over consecutive, disjoint runs of left rows covering all of
+        them, in row order; always at least one, so an empty side is still
+        checked as `score_pairs` would check it.
+
+    Raises:
+        ValueError: the arrays or threshold are invalid (see `CompareTask`), or
+            ``block_rows`` is not a positive int or None.
+    """
+    check_clks(left, "left")
+    if block_rows is not None:
+        check_positive_int(block_rows, "block_rows")
+    n_left = left.shape[0]
+    step = max(n_left, 1) if block_rows is None else block_rows
+    # A row slice of an array is a view: planning copies no CLKs.
+    return [
+        CompareTask(left[start : start + step], right, start, threshold)
+        for start in range(0, max(n_left, 1), step)
+    ]
+
+
+def compare_block(task: CompareTask, threads: int | None = None) -> Candidates:
+    """Score one task: `score_pairs` on its block, left indices made global.
+
+    Args:
+        task: the block to score.
+        threads: numba threads for the kernel, as for `score_pairs`.
+
+    Returns:
+        The block's pairs at or above the threshold, ``left`` indexing the left
+        party's full array, sorted by (score descending, left, right).
+
+    Raises:
+        ValueError: ``threads`` is invalid (see `score_pairs`).
+    """
+    found = score_pairs(task.left, task.right, task.threshold, threads=threads)
+    if task.left_start == 0:
+        return found
+    # Adding one offset to every left index keeps the (score, left, right) order.
+    return Candidates(found.left + task.left_start, found.right, found.score)
+
+
+def merge_candidates(parts: Sequence[Candidates]) -> Candidates:
+    """One pair's block results as the single `Candidates` a whole-pair run gives.
+
+    The blocks cover disjoint left rows, so the union has no duplicates; sorting
+    it by (score descending, left, right), a total order, gives exactly the
+    array `score_pairs` returns for the whole pair.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Candidates.empty()
+    left = np.concatenate([p.left for p in parts])
+    right = np.concatenate([p.right for p in parts])
+    score = np.concatenate([p.score for p in parts])
+    order = np.lexsort((right, left, -score))
+    return Candidates(left[order], right[order], score[order])
+
+
+class Executor(Protocol):
+    """Runs comparison tasks somewhere and returns their results in order.
+
+    ``block_rows`` tells `plan_compare` how many left rows to put in a task
+    (``None``: a whole pair per task). ``map_compare`` returns one `Candidates`
+    per task, equal to ``compare_block(task)``, in the order of ``tasks``; it
+    raises what the comparison raises (ValueError for bad input), and
+    `headcount.errors.PeerUnavailable` when remote workers are lost or cannot
+    be reached. ``close`` releases connections; the caller who made the
+    executor closes it.
+    """
+
+    @property
+    def block_rows(self) -> int | None: ...
+
+    def map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Scores every task in this process, one after another, on all its cores.
+
+    Args:
+        block_rows: most left rows per task, >= 1; ``None`` (the default) for
+            one task per pair, which is the single-machine engine unchanged.
+        threads: numba threads per task, as for `score_pairs`.
+
+    Raises:
+        ValueError: ``block_rows`` or ``threads`` is not a positive int or None.
+    """
+
+    __slots__ = ("_block_rows", "_threads")
+
+    def __init__(self, *, block_rows: int | None = None, threads: int | None = None) -> None:
+        if block_rows is not None:
+            check_positive_int(block_rows, "block_rows")
+        if threads is not None:
+            check_positive_int(threads, "threads")
+        self._block_rows = block_rows
+        self._threads = threads
+
+    @property
+    def block_rows(self) -> int | None:
+        return self._block_rows
+
+    def map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]:
+        return [compare_block(task, self._threads) for task in tasks]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _compare_remote(
+    left: np.ndarray, right: np.ndarray, left_start: int, threshold: float, threads: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`compare_block` as a Dask task: plain arrays in and out.
+
+    Plain arrays travel as raw buffers (pickle protocol 5) with no copy through
+    Python objects, and the client rebuilds, and so re-checks, the
+    `Candidates` from them.
+    """
+    found = compare_block(CompareTask(left, right, left_start, threshold), threads)
+    return found.left, found.right, found.score
+
+
+class DaskExecutor:
+    """Scores tasks on a Dask distributed cluster.
+
+    Each pair's right-hand CLKs are scattered to the cluster once (to every
+    worker when the pair has more than one block, since every block needs
+    them), and each block of left rows is scattered on its own, so a task runs
+    where its block already is. At most two tasks per worker thread are in
+    flight; a pair's data is released as soon as its last task returns, so the
+    cluster holds about one pair's right side and a few blocks at a time.
+
+    Args:
+        address: the scheduler's Dask address, e.g. ``"tcp://10.0.0.5:8786"``.
+        block_rows: most left rows per task, >= 1.
+        connect_timeout_s: seconds to wait for the scheduler, > 0.
+        threads: numba threads per task on the worker, as for `score_pairs`;
+            ``None`` lets each task use the worker's cores.
+
+    Raises:
+        ValueError: ``block_rows``, ``connect_timeout_s`` or ``threads`` is out
+            of range.
+        FailedPrecondition: dask is not installed (the ``dask`` extra).
+        PeerUnavailable: the scheduler could not be reached in time; the
+            message names the address.
+    """
+
+    __slots__ = ("_address", "_block_rows", "_client", "_dask", "_threads")
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+        connect_timeout_s: float = 10.0,
+        threads: int | None = None,
+    ) -> None:
+        check_positive_int(block_rows, "block_rows")
+        if threads is not None:
+            check_positive_int(threads, "threads")
+        if not connect_timeout_s > 0:  # also rejects NaN
+            raise ValueError("connect_timeout_s must be > 0")
+        try:
+            # Imported here: dask is an optional extra, and the local path
+            # must not pay its import time.
+            import distributed
+        except ImportError as exc:
+            raise FailedPrecondition(
+                "the dask executor needs the 'dask' extra: pip install 'headcount[dask]'"
+            ) from exc
+        # distributed's own annotations leave most Client methods untyped, so
+        # it is held as Any rather than failing mypy --strict at every call.
+        self._dask: Any = distributed
+        self._address = address
+        self._block_rows = block_rows
+        self._threads = threads
+        try:
+            # set_as_default=False: a library must not become the process's
+            # implicit Dask client behind its caller's back.
+            self._client: Any = self._dask.Client(
+                address, timeout=connect_timeout_s, set_as_default=False
+            )
+        except OSError as exc:  # includes TimeoutError and refused connections
+            raise PeerUnavailable(
+                f"Dask scheduler {address} could not be reached "
+                f"within {connect_timeout_s:g} s: {exc}"
+            ) from exc
+        log.info("dask executor connected to %s", address)
+
+    @property
+    def address(self) -> str:
+        """The scheduler's address, as given."""
+        return self._address
+
+    @property
+    def block_rows(self) -> int | None:
+        return self._block_rows
+
+    def map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]:
+        """Results of ``tasks`` in order, scored on the cluster.
+
+        Raises:
+            ValueError: a task raised it on its worker (bad input).
+            PeerUnavailable: the scheduler or workers were lost, or there are
+                no workers to scatter to.
+        """
+        try:
+            return self._map_compare(tasks)
+        except (OSError, concurrent.futures.CancelledError, self._dask.KilledWorker) as exc:
+            # OSError covers lost connections and "no workers" timeouts.
+            raise PeerUnavailable(f"Dask cluster at {self._address} failed: {exc}") from exc
+
+    def _map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]:
+        if not tasks:
+            return []
+        client = self._client
+        results: list[Candidates | None] = [None] * len(tasks)
+        # Tasks are grouped by their right array's identity: the engine gives
+        # each pair's tasks one shared array, so this is one group per pair.
+        per_right = collections.Counter(id(task.right) for task in tasks)
+        waiting = per_right.copy()
+        shared: dict[int, Any] = {}  # id(right array) -> its Dask future
+        threads = sum(client.nthreads().values())
+        in_flight = max(1, threads) * _IN_FLIGHT_PER_THREAD
+        position: dict[Any, int] = {}
+        # Our client's loop, given explicitly: this client is not the process
+        # default, which as_completed would otherwise look for.
+        done = self._dask.as_completed(loop=client.loop)
+        next_task = 0
+
+        def submit(index: int) -> None:
+            task = tasks[index]
+            key = id(task.right)
+            if key not in shared:
+                # Broadcast only when several blocks need it; one block's right
+                # side can go wherever its task runs.
+                shared[key] = client.scatter(task.right, broadcast=per_right[key] > 1, hash=False)
+            block = client.scatter(task.left, hash=False)
+            future = client.submit(
+                _compare_remote,
+                block,
+                shared[key],
+                task.left_start,
+                task.threshold,
+                self._threads,
+                pure=False,
+            )
+            position[future.key] = index
+            done.add(future)
+
+        while next_task < min(in_flight, len(tasks)):
+            submit(next_task)
+            next_task += 1
+        for future in done:
+            index = position.pop(future.key)
+            left, right, score = future.result()
+            results[index] = Candidates(left, right, score)
+            key = id(tasks[index].right)
+            waiting[key] -= 1
+            if waiting[key] == 0:
+                # Dropping the last reference lets the scheduler free the
+                # pair's right side on every worker.
+                del shared[key]
+            if next_task < len(tasks):
+                submit(next_task)
+                next_task += 1
+        log.debug("dask executor: %d tasks over %d worker threads", len(tasks), threads)
+        finished = [r for r in results if r is not None]
+        if len(finished) != len(tasks):  # pragma: no cover - as_completed yields every future
+            raise RuntimeError("a Dask task returned no result")
+        return finished
+
+    def close(self) -> None:
+        """Disconnect from the scheduler; the cluster itself keeps running."""
+        self._client.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def executor_from_spec(
+    spec: str,
+    *,
+    connect_timeout_s: float = 10.0,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> Executor:
+    """The executor a ``--executor`` value names.
+
+    Args:
+        spec: ``"local"``, or ``"dask://HOST:PORT"`` for a Dask scheduler
+            (``HOST`` a name, an IPv4 address, or an IPv6 address in brackets;
+            ``PORT`` in 1-65535).
+        connect_timeout_s: seconds to wait for a Dask scheduler, > 0.
+        block_rows: left rows per Dask task, >= 1 (ignored for ``"local"``).
+
+    Raises:
+        InvalidRequest: the spec is neither form.
+        FailedPrecondition: a Dask spec, but dask is not installed.
+        PeerUnavailable: the Dask scheduler could not be reached in time.
+    """
+    if spec == "local":
+        return LocalExecutor()
+    return DaskExecutor(
+        dask_address(spec), block_rows=block_rows, connect_timeout_s=connect_timeout_s
+    )
+
+
+def dask_address(spec: str) -> str:
+    """The scheduler address ``tcp://HOST:PORT`` for ``dask://HOST:PORT``.
+
+    Raises:
+        InvalidRequest: ``spec`` is not of that form.
+    """
+    usage = f"executor must be 'local' or 'dask://HOST:PORT', not {spec!r}"
+    # urlsplit silently drops tabs and newlines and strips leading blanks, so
+    # those are refused first rather than parsed into some other address.
+    if not isinstance(spec, str) or not spec.startswith(f"{_DASK_SCHEME}://"):
+        raise InvalidRequest(usage)
+    if not spec.isprintable() or any(c.isspace() for c in spec):
+        raise InvalidRequest(usage)
+    try:
+        parts = urllib.parse.urlsplit(spec)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad bracket
+        raise InvalidRequest(usage) from exc
+    host = parts.hostname
+    if (
+        not host
+        or not _HOST_CHARS.issuperset(host)
+        or not port  # missing, or 0 (which would mean "any port")
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise InvalidRequest(usage)
+    if ":" not in host:
+        return f"tcp://{host}:{port}"
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError as exc:
+        raise InvalidRequest(usage) from exc
+    return f"tcp://[{host}]:{port}"
