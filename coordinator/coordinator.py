@@ -39,6 +39,7 @@ from headcount.errors import (
 )
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.engine import link_parties
+from headcount.linkage.executor import executor_from_spec
 from headcount.measures import clamp_noise, make_packing
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
@@ -343,6 +344,7 @@ class Coordinator:
         return PartyEncodings(party, tokens, clks, commitment, households, keys), fingerprint
 
     def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
+        explicit_threshold = bool(threshold)
         threshold = threshold or self.schema.threshold
         if not 0 < threshold <= 1:
             raise InvalidRequest("threshold must be in (0, 1]")
@@ -363,7 +365,35 @@ class Coordinator:
             )
         encodings = {p: enc for p, (enc, _) in fetched.items()}
         log.info("epoch %s: encodings received in %.1f s", epoch_id, time.monotonic() - started)
-        result = link_parties({p: e.clks for p, e in encodings.items()}, threshold)
+        executor = executor_from_spec(self.federation.linkage_executor)
+        try:
+            result = link_parties(
+                {p: e.clks for p, e in encodings.items()},
+                threshold,
+                executor=executor,
+                floor=self.schema.candidate_floor,
+                auto_threshold=self.schema.auto_threshold and not explicit_threshold,
+                match_keys={p: e.match_keys for p, e in encodings.items()},
+            )
+        finally:
+            executor.close()
+        quality = {
+            f"{a}|{b}": {
+                "threshold": result.thresholds[(a, b)],
+                "key_links": result.key_links.get((a, b), 0),
+                "links": result.links[(a, b)],
+                **(
+                    {
+                        "est_precision": round(q.est_precision, 4),
+                        "est_recall": round(q.est_recall, 4),
+                        "est_f1": round(q.est_f1, 4),
+                    }
+                    if (q := result.quality.get((a, b))) is not None
+                    else {}
+                ),
+            }
+            for a, b in result.links
+        }
         clusters = result.clusters
         token_clusters = [{p: encodings[p].tokens[i] for p, i in c.items()} for c in clusters]
         pair_links = result.links
@@ -375,6 +405,7 @@ class Coordinator:
             list(encodings.values()),
             token_clusters,
             pair_links,
+            quality,
         )
         info = self.store.epoch(epoch_id)
         self.log(
@@ -387,6 +418,8 @@ class Coordinator:
                 "schema_fingerprint": info.schema_fingerprint,
                 "threshold": threshold,
                 "clusters": info.clusters,
+                # Estimated from score distributions: no ground truth exists.
+                "link_quality": quality,
             },
         )
         log.info(

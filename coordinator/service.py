@@ -28,6 +28,19 @@ def allowed_roles() -> dict[str, frozenset[Role]]:
     }
 
 
+def _pair(a: str, b: str, links: int, q: dict[str, Any]) -> coordinator_pb2.PairLinks:
+    return coordinator_pb2.PairLinks(
+        left=a,
+        right=b,
+        links=links,
+        threshold=float(q.get("threshold", 0.0)),
+        has_estimate="est_precision" in q,
+        est_precision=float(q.get("est_precision", 0.0)),
+        est_recall=float(q.get("est_recall", 0.0)),
+        key_links=int(q.get("key_links", 0)),
+    )
+
+
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
@@ -48,7 +61,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             epoch_id=info.epoch_id,
             records=info.records,
             pairs=[
-                coordinator_pb2.PairLinks(left=a, right=b, links=n)
+                _pair(a, b, n, info.quality.get(f"{a}|{b}", {}))
                 for (a, b), n in sorted(info.pair_links.items())
             ],
             clusters=info.clusters,

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS ceremony_commitments (
     PRIMARY KEY (ceremony_id, party));
 CREATE TABLE IF NOT EXISTS epochs (
     epoch_id TEXT PRIMARY KEY, ceremony_id TEXT NOT NULL, threshold REAL NOT NULL,
-    schema_fingerprint TEXT NOT NULL, clusters INTEGER NOT NULL, created_at TEXT NOT NULL);
+    schema_fingerprint TEXT NOT NULL, clusters INTEGER NOT NULL, created_at TEXT NOT NULL,
+    quality TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS epoch_parties (
     epoch_id TEXT NOT NULL, party TEXT NOT NULL, records INTEGER NOT NULL,
     commitment BLOB NOT NULL, PRIMARY KEY (epoch_id, party));
@@ -85,6 +86,8 @@ class EpochInfo:
     clusters: int
     records: dict[str, int]
     pair_links: dict[tuple[str, str], int]
+    # "left|right" -> threshold, est_precision, est_recall, est_f1 (or None), key_links
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class CoordinatorStore:
@@ -151,12 +154,21 @@ class CoordinatorStore:
         encodings: Sequence[PartyEncodings],
         clusters: Sequence[dict[str, bytes]],
         pair_links: dict[tuple[str, str], int],
+        quality: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Store an epoch, its encodings and its graph in one transaction."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?)",
-                (epoch_id, ceremony_id, threshold, schema_fingerprint, len(clusters), _now()),
+                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    epoch_id,
+                    ceremony_id,
+                    threshold,
+                    schema_fingerprint,
+                    len(clusters),
+                    _now(),
+                    json.dumps(quality or {}, sort_keys=True),
+                ),
             )
             for enc in encodings:
                 db.execute(
@@ -195,7 +207,7 @@ class CoordinatorStore:
     def epoch(self, epoch_id: str) -> EpochInfo:
         with self._tx() as db:
             row = db.execute(
-                "SELECT epoch_id, ceremony_id, threshold, schema_fingerprint, clusters"
+                "SELECT epoch_id, ceremony_id, threshold, schema_fingerprint, clusters, quality"
                 " FROM epochs WHERE epoch_id = ?",
                 (epoch_id,),
             ).fetchone()
@@ -214,7 +226,14 @@ class CoordinatorStore:
                 )
             }
         return EpochInfo(
-            str(row[0]), str(row[1]), float(row[2]), str(row[3]), int(row[4]), records, pairs
+            str(row[0]),
+            str(row[1]),
+            float(row[2]),
+            str(row[3]),
+            int(row[4]),
+            records,
+            pairs,
+            json.loads(row[5]),
         )
 
     def tokens(self, epoch_id: str, party: str) -> list[bytes]:

@@ -219,11 +219,12 @@ def link(config_path: Path | None, threshold: float) -> None:
 
     with Client(_load(config_path)) as c:
         s = c.run_linkage(threshold)
-    click.echo(f"epoch {s.epoch_id} (threshold {s.threshold:g})")
+    click.echo(f"epoch {s.epoch_id} (schema {s.schema_fingerprint[:12]})")
     for party, n in s.records.items():
         click.echo(f"  {party:<12} {n:>8} records")
-    for pair in s.pairs:
-        click.echo(f"  {pair.left} x {pair.right}: {pair.links} links")
+    from headcount.demo import link_table
+
+    click.echo(link_table(s.pairs))
     click.echo(f"  {s.clusters} clusters")
 
 
@@ -444,6 +445,44 @@ def link_files_command(
     click.echo(
         f"{summary.pairs_written} linked pairs in {summary.clusters} clusters -> {summary.out}"
     )
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option(
+    "--all", "run_all", is_flag=True, help="Run every attack (the default when no NAME is given)."
+)
+@click.option("--list", "list_only", is_flag=True, help="List the attacks and exit.")
+@click.option(
+    "--people",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(500),
+    help="Synthetic population of the attacked federation.",
+)
+@click.option("--seed", default=5, show_default=True, type=int, help="Random seed.")
+def attack(names: tuple[str, ...], run_all: bool, list_only: bool, people: int, seed: int) -> None:
+    """Run the attack suite against a live local federation and print what each
+    attacker knew and achieved. Every attack must fail, or its residual success
+    is measured and shown. Exit code 1 if any attack succeeded.
+    """
+    from headcount.attacks import attack_names, run_attacks
+
+    if list_only:
+        click.echo("\n".join(attack_names()))
+        return
+    results = run_attacks(
+        [] if run_all else list(names),
+        people=people,
+        seed=seed,
+        progress=lambda m: click.echo(m, err=True),
+    )
+    click.echo(f"{'attack':<27} {'attacker':<32} {'success':>7}  outcome")
+    for r in results:
+        click.echo(f"{r.name:<27} {r.attacker:<32} {r.success_rate:7.1%}  {r.outcome}")
+        click.echo(f"{'':<27} knows: {r.knows}")
+    if any(r.success_rate > 0 for r in results):
+        sys.exit(1)
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -120,6 +120,10 @@ class FederationConfig(_Frozen):
     # The linkage schema every node and the coordinator use (fields, weights,
     # hardening, match-keys, blocking); its fingerprint is checked each epoch.
     linkage_schema: Path | None = None
+    # Where the coordinator runs comparisons: "local", or "dask://HOST:PORT"
+    # for an existing Dask cluster (which then receives the CLKs: keep it on
+    # the coordinator's private network).
+    linkage_executor: str = Field("local", pattern=r"^(local|dask://\S+)$")
     rpc_timeout_s: float = Field(300.0, gt=0)
     max_message_bytes: int = Field(16 * 2**20, ge=2**16, le=2**30)
     output: OutputPolicy = OutputPolicy()

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from headcount.errors import BudgetExhausted, FailedPrecondition, PeerUnavailabl
 from headcount.federation import CONFIG_NAME, InitOptions, init_federation
 from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.synth import REFERENCE_DATE, generate_population
+from headcount.wire import coordinator_pb2
 
 MARKER = ".headcount-demo"
 READY_TIMEOUT_S = 180.0
@@ -249,8 +250,7 @@ def run_demo(
             echo("5/6 linkage epoch")
             linkage = operator.run_linkage()
             result.records = dict(linkage.records)
-            for pair in linkage.pairs:
-                echo(f"    {pair.left:>11} x {pair.right:<11} {pair.links:6d} links")
+            echo(link_table(linkage.pairs))
             echo(f"    {linkage.clusters} clusters (people seen by two or more departments)")
             steps.update()
         analyst_name = cfg.analysts[0].name
@@ -298,6 +298,24 @@ def run_demo(
         f"logs in {directory / 'logs'}"
     )
     return result
+
+
+def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:
+    """Links per department pair with the quality estimated without ground truth."""
+    lines = [
+        "  pair                       links  by match-key  threshold  est. precision  est. recall"
+    ]
+    for p in pairs:
+        est = (
+            f"{p.est_precision:14.3f}  {p.est_recall:11.3f}"
+            if p.has_estimate
+            else f"{'(too few to fit)':>27}"
+        )
+        lines.append(
+            f"  {p.left + ' x ' + p.right:<25} {p.links:6d}  {p.key_links:12d}"
+            f"  {p.threshold:9.3f}  {est}"
+        )
+    return "\n".join(lines)
 
 
 def format_release(r: Release) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from headcount.linkage.executor import (
     merge_candidates,
     plan_compare,
 )
+from headcount.linkage.matchkeys import match_by_keys
+from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 from headcount.linkage.solve import Edge, cluster_records
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,12 @@ class LinkResult:
     clusters: tuple[dict[str, int], ...]
     candidates: dict[tuple[str, str], int]  # party pair -> pairs scored above threshold
     links: dict[tuple[str, str], int]  # party pair -> clusters holding both
+    # Per party pair: the threshold used, the quality estimated from the score
+    # distribution (None when there were too few candidates to fit), and the
+    # links the match-keys found before any CLK was compared.
+    thresholds: dict[tuple[str, str], float] = field(default_factory=dict)
+    quality: dict[tuple[str, str], QualityEstimate | None] = field(default_factory=dict)
+    key_links: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def pairs(self) -> list[tuple[str, int, str, int]]:
         """Every linked pair of records (left party < right party), deterministic order.
@@ -57,7 +65,13 @@ def pair_score(clks: Mapping[str, np.ndarray], a: str, i: int, b: str, j: int) -
 
 
 def link_parties(
-    clks: Mapping[str, np.ndarray], threshold: float, *, executor: Executor | None = None
+    clks: Mapping[str, np.ndarray],
+    threshold: float,
+    *,
+    executor: Executor | None = None,
+    floor: float | None = None,
+    auto_threshold: bool = False,
+    match_keys: Mapping[str, Sequence[Sequence[bytes | None]]] | None = None,
 ) -> LinkResult:
     """Link every pair of parties at Dice >= ``threshold`` and cluster greedily.
 
@@ -66,6 +80,13 @@ def link_parties(
     mapping's order. The comparisons run on ``executor`` (default: a
     `LocalExecutor`, in this process); every executor gives the same result.
     The caller keeps ownership of ``executor`` and closes it.
+
+    With ``floor`` (< threshold), candidates down to the floor are scored and
+    the quality of each pair's links is estimated from their score
+    distribution (`headcount.linkage.quality`); with ``auto_threshold`` the
+    threshold that estimate picks is used (never below the floor). With
+    ``match_keys`` (per party, per level, per record), exact keyed matches are
+    a first pass: their links are taken before any CLK link.
 
     Raises:
         ValueError: mismatched widths, arrays that are not 2-D uint8, or a
@@ -79,8 +100,9 @@ def link_parties(
     # on several pairs at once instead of idling at each pair's last block.
     tasks: list[CompareTask] = []
     spans: list[slice] = []
+    score_from = threshold if floor is None else min(floor, threshold)
     for a, b in pairs:
-        planned = plan_compare(clks[a], clks[b], threshold, runner.block_rows)
+        planned = plan_compare(clks[a], clks[b], score_from, runner.block_rows)
         spans.append(slice(len(tasks), len(tasks) + len(planned)))
         tasks.extend(planned)
     results = runner.map_compare(tasks)
@@ -88,14 +110,35 @@ def link_parties(
         raise RuntimeError(f"executor returned {len(results)} results for {len(tasks)} tasks")
     edges: list[Edge] = []
     candidates: dict[tuple[str, str], int] = {}
+    thresholds: dict[tuple[str, str], float] = {}
+    quality: dict[tuple[str, str], QualityEstimate | None] = {}
+    key_links: dict[tuple[str, str], int] = {}
     for (a, b), span in zip(pairs, spans, strict=True):
         cands: Candidates = merge_candidates(results[span])
-        candidates[(a, b)] = len(cands)
+        cut = threshold
+        estimate: QualityEstimate | None = None
+        if floor is not None:
+            try:
+                estimate = estimate_link_quality(cands, score_from)
+            except ValueError as exc:
+                # Too few candidates to fit two components: keep the fixed threshold.
+                log.info("%s x %s: no quality estimate (%s)", a, b, exc)
+            if estimate is not None and auto_threshold:
+                cut = max(score_from, estimate.threshold)
+        keep = cands.score >= cut
+        candidates[(a, b)] = int(keep.sum())
+        thresholds[(a, b)], quality[(a, b)] = cut, estimate
+        if match_keys is not None:
+            keyed = match_by_keys(match_keys[a], match_keys[b])
+            key_links[(a, b)] = len(keyed)
+            # Exact keyed matches go first: score 1.0 puts them ahead of
+            # every CLK edge in the greedy clustering.
+            edges.extend(Edge(a, i, b, j, 1.0) for i, j, _ in keyed)
         edges.extend(
             Edge(a, int(i), b, int(j), float(s))
-            for i, j, s in zip(cands.left, cands.right, cands.score, strict=True)
+            for i, j, s in zip(cands.left[keep], cands.right[keep], cands.score[keep], strict=True)
         )
-        log.info("%s x %s: %d candidate pairs", a, b, len(cands))
+        log.info("%s x %s: %d candidate pairs at %.3f", a, b, candidates[(a, b)], cut)
     clusters = tuple(cluster_records(edges))
     links = {(a, b): sum(1 for c in clusters if a in c and b in c) for a, b in pairs}
-    return LinkResult(clusters, candidates, links)
+    return LinkResult(clusters, candidates, links, thresholds, quality, key_links)

@@ -27,10 +27,11 @@ Running a cluster::
     headcount link-files a.csv b.csv --out pairs.csv --executor dask://SCHED:8786
 
 Each worker must have the same ``headcount`` version installed: a task names
-its function by module path, and the worker imports it from its own install. One worker process per machine with one
-Dask thread is the intended shape: a task already uses all of the worker's
-cores through numba (set ``NUMBA_NUM_THREADS`` on the worker to limit it), so
-more Dask threads per machine only oversubscribe the cores.
+its function by module path, and the worker imports it from its own install.
+One worker process per machine with one Dask thread is the intended shape: a
+task already uses all of the worker's cores through numba (set
+``NUMBA_NUM_THREADS`` on the worker to limit it), so more Dask threads per
+machine only oversubscribe the cores.
 
 Trust boundary: the Dask scheduler and workers receive the parties' CLKs, so
 they belong to the coordinator's trust domain and network, exactly as the

@@ -25,6 +25,8 @@ COMMANDS = [
     ["audit"],
     ["audit", "show"],
     ["audit", "verify"],
+    ["attack"],
+    ["link-files"],
     ["demo"],
 ]
 
@@ -92,3 +94,11 @@ def test_bad_filter_syntax_is_explained() -> None:
     )
     assert result.exit_code != 0
     assert "party.attribute=value" in result.output
+
+
+def test_attack_list_names_every_attack() -> None:
+    from headcount.attacks import attack_names
+
+    result = CliRunner().invoke(cli, ["attack", "--list"])
+    assert result.exit_code == 0
+    assert result.output.split() == attack_names()

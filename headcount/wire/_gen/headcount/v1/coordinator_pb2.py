@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from headcount.wire._gen.headcount.v1 import common_pb2 as headcount_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eheadcount/v1/coordinator.proto\x12\x0cheadcount.v1\x1a\x19headcount/v1/common.proto\"\x14\n\x12RunCeremonyRequest\"J\n\x0f\x43\x65remonySummary\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0f\n\x07parties\x18\x02 \x03(\t\x12\x11\n\tconfirmed\x18\x03 \x01(\x08\"&\n\x11RunLinkageRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x01\"7\n\tPairLinks\x12\x0c\n\x04left\x18\x01 \x01(\t\x12\r\n\x05right\x18\x02 \x01(\t\x12\r\n\x05links\x18\x03 \x01(\x04\"\xf7\x01\n\x0eLinkageSummary\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12:\n\x07records\x18\x02 \x03(\x0b\x32).headcount.v1.LinkageSummary.RecordsEntry\x12&\n\x05pairs\x18\x03 \x03(\x0b\x32\x17.headcount.v1.PairLinks\x12\x10\n\x08\x63lusters\x18\x04 \x01(\x04\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x1a\n\x12schema_fingerprint\x18\x06 \x01(\t\x1a.\n\x0cRecordsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"R\n\tCondition\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0c\n\x04link\x18\x02 \x01(\t\x12(\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x17.headcount.v1.Predicate\"\xdb\x02\n\x0cQueryRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x18\n\x10population_party\x18\x02 \x01(\t\x12\x33\n\x12population_filters\x18\x03 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x13\n\x0bgroup_party\x18\x04 \x01(\t\x12\x10\n\x08group_by\x18\x05 \x01(\t\x12.\n\rgroup_filters\x18\x06 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\r\n\x05title\x18\x08 \x01(\t\x12+\n\nconditions\x18\t \x03(\x0b\x32\x17.headcount.v1.Condition\x12\x1b\n\x13population_group_by\x18\n \x01(\t\x12\x0f\n\x07measure\x18\x0b \x01(\t\x12\x19\n\x11measure_attribute\x18\x0c \x01(\t\"\x87\x01\n\x0bQueryResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12+\n\x05table\x18\x04 \x01(\x0b\x32\x1c.headcount.v1.ProtectedTable\x12\x18\n\x10\x62udget_remaining\x18\x05 \x01(\x01\"\x0f\n\rStatusRequest\">\n\x0bPartyStatus\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0f\n\x07records\x18\x03 \x01(\x04\"\x9e\x01\n\x10\x46\x65\x64\x65rationStatus\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65remony_id\x18\x02 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x03 \x01(\t\x12*\n\x07parties\x18\x04 \x03(\x0b\x32\x19.headcount.v1.PartyStatus\x12\x0f\n\x07queries\x18\x05 \x01(\x04\x12\x12\n\naudit_head\x18\x06 \x01(\t\"\x11\n\x0f\x41uditLogRequest\"-\n\x08\x41uditLog\x12\x13\n\x0b\x65vents_json\x18\x01 \x03(\t\x12\x0c\n\x04head\x18\x02 \x01(\t2\x80\x03\n\x0b\x43oordinator\x12N\n\x0bRunCeremony\x12 .headcount.v1.RunCeremonyRequest\x1a\x1d.headcount.v1.CeremonySummary\x12K\n\nRunLinkage\x12\x1f.headcount.v1.RunLinkageRequest\x1a\x1c.headcount.v1.LinkageSummary\x12\x44\n\x0bSubmitQuery\x12\x1a.headcount.v1.QueryRequest\x1a\x19.headcount.v1.QueryResult\x12H\n\tGetStatus\x12\x1b.headcount.v1.StatusRequest\x1a\x1e.headcount.v1.FederationStatus\x12\x44\n\x0bGetAuditLog\x12\x1d.headcount.v1.AuditLogRequest\x1a\x16.headcount.v1.AuditLogb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eheadcount/v1/coordinator.proto\x12\x0cheadcount.v1\x1a\x19headcount/v1/common.proto\"\x14\n\x12RunCeremonyRequest\"J\n\x0f\x43\x65remonySummary\x12\x13\n\x0b\x63\x65remony_id\x18\x01 \x01(\t\x12\x0f\n\x07parties\x18\x02 \x03(\t\x12\x11\n\tconfirmed\x18\x03 \x01(\x08\"&\n\x11RunLinkageRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x01\"\x9e\x01\n\tPairLinks\x12\x0c\n\x04left\x18\x01 \x01(\t\x12\r\n\x05right\x18\x02 \x01(\t\x12\r\n\x05links\x18\x03 \x01(\x04\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x14\n\x0chas_estimate\x18\x05 \x01(\x08\x12\x15\n\rest_precision\x18\x06 \x01(\x01\x12\x12\n\nest_recall\x18\x07 \x01(\x01\x12\x11\n\tkey_links\x18\x08 \x01(\x04\"\xf7\x01\n\x0eLinkageSummary\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12:\n\x07records\x18\x02 \x03(\x0b\x32).headcount.v1.LinkageSummary.RecordsEntry\x12&\n\x05pairs\x18\x03 \x03(\x0b\x32\x17.headcount.v1.PairLinks\x12\x10\n\x08\x63lusters\x18\x04 \x01(\x04\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x1a\n\x12schema_fingerprint\x18\x06 \x01(\t\x1a.\n\x0cRecordsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"R\n\tCondition\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0c\n\x04link\x18\x02 \x01(\t\x12(\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x17.headcount.v1.Predicate\"\xdb\x02\n\x0cQueryRequest\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x18\n\x10population_party\x18\x02 \x01(\t\x12\x33\n\x12population_filters\x18\x03 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x13\n\x0bgroup_party\x18\x04 \x01(\t\x12\x10\n\x08group_by\x18\x05 \x01(\t\x12.\n\rgroup_filters\x18\x06 \x03(\x0b\x32\x17.headcount.v1.Predicate\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\r\n\x05title\x18\x08 \x01(\t\x12+\n\nconditions\x18\t \x03(\x0b\x32\x17.headcount.v1.Condition\x12\x1b\n\x13population_group_by\x18\n \x01(\t\x12\x0f\n\x07measure\x18\x0b \x01(\t\x12\x19\n\x11measure_attribute\x18\x0c \x01(\t\"\x87\x01\n\x0bQueryResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12+\n\x05table\x18\x04 \x01(\x0b\x32\x1c.headcount.v1.ProtectedTable\x12\x18\n\x10\x62udget_remaining\x18\x05 \x01(\x01\"\x0f\n\rStatusRequest\">\n\x0bPartyStatus\x12\r\n\x05party\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0f\n\x07records\x18\x03 \x01(\x04\"\x9e\x01\n\x10\x46\x65\x64\x65rationStatus\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65remony_id\x18\x02 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x03 \x01(\t\x12*\n\x07parties\x18\x04 \x03(\x0b\x32\x19.headcount.v1.PartyStatus\x12\x0f\n\x07queries\x18\x05 \x01(\x04\x12\x12\n\naudit_head\x18\x06 \x01(\t\"\x11\n\x0f\x41uditLogRequest\"-\n\x08\x41uditLog\x12\x13\n\x0b\x65vents_json\x18\x01 \x03(\t\x12\x0c\n\x04head\x18\x02 \x01(\t2\x80\x03\n\x0b\x43oordinator\x12N\n\x0bRunCeremony\x12 .headcount.v1.RunCeremonyRequest\x1a\x1d.headcount.v1.CeremonySummary\x12K\n\nRunLinkage\x12\x1f.headcount.v1.RunLinkageRequest\x1a\x1c.headcount.v1.LinkageSummary\x12\x44\n\x0bSubmitQuery\x12\x1a.headcount.v1.QueryRequest\x1a\x19.headcount.v1.QueryResult\x12H\n\tGetStatus\x12\x1b.headcount.v1.StatusRequest\x1a\x1e.headcount.v1.FederationStatus\x12\x44\n\x0bGetAuditLog\x12\x1d.headcount.v1.AuditLogRequest\x1a\x16.headcount.v1.AuditLogb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,28 +40,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CEREMONYSUMMARY']._serialized_end=171
   _globals['_RUNLINKAGEREQUEST']._serialized_start=173
   _globals['_RUNLINKAGEREQUEST']._serialized_end=211
-  _globals['_PAIRLINKS']._serialized_start=213
-  _globals['_PAIRLINKS']._serialized_end=268
-  _globals['_LINKAGESUMMARY']._serialized_start=271
-  _globals['_LINKAGESUMMARY']._serialized_end=518
-  _globals['_LINKAGESUMMARY_RECORDSENTRY']._serialized_start=472
-  _globals['_LINKAGESUMMARY_RECORDSENTRY']._serialized_end=518
-  _globals['_CONDITION']._serialized_start=520
-  _globals['_CONDITION']._serialized_end=602
-  _globals['_QUERYREQUEST']._serialized_start=605
-  _globals['_QUERYREQUEST']._serialized_end=952
-  _globals['_QUERYRESULT']._serialized_start=955
-  _globals['_QUERYRESULT']._serialized_end=1090
-  _globals['_STATUSREQUEST']._serialized_start=1092
-  _globals['_STATUSREQUEST']._serialized_end=1107
-  _globals['_PARTYSTATUS']._serialized_start=1109
-  _globals['_PARTYSTATUS']._serialized_end=1171
-  _globals['_FEDERATIONSTATUS']._serialized_start=1174
-  _globals['_FEDERATIONSTATUS']._serialized_end=1332
-  _globals['_AUDITLOGREQUEST']._serialized_start=1334
-  _globals['_AUDITLOGREQUEST']._serialized_end=1351
-  _globals['_AUDITLOG']._serialized_start=1353
-  _globals['_AUDITLOG']._serialized_end=1398
-  _globals['_COORDINATOR']._serialized_start=1401
-  _globals['_COORDINATOR']._serialized_end=1785
+  _globals['_PAIRLINKS']._serialized_start=214
+  _globals['_PAIRLINKS']._serialized_end=372
+  _globals['_LINKAGESUMMARY']._serialized_start=375
+  _globals['_LINKAGESUMMARY']._serialized_end=622
+  _globals['_LINKAGESUMMARY_RECORDSENTRY']._serialized_start=576
+  _globals['_LINKAGESUMMARY_RECORDSENTRY']._serialized_end=622
+  _globals['_CONDITION']._serialized_start=624
+  _globals['_CONDITION']._serialized_end=706
+  _globals['_QUERYREQUEST']._serialized_start=709
+  _globals['_QUERYREQUEST']._serialized_end=1056
+  _globals['_QUERYRESULT']._serialized_start=1059
+  _globals['_QUERYRESULT']._serialized_end=1194
+  _globals['_STATUSREQUEST']._serialized_start=1196
+  _globals['_STATUSREQUEST']._serialized_end=1211
+  _globals['_PARTYSTATUS']._serialized_start=1213
+  _globals['_PARTYSTATUS']._serialized_end=1275
+  _globals['_FEDERATIONSTATUS']._serialized_start=1278
+  _globals['_FEDERATIONSTATUS']._serialized_end=1436
+  _globals['_AUDITLOGREQUEST']._serialized_start=1438
+  _globals['_AUDITLOGREQUEST']._serialized_end=1455
+  _globals['_AUDITLOG']._serialized_start=1457
+  _globals['_AUDITLOG']._serialized_end=1502
+  _globals['_COORDINATOR']._serialized_start=1505
+  _globals['_COORDINATOR']._serialized_end=1889
 # @@protoc_insertion_point(module_scope)

@@ -91,19 +91,38 @@ class PairLinks(_message.Message):
     LEFT_FIELD_NUMBER: _builtins.int
     RIGHT_FIELD_NUMBER: _builtins.int
     LINKS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    HAS_ESTIMATE_FIELD_NUMBER: _builtins.int
+    EST_PRECISION_FIELD_NUMBER: _builtins.int
+    EST_RECALL_FIELD_NUMBER: _builtins.int
+    KEY_LINKS_FIELD_NUMBER: _builtins.int
     left: _builtins.str
     right: _builtins.str
     links: _builtins.int
+    threshold: _builtins.float
+    """Dice threshold used for this pair"""
+    has_estimate: _builtins.bool
+    """whether the score distribution could be fitted"""
+    est_precision: _builtins.float
+    """estimated from the score distribution, no ground truth"""
+    est_recall: _builtins.float
+    key_links: _builtins.int
+    """links found by exact keyed match-keys"""
     def __init__(
         self,
         *,
         left: _builtins.str = ...,
         right: _builtins.str = ...,
         links: _builtins.int = ...,
+        threshold: _builtins.float = ...,
+        has_estimate: _builtins.bool = ...,
+        est_precision: _builtins.float = ...,
+        est_recall: _builtins.float = ...,
+        key_links: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["left", b"left", "links", b"links", "right", b"right"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["est_precision", b"est_precision", "est_recall", b"est_recall", "has_estimate", b"has_estimate", "key_links", b"key_links", "left", b"left", "links", b"links", "right", b"right", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
