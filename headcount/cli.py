@@ -407,10 +407,15 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
 )
 @click.option(
     "--threshold",
-    default=0.8,
-    show_default=True,
+    default=None,
     type=click.FloatRange(0, 1, min_open=True),
-    help="Dice threshold.",
+    help="Dice threshold (default: the schema's).",
+)
+@click.option(
+    "--schema",
+    "schema_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Linkage schema TOML (default: the built-in one, as in schemas/default.toml).",
 )
 @click.option(
     "--executor",
@@ -420,7 +425,11 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
     help="Where the comparisons run: this process, or a Dask scheduler (needs the dask extra).",
 )
 def link_files_command(
-    files: tuple[Path, ...], out_path: Path, threshold: float, executor: str
+    files: tuple[Path, ...],
+    out_path: Path,
+    threshold: float | None,
+    schema_path: Path | None,
+    executor: str,
 ) -> None:
     """Link two or more local CSV files with the federation's linkage engine.
 
@@ -431,17 +440,32 @@ def link_files_command(
     on your own labelled data. With --executor dask://HOST:PORT the
     comparisons run on a Dask cluster, with the same output.
     """
+    from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, load_schema
     from headcount.linkfiles import link_files
 
+    schema = load_schema(schema_path) if schema_path else DEFAULT_LINKAGE_SCHEMA
     summary = link_files(
         list(files),
         out_path,
         threshold=threshold,
+        schema=schema,
         progress=lambda m: click.echo(m, err=True),
         executor=executor,
     )
     for party, n in summary.records.items():
         click.echo(f"  {party:<20} {n:>9} records")
+    r = summary.result
+    for a, b in r.links:
+        q = r.quality.get((a, b))
+        est = (
+            f"est. precision {q.est_precision:.3f}, recall {q.est_recall:.3f}"
+            if q
+            else "too few candidates to estimate quality"
+        )
+        click.echo(
+            f"  {a} x {b}: {r.links[(a, b)]} links ({r.key_links.get((a, b), 0)} by match-key),"
+            f" threshold {r.thresholds[(a, b)]:.3f}, {est}"
+        )
     click.echo(
         f"{summary.pairs_written} linked pairs in {summary.clusters} clusters -> {summary.out}"
     )

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headcount.errors import InvalidRequest
-from headcount.linkage.clk import DEFAULT_SCHEMA, ClkSchema, encode_clks
+from headcount.linkage.clk import encode_clks
 from headcount.linkage.engine import LinkResult, link_parties, pair_score
 from headcount.linkage.executor import dask_address, executor_from_spec
+from headcount.linkage.matchkeys import match_keys
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema
 from party_node.data import load_identity_file
 
 
@@ -28,6 +30,7 @@ class LinkFilesSummary:
     pairs_written: int
     clusters: int
     out: Path
+    result: LinkResult  # per pair: thresholds, estimated quality, match-key links
 
 
 def _party_names(paths: Sequence[Path]) -> list[str]:
@@ -42,8 +45,8 @@ def link_files(
     paths: Sequence[Path],
     out: Path,
     *,
-    threshold: float,
-    schema: ClkSchema = DEFAULT_SCHEMA,
+    threshold: float | None = None,
+    schema: LinkageSchema = DEFAULT_LINKAGE_SCHEMA,
     progress: Callable[[str], None] = lambda _: None,
     executor: str = "local",
 ) -> LinkFilesSummary:
@@ -59,7 +62,7 @@ def link_files(
     """
     if len(paths) < 2:
         raise InvalidRequest("link-files needs at least two files")
-    if not 0 < threshold <= 1:
+    if threshold is not None and not 0 < threshold <= 1:
         raise InvalidRequest("threshold must be in (0, 1]")
     if executor != "local":
         # Parsed before any file is read so a typo fails at once; the
@@ -72,12 +75,22 @@ def link_files(
         loaded[name] = load_identity_file(path)
     secret = os.urandom(32)
     clks = {}
+    keys = {}
     for name, (_, identities) in loaded.items():
         progress(f"encoding {name} ({len(identities)} records)")
-        clks[name] = encode_clks(identities, secret, schema)
+        clks[name] = encode_clks(identities, secret, schema.clk)
+        keys[name] = match_keys(identities, secret, schema.match_keys)
     progress(f"comparing and clustering ({executor})")
     with closing(executor_from_spec(executor)) as runner:
-        result: LinkResult = link_parties(clks, threshold, executor=runner)
+        # The same settings the coordinator uses for an epoch.
+        result: LinkResult = link_parties(
+            clks,
+            threshold or schema.threshold,
+            executor=runner,
+            floor=schema.candidate_floor,
+            auto_threshold=schema.auto_threshold and threshold is None,
+            match_keys=keys,
+        )
     rows = result.pairs()
     tmp = out.with_name(out.name + ".partial")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -94,5 +107,9 @@ def link_files(
     # half-written output that looks complete.
     tmp.replace(out)
     return LinkFilesSummary(
-        {n: len(ids) for n, (ids, _) in loaded.items()}, len(rows), len(result.clusters), out
+        {n: len(ids) for n, (ids, _) in loaded.items()},
+        len(rows),
+        len(result.clusters),
+        out,
+        result,
     )
