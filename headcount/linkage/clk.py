@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import operator
@@ -46,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from cryptography.hazmat.primitives import hashes as crypto_hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -580,24 +582,33 @@ class _FieldEncoder:
 
     def value_ids(self, identities: Sequence[Identity]) -> np.ndarray:
         """The id of each identity's (salt, value) of this field, as an intp array."""
+        getter, salt_of = self._getter, self._salt_of
+        values = [getter(i) for i in identities]
+        salts = [salt_of(i) for i in identities] if salt_of else None
+        # pandas.factorize maps the column to codes at C speed; only the
+        # distinct values (far fewer than records) go through Python below.
+        keys = (
+            values if salts is None else [f"{s}\x00{v}" for s, v in zip(salts, values, strict=True)]
+        )
+        codes, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+        local_to_global = np.empty(len(uniques), dtype=np.intp)
         ids = self._ids
-        salt_of = self._salt_of
-        out: list[int] = []
-        for identity in identities:
-            item = (salt_of(identity) if salt_of else "", self._getter(identity))
+        for local, key in enumerate(uniques):
+            salt, _, value = key.partition("\x00") if salts is not None else ("", "", key)
+            item = (salt, value)
             found = ids.get(item)
             if found is None:
                 found = ids[item] = len(self._positions)
                 self._positions.append(self._value_positions(*item))
-            out.append(found)
-        return np.fromiter(out, dtype=np.intp, count=len(out))
+            local_to_global[local] = found
+        return local_to_global[codes] if len(codes) else np.zeros(0, dtype=np.intp)
 
     def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts, lengths, flat positions) of every value seen, indexed by id."""
         lengths = np.fromiter(map(len, self._positions), dtype=np.intp, count=len(self._positions))
         starts = np.cumsum(lengths) - lengths
         flat = np.fromiter(
-            (p for positions in self._positions for p in positions),
+            itertools.chain.from_iterable(self._positions),
             dtype=np.intp,
             count=int(lengths.sum()),
         )
@@ -606,14 +617,17 @@ class _FieldEncoder:
     def _value_positions(self, salt: str, value: str) -> tuple[int, ...]:
         """Distinct bit positions one value sets (none for an empty value)."""
         key = self._key if self._salt_of is None else self._salted_key(salt)
-        found: set[int] = set()
+        found: list[int] = []
+        by_gram = self._by_gram
         for token in self._tokens(value):
-            grams = self._by_gram.get((salt, token))
+            grams = by_gram.get((salt, token))
             if grams is None:
                 grams = _gram_positions(key, token, self.hashes, self.filter_bits)
-                self._by_gram[(salt, token)] = grams
-            found.update(grams)
-        return tuple(sorted(found))
+                by_gram[(salt, token)] = grams
+            found.extend(grams)
+        # Repeated positions are harmless (setting a bit twice) and cheaper
+        # than deduplicating every distinct value.
+        return tuple(found)
 
     def _salted_key(self, salt: str) -> bytes:
         key = self._salt_keys.get(salt)
