@@ -21,7 +21,13 @@ from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from headcount import errors
-from headcount.errors import BY_CODE, HeadcountError, NotAuthorised, PeerUnavailable
+from headcount.errors import (
+    BY_CODE,
+    HeadcountError,
+    InvalidRequest,
+    NotAuthorised,
+    PeerUnavailable,
+)
 from headcount.tls import Principal, Role, principal_of
 
 log = logging.getLogger(__name__)
@@ -78,6 +84,39 @@ def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
 
 
+class _Malformed:
+    """Stands in for a message that failed to parse, so the guard can answer
+    INVALID_ARGUMENT (gRPC itself would answer INTERNAL)."""
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError and friends: reported as INVALID_ARGUMENT
+            return _Malformed()
+
+    return parse
+
+
+def _checked(request: Any, stream_in: bool) -> Any:
+    if not stream_in:
+        if isinstance(request, _Malformed):
+            raise InvalidRequest("malformed message: not a valid protobuf for this method")
+        return request
+
+    def messages() -> Iterator[Any]:
+        for item in request:
+            if isinstance(item, _Malformed):
+                raise InvalidRequest("malformed message in the stream")
+            yield item
+
+    return messages()
+
+
 class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Role-based authorisation plus error mapping for every RPC of a server.
 
@@ -110,41 +149,45 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return None
         method: str = handler_call_details.method
 
-        def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        h: Any = handler
+        parse = _tolerant(h.request_deserializer)
+
+        def unary(behaviour: Callable[..., Any], stream_in: bool) -> Callable[..., Any]:
             def run(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     self._check(method, context)
-                    return behaviour(request, context)
+                    return behaviour(_checked(request, stream_in), context)
                 except Exception as exc:
                     _fail(context, exc)
 
             return run
 
-        def streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def streaming(
+            behaviour: Callable[..., Iterator[Any]], stream_in: bool
+        ) -> Callable[..., Iterator[Any]]:
             def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
                     self._check(method, context)
-                    yield from behaviour(request, context)
+                    yield from behaviour(_checked(request, stream_in), context)
                 except Exception as exc:
                     _fail(context, exc)
 
             return run
 
-        h: Any = handler
         if h.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                unary(h.unary_unary), h.request_deserializer, h.response_serializer
+                unary(h.unary_unary, False), parse, h.response_serializer
             )
         if h.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                streaming(h.unary_stream), h.request_deserializer, h.response_serializer
+                streaming(h.unary_stream, False), parse, h.response_serializer
             )
         if h.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                unary(h.stream_unary), h.request_deserializer, h.response_serializer
+                unary(h.stream_unary, True), parse, h.response_serializer
             )
         return grpc.stream_stream_rpc_method_handler(
-            streaming(h.stream_stream), h.request_deserializer, h.response_serializer
+            streaming(h.stream_stream, True), parse, h.response_serializer
         )
 
 

@@ -481,20 +481,23 @@ class PartyNode:
                     raise InvalidRequest(f"chunk {seq}: a token sent twice")
                 seen.add(tok)
                 items.append((row, paillier.from_bytes(h.origin_key, ct)))
+            # Checked before the last chunk is handed on, so a hop is charged
+            # (on its last chunk) only once the whole stream has proved valid.
+            if last and len(seen) != h.expected_records:
+                raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
             yield seq, items, last
             finished = last
         if not finished:
             raise InvalidRequest("stream ended before the last chunk")
-        if len(seen) != h.expected_records:
-            raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
 
-    def _join(self, h: HopHeader, role: str) -> DepartmentData:
-        """Charge the budget and record the hop; returns the epoch's data."""
-        epoch = self.store.epoch(h.epoch_id)
-        data = self.data(epoch.data_sha256)
+    def _data_for(self, h: HopHeader) -> DepartmentData:
+        return self.data(self.store.epoch(h.epoch_id).data_sha256)
+
+    def _charge(self, h: HopHeader, role: str) -> None:
+        """Charge the budget and record the hop: only once its whole stream is valid,
+        so a malformed or truncated stream costs the node nothing."""
         self.ledger.spend(h.epoch_id, h.query_id, h.epsilon)
         self.store.record_query(h.query_id, h.epoch_id, role, h.purpose, h.epsilon)
-        return data
 
     def apply_predicate(
         self, h: HopHeader, chunks: Iterable[ChunkIn]
@@ -505,7 +508,7 @@ class PartyNode:
         any other gets a fresh E(0). Both look alike to the coordinator.
         """
         self.check_hop_header(h)
-        data = self._join(h, "filter")
+        data = self._data_for(h)
         keep = self._mask(data, range(data.records), h.filters)
         key = h.origin_key
         for seq, items, last in self._hop_records(h, chunks):
@@ -515,12 +518,14 @@ class PartyNode:
                 paillier.to_bytes(key, fresh if keep[row] else next(zeros))
                 for (row, _), fresh in zip(items, kept, strict=True)
             ]
+            if last:
+                self._charge(h, "filter")
             yield seq, out, last
 
     def aggregate(self, h: HopHeader, chunks: Iterable[ChunkIn]) -> list[tuple[str, bytes]]:
         """Final hop: sum the received ciphertexts per group of this node's attribute."""
         groups = self.check_hop_header(h)
-        data = self._join(h, "group")
+        data = self._data_for(h)
         keep = self._mask(data, range(data.records), h.filters)
         values = data.attributes[h.group_by].tolist() if h.group_by else None
         key = h.origin_key
@@ -532,6 +537,7 @@ class PartyNode:
                 group = ALL_GROUP if values is None else values[row]
                 if keep[row] and group in acc:
                     acc[group].append(c)
+        self._charge(h, "group")
         sums = [paillier.add_all(key, acc[g]) for g in groups]
         # Re-randomise: otherwise the coordinator, which knows every ciphertext
         # it sent, could find which subset multiplies to each sum.
