@@ -8,6 +8,7 @@ before a table leaves it.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import uuid
@@ -33,15 +34,20 @@ from headcount.crypto.dp import sample_noise
 from headcount.errors import (
     BudgetExhausted,
     ConfigError,
+    FailedPrecondition,
     HeadcountError,
     InvalidProof,
     InvalidRequest,
+    NotAuthorised,
+    PolicyRefused,
 )
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.measures import clamp_noise, make_packing
+from headcount.projects import ProjectDoc, verify_decision
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
+from headcount.tls import Principal, Role
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 
@@ -427,6 +433,92 @@ class Coordinator:
         )
         return info
 
+    # -- projects (Five Safes: safe projects) ------------------------------------------
+    def _project_status(self, doc: ProjectDoc, approvals: dict[str, str], revoked: bool) -> str:
+        if revoked:
+            return "revoked"
+        if doc.expires < dt.date.today():
+            return "expired"
+        return "approved" if set(approvals) >= set(doc.parties) else "proposed"
+
+    def project_view(self, project_id: str) -> coordinator_pb2.Project:
+        raw, approvals, revoked = self.store.project(project_id)
+        doc = ProjectDoc.from_json(raw)
+        return coordinator_pb2.Project(
+            project_id=doc.project_id,
+            title=doc.title,
+            purpose=doc.purpose,
+            analyst=doc.analyst,
+            parties=list(doc.parties),
+            expires=doc.expires.isoformat(),
+            approved_by=sorted(approvals),
+            revoked=revoked,
+            status=self._project_status(doc, approvals, revoked),
+        )
+
+    def propose_project(self, doc: ProjectDoc) -> coordinator_pb2.Project:
+        unknown = [p for p in doc.parties if p not in self.parties]
+        if unknown:
+            raise InvalidRequest(
+                f"unknown party {unknown}; the federation has {list(self.parties)}"
+            )
+        if doc.expires <= dt.date.today():
+            raise InvalidRequest("a project must expire in the future")
+        self.store.add_project(doc.project_id, doc.to_json())
+        self.log("project_proposed", {"project": doc.to_json(), "digest": doc.digest()})
+        return self.project_view(doc.project_id)
+
+    def decide_project(
+        self, project_id: str, decision: str, by: Principal, signature: bytes, cert_pem: bytes
+    ) -> coordinator_pb2.Project:
+        raw, _, revoked = self.store.project(project_id)
+        doc = ProjectDoc.from_json(raw)
+        if revoked:
+            raise FailedPrecondition(f"project {project_id} is revoked")
+        if by.role is Role.PARTY:
+            if by.name not in doc.parties:
+                raise NotAuthorised(f"project {project_id} does not use {by.name}'s data")
+            verify_decision(doc, decision, by.name, signature, cert_pem)
+        elif decision != "revoke":
+            raise NotAuthorised("only a department's data steward approves a project")
+        if decision == "approve":
+            self.store.set_approval(project_id, by.name, signature.hex())
+            event = "project_approved"
+        else:
+            self.store.revoke_project(project_id)
+            event = "project_revoked"
+        self.log(
+            event,
+            {
+                "project_id": project_id,
+                "digest": doc.digest(),
+                "party": by.name,
+                "role": by.role.value,
+                "signature": signature.hex(),
+            },
+        )
+        return self.project_view(project_id)
+
+    def check_project(self, project_id: str, analyst: str, parties: Sequence[str]) -> None:
+        """Refuse a query whose project is not approved by every department it uses."""
+        if not project_id:
+            if self.federation.require_projects:
+                raise PolicyRefused("cite an approved project (Five Safes: safe projects)")
+            return
+        raw, approvals, revoked = self.store.project(project_id)
+        doc = ProjectDoc.from_json(raw)
+        status = self._project_status(doc, approvals, revoked)
+        if doc.analyst != analyst:
+            raise NotAuthorised(f"project {project_id} belongs to analyst {doc.analyst!r}")
+        if status in ("revoked", "expired"):
+            raise PolicyRefused(f"project {project_id} is {status}")
+        outside = [p for p in parties if p not in doc.parties]
+        if outside:
+            raise PolicyRefused(f"project {project_id} does not cover {outside}")
+        missing = [p for p in parties if p not in approvals]
+        if missing:
+            raise PolicyRefused(f"project {project_id} awaits approval by {missing}")
+
     # -- queries ---------------------------------------------------------------------
     def _origin_key(self, party: str) -> paillier.PublicKey:
         raw = self.store.identities().get(party)
@@ -445,6 +537,7 @@ class Coordinator:
     def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
         plan = plan_query(spec, self.parties)
         parties = plan.parties
+        self.check_project(spec.project_id, analyst, parties)
         epoch_id = self.store.latest_epoch()
         epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
         for party in parties:
@@ -463,6 +556,7 @@ class Coordinator:
                 {
                     "query_id": query_id,
                     "epoch_id": epoch_id,
+                    "project_id": spec.project_id,
                     "analyst": analyst,
                     "role": "analyst",
                     "purpose": spec.purpose,

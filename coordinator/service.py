@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import grpc
 
 from coordinator.coordinator import Coordinator
-from headcount.rpc import peer_principal
+from headcount.errors import InvalidRequest
+from headcount.projects import ProjectDoc
+from headcount.rpc import peer_certificate, peer_principal
 from headcount.tls import Role
 from headcount.wire import convert as cv
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
@@ -15,6 +18,7 @@ from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 OPERATOR = frozenset({Role.OPERATOR})
 ANALYST = frozenset({Role.ANALYST})
 READERS = frozenset({Role.OPERATOR, Role.ANALYST})
+STEWARDS = frozenset({Role.PARTY})
 
 
 def allowed_roles() -> dict[str, frozenset[Role]]:
@@ -25,6 +29,10 @@ def allowed_roles() -> dict[str, frozenset[Role]]:
         f"/{service}/SubmitQuery": ANALYST,
         f"/{service}/GetStatus": READERS,
         f"/{service}/GetAuditLog": READERS,
+        f"/{service}/ProposeProject": ANALYST,
+        f"/{service}/ApproveProject": STEWARDS,
+        f"/{service}/RevokeProject": frozenset({Role.PARTY, Role.OPERATOR}),
+        f"/{service}/ListProjects": frozenset({Role.OPERATOR, Role.ANALYST, Role.PARTY}),
     }
 
 
@@ -86,6 +94,52 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.StatusRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.FederationStatus:
         return self.c.status()
+
+    def ProposeProject(
+        self, request: coordinator_pb2.ProjectProposal, context: grpc.ServicerContext
+    ) -> coordinator_pb2.Project:
+        try:
+            expires = dt.date.fromisoformat(request.expires)
+        except ValueError:
+            raise InvalidRequest("expires must be an ISO date (YYYY-MM-DD)") from None
+        doc = ProjectDoc(
+            request.project_id,
+            request.title,
+            request.purpose,
+            peer_principal(context).name,
+            tuple(request.parties),
+            expires,
+        )
+        return self.c.propose_project(doc)
+
+    def ApproveProject(
+        self, request: coordinator_pb2.ProjectDecision, context: grpc.ServicerContext
+    ) -> coordinator_pb2.Project:
+        return self.c.decide_project(
+            request.project_id,
+            "approve",
+            peer_principal(context),
+            request.signature,
+            peer_certificate(context),
+        )
+
+    def RevokeProject(
+        self, request: coordinator_pb2.ProjectDecision, context: grpc.ServicerContext
+    ) -> coordinator_pb2.Project:
+        return self.c.decide_project(
+            request.project_id,
+            "revoke",
+            peer_principal(context),
+            request.signature,
+            peer_certificate(context),
+        )
+
+    def ListProjects(
+        self, request: coordinator_pb2.ListProjectsRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.ProjectList:
+        return coordinator_pb2.ProjectList(
+            projects=[self.c.project_view(p) for p in self.c.store.project_ids()]
+        )
 
     def GetAuditLog(
         self, request: coordinator_pb2.AuditLogRequest, context: grpc.ServicerContext

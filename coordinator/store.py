@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from headcount.db import create_database, transaction
-from headcount.errors import FailedPrecondition, UnknownJob
+from headcount.errors import FailedPrecondition, InvalidRequest, UnknownJob
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS pair_links (
 CREATE TABLE IF NOT EXISTS queries (
     query_id TEXT PRIMARY KEY, epoch_id TEXT NOT NULL, analyst TEXT NOT NULL,
     purpose TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (
+    project_id TEXT PRIMARY KEY, doc TEXT NOT NULL, approvals TEXT NOT NULL DEFAULT '{}',
+    revoked INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS releases (
     query_id TEXT PRIMARY KEY, release TEXT NOT NULL, created_at TEXT NOT NULL);
 """
@@ -306,6 +309,46 @@ class CoordinatorStore:
                 (epoch_id,),
             ).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    # -- projects --------------------------------------------------------------------
+    def add_project(self, project_id: str, doc: dict[str, Any]) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM projects WHERE project_id = ?", (project_id,)).fetchone():
+                raise InvalidRequest(f"project {project_id} already exists")
+            db.execute(
+                "INSERT INTO projects (project_id, doc, created_at) VALUES (?, ?, ?)",
+                (project_id, json.dumps(doc, sort_keys=True), _now()),
+            )
+
+    def project(self, project_id: str) -> tuple[dict[str, Any], dict[str, str], bool]:
+        """(document, {party: approval signature hex}, revoked); UnknownJob if absent."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT doc, approvals, revoked FROM projects WHERE project_id = ?", (project_id,)
+            ).fetchone()
+        if row is None:
+            raise UnknownJob(f"no project {project_id!r}; propose it first")
+        return json.loads(row[0]), json.loads(row[1]), bool(row[2])
+
+    def set_approval(self, project_id: str, party: str, signature_hex: str) -> None:
+        with self._tx() as db:
+            (raw,) = db.execute(
+                "SELECT approvals FROM projects WHERE project_id = ?", (project_id,)
+            ).fetchone()
+            approvals = json.loads(raw)
+            approvals[party] = signature_hex
+            db.execute(
+                "UPDATE projects SET approvals = ? WHERE project_id = ?",
+                (json.dumps(approvals, sort_keys=True), project_id),
+            )
+
+    def revoke_project(self, project_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE projects SET revoked = 1 WHERE project_id = ?", (project_id,))
+
+    def project_ids(self) -> list[str]:
+        with self._tx() as db:
+            return [r[0] for r in db.execute("SELECT project_id FROM projects ORDER BY created_at")]
 
     def query_count(self) -> int:
         with self._tx() as db:

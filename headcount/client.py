@@ -7,7 +7,8 @@ coordinator authorises by the role inside it. Errors come back as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,7 +18,8 @@ import pandas as pd
 from headcount import rpc, tls
 from headcount.audit import AuditEvent, verify_chain
 from headcount.config import Credential, FederationConfig
-from headcount.errors import ConfigError
+from headcount.errors import ConfigError, UnknownJob
+from headcount.projects import ProjectDoc, sign_decision
 from headcount.query import QuerySpec
 from headcount.wire import convert as cv
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
@@ -44,10 +46,21 @@ class Release:
 class Client:
     """Talk to the federation's coordinator as the operator or a named analyst."""
 
-    def __init__(self, federation: FederationConfig, *, analyst: str | None = None) -> None:
+    def __init__(
+        self,
+        federation: FederationConfig,
+        *,
+        analyst: str | None = None,
+        steward: str | None = None,
+    ) -> None:
+        """Act as the operator (default), a named analyst, or a department's data
+        steward (``steward``: the party name; uses that party's certificate)."""
         self.federation = federation
+        self._steward = steward
         cred: Credential
-        if analyst is None:
+        if steward is not None:
+            cred = federation.party(steward).tls
+        elif analyst is None:
             cred = federation.operator
         else:
             match = [a for a in federation.analysts if a.name == analyst]
@@ -104,6 +117,55 @@ class Client:
             noise_scale=reply.table.noise_scale,
             budget_remaining=reply.budget_remaining,
         )
+
+    # -- projects (Five Safes) ------------------------------------------------------
+    def propose_project(
+        self, project_id: str, title: str, purpose: str, parties: Sequence[str], expires: dt.date
+    ) -> coordinator_pb2.Project:
+        request = coordinator_pb2.ProjectProposal(
+            project_id=project_id,
+            title=title,
+            purpose=purpose,
+            parties=list(parties),
+            expires=expires.isoformat(),
+        )
+        return self._call(lambda s: s.ProposeProject(request, timeout=30))
+
+    def projects(self) -> list[coordinator_pb2.Project]:
+        return list(
+            self._call(
+                lambda s: s.ListProjects(coordinator_pb2.ListProjectsRequest(), timeout=30)
+            ).projects
+        )
+
+    def _decide(self, project_id: str, decision: str) -> coordinator_pb2.Project:
+        signature = b""
+        if self._steward is not None:
+            match = [p for p in self.projects() if p.project_id == project_id]
+            if not match:
+                raise UnknownJob(f"no project {project_id!r}")
+            p = match[0]
+            doc = ProjectDoc(
+                p.project_id,
+                p.title,
+                p.purpose,
+                p.analyst,
+                tuple(p.parties),
+                dt.date.fromisoformat(p.expires),
+            )
+            key = tls.load_private_key(self.federation.party(self._steward).tls.key)
+            signature = sign_decision(doc, decision, self._steward, key)
+        request = coordinator_pb2.ProjectDecision(project_id=project_id, signature=signature)
+        if decision == "approve":
+            return self._call(lambda s: s.ApproveProject(request, timeout=30))
+        return self._call(lambda s: s.RevokeProject(request, timeout=30))
+
+    def approve_project(self, project_id: str) -> coordinator_pb2.Project:
+        """As a data steward: sign and record approval of the project as listed."""
+        return self._decide(project_id, "approve")
+
+    def revoke_project(self, project_id: str) -> coordinator_pb2.Project:
+        return self._decide(project_id, "revoke")
 
     def status(self) -> coordinator_pb2.FederationStatus:
         return self._call(lambda s: s.GetStatus(coordinator_pb2.StatusRequest(), timeout=30))

@@ -114,6 +114,9 @@ class FederationConfig(_Frozen):
     audit_public_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # Ed25519, raw hex
     paillier_bits: int = 2048
     insecure_test_keys: bool = False
+    # Five Safes, safe projects: every query must cite a project each of its
+    # departments' data stewards approved.
+    require_projects: bool = True
     # Ages (and so the derived age_band) are computed at this date: the
     # federation's extract date, the same for every node.
     reference_date: dt.date

@@ -10,6 +10,7 @@ CSV under ``<dir>/releases`` and the ground truth is kept apart under
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import signal
@@ -35,6 +36,13 @@ from headcount.wire import coordinator_pb2
 MARKER = ".headcount-demo"
 READY_TIMEOUT_S = 180.0
 
+DEMO_PROJECT = "childrens-commissioner-2026"
+DEMO_PROJECT_TITLE = "Children's Commissioner: children across departments"
+DEMO_PROJECT_PURPOSE = (
+    "Count, never name, children whose immigration status, family circumstances or "
+    "access to services put them at risk, so that services reach them."
+)
+
 # The questions DESIGN.md asks. Each equals a file in docs/queries/ (a test
 # checks), so the demo and the documented examples cannot drift apart.
 _CHILD_BANDS = ("5-9", "10-15", "16-17")
@@ -48,6 +56,7 @@ DEMO_QUERIES: tuple[tuple[str, QuerySpec], ...] = (
             population_party="education",
             group_party="immigration",
             group_by="immigration_status",
+            project_id=DEMO_PROJECT,
         ),
     ),
     (
@@ -60,6 +69,7 @@ DEMO_QUERIES: tuple[tuple[str, QuerySpec], ...] = (
             conditions=(Condition("health", (Predicate("gp_registered", ("N",)),)),),
             group_party="immigration",
             group_by="immigration_status",
+            project_id=DEMO_PROJECT,
         ),
     ),
     (
@@ -81,6 +91,7 @@ DEMO_QUERIES: tuple[tuple[str, QuerySpec], ...] = (
             ),
             group_party="education",
             group_by="local_authority",
+            project_id=DEMO_PROJECT,
         ),
     ),
     (
@@ -96,6 +107,7 @@ DEMO_QUERIES: tuple[tuple[str, QuerySpec], ...] = (
             ),
             group_party="education",
             group_by="attainment_band",
+            project_id=DEMO_PROJECT,
         ),
     ),
 )
@@ -254,7 +266,21 @@ def run_demo(
             echo(f"    {linkage.clusters} clusters (people seen by two or more departments)")
             steps.update()
         analyst_name = cfg.analysts[0].name
-        echo(f"6/6 queries as analyst {analyst_name!r}")
+        echo(
+            f"6/6 project {DEMO_PROJECT!r}: proposed by {analyst_name!r}, approved by each steward"
+        )
+        with Client(cfg, analyst=analyst_name) as analyst:
+            analyst.propose_project(
+                DEMO_PROJECT,
+                DEMO_PROJECT_TITLE,
+                DEMO_PROJECT_PURPOSE,
+                cfg.party_names,
+                dt.date.today() + dt.timedelta(days=365),
+            )
+        for party in cfg.party_names:
+            with Client(cfg, steward=party) as steward:
+                steward.approve_project(DEMO_PROJECT)
+        echo(f"    queries as analyst {analyst_name!r}")
         releases_dir = directory / "releases"
         releases_dir.mkdir()
         with Client(cfg, analyst=analyst_name) as analyst:

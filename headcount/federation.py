@@ -54,6 +54,7 @@ class InitOptions:
     suppress_below: int = 10
     rounding_base: int = 5
     secondary_suppression: bool = True
+    require_projects: bool = True
     epsilon_per_epoch: float = 2.0
     default_query_epsilon: float = 0.5
 
@@ -119,6 +120,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         "audit_public_key": audit_public,
         "paillier_bits": opts.paillier_bits,
         "insecure_test_keys": opts.insecure_test_keys,
+        "require_projects": opts.require_projects,
         "reference_date": opts.reference_date or dt.date.today(),
         "linkage_schema": "linkage-schema.toml",
         "output": {

@@ -66,6 +66,7 @@ class QuerySpec:
     population_group_by: str = ""
     measure: str = "count"  # or "mean" of measure_attribute, per cell
     measure_attribute: str = ""  # a numeric attribute of the population
+    project_id: str = ""  # the approved project the query serves
 
     def __post_init__(self) -> None:
         if len(self.purpose.strip()) < 10:

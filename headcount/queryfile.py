@@ -17,6 +17,7 @@ A spec file states why the table is needed and what to count::
     group_filters: {}               # optional, on the grouping department
     measure: count                  # or {mean: absence_rate} (the population's)
     epsilon: 0.5                    # optional; the federation default otherwise
+    project: childrens-commissioner-2026   # the approved project it serves
 
 ``load_query_spec`` validates the whole file and reports every problem at once.
 """
@@ -62,6 +63,7 @@ class _Spec(_Strict):
     group_filters: Filters = {}
     measure: Literal["count"] | dict[Literal["mean"], str] = "count"
     epsilon: float = Field(0.0, ge=0)
+    project: str = ""
 
 
 def _predicates(filters: Filters) -> tuple[Predicate, ...]:
@@ -106,6 +108,7 @@ def spec_from_dict(data: Any, *, source: str = "query spec") -> QuerySpec:
         population_group_by=population_group_by,
         measure="mean" if mean else "count",
         measure_attribute=mean,
+        project_id=m.project,
     )
 
 

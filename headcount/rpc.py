@@ -84,6 +84,14 @@ def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
 
 
+def peer_certificate(context: grpc.ServicerContext) -> bytes:
+    """The verified peer certificate (PEM); NotAuthorised if none."""
+    pems: Any = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        raise NotAuthorised("a client certificate from the federation CA is required")
+    return bytes(pems[0])
+
+
 class _Malformed:
     """Stands in for a message that failed to parse, so the guard can answer
     INVALID_ARGUMENT (gRPC itself would answer INTERNAL)."""

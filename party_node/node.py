@@ -14,6 +14,7 @@ results. Rules enforced here, whoever calls:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -58,6 +59,7 @@ from headcount.measures import (
     make_packing,
     protect_release,
 )
+from headcount.projects import ProjectDoc, verify_decision
 from headcount.protect.budget import BudgetLedger
 from headcount.protect.sdc import SdcPolicy, protect_counts
 from headcount.query import Predicate, check_group_by, check_measure, check_predicates
@@ -189,6 +191,44 @@ class PartyNode:
         body = self._announced("query", "query_id", query_id)
         if abs(float(body.get("epsilon", -1)) - epsilon) > 1e-12 or body.get("purpose") != purpose:
             raise PolicyRefused(f"query {query_id} differs from what the audit log announced")
+        self._check_project(str(body.get("project_id", "")))
+
+    def _check_project(self, project_id: str) -> None:
+        """Take part only in a project this node's own steward approved (Five Safes).
+
+        The approval is checked in this node's replica of the signed log and
+        its signature verified with this node's own certificate, so neither a
+        coordinator nor another department can approve on its behalf.
+        """
+        if not project_id:
+            if self.federation.require_projects:
+                raise PolicyRefused("the query cites no approved project")
+            return
+        doc: ProjectDoc | None = None
+        approved = revoked = False
+        for event in self.audit.events():
+            body = event.body
+            if event.kind == "project_proposed" and body["project"]["project_id"] == project_id:
+                doc = ProjectDoc.from_json(dict(body["project"]))
+            elif body.get("project_id") != project_id:
+                continue
+            elif event.kind == "project_revoked":
+                revoked = True
+            elif event.kind == "project_approved" and body.get("party") == self.name and doc:
+                verify_decision(
+                    doc,
+                    "approve",
+                    self.name,
+                    bytes.fromhex(body["signature"]),
+                    self.config.tls.cert.read_bytes(),
+                )
+                approved = True
+        if doc is None or not approved:
+            raise PolicyRefused(f"{self.name} has not approved project {project_id}")
+        if revoked:
+            raise PolicyRefused(f"project {project_id} is revoked")
+        if doc.expires < dt.date.today():
+            raise PolicyRefused(f"project {project_id} expired on {doc.expires}")
 
     # -- data -------------------------------------------------------------------
     def data(self, expect_sha256: bytes | None = None) -> DepartmentData:

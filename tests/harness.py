@@ -152,6 +152,8 @@ def make_federation(
     ``options`` override ``InitOptions`` fields (e.g. the output policy).
     """
     recorder = Recorder()
+    # Project approval (Five Safes) is tested on its own in test_projects.py.
+    options.setdefault("require_projects", False)
     fed = start_local_federation(
         directory,
         people=people,

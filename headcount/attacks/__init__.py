@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from headcount.client import Client
 from headcount.errors import InvalidRequest
 from headcount.local import LocalFederation, start_local_federation
 
@@ -37,11 +38,16 @@ class AttackResult:
 
 Attack = Callable[[LocalFederation], AttackResult]
 
+# An approved project covering every department, so that the query attacks
+# meet the defences they aim at rather than the missing-project refusal.
+ATTACK_PROJECT = "attack-suite"
+
 
 def _registry() -> dict[str, Attack]:
     from headcount.attacks import audit, encodings, policy, protocol
 
     return {
+        "no-project": policy.no_project,
         "single-person": policy.single_person,
         "near-unique-group-by": policy.near_unique_group_by,
         "probe-upload": policy.probe_upload,
@@ -54,6 +60,22 @@ def _registry() -> dict[str, Attack]:
         "audit-tampering": audit.tampering,
         "dictionary-without-secret": encodings.dictionary_without_secret,
     }
+
+
+def _approve_project(fed: LocalFederation) -> None:
+    import datetime as dt
+
+    with fed.analyst() as analyst:
+        analyst.propose_project(
+            ATTACK_PROJECT,
+            "Attack suite",
+            "Demonstrate that the federation refuses attempts to single out a person.",
+            fed.config.party_names,
+            dt.date.today() + dt.timedelta(days=30),
+        )
+    for party in fed.config.party_names:
+        with Client(fed.config, steward=party) as steward:
+            steward.approve_project(ATTACK_PROJECT)
 
 
 def attack_names() -> list[str]:
@@ -84,6 +106,7 @@ def run_attacks(
             with fed.operator() as op:
                 op.run_ceremony()
                 op.run_linkage()
+            _approve_project(fed)
             results = []
             for name in chosen:
                 progress(f"attack: {name}")

@@ -6,12 +6,29 @@ from typing import cast
 
 import pandas as pd
 
-from headcount.attacks import AttackResult
+from headcount.attacks import ATTACK_PROJECT, AttackResult
 from headcount.errors import BudgetExhausted, HeadcountError, PolicyRefused
 from headcount.local import LocalFederation
 from headcount.query import Condition, Predicate, QuerySpec
 
 PURPOSE = "Attack suite: check that the federation refuses this query."
+
+
+def no_project(fed: LocalFederation) -> AttackResult:
+    """An analyst asks outside any approved project (Five Safes: safe projects)."""
+    spec = QuerySpec(PURPOSE, "education", "immigration", "immigration_status")
+    try:
+        with fed.analyst() as analyst:
+            analyst.query(spec)
+    except PolicyRefused as exc:
+        return AttackResult(
+            "no-project",
+            "analyst",
+            "valid analyst credentials, no approved project",
+            f"refused: {exc}",
+            0.0,
+        )
+    return AttackResult("no-project", "analyst", "", "answered", 1.0)
 
 
 def single_person(fed: LocalFederation) -> AttackResult:
@@ -27,6 +44,7 @@ def single_person(fed: LocalFederation) -> AttackResult:
         "immigration",
         "immigration_status",
         population_filters=tuple(Predicate(k, (v,)) for k, v in zip(keys, smallest, strict=True)),
+        project_id=ATTACK_PROJECT,
     )
     try:
         with fed.analyst() as analyst:
@@ -44,7 +62,7 @@ def single_person(fed: LocalFederation) -> AttackResult:
 
 def near_unique_group_by(fed: LocalFederation) -> AttackResult:
     """Group by a near-unique attribute (absence rate, three decimals)."""
-    spec = QuerySpec(PURPOSE, "immigration", "education", "absence_rate")
+    spec = QuerySpec(PURPOSE, "immigration", "education", "absence_rate", project_id=ATTACK_PROJECT)
     try:
         with fed.analyst() as analyst:
             analyst.query(spec)
@@ -70,7 +88,9 @@ def probe_upload(fed: LocalFederation) -> AttackResult:
     try:
         with fed.operator() as op:
             op.run_linkage()
-        spec = QuerySpec(PURPOSE, "justice", "immigration", "immigration_status")
+        spec = QuerySpec(
+            PURPOSE, "justice", "immigration", "immigration_status", project_id=ATTACK_PROJECT
+        )
         with fed.analyst() as analyst:
             analyst.query(spec)
         outcome, success = "answered", 1.0
@@ -98,6 +118,7 @@ def tracker(fed: LocalFederation) -> AttackResult:
         "immigration",
         "immigration_status",
         conditions=(Condition("health", (Predicate("gp_registered", ("N",)),)),),
+        project_id=ATTACK_PROJECT,
     )
     answered = 0
     refused = ""

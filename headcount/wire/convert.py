@@ -174,6 +174,7 @@ def query_to_pb(q: QuerySpec) -> co.QueryRequest:
         population_group_by=q.population_group_by,
         measure=q.measure,
         measure_attribute=q.measure_attribute,
+        project_id=q.project_id,
     )
 
 
@@ -193,4 +194,5 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
         population_group_by=m.population_group_by,
         measure=m.measure or "count",
         measure_attribute=m.measure_attribute,
+        project_id=m.project_id,
     )

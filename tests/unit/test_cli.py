@@ -26,6 +26,11 @@ COMMANDS = [
     ["audit", "show"],
     ["audit", "verify"],
     ["attack"],
+    ["project"],
+    ["project", "propose"],
+    ["project", "approve"],
+    ["project", "revoke"],
+    ["project", "list"],
     ["link-files"],
     ["demo"],
 ]

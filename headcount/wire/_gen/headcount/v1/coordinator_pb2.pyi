@@ -23,6 +23,146 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ProjectProposal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    PARTIES_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    title: _builtins.str
+    purpose: _builtins.str
+    """the public-interest purpose, published"""
+    expires: _builtins.str
+    """ISO date; queries after it are refused"""
+    @_builtins.property
+    def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """departments whose data it may use"""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        parties: _abc.Iterable[_builtins.str] | None = ...,
+        expires: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires", b"expires", "parties", b"parties", "project_id", b"project_id", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectProposal: _TypeAlias = ProjectProposal  # noqa: Y015
+
+@_typing.final
+class ProjectDecision(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    signature: _builtins.bytes
+    """ECDSA-SHA256 by the steward's party key over the project document"""
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_id", b"project_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectDecision: _TypeAlias = ProjectDecision  # noqa: Y015
+
+@_typing.final
+class Project(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ANALYST_FIELD_NUMBER: _builtins.int
+    PARTIES_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    title: _builtins.str
+    purpose: _builtins.str
+    analyst: _builtins.str
+    expires: _builtins.str
+    revoked: _builtins.bool
+    status: _builtins.str
+    """"proposed" | "approved" | "revoked" | "expired" """
+    @_builtins.property
+    def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def approved_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        analyst: _builtins.str = ...,
+        parties: _abc.Iterable[_builtins.str] | None = ...,
+        expires: _builtins.str = ...,
+        approved_by: _abc.Iterable[_builtins.str] | None = ...,
+        revoked: _builtins.bool = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyst", b"analyst", "approved_by", b"approved_by", "expires", b"expires", "parties", b"parties", "project_id", b"project_id", "purpose", b"purpose", "revoked", b"revoked", "status", b"status", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Project: _TypeAlias = Project  # noqa: Y015
+
+@_typing.final
+class ListProjectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProjectsRequest: _TypeAlias = ListProjectsRequest  # noqa: Y015
+
+@_typing.final
+class ProjectList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Project]: ...
+    def __init__(
+        self,
+        *,
+        projects: _abc.Iterable[Global___Project] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["projects", b"projects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectList: _TypeAlias = ProjectList  # noqa: Y015
+
+@_typing.final
 class RunCeremonyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -234,6 +374,7 @@ class QueryRequest(_message.Message):
     POPULATION_GROUP_BY_FIELD_NUMBER: _builtins.int
     MEASURE_FIELD_NUMBER: _builtins.int
     MEASURE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """required: why the table is needed"""
     population_party: _builtins.str
@@ -250,6 +391,8 @@ class QueryRequest(_message.Message):
     """"count" (default) or "mean" """
     measure_attribute: _builtins.str
     """numeric attribute of the population, for "mean" """
+    project_id: _builtins.str
+    """the approved project the query serves"""
     @_builtins.property
     def population_filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]: ...
     @_builtins.property
@@ -271,10 +414,11 @@ class QueryRequest(_message.Message):
         population_group_by: _builtins.str = ...,
         measure: _builtins.str = ...,
         measure_attribute: _builtins.str = ...,
+        project_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "epsilon", b"epsilon", "group_by", b"group_by", "group_filters", b"group_filters", "group_party", b"group_party", "measure", b"measure", "measure_attribute", b"measure_attribute", "population_filters", b"population_filters", "population_group_by", b"population_group_by", "population_party", b"population_party", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "epsilon", b"epsilon", "group_by", b"group_by", "group_filters", b"group_filters", "group_party", b"group_party", "measure", b"measure", "measure_attribute", b"measure_attribute", "population_filters", b"population_filters", "population_group_by", b"population_group_by", "population_party", b"population_party", "project_id", b"project_id", "purpose", b"purpose", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,26 @@ class CoordinatorStub:
                 request_serializer=headcount_dot_v1_dot_coordinator__pb2.AuditLogRequest.SerializeToString,
                 response_deserializer=headcount_dot_v1_dot_coordinator__pb2.AuditLog.FromString,
                 _registered_method=True)
+        self.ProposeProject = channel.unary_unary(
+                '/headcount.v1.Coordinator/ProposeProject',
+                request_serializer=headcount_dot_v1_dot_coordinator__pb2.ProjectProposal.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_coordinator__pb2.Project.FromString,
+                _registered_method=True)
+        self.ApproveProject = channel.unary_unary(
+                '/headcount.v1.Coordinator/ApproveProject',
+                request_serializer=headcount_dot_v1_dot_coordinator__pb2.ProjectDecision.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_coordinator__pb2.Project.FromString,
+                _registered_method=True)
+        self.RevokeProject = channel.unary_unary(
+                '/headcount.v1.Coordinator/RevokeProject',
+                request_serializer=headcount_dot_v1_dot_coordinator__pb2.ProjectDecision.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_coordinator__pb2.Project.FromString,
+                _registered_method=True)
+        self.ListProjects = channel.unary_unary(
+                '/headcount.v1.Coordinator/ListProjects',
+                request_serializer=headcount_dot_v1_dot_coordinator__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_coordinator__pb2.ProjectList.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -99,6 +119,37 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeProject(self, request, context):
+        """Five Safes: safe projects. An analyst proposes; each department's data
+        steward approves with the party's own certificate key; a query must cite
+        a project every department in its chain has approved.
+        analyst
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveProject(self, request, context):
+        """party (data steward)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeProject(self, request, context):
+        """party, operator
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProjects(self, request, context):
+        """operator, analyst, party
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +177,26 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetAuditLog,
                     request_deserializer=headcount_dot_v1_dot_coordinator__pb2.AuditLogRequest.FromString,
                     response_serializer=headcount_dot_v1_dot_coordinator__pb2.AuditLog.SerializeToString,
+            ),
+            'ProposeProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeProject,
+                    request_deserializer=headcount_dot_v1_dot_coordinator__pb2.ProjectProposal.FromString,
+                    response_serializer=headcount_dot_v1_dot_coordinator__pb2.Project.SerializeToString,
+            ),
+            'ApproveProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveProject,
+                    request_deserializer=headcount_dot_v1_dot_coordinator__pb2.ProjectDecision.FromString,
+                    response_serializer=headcount_dot_v1_dot_coordinator__pb2.Project.SerializeToString,
+            ),
+            'RevokeProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeProject,
+                    request_deserializer=headcount_dot_v1_dot_coordinator__pb2.ProjectDecision.FromString,
+                    response_serializer=headcount_dot_v1_dot_coordinator__pb2.Project.SerializeToString,
+            ),
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=headcount_dot_v1_dot_coordinator__pb2.ListProjectsRequest.FromString,
+                    response_serializer=headcount_dot_v1_dot_coordinator__pb2.ProjectList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +334,114 @@ class Coordinator:
             '/headcount.v1.Coordinator/GetAuditLog',
             headcount_dot_v1_dot_coordinator__pb2.AuditLogRequest.SerializeToString,
             headcount_dot_v1_dot_coordinator__pb2.AuditLog.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.Coordinator/ProposeProject',
+            headcount_dot_v1_dot_coordinator__pb2.ProjectProposal.SerializeToString,
+            headcount_dot_v1_dot_coordinator__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.Coordinator/ApproveProject',
+            headcount_dot_v1_dot_coordinator__pb2.ProjectDecision.SerializeToString,
+            headcount_dot_v1_dot_coordinator__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.Coordinator/RevokeProject',
+            headcount_dot_v1_dot_coordinator__pb2.ProjectDecision.SerializeToString,
+            headcount_dot_v1_dot_coordinator__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.Coordinator/ListProjects',
+            headcount_dot_v1_dot_coordinator__pb2.ListProjectsRequest.SerializeToString,
+            headcount_dot_v1_dot_coordinator__pb2.ProjectList.FromString,
             options,
             channel_credentials,
             insecure,

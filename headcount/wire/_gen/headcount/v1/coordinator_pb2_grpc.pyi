@@ -44,6 +44,18 @@ class CoordinatorStub:
     """operator, analyst"""
     GetAuditLog: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.AuditLogRequest, _coordinator_pb2.AuditLog]
     """operator, analyst"""
+    ProposeProject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ProjectProposal, _coordinator_pb2.Project]
+    """Five Safes: safe projects. An analyst proposes; each department's data
+    steward approves with the party's own certificate key; a query must cite
+    a project every department in its chain has approved.
+    analyst
+    """
+    ApproveProject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ProjectDecision, _coordinator_pb2.Project]
+    """party (data steward)"""
+    RevokeProject: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ProjectDecision, _coordinator_pb2.Project]
+    """party, operator"""
+    ListProjects: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListProjectsRequest, _coordinator_pb2.ProjectList]
+    """operator, analyst, party"""
 
 @_typing.type_check_only
 class CoordinatorAsyncStub(CoordinatorStub):
@@ -58,6 +70,18 @@ class CoordinatorAsyncStub(CoordinatorStub):
     """operator, analyst"""
     GetAuditLog: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.AuditLogRequest, _coordinator_pb2.AuditLog]  # type: ignore[assignment]
     """operator, analyst"""
+    ProposeProject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ProjectProposal, _coordinator_pb2.Project]  # type: ignore[assignment]
+    """Five Safes: safe projects. An analyst proposes; each department's data
+    steward approves with the party's own certificate key; a query must cite
+    a project every department in its chain has approved.
+    analyst
+    """
+    ApproveProject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ProjectDecision, _coordinator_pb2.Project]  # type: ignore[assignment]
+    """party (data steward)"""
+    RevokeProject: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ProjectDecision, _coordinator_pb2.Project]  # type: ignore[assignment]
+    """party, operator"""
+    ListProjects: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListProjectsRequest, _coordinator_pb2.ProjectList]  # type: ignore[assignment]
+    """operator, analyst, party"""
 
 class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +123,41 @@ class CoordinatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.AuditLog, _abc.Awaitable[_coordinator_pb2.AuditLog]]:
         """operator, analyst"""
+
+    @_abc_1.abstractmethod
+    def ProposeProject(
+        self,
+        request: _coordinator_pb2.ProjectProposal,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Project, _abc.Awaitable[_coordinator_pb2.Project]]:
+        """Five Safes: safe projects. An analyst proposes; each department's data
+        steward approves with the party's own certificate key; a query must cite
+        a project every department in its chain has approved.
+        analyst
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveProject(
+        self,
+        request: _coordinator_pb2.ProjectDecision,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Project, _abc.Awaitable[_coordinator_pb2.Project]]:
+        """party (data steward)"""
+
+    @_abc_1.abstractmethod
+    def RevokeProject(
+        self,
+        request: _coordinator_pb2.ProjectDecision,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.Project, _abc.Awaitable[_coordinator_pb2.Project]]:
+        """party, operator"""
+
+    @_abc_1.abstractmethod
+    def ListProjects(
+        self,
+        request: _coordinator_pb2.ListProjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ProjectList, _abc.Awaitable[_coordinator_pb2.ProjectList]]:
+        """operator, analyst, party"""
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

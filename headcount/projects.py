@@ -1,0 +1,102 @@
+"""Five Safes "safe projects": what a query must cite before any department takes part.
+
+An analyst proposes a project (title, public-interest purpose, departments,
+expiry). Each department's data steward approves it by signing the project
+document with the department's own certificate key (ECDSA P-256), so the
+coordinator cannot forge an approval. Approvals, proposals and revocations go
+into the signed audit log; every node checks its own signed approval in its
+replica before it takes part in a query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import load_pem_x509_certificate
+
+from headcount.errors import InvalidProof, InvalidRequest
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
+DECISIONS = ("approve", "revoke")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectDoc:
+    project_id: str
+    title: str
+    purpose: str
+    analyst: str
+    parties: tuple[str, ...]
+    expires: dt.date
+
+    def __post_init__(self) -> None:
+        if not _ID.fullmatch(self.project_id):
+            raise InvalidRequest("a project id is 3-64 characters of a-z, 0-9, '-' and '_'")
+        if len(self.title.strip()) < 5:
+            raise InvalidRequest("give the project a title")
+        if len(self.purpose.strip()) < 20:
+            raise InvalidRequest(
+                "state the project's public-interest purpose (20 characters or more)"
+            )
+        if not self.parties or len(set(self.parties)) != len(self.parties):
+            raise InvalidRequest("name the departments whose data the project uses, once each")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "project_id": self.project_id,
+            "title": self.title,
+            "purpose": self.purpose,
+            "analyst": self.analyst,
+            "parties": sorted(self.parties),
+            "expires": self.expires.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> ProjectDoc:
+        return cls(
+            str(data["project_id"]),
+            str(data["title"]),
+            str(data["purpose"]),
+            str(data["analyst"]),
+            tuple(str(p) for p in data["parties"]),  # type: ignore[attr-defined]
+            dt.date.fromisoformat(str(data["expires"])),
+        )
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def decision_payload(doc: ProjectDoc, decision: str, party: str) -> bytes:
+    if decision not in DECISIONS:
+        raise InvalidRequest(f"a decision is one of {DECISIONS}")
+    return f"headcount/project/v1\x00{decision}\x00{party}\x00{doc.digest()}".encode()
+
+
+def sign_decision(
+    doc: ProjectDoc, decision: str, party: str, key: ec.EllipticCurvePrivateKey
+) -> bytes:
+    """The steward's signature on ``decision`` about ``doc`` for ``party``."""
+    return key.sign(decision_payload(doc, decision, party), ec.ECDSA(hashes.SHA256()))
+
+
+def verify_decision(
+    doc: ProjectDoc, decision: str, party: str, signature: bytes, cert_pem: bytes
+) -> None:
+    """Raise InvalidProof unless ``signature`` is ``party``'s, by that certificate."""
+    key = load_pem_x509_certificate(cert_pem).public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise InvalidProof("a party certificate carries an EC key")
+    try:
+        key.verify(signature, decision_payload(doc, decision, party), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise InvalidProof(
+            f"the {decision} signature for project {doc.project_id} is not {party}'s"
+        ) from None
