@@ -591,6 +591,7 @@ class Coordinator:
                     "value": c.value if c.status == "released" else None,
                     "status": c.status,
                     "mean": c.mean if c.has_mean else None,
+                    "sum": c.sum if c.has_sum else None,
                 }
                 for c in outcome.table.cells
             ],

@@ -215,6 +215,7 @@ class ReleasedCell:
     value: int | None
     status: str
     mean: float | None = None
+    sum: float | None = None  # of the measured attribute, in its own units
 
 
 ALL_GROUP = "all"  # the one group of a hop that sums without grouping
@@ -244,6 +245,12 @@ def protect_release(
             return None
         return round(cell.total / cell.valued / packing.scale, 3)
 
+    def summed(cell: Cell) -> float | None:
+        # Post-processing of the same noisy slots: costs no further privacy.
+        if not packing.measure_attribute or cell.valued < policy.threshold:
+            return None
+        return round(max(0, cell.total) / packing.scale, 1)
+
     if not packing.group_by:
         table = protect_counts({g: cells[""].count for g, cells in groups}, policy)
         by_group = dict(groups)
@@ -254,6 +261,7 @@ def protect_release(
                 c.value,
                 c.status,
                 mean(by_group[c.group][""]) if c.value is not None else None,
+                summed(by_group[c.group][""]) if c.value is not None else None,
             )
             for c in table.cells
         ]
@@ -268,6 +276,7 @@ def protect_release(
             c.value,
             c.status,
             mean(lookup[(c.row, c.column)]) if c.value is not None else None,
+            summed(lookup[(c.row, c.column)]) if c.value is not None else None,
         )
         for c in table2.cells
     ]

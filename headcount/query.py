@@ -34,7 +34,7 @@ class Predicate:
 
 
 LINKS = ("person", "household")
-MEASURES = ("count", "mean")
+MEASURES = ("count", "mean", "sum")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,9 @@ class QuerySpec:
     conditions: tuple[Condition, ...] = ()
     # A second dimension: the population's own attribute (a two-way table).
     population_group_by: str = ""
-    measure: str = "count"  # or "mean" of measure_attribute, per cell
+    # "count", or "mean" / "sum" of measure_attribute per cell (both are
+    # released either way: they come from the same noisy slots).
+    measure: str = "count"
     measure_attribute: str = ""  # a numeric attribute of the population
     project_id: str = ""  # the approved project the query serves
 
@@ -75,8 +77,8 @@ class QuerySpec:
             raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_CHARS} characters")
         if self.measure not in MEASURES:
             raise InvalidRequest(f"measure is one of {MEASURES}, not {self.measure!r}")
-        if (self.measure == "mean") != bool(self.measure_attribute):
-            raise InvalidRequest("a mean needs a measure_attribute, and only a mean takes one")
+        if (self.measure != "count") != bool(self.measure_attribute):
+            raise InvalidRequest("a mean or sum needs a measure_attribute; a count takes none")
         if not math.isfinite(self.epsilon) or self.epsilon < 0:
             raise InvalidRequest("epsilon must be finite and >= 0 (0 = federation default)")
 

@@ -15,7 +15,7 @@ A spec file states why the table is needed and what to count::
                                     # population's own: [immigration.immigration_status,
                                     #                    education.local_authority]
     group_filters: {}               # optional, on the grouping department
-    measure: count                  # or {mean: absence_rate} (the population's)
+    measure: count                  # or {mean: absence_rate} / {sum: ...} (the population's)
     epsilon: 0.5                    # optional; the federation default otherwise
     project: childrens-commissioner-2026   # the approved project it serves
 
@@ -61,7 +61,7 @@ class _Spec(_Strict):
     conditions: list[_Condition] = []
     group_by: GroupBy | list[GroupBy] = Field(min_length=1)
     group_filters: Filters = {}
-    measure: Literal["count"] | dict[Literal["mean"], str] = "count"
+    measure: Literal["count"] | dict[Literal["mean", "sum"], str] = "count"
     epsilon: float = Field(0.0, ge=0)
     project: str = ""
 
@@ -94,7 +94,11 @@ def spec_from_dict(data: Any, *, source: str = "query spec") -> QuerySpec:
                 f"{source}: the second group_by must be the population's "
                 f"({m.population.party}) own attribute"
             )
-    mean = m.measure.get("mean", "") if isinstance(m.measure, dict) else ""
+    kind, attr = ("count", "")
+    if isinstance(m.measure, dict):
+        if len(m.measure) != 1:
+            raise InvalidRequest(f"{source}: measure names one of mean or sum")
+        ((kind, attr),) = m.measure.items()
     return QuerySpec(
         purpose=m.purpose,
         title=m.title,
@@ -106,8 +110,8 @@ def spec_from_dict(data: Any, *, source: str = "query spec") -> QuerySpec:
         conditions=tuple(Condition(c.party, _predicates(c.filters), c.link) for c in m.conditions),
         epsilon=m.epsilon,
         population_group_by=population_group_by,
-        measure="mean" if mean else "count",
-        measure_attribute=mean,
+        measure=kind,
+        measure_attribute=attr,
         project_id=m.project,
     )
 

@@ -83,6 +83,8 @@ def release_to_pb(
                 status=x.status,
                 mean=x.mean or 0.0,
                 has_mean=x.mean is not None,
+                sum=x.sum or 0.0,
+                has_sum=x.sum is not None,
             )
             for x in cells
         ],
@@ -103,15 +105,17 @@ def release_frame(m: c.ProtectedTable) -> pd.DataFrame:
 
     Columns: ``group``, the column attribute (two-way tables only), ``count``
     (nullable Int64, <NA> when suppressed), ``status``, and ``mean_<attribute>``
-    when a mean was asked for.
+    and ``sum_<attribute>`` when a measure was asked for.
     """
     rows: dict[str, list[Any]] = {"group": []}
     if m.column_attribute:
         rows[m.column_attribute] = []
     rows["count"], rows["status"] = [], []
     mean_col = f"mean_{m.measure_attribute}" if m.measure_attribute else ""
+    sum_col = f"sum_{m.measure_attribute}" if m.measure_attribute else ""
     if mean_col:
         rows[mean_col] = []
+        rows[sum_col] = []
     for x in m.cells:
         rows["group"].append(x.group)
         if m.column_attribute:
@@ -120,6 +124,7 @@ def release_frame(m: c.ProtectedTable) -> pd.DataFrame:
         rows["status"].append(x.status)
         if mean_col:
             rows[mean_col].append(x.mean if x.has_mean else None)
+            rows[sum_col].append(x.sum if x.has_sum else None)
     rows["group"].append(TOTAL)
     if m.column_attribute:
         rows[m.column_attribute].append(TOTAL)
@@ -127,10 +132,12 @@ def release_frame(m: c.ProtectedTable) -> pd.DataFrame:
     rows["status"].append("primary" if m.total_suppressed else "released")
     if mean_col:
         rows[mean_col].append(None)
+        rows[sum_col].append(None)
     frame = pd.DataFrame(rows)
     frame["count"] = pd.array(rows["count"], dtype="Int64")
     if mean_col:
         frame[mean_col] = pd.array(rows[mean_col], dtype="Float64")
+        frame[sum_col] = pd.array(rows[sum_col], dtype="Float64")
     return frame
 
 

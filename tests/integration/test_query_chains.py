@@ -292,7 +292,7 @@ def test_mean_of_a_numeric_attribute(exact: Federation) -> None:
     with exact.analyst() as analyst:
         release = analyst.query(spec)
     table = release.table
-    assert "mean_absence_rate" in table.columns
+    assert "mean_absence_rate" in table.columns and "sum_absence_rate" in table.columns
     gt, imm = _status_of(exact)
     edu = _read(exact, "education").set_index("record_id")
     values: dict[str, list[float]] = {}
@@ -318,6 +318,8 @@ def test_mean_of_a_numeric_attribute(exact: Federation) -> None:
         # plus rounding to 3 decimals and a record or two of linkage error.
         tolerance = 10 * (3 / release.epsilon) / n + 0.0005 + 2 * max(values[group]) / n
         assert abs(float(mean) - truth) <= tolerance, (group, mean, truth, n)
+        summed = float(table.loc[table.group == group, "sum_absence_rate"].iloc[0])
+        assert abs(summed - sum(values[group])) <= tolerance * n + 0.05, (group, summed)
         checked += 1
     assert checked >= 2
 

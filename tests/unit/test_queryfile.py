@@ -74,3 +74,16 @@ def test_demo_queries_are_the_documented_examples() -> None:
     folder = Path(__file__).parents[2] / "docs" / "queries"
     for name, spec in DEMO_QUERIES:
         assert load_query_spec(folder / name) == spec, name
+
+
+def test_measures_in_a_spec_file() -> None:
+    base = {
+        "purpose": "A purpose long enough to be stated.",
+        "population": {"party": "education"},
+        "group_by": "immigration.immigration_status",
+    }
+    assert spec_from_dict({**base, "measure": {"sum": "absence_rate"}}).measure == "sum"
+    mean = spec_from_dict({**base, "measure": {"mean": "absence_rate"}})
+    assert (mean.measure, mean.measure_attribute) == ("mean", "absence_rate")
+    with pytest.raises(InvalidRequest, match="measure"):
+        spec_from_dict({**base, "measure": {"median": "absence_rate"}})

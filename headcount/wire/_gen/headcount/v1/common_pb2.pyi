@@ -123,6 +123,8 @@ class ProtectedCell(_message.Message):
     COLUMN_FIELD_NUMBER: _builtins.int
     MEAN_FIELD_NUMBER: _builtins.int
     HAS_MEAN_FIELD_NUMBER: _builtins.int
+    SUM_FIELD_NUMBER: _builtins.int
+    HAS_SUM_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     value: _builtins.int
     """meaningful only when status == "released" """
@@ -133,6 +135,9 @@ class ProtectedCell(_message.Message):
     mean: _builtins.float
     """mean of the measured attribute, when has_mean"""
     has_mean: _builtins.bool
+    sum: _builtins.float
+    """sum of the measured attribute, when has_sum"""
+    has_sum: _builtins.bool
     def __init__(
         self,
         *,
@@ -142,10 +147,12 @@ class ProtectedCell(_message.Message):
         column: _builtins.str = ...,
         mean: _builtins.float = ...,
         has_mean: _builtins.bool = ...,
+        sum: _builtins.float = ...,
+        has_sum: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "group", b"group", "has_mean", b"has_mean", "mean", b"mean", "status", b"status", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "group", b"group", "has_mean", b"has_mean", "has_sum", b"has_sum", "mean", b"mean", "status", b"status", "sum", b"sum", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
