@@ -31,6 +31,7 @@ from headcount.audit import AuditLog
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony, paillier
 from headcount.crypto.dp import sample_noise
+from headcount.crypto.paillier import bulk_workers
 from headcount.errors import (
     BudgetExhausted,
     ConfigError,
@@ -669,8 +670,10 @@ class Coordinator:
             next_hh = self.store.households(epoch_id, hop.party)
             source = {t: sums[next_hh[t]] for t in next_tokens if next_hh.get(t) in sums}
         positions = [i for i, t in enumerate(next_tokens) if t in source]
-        aligned = paillier.encrypt_zeros(key, len(next_tokens) - len(positions))
-        fresh = paillier.rerandomise(key, [source[next_tokens[i]] for i in positions])
+        encryptor = paillier.shared_encryptor(key)
+        workers = bulk_workers(len(next_tokens))
+        aligned = encryptor.encrypt_zeros(len(next_tokens) - len(positions), workers=workers)
+        fresh = encryptor.rerandomise([source[next_tokens[i]] for i in positions], workers=workers)
         out: list[int] = [0] * len(next_tokens)
         zeros = iter(aligned)
         linked = dict(zip(positions, fresh, strict=True))

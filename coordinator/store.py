@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS encodings (
 CREATE TABLE IF NOT EXISTS links (
     epoch_id TEXT NOT NULL, cluster INTEGER NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL,
     PRIMARY KEY (epoch_id, party, token));
+CREATE INDEX IF NOT EXISTS links_by_cluster ON links (epoch_id, cluster);
 CREATE TABLE IF NOT EXISTS pair_links (
     epoch_id TEXT NOT NULL, left_party TEXT NOT NULL, right_party TEXT NOT NULL,
     links INTEGER NOT NULL, PRIMARY KEY (epoch_id, left_party, right_party));

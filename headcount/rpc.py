@@ -53,6 +53,11 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 0),
+        # Servers must accept the clients' 30 s keepalive pings during long
+        # calls (linkage, queries at scale); gRPC's default allows one per
+        # 5 minutes and answers more with GOAWAY "too_many_pings".
+        ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+        ("grpc.http2.min_time_between_pings_ms", 20_000),
     ]
 
 

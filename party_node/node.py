@@ -442,7 +442,7 @@ class PartyNode:
             epsilon,
             packing.to_json() if packing is not None else None,
         )
-        cts = paillier.encrypt(self._paillier_pub, plain, encryptor=self._encryptor)
+        cts = self._encryptor.encrypt(plain, workers=paillier.bulk_workers(len(plain)))
         return tokens, [paillier.to_bytes(self._paillier_pub, c) for c in cts]
 
     def _check_packing(self, asked: PackingRequest, epsilon: float) -> Packing:

@@ -532,6 +532,16 @@ def _check_count(count: int) -> int:
     return count
 
 
+BULK_WORKERS_FROM = 20_000  # below this, starting a process pool costs more than it saves
+
+
+def bulk_workers(items: int) -> int:
+    """Worker processes worth using for a batch of ``items`` randomisers: all
+    cores for large batches (each worker rebuilds its table, ~50 ms, and the
+    pool takes ~0.5 s to start), one for small ones."""
+    return min(os.cpu_count() or 1, _MAX_WORKERS) if items >= BULK_WORKERS_FROM else 1
+
+
 def _check_workers(workers: int) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise InvalidRequest("workers must be an int")

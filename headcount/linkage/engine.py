@@ -59,6 +59,36 @@ class LinkResult:
         return sorted(out)
 
 
+QUALITY_SAMPLE_ROWS = 1000  # left records per pair scored down to the floor for the estimate
+
+
+def _sample_rows(n: int) -> np.ndarray:
+    """A fixed, spread-out sample of row indices (all rows when there are few)."""
+    if n <= QUALITY_SAMPLE_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, QUALITY_SAMPLE_ROWS, replace=False))
+
+
+def _compare_all(
+    runner: Executor,
+    jobs: Sequence[tuple[np.ndarray, np.ndarray]],
+    thresholds: float | Sequence[float],
+) -> list[Candidates]:
+    """Score each (left, right) job at its threshold in one executor call, so a
+    cluster can work on several pairs at once."""
+    cuts = [thresholds] * len(jobs) if isinstance(thresholds, float) else list(thresholds)
+    tasks: list[CompareTask] = []
+    spans: list[slice] = []
+    for (left, right), cut in zip(jobs, cuts, strict=True):
+        planned = plan_compare(left, right, cut, runner.block_rows)
+        spans.append(slice(len(tasks), len(tasks) + len(planned)))
+        tasks.extend(planned)
+    results = runner.map_compare(tasks)
+    if len(results) != len(tasks):
+        raise RuntimeError(f"executor returned {len(results)} results for {len(tasks)} tasks")
+    return [merge_candidates(results[span]) for span in spans]
+
+
 def pair_score(clks: Mapping[str, np.ndarray], a: str, i: int, b: str, j: int) -> float:
     """Dice coefficient of record ``i`` of ``a`` and record ``j`` of ``b``."""
     return dice_reference(clks[a][i].tobytes(), clks[b][j].tobytes())
@@ -96,38 +126,39 @@ def link_parties(
     parties = sorted(clks)
     pairs = list(itertools.combinations(parties, 2))
     runner = LocalExecutor() if executor is None else executor
-    # Every pair's tasks go to the executor in one call, so a cluster can work
-    # on several pairs at once instead of idling at each pair's last block.
-    tasks: list[CompareTask] = []
-    spans: list[slice] = []
-    score_from = threshold if floor is None else min(floor, threshold)
-    for a, b in pairs:
-        planned = plan_compare(clks[a], clks[b], score_from, runner.block_rows)
-        spans.append(slice(len(tasks), len(tasks) + len(planned)))
-        tasks.extend(planned)
-    results = runner.map_compare(tasks)
-    if len(results) != len(tasks):
-        raise RuntimeError(f"executor returned {len(results)} results for {len(tasks)} tasks")
-    edges: list[Edge] = []
-    candidates: dict[tuple[str, str], int] = {}
-    thresholds: dict[tuple[str, str], float] = {}
     quality: dict[tuple[str, str], QualityEstimate | None] = {}
-    key_links: dict[tuple[str, str], int] = {}
-    for (a, b), span in zip(pairs, spans, strict=True):
-        cands: Candidates = merge_candidates(results[span])
-        cut = threshold
-        estimate: QualityEstimate | None = None
-        if floor is not None:
+    thresholds: dict[tuple[str, str], float] = {pair: threshold for pair in pairs}
+    if floor is not None:
+        # The estimate needs scores well below the threshold, and a pair of
+        # departments has far more of those than links (a few percent of all
+        # pairs score >= 0.5). Scoring a fixed sample of left records against
+        # every right record keeps that memory bounded whatever the sizes,
+        # and still sees each sampled record's link and its runner-up.
+        floor = min(floor, threshold)
+        # Sample the smaller side: a small department is then seen whole.
+        jobs = []
+        for a, b in pairs:
+            small, large = (a, b) if len(clks[a]) <= len(clks[b]) else (b, a)
+            jobs.append((clks[small][_sample_rows(len(clks[small]))], clks[large]))
+        sampled = _compare_all(runner, jobs, floor)
+        for (a, b), cands in zip(pairs, sampled, strict=True):
+            estimate: QualityEstimate | None = None
             try:
-                estimate = estimate_link_quality(cands, score_from)
+                estimate = estimate_link_quality(cands, floor)
             except ValueError as exc:
                 # Too few candidates to fit two components: keep the fixed threshold.
                 log.info("%s x %s: no quality estimate (%s)", a, b, exc)
+            quality[(a, b)] = estimate
             if estimate is not None and auto_threshold:
-                cut = max(score_from, estimate.threshold)
-        keep = cands.score >= cut
-        candidates[(a, b)] = int(keep.sum())
-        thresholds[(a, b)], quality[(a, b)] = cut, estimate
+                thresholds[(a, b)] = max(floor, estimate.threshold)
+    scored = _compare_all(
+        runner, [(clks[a], clks[b]) for a, b in pairs], [thresholds[p] for p in pairs]
+    )
+    edges: list[Edge] = []
+    candidates: dict[tuple[str, str], int] = {}
+    key_links: dict[tuple[str, str], int] = {}
+    for (a, b), cands in zip(pairs, scored, strict=True):
+        candidates[(a, b)] = len(cands)
         if match_keys is not None:
             keyed = match_by_keys(match_keys[a], match_keys[b])
             key_links[(a, b)] = len(keyed)
@@ -136,9 +167,9 @@ def link_parties(
             edges.extend(Edge(a, i, b, j, 1.0) for i, j, _ in keyed)
         edges.extend(
             Edge(a, int(i), b, int(j), float(s))
-            for i, j, s in zip(cands.left[keep], cands.right[keep], cands.score[keep], strict=True)
+            for i, j, s in zip(cands.left, cands.right, cands.score, strict=True)
         )
-        log.info("%s x %s: %d candidate pairs at %.3f", a, b, candidates[(a, b)], cut)
+        log.info("%s x %s: %d candidate pairs at %.3f", a, b, len(cands), thresholds[(a, b)])
     clusters = tuple(cluster_records(edges))
     links = {(a, b): sum(1 for c in clusters if a in c and b in c) for a, b in pairs}
     return LinkResult(clusters, candidates, links, thresholds, quality, key_links)
