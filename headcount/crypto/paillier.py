@@ -532,7 +532,7 @@ def _check_count(count: int) -> int:
     return count
 
 
-BULK_WORKERS_FROM = 20_000  # below this, starting a process pool costs more than it saves
+BULK_WORKERS_FROM = 50_000  # below this, starting a process pool costs more than it saves
 
 
 def bulk_workers(items: int) -> int:
