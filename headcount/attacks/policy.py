@@ -14,21 +14,20 @@ from headcount.query import Condition, Predicate, QuerySpec
 PURPOSE = "Attack suite: check that the federation refuses this query."
 
 
-def no_project(fed: LocalFederation) -> AttackResult:
-    """An analyst asks outside any approved project (Five Safes: safe projects)."""
-    spec = QuerySpec(PURPOSE, "education", "immigration", "immigration_status")
+def _ask(fed: LocalFederation, name: str, knows: str, spec: QuerySpec) -> AttackResult:
+    """Submit ``spec`` as the analyst: success 0 if policy refuses it, 1 if answered."""
     try:
         with fed.analyst() as analyst:
             analyst.query(spec)
     except PolicyRefused as exc:
-        return AttackResult(
-            "no-project",
-            "analyst",
-            "valid analyst credentials, no approved project",
-            f"refused: {exc}",
-            0.0,
-        )
-    return AttackResult("no-project", "analyst", "", "answered", 1.0)
+        return AttackResult(name, "analyst", knows, f"refused: {exc}", 0.0)
+    return AttackResult(name, "analyst", knows, "answered", 1.0)
+
+
+def no_project(fed: LocalFederation) -> AttackResult:
+    """An analyst asks outside any approved project (Five Safes: safe projects)."""
+    spec = QuerySpec(PURPOSE, "education", "immigration", "immigration_status")
+    return _ask(fed, "no-project", "valid analyst credentials, no approved project", spec)
 
 
 def single_person(fed: LocalFederation) -> AttackResult:
@@ -46,35 +45,13 @@ def single_person(fed: LocalFederation) -> AttackResult:
         population_filters=tuple(Predicate(k, (v,)) for k, v in zip(keys, smallest, strict=True)),
         project_id=ATTACK_PROJECT,
     )
-    try:
-        with fed.analyst() as analyst:
-            analyst.query(spec)
-    except PolicyRefused as exc:
-        return AttackResult(
-            "single-person",
-            "analyst",
-            f"filters selecting {int(sizes.min())} pupil(s)",
-            f"refused: {exc}",
-            0.0,
-        )
-    return AttackResult("single-person", "analyst", "filters selecting one pupil", "answered", 1.0)
+    return _ask(fed, "single-person", f"filters selecting {int(sizes.min())} pupil(s)", spec)
 
 
 def near_unique_group_by(fed: LocalFederation) -> AttackResult:
     """Group by a near-unique attribute (absence rate, three decimals)."""
     spec = QuerySpec(PURPOSE, "immigration", "education", "absence_rate", project_id=ATTACK_PROJECT)
-    try:
-        with fed.analyst() as analyst:
-            analyst.query(spec)
-    except PolicyRefused as exc:
-        return AttackResult(
-            "near-unique-group-by",
-            "analyst",
-            "an attribute almost unique per pupil",
-            f"refused: {exc}",
-            0.0,
-        )
-    return AttackResult("near-unique-group-by", "analyst", "", "answered", 1.0)
+    return _ask(fed, "near-unique-group-by", "an attribute almost unique per pupil", spec)
 
 
 def probe_upload(fed: LocalFederation) -> AttackResult:
