@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -33,23 +34,28 @@ def _coordinator_stub(fed: LocalFederation, party: str) -> party_node_pb2_grpc.P
     return _stub(fed, party, c.cert, c.key)
 
 
+def _refused(name: str, attacker: str, knows: str, call: Callable[[], object]) -> AttackResult:
+    """Make the attacker's call: success 0 if the peer refuses it, 1 if it answers."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        detail = (exc.details() or "")[:80]
+        return AttackResult(name, attacker, knows, f"refused ({exc.code().name}: {detail})", 0.0)
+    return AttackResult(name, attacker, knows, "accepted", 1.0)
+
+
 def forged_certificate(fed: LocalFederation) -> AttackResult:
     """An outsider's own CA issues a certificate claiming the coordinator role."""
     with tempfile.TemporaryDirectory() as tmp:
         rogue = tls.create_ca(Path(tmp), fed.config.name)
         forged = tls.issue(rogue, Path(tmp), "coordinator", Role.COORDINATOR)
         stub = _stub(fed, "immigration", forged.cert_path, forged.key_path)
-        try:
-            stub.GetIdentity(party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S)
-            return AttackResult("forged-certificate", "outsider", "", "accepted", 1.0)
-        except grpc.RpcError as exc:
-            return AttackResult(
-                "forged-certificate",
-                "outsider",
-                "a certificate from another CA",
-                f"refused at the TLS handshake ({exc.code().name})",
-                0.0,
-            )
+        return _refused(
+            "forged-certificate",
+            "outsider",
+            "a certificate from another CA",
+            lambda: stub.GetIdentity(party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S),
+        )
 
 
 def impersonation(fed: LocalFederation) -> AttackResult:
@@ -88,19 +94,13 @@ def replayed_ceremony(fed: LocalFederation) -> AttackResult:
             )
         ]
     ]
-    try:
-        stub.Contribute(
-            party_node_pb2.ContributeRequest(ceremony_id=old, parties=identities), timeout=TIMEOUT_S
-        )
-        return AttackResult("replayed-ceremony", "coordinator", "", "accepted", 1.0)
-    except grpc.RpcError as exc:
-        return AttackResult(
-            "replayed-ceremony",
-            "coordinator",
-            "an earlier ceremony id",
-            f"refused ({exc.code().name}: {exc.details()})",
-            0.0,
-        )
+    request = party_node_pb2.ContributeRequest(ceremony_id=old, parties=identities)
+    return _refused(
+        "replayed-ceremony",
+        "coordinator",
+        "an earlier ceremony id",
+        lambda: stub.Contribute(request, timeout=TIMEOUT_S),
+    )
 
 
 def reordered_chunks(fed: LocalFederation) -> AttackResult:
@@ -131,38 +131,24 @@ def reordered_chunks(fed: LocalFederation) -> AttackResult:
         party_node_pb2.HopInput(header=header),
         party_node_pb2.HopInput(chunk=party_node_pb2.CiphertextChunk(seq=1, last=True)),
     ]
-    try:
-        stub.AggregateByGroup(iter(requests), timeout=TIMEOUT_S)
-        return AttackResult("reordered-chunks", "coordinator", "", "accepted", 1.0)
-    except grpc.RpcError as exc:
-        return AttackResult(
-            "reordered-chunks",
-            "coordinator",
-            "an announced hop, its chunks out of order",
-            f"refused ({exc.code().name}: {(exc.details() or '')[:80]})",
-            0.0,
-        )
+    return _refused(
+        "reordered-chunks",
+        "coordinator",
+        "an announced hop, its chunks out of order",
+        lambda: stub.AggregateByGroup(iter(requests), timeout=TIMEOUT_S),
+    )
 
 
 def unannounced_query(fed: LocalFederation) -> AttackResult:
     """A coordinator runs a query hop that the signed audit log does not announce."""
     stub = _coordinator_stub(fed, "education")
     epoch = fed.coordinator.coordinator.store.latest_epoch()
-    try:
-        list(
-            stub.EncryptIndicators(
-                party_node_pb2.EncryptRequest(
-                    query_id="secret-query", epoch_id=epoch, epsilon=0.1, purpose="unlogged"
-                ),
-                timeout=TIMEOUT_S,
-            )
-        )
-        return AttackResult("unannounced-query", "coordinator", "", "answered", 1.0)
-    except grpc.RpcError as exc:
-        return AttackResult(
-            "unannounced-query",
-            "coordinator",
-            "valid coordinator credentials",
-            f"refused ({exc.code().name}: {(exc.details() or '')[:80]})",
-            0.0,
-        )
+    request = party_node_pb2.EncryptRequest(
+        query_id="secret-query", epoch_id=epoch, epsilon=0.1, purpose="unlogged"
+    )
+    return _refused(
+        "unannounced-query",
+        "coordinator",
+        "valid coordinator credentials",
+        lambda: list(stub.EncryptIndicators(request, timeout=TIMEOUT_S)),
+    )
