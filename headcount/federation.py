@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,3 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         "# Paths are relative to this file.\n" + tomli_w.dumps(doc)
     )
     return load(config_path)
-
-
-def party_names(cfg: FederationConfig) -> Sequence[str]:
-    return cfg.party_names

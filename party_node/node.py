@@ -24,7 +24,6 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -617,7 +616,3 @@ class PartyNode:
 def _check_id(what: str, value: str) -> None:
     if not (1 <= len(value) <= 64) or not all(ch.isalnum() or ch in "-_" for ch in value):
         raise InvalidRequest(f"{what} must be 1-64 letters, digits, '-' or '_'")
-
-
-def default_state_path(config: PartyConfig) -> Path:
-    return config.database

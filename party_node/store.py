@@ -247,7 +247,3 @@ class NodeStore:
         return QueryRecord(
             str(row[0]), str(row[1]), str(row[2]), float(row[3]), True, json.loads(row[5])
         )
-
-
-def identities_to_json(identities: Sequence[dict[str, str]]) -> str:
-    return json.dumps(list(identities), sort_keys=True)
