@@ -18,12 +18,12 @@ import json
 import struct
 
 import numpy as np
-import pandas as pd
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic_pairs import load_education_health
 
 from headcount.linkage.clk import (
     DEFAULT_SCHEMA,
@@ -36,7 +36,7 @@ from headcount.linkage.clk import (
     fill_rates,
 )
 from headcount.linkage.dice import Candidates, dice_reference, score_pairs
-from headcount.linkage.normalise import Identity, normalise_identity
+from headcount.linkage.normalise import Identity
 from headcount.linkage.solve import match_one_to_one
 from headcount.synth import generate_population
 
@@ -357,27 +357,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> _Sample:
     out = tmp_path_factory.mktemp("hardening")
     generate_population(PEOPLE_IN_SAMPLE, SAMPLE_SEED, out)
 
-    def load(name: str) -> tuple[list[Identity], dict[str, int]]:
-        frame = pd.read_csv(out / f"{name}.csv", dtype=str, keep_default_na=False)
-        rows = zip(
-            frame.first_name,
-            frame.last_name,
-            frame.date_of_birth,
-            frame.sex,
-            frame.postcode,
-            strict=True,
-        )
-        position = {rid: i for i, rid in enumerate(frame.record_id)}
-        return [normalise_identity(*row) for row in rows], position
-
-    left, left_pos = load("education")
-    right, right_pos = load("health")
-    truth = pd.read_csv(out / "ground_truth.csv", dtype=str, keep_default_na=False)
-    pairs = frozenset(
-        (left_pos[e], right_pos[h])
-        for e, h in zip(truth.education_id, truth.health_id, strict=True)
-        if e and h
-    )
+    left, right, pairs = load_education_health(out)
     return _Sample(left, right, pairs)
 
 

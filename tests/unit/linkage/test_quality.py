@@ -11,13 +11,13 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from synthetic_pairs import load_education_health
 
 from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
 from headcount.linkage.dice import Candidates, score_pairs
 from headcount.linkage.matchkeys import agreement_levels, match_keys
-from headcount.linkage.normalise import Identity, normalise_identity
+from headcount.linkage.normalise import Identity
 from headcount.linkage.quality import (
     DEFAULT_FLOOR,
     QualityEstimate,
@@ -197,28 +197,7 @@ class _Linked:
 
 
 def _load_sample(out: Path) -> tuple[list[Identity], list[Identity], frozenset[tuple[int, int]]]:
-    def load(name: str) -> tuple[list[Identity], dict[str, int]]:
-        frame = pd.read_csv(out / f"{name}.csv", dtype=str, keep_default_na=False)
-        rows = zip(
-            frame.first_name,
-            frame.last_name,
-            frame.date_of_birth,
-            frame.sex,
-            frame.postcode,
-            strict=True,
-        )
-        position = {rid: i for i, rid in enumerate(frame.record_id)}
-        return [normalise_identity(*row) for row in rows], position
-
-    left, left_pos = load("education")
-    right, right_pos = load("health")
-    gt = pd.read_csv(out / "ground_truth.csv", dtype=str, keep_default_na=False)
-    truth = frozenset(
-        (left_pos[e], right_pos[h])
-        for e, h in zip(gt.education_id, gt.health_id, strict=True)
-        if e and h
-    )
-    return left, right, truth
+    return load_education_health(out)
 
 
 @pytest.fixture(scope="module", params=[2, 4])
