@@ -8,7 +8,6 @@ that the ground truth gives, and the threshold it picks is nearly the best one.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,10 +195,6 @@ class _Linked:
     truth: frozenset[tuple[int, int]]
 
 
-def _load_sample(out: Path) -> tuple[list[Identity], list[Identity], frozenset[tuple[int, int]]]:
-    return load_education_health(out)
-
-
 @pytest.fixture(scope="module", params=[2, 4])
 def linked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> _Linked:
     """Education x health candidates >= 0.5 from a 2,000-person population.
@@ -209,7 +204,7 @@ def linked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """
     out = tmp_path_factory.mktemp(f"quality{request.param}")
     generate_population(2000, request.param, out)
-    left, right, truth = _load_sample(out)
+    left, right, truth = load_education_health(out)
     candidates = score_pairs(encode_clks(left, SECRET), encode_clks(right, SECRET), FLOOR)
     return _Linked(left, right, candidates, truth)
 
