@@ -473,7 +473,7 @@ def run_size(records: int, em_sample: int) -> SizeRun:
             run.quality["shipped"] = score_links(Path(tmp) / "links-shipped.npz", persons)
         else:
             run.shipped_note = (
-                f"not run at {records:,}: it has no blocking option, and scoring all "
+                f"not run: it has no blocking option, and scoring all "
                 f"{all_pairs:.2g} pairs takes about {all_pairs / 2.5e9 / 60:.0f} min at the "
                 "kernel's ~2.5e9 pairs/s on 2 cores"
             )
