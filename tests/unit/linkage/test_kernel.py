@@ -10,7 +10,6 @@ one or two threads, and concurrent callers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,14 +18,6 @@ from hypothesis import strategies as st
 
 from headcount.linkage import _kernel
 from headcount.linkage.dice import Candidates, dice_reference, score_pairs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _compiled() -> Iterator[None]:
-    # Compile (or load from numba's cache) before any timed hypothesis example.
-    ones = np.ones((4, 8), dtype=np.uint8)
-    score_pairs(ones, ones, 0.5)
-    yield
 
 
 def _reference(
