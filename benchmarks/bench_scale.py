@@ -31,39 +31,36 @@ Pipeline, as the federation runs it:
 - nodes: one child process per department (each department runs its own
   node) reads the CSV with ``party_node.data.load_identity_file`` (the node's
   checks and normalisation), then ``encode_clks`` (default 1024-bit schema)
-  and ``match_keys`` (default 7 levels), all under one linkage secret;
-- coordinator: one child process gets every department's CLKs and packed
-  match-keys, turns the keys into the per-level lists the engine takes (as
-  the coordinator does with what it receives), and links the four
-  departments (6 pairs) with the algorithm of ``link_parties`` step by step:
-  an EM quality estimate on a sample, Dice candidates at the threshold 0.8,
-  match-keys first, greedy clustering. ``link_parties`` has no blocking
-  option, so its building blocks are called directly, with
-  ``blocking.candidate_pairs_blocked`` (default 64 bands of 18 bits) in place
-  of the executor's full comparison;
-- EM quality estimate: as ``link_parties`` does, the engine's sample of the
-  smaller side's records (``QUALITY_SAMPLE_ROWS``, 1,000, the same rows) is
-  scored against every record of the other side down to the floor 0.5,
-  unblocked. The candidates are then cut to each sampled record's 32 best
-  before ``estimate_link_quality`` (about 3.7% of all pairs score >= 0.5, so
-  the sample has some 37 million candidates per pair at N = 1M, nearly all
-  chance pairs); the benchmark checks on one pair per size that the estimate
-  is the same as the untrimmed fit's, and times that untrimmed fit beside the
-  stages. The estimate is reported at the threshold EM picks (what
-  ``link_parties`` returns) and at 0.8 (the links kept);
-- ``link_parties`` itself, as the coordinator calls it (floor 0.5,
-  match-keys), also runs on the same records when its full comparison is
-  small enough (up to 7e10 pairs, i.e. N = 100,000), so blocking's cost in
-  quality and time can be read off directly; at 1M it is not run, and the
-  output says why.
+  and ``match_keys`` (default 7 levels), all under one linkage secret; the
+  keys are saved as ``matchkeys.key_digests`` arrays (computed in numpy from
+  the 16-byte keys the wire carries);
+- coordinator: one child process loads every department's CLKs and match-key
+  digests and calls ``link_parties`` as the coordinator does for an epoch
+  (threshold 0.8, floor 0.5, match-keys), with LSH blocking (default 64 bands
+  of 18 bits) under a fixed key for a reproducible run, forced on every pair
+  (``min_blocked_pairs=0``; by default the engine blocks pairs of 1e10 record
+  pairs and up, i.e. from two departments of 100,000): an EM quality estimate
+  on a sample, blocked Dice candidates, match-keys first, greedy clustering;
+- EM quality estimate: the engine scores its sample of the smaller side's
+  records (``QUALITY_SAMPLE_ROWS``, 1,000) against every record of the other
+  side down to the floor 0.5, unblocked, in steps of about 2 million
+  candidates, keeping each sampled record's 32 best (about 3.7% of all pairs
+  score >= 0.5, so the sample has some 37 million candidates per pair at
+  N = 1M, nearly all chance pairs). In its own process, the benchmark fits the
+  first pair's estimate on every candidate and checks it equals the engine's;
+  the estimate is reported at 0.8, the threshold the links are cut at (what
+  ``LinkResult.quality`` holds);
+- ``link_parties`` with blocking method ``"none"`` (every pair compared) also
+  runs on the same records when that is small enough (up to 7e10 pairs, i.e.
+  N = 100,000), so blocking's cost in quality and time can be read off
+  directly; at 1M it is not run, and the output says why.
 
 Memory: the peak resident set (``ru_maxrss``) of each child process, which
 starts with nothing but its imports, so the node's and the coordinator's peaks
 are what each machine of a federation would need. Inside the coordinator each
 stage's own peak is read from ``VmHWM`` after resetting it through
-``/proc/self/clear_refs``. tracemalloc is not used: it slows the
-allocation-heavy stages (clustering builds millions of Python objects) several
-times over.
+``/proc/self/clear_refs``. tracemalloc is not used: it slows
+allocation-heavy code several times over.
 
 Quality: precision, recall and F1 of the linked record pairs of each
 department pair (clusters expanded into pairs, as ``LinkResult.pairs`` does)
@@ -105,20 +102,20 @@ import pandas as pd
 
 from headcount import synth
 from headcount.departments import DEPARTMENTS
+from headcount.linkage import engine
 from headcount.linkage.address import household_keys
 from headcount.linkage.blocking import (
     DEFAULT_BANDS,
     DEFAULT_BITS_PER_BAND,
     blocking_stats,
-    candidate_pairs_blocked,
 )
 from headcount.linkage.clk import encode_clks
-from headcount.linkage.dice import Candidates, score_pairs
-from headcount.linkage.engine import QUALITY_SAMPLE_ROWS, link_parties
-from headcount.linkage.matchkeys import KEY_BYTES, match_by_keys, match_keys
+from headcount.linkage.dice import score_pairs
+from headcount.linkage.engine import QUALITY_SAMPLE_ROWS, QUALITY_TOP_CANDIDATES, link_parties
+from headcount.linkage.matchkeys import KEY_BYTES, match_keys
 from headcount.linkage.normalise import normalise_postcode
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
-from headcount.linkage.solve import Edge, cluster_records
+from headcount.linkage.schema import BlockingSpec
 from party_node.data import LINK_FILE_COLUMNS, load_department_file, load_identity_file
 
 THRESHOLD = 0.8
@@ -127,27 +124,17 @@ COVERAGE = 0.97  # share of the population each department holds (health's, in s
 LINKAGE_SECRET = bytes(range(32))
 BLOCKING_KEY = bytes(range(32, 64))
 SEED = 1
-# Candidates kept per sampled record for the EM fit. The sample is tiny beside
-# the right side, so greedy one-to-one matching almost never has to go past a
-# record's first few candidates; 32 leaves a wide margin and cuts the Python
-# matching loop from millions of pairs to thousands.
-TOP_CANDIDATES = 32
-# link_parties compares every pair: run it up to 100,000 records a department
-# (6e10 pairs, under a minute), not at 1M (6e12 pairs, ~40 min).
+# link_parties without blocking compares every pair: run it up to 100,000
+# records a department (6e10 pairs, under a minute), not at 1M (6e12 pairs).
 UNBLOCKED_MAX_PAIRS = 7e10
 ADULT_AGE = 18
 # The coordinator's stages, in the order they run.
-INPUTS = "inputs (CLKs, key lists)"
-EM_STAGE = "EM estimate (sample, trimmed)"
-STAGES = (
-    INPUTS,
-    EM_STAGE,
-    "blocked Dice >= 0.8",
-    "match-key links",
-    "edges + clustering",
-)
-# Measured once per run beside the stages, not counted in the totals.
-EM_UNTRIMMED = "EM as link_parties runs it (1 pair)"
+INPUTS = "inputs (CLKs, match-key digests)"
+LINK_STAGE = "link_parties (EM sample, blocked Dice, match-keys, clustering)"
+STAGES = (INPUTS, LINK_STAGE)
+# Measured once per run in its own process, not counted in the totals: the
+# EM fit on every candidate of the sample, which the engine trims.
+EM_UNTRIMMED = "EM on all sample candidates (1 pair)"
 PAIRS = list(itertools.combinations(sorted(DEPARTMENTS), 2))
 MIB = 2**20
 # numba's stubs leave out its runtime settings.
@@ -246,7 +233,9 @@ def node_stage(dept: str, out: str) -> dict[str, Any]:
     keys = match_keys(identities, LINKAGE_SECRET)
     keyed = time.perf_counter()
     np.save(base.with_suffix(".clks.npy"), clks)
-    np.save(base.with_suffix(".keys.npy"), pack_keys(keys))
+    # What the engine takes: (levels, records) uint64 digests, as a
+    # coordinator holding the received keys in an array would pass them.
+    np.save(base.with_suffix(".digests.npy"), digests_from_packed(pack_keys(keys)))
     return {
         "records": len(identities),
         "load_s": loaded - start,
@@ -268,127 +257,96 @@ def pack_keys(keys: Sequence[Sequence[bytes | None]]) -> np.ndarray:
     return out
 
 
-def unpack_keys(packed: np.ndarray) -> list[list[bytes | None]]:
-    """The engine's per-level lists of 16-byte keys (None where absent)."""
-    levels: list[list[bytes | None]] = []
-    for level in range(packed.shape[1]):
-        raw = packed[:, level].tobytes()
-        present = np.any(packed[:, level], axis=1).tolist()
-        levels.append(
-            [
-                raw[i * KEY_BYTES : (i + 1) * KEY_BYTES] if has else None
-                for i, has in enumerate(present)
-            ]
-        )
-    return levels
+def digests_from_packed(packed: np.ndarray) -> np.ndarray:
+    """``matchkeys.key_digests`` of (records, levels, 16) packed keys, in numpy."""
+    present = packed.any(axis=2).T
+    first = np.ascontiguousarray(packed[:, :, :8]).view("<u8")[:, :, 0].T.copy()
+    first[present & (first == 0)] = 1
+    first[~present] = 0
+    return first
 
 
 def coordinator_stage(out: str, mode: str, em_sample: int) -> dict[str, Any]:
-    """Link the four departments, blocked (``mode="blocked"``) or with link_parties as shipped."""
+    """Link the four departments with link_parties: LSH-blocked (``mode="blocked"``)
+    or comparing every pair (``mode="shipped"``, blocking method "none")."""
     work = Path(out)
     rss_start = _status_kib("VmRSS") * 1024
     stages = Stages()
+    # The engine's sample size; the option exists to measure its effect.
+    engine.QUALITY_SAMPLE_ROWS = em_sample
     with stages.stage(INPUTS):
         clks = {d: np.load(work / f"{d}.clks.npy") for d in DEPARTMENTS}
-        keys = {d: unpack_keys(np.load(work / f"{d}.keys.npy")) for d in DEPARTMENTS}
+        digests = {d: np.load(work / f"{d}.digests.npy") for d in DEPARTMENTS}
     warm_up(clks)
+    blocking = BlockingSpec() if mode == "blocked" else BlockingSpec(method="none")
+    with stages.stage(LINK_STAGE):
+        # As the coordinator calls it for an epoch, with the default schema;
+        # blocked at every size here (the engine's own switch blocks pairs of
+        # 1e10 record pairs and up), under a fixed key for a reproducible run.
+        result = link_parties(
+            clks,
+            THRESHOLD,
+            floor=FLOOR,
+            match_keys=digests,
+            blocking=blocking,
+            blocking_key=BLOCKING_KEY,
+            min_blocked_pairs=0,
+        )
     stats: dict[str, dict[str, Any]] = {}
-    side: dict[str, Any] = {}
-    if mode == "blocked":
-        clusters = link_blocked(clks, keys, em_sample, stages, stats, side)
-    else:
-        # As the coordinator calls it for an epoch, with the default schema.
-        with stages.stage("link_parties"):
-            result = link_parties(clks, THRESHOLD, floor=FLOOR, match_keys=keys)
-        clusters = list(result.clusters)
-        for a, b in PAIRS:
-            stats[f"{a}|{b}"] = {
-                "candidates": result.candidates[(a, b)],
-                "key_links": result.key_links.get((a, b), 0),
-                "estimate": estimate_dict(result.quality.get((a, b))),
-            }
-    links: dict[str, list[tuple[int, int]]] = {f"{a}|{b}": [] for a, b in PAIRS}
-    for cluster in clusters:
-        for a, b in itertools.combinations(sorted(cluster), 2):
-            links[f"{a}|{b}"].append((cluster[a], cluster[b]))
-    arrays: dict[str, Any] = {
-        k: np.asarray(v, dtype=np.int64).reshape(-1, 2) for k, v in links.items()
-    }
+    for a, b in PAIRS:
+        stats[f"{a}|{b}"] = {
+            "candidates": result.candidates[(a, b)],
+            "key_links": result.key_links.get((a, b), 0),
+            "estimate_at_threshold": estimate_dict(result.quality.get((a, b))),
+        }
+        if mode == "blocked":
+            # Not part of the engine: how many pairs blocking scored, for the table.
+            counted = blocking_stats(clks[a], clks[b], seed_key=BLOCKING_KEY)
+            stats[f"{a}|{b}"]["pairs_compared"] = counted.pairs_compared
+            stats[f"{a}|{b}"]["pairs_total"] = counted.pairs_total
+    members, index = result.members, {p: k for k, p in enumerate(result.parties)}
+    arrays: dict[str, Any] = {}
+    for a, b in PAIRS:
+        both = members[(members[:, index[a]] >= 0) & (members[:, index[b]] >= 0)]
+        arrays[f"{a}|{b}"] = both[:, [index[a], index[b]]]
     np.savez(work / f"links-{mode}.npz", **arrays)
     return {
         "seconds": dict(stages.seconds),
         "stage_peak": dict(stages.peak),
         "stage_added": dict(stages.added),
         "pairs": stats,
-        **side,
         "peak": peak_rss_bytes(),
         "rss_start": rss_start,
-        "clusters": len(clusters),
+        "clusters": len(members),
     }
 
 
 def warm_up(clks: Mapping[str, np.ndarray]) -> None:
     """Compile the numba kernels (or load numba's cache) before anything is timed."""
-    some = next(iter(clks.values()))[:64]
-    score_pairs(some, some, FLOOR)
-    candidate_pairs_blocked(some, some, THRESHOLD, seed_key=BLOCKING_KEY)
+    some = {d: c[:64] for d, c in clks.items()}
+    link_parties(some, THRESHOLD, blocking_key=BLOCKING_KEY, min_blocked_pairs=0)
 
 
-def link_blocked(
-    clks: Mapping[str, np.ndarray],
-    keys: Mapping[str, list[list[bytes | None]]],
-    em_sample: int,
-    stages: Stages,
-    stats: dict[str, dict[str, Any]],
-    side: dict[str, Any],
-) -> list[dict[str, int]]:
-    """``link_parties``'s steps with blocked Dice candidates (and a trimmed EM sample).
-
-    Per-pair figures go to ``stats``, the one-pair untrimmed EM check to ``side``.
-    """
-    edges: list[Edge] = []
-    for number, (a, b) in enumerate(PAIRS):
-        # As link_parties: sample the smaller side (a on a tie), same rows.
-        small, large = (a, b) if len(clks[a]) <= len(clks[b]) else (b, a)
-        rows = sample_rows(len(clks[small]), em_sample)
-        with stages.stage(EM_STAGE):
-            engine_estimate, at_threshold = sampled_estimates(clks[small][rows], clks[large])
-        if number == 0:
-            # Once, not timed with the rest: the same fit on every candidate
-            # at the floor, as link_parties runs it, to show what trimming saves.
-            with stages.stage(EM_UNTRIMMED):
-                untrimmed = score_pairs(clks[small][rows], clks[large], FLOOR)
-                check = estimate_link_quality(untrimmed, FLOOR)
-            side["em_untrimmed"] = {
-                "candidates": len(untrimmed),
-                "same": estimate_dict(check) == estimate_dict(engine_estimate),
-            }
-            del untrimmed
-        with stages.stage("blocked Dice >= 0.8"):
-            candidates = candidate_pairs_blocked(clks[a], clks[b], THRESHOLD, seed_key=BLOCKING_KEY)
-        with stages.stage("match-key links"):
-            keyed = match_by_keys(keys[a], keys[b])
-        with stages.stage("edges + clustering"):
-            # As link_parties: keyed links first at score 1.0, then every CLK pair
-            # at or above the threshold.
-            edges.extend(Edge(a, i, b, j, 1.0) for i, j, _ in keyed)
-            edges.extend(
-                Edge(a, int(i), b, int(j), float(s))
-                for i, j, s in zip(candidates.left, candidates.right, candidates.score, strict=True)
-            )
-        # Not part of the engine: how many pairs blocking scored, for the table.
-        blocked = blocking_stats(clks[a], clks[b], seed_key=BLOCKING_KEY)
-        stats[f"{a}|{b}"] = {
-            "candidates": len(candidates),
-            "key_links": len(keyed),
-            "estimate": estimate_dict(engine_estimate),
-            "estimate_at_threshold": estimate_dict(at_threshold),
-            "pairs_compared": blocked.pairs_compared,
-            "pairs_total": blocked.pairs_total,
-        }
-    with stages.stage("edges + clustering"):
-        clusters = cluster_records(edges)
-    return clusters
+def em_untrimmed(out: str, em_sample: int) -> dict[str, Any]:
+    """The first pair's EM fit on every candidate >= the floor of the engine's
+    sample (what the engine trims to each record's best), at the threshold."""
+    work = Path(out)
+    a, b = PAIRS[0]
+    clks = {d: np.load(work / f"{d}.clks.npy") for d in (a, b)}
+    small, large = (a, b) if len(clks[a]) <= len(clks[b]) else (b, a)
+    rows = sample_rows(len(clks[small]), em_sample)
+    start = time.perf_counter()
+    found = score_pairs(clks[small][rows], clks[large], FLOOR)
+    try:
+        estimate = estimate_dict(estimate_link_quality(found, FLOOR, threshold=THRESHOLD))
+    except ValueError:
+        estimate = None
+    return {
+        "seconds": time.perf_counter() - start,
+        "candidates": len(found),
+        "estimate": estimate,
+        "peak": peak_rss_bytes(),
+    }
 
 
 def sample_rows(n: int, sample: int) -> np.ndarray:
@@ -396,33 +354,6 @@ def sample_rows(n: int, sample: int) -> np.ndarray:
     if n <= sample:
         return np.arange(n)
     return np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
-
-
-def sampled_estimates(
-    sample: np.ndarray, other: np.ndarray
-) -> tuple[QualityEstimate | None, QualityEstimate | None]:
-    """The engine's estimate (at the threshold EM picks) and the estimate at 0.8.
-
-    The sample's candidates at the floor are cut to each sampled record's
-    `TOP_CANDIDATES` best first: the estimate is the same (the benchmark checks
-    it on one pair) and costs a fraction of the time and memory.
-    """
-    found = score_pairs(sample, other, FLOOR)
-    # Sorted by (score desc, left, right); a stable sort by left keeps each
-    # record's candidates best first, so rank < k picks its k best.
-    order = np.argsort(found.left, kind="stable")
-    by_left = found.left[order]
-    first = np.searchsorted(by_left, by_left, side="left")
-    keep = np.sort(order[np.arange(len(order)) - first < TOP_CANDIDATES])
-    best = Candidates(found.left[keep], found.right[keep], found.score[keep])
-    del found, order, by_left, first
-    try:
-        return (
-            estimate_link_quality(best, FLOOR),
-            estimate_link_quality(best, FLOOR, threshold=THRESHOLD),
-        )
-    except ValueError:  # too few candidates to fit two components
-        return None, None
 
 
 def estimate_dict(q: QualityEstimate | None) -> dict[str, float] | None:
@@ -450,6 +381,7 @@ class SizeRun:
     # link_parties on the same records: its result, or why it was not run.
     shipped: dict[str, Any] | None = None
     shipped_note: str = ""
+    untrimmed: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
@@ -462,20 +394,21 @@ def run_size(records: int, em_sample: int) -> SizeRun:
         for dept in DEPARTMENTS:
             progress(f"[{records:,}] node {dept}: load, encode, match-keys")
             run.nodes[dept] = run_child(node_stage, dept, tmp)
-        progress(f"[{records:,}] coordinator: blocked linkage of 6 pairs")
+        progress(f"[{records:,}] coordinator: link_parties, blocked, 6 pairs")
         run.blocked = run_child(coordinator_stage, tmp, "blocked", em_sample)
+        progress(f"[{records:,}] EM on every sample candidate (1 pair, own process)")
+        run.untrimmed = run_child(em_untrimmed, tmp, em_sample)
         persons = {d: np.load(Path(tmp) / f"{d}.person.npy") for d in DEPARTMENTS}
         run.quality["blocked"] = score_links(Path(tmp) / "links-blocked.npz", persons)
         all_pairs = sum(run.blocked["pairs"][f"{a}|{b}"]["pairs_total"] for a, b in PAIRS)
         if all_pairs <= UNBLOCKED_MAX_PAIRS:
-            progress(f"[{records:,}] coordinator: link_parties")
+            progress(f"[{records:,}] coordinator: link_parties, every pair compared")
             run.shipped = run_child(coordinator_stage, tmp, "shipped", em_sample)
             run.quality["shipped"] = score_links(Path(tmp) / "links-shipped.npz", persons)
         else:
             run.shipped_note = (
-                f"not run: it has no blocking option, and scoring all "
-                f"{all_pairs:.2g} pairs takes about {all_pairs / 2.5e9 / 60:.0f} min at the "
-                "kernel's ~2.5e9 pairs/s on 2 cores"
+                f"not run: scoring all {all_pairs:.2g} pairs takes about "
+                f"{all_pairs / 2.5e9 / 60:.0f} min at the kernel's ~2.5e9 pairs/s on 2 cores"
             )
     return run
 
@@ -763,56 +696,54 @@ def print_stage_table(runs: Sequence[SizeRun], em_sample: int) -> None:
     mb_row("node peak RSS (largest of 4)", lambda r: max(n["peak"] for n in r.nodes.values()))
     for stage in STAGES:
         seconds_row(f"coordinator: {stage}", functools.partial(coord, stage=stage))
-    seconds_row("coordinator total (compare + cluster)", coord_total)
-    seconds_row(f"  beside it: {EM_UNTRIMMED}", functools.partial(coord, stage=EM_UNTRIMMED))
+    seconds_row("coordinator total (inputs + link_parties)", coord_total)
+    seconds_row(f"  beside it: {EM_UNTRIMMED}", lambda r: float(r.untrimmed["seconds"]))
     seconds_row(
         "end to end (nodes one after another + coordinator)",
         lambda r: node_total(r) + coord_total(r),
     )
     mb_row("coordinator peak RSS", lambda r: r.blocked["peak"])
-    for stage in (*STAGES, EM_UNTRIMMED):
+    for stage in STAGES:
         peak_row(stage)
+    mb_row(f"  {EM_UNTRIMMED}: peak RSS, own process", lambda r: r.untrimmed["peak"])
     mb_row("  RSS of an idle child process (imports)", lambda r: r.blocked["rss_start"])
     count_row("CLK candidates >= 0.8 (6 pairs)", lambda r: pair_sum(r, "candidates"))
     count_row("match-key links (6 pairs)", lambda r: pair_sum(r, "key_links"))
     count_row("pairs scored by blocking (6 pairs)", lambda r: pair_sum(r, "pairs_compared"))
     count_row("all pairs (6 pairs)", lambda r: pair_sum(r, "pairs_total"))
     count_row("clusters", lambda r: r.blocked["clusters"])
-    count_row(
-        f"{EM_UNTRIMMED}: candidates >= {FLOOR}",
-        lambda r: r.blocked["em_untrimmed"]["candidates"],
-    )
+    count_row(f"{EM_UNTRIMMED}: candidates >= {FLOOR}", lambda r: r.untrimmed["candidates"])
     header = ["stage", f"N/10 = {small.records:,}", f"N = {big.records:,}", "ratio (10x = linear)"]
     _table(header, rows)
-    same = all(r.blocked["em_untrimmed"]["same"] for r in runs)
+    first = f"{PAIRS[0][0]}|{PAIRS[0][1]}"
+    same = all(
+        r.untrimmed["estimate"] == r.blocked["pairs"][first]["estimate_at_threshold"] for r in runs
+    )
     print(
-        f"The trimmed EM fit (each sampled record's {TOP_CANDIDATES} best candidates) gave "
-        + ("the same estimate as" if same else "a DIFFERENT estimate from")
-        + " the untrimmed one at both sizes."
+        f"The engine's EM fit (each sampled record's {QUALITY_TOP_CANDIDATES} best candidates) "
+        + ("gave the same estimate as" if same else "gave a DIFFERENT estimate from")
+        + f" the fit on every candidate, for {PAIRS[0][0]} x {PAIRS[0][1]} at both sizes."
     )
 
 
 def print_engine_comparison(runs: Sequence[SizeRun]) -> None:
     print(
-        "link_parties itself (no blocking) on the same records, beside the blocked engine; "
-        "times are compare + cluster, loading the inputs excluded"
+        "link_parties blocked (LSH, the default above 1e10 record pairs) and comparing every "
+        "pair, on the same records; times exclude loading the inputs"
     )
     rows = []
     notes = []
     for run in runs:
-        results = {"blocked engine (this benchmark)": (run.blocked, "blocked")}
+        results = {"link_parties, LSH blocking": (run.blocked, "blocked")}
         if run.shipped is not None:
-            results[f"link_parties(clks, 0.8, floor={FLOOR}, match_keys=...)"] = (
-                run.shipped,
-                "shipped",
-            )
+            results['link_parties, blocking method "none"'] = (run.shipped, "shipped")
         else:
             notes.append(f"  link_parties at {run.records:,}: {run.shipped_note}")
         for call, (result, mode) in results.items():
-            seconds = sum(result["seconds"].get(k, 0.0) for k in (*STAGES[1:], "link_parties"))
-            estimates = [result["pairs"][f"{a}|{b}"]["estimate"] for a, b in PAIRS]
-            cuts = sorted(e["threshold"] for e in estimates if e)
-            em = "-" if not cuts else f"{cuts[0]:.3f}-{cuts[-1]:.3f}"
+            seconds = result["seconds"][LINK_STAGE]
+            estimates = [result["pairs"][f"{a}|{b}"]["estimate_at_threshold"] for a, b in PAIRS]
+            f1s = sorted(e["f1"] for e in estimates if e)
+            em = "-" if not f1s else f"{f1s[0]:.3f}-{f1s[-1]:.3f}"
             rows.append(
                 [
                     f"{run.records:,}",
@@ -823,23 +754,23 @@ def print_engine_comparison(runs: Sequence[SizeRun]) -> None:
                     em,
                 ]
             )
-    _table(["N", "engine", "time", "peak RSS", "F1", "EM picks threshold"], rows)
+    _table(["N", "engine", "time", "peak RSS", "F1", f"EM est. F1 at {THRESHOLD}"], rows)
     for note in notes:
         print(note)
 
 
 def print_pair_table(run: SizeRun, em_sample: int) -> None:
     print(
-        f"Quality per department pair at N = {run.records:,} (blocked engine; truth: same "
-        f"person behind both records; EM estimate from {em_sample} sampled records, at "
-        f"{THRESHOLD} and at the threshold it picks, which link_parties reports)"
+        f"Quality per department pair at N = {run.records:,} (link_parties, blocked; truth: "
+        f"same person behind both records; EM estimate from {em_sample} sampled records at "
+        f"the threshold {THRESHOLD} the links are cut at, as LinkResult.quality reports it)"
     )
     rows = []
     quality = run.quality["blocked"]
     for a, b in PAIRS:
         key = f"{a}|{b}"
         q, s = quality[key], run.blocked["pairs"][key]
-        est, chosen = s["estimate_at_threshold"], s["estimate"]
+        est = s["estimate_at_threshold"]
         rows.append(
             [
                 f"{a} x {b}",
@@ -853,7 +784,6 @@ def print_pair_table(run: SizeRun, em_sample: int) -> None:
                 "-"
                 if est is None
                 else f"{est['precision']:.3f} / {est['recall']:.3f} / {est['f1']:.3f}",
-                "-" if chosen is None else f"{chosen['threshold']:.3f}",
             ]
         )
     q = quality["all"]
@@ -868,7 +798,6 @@ def print_pair_table(run: SizeRun, em_sample: int) -> None:
             f"{q['recall']:.4f}",
             f"{q['f1']:.4f}",
             "",
-            "",
         ]
     )
     header = [
@@ -881,7 +810,6 @@ def print_pair_table(run: SizeRun, em_sample: int) -> None:
         "recall",
         "F1",
         "EM est. at 0.8: P / R / F1",
-        "EM picks",
     ]
     _table(header, rows)
 
@@ -890,7 +818,7 @@ def print_quality_summary(runs: Sequence[SizeRun]) -> None:
     print("Person links over all 6 pairs")
     rows = []
     for run in runs:
-        for mode, label in (("blocked", "blocked engine"), ("shipped", "link_parties")):
+        for mode, label in (("blocked", "LSH blocking"), ("shipped", "every pair")):
             if mode not in run.quality:
                 continue
             q = run.quality[mode]

@@ -90,6 +90,7 @@ def link_files(
             floor=schema.candidate_floor,
             auto_threshold=schema.auto_threshold and threshold is None,
             match_keys=keys,
+            blocking=schema.blocking,
         )
     rows = result.pairs()
     tmp = out.with_name(out.name + ".partial")
@@ -109,7 +110,7 @@ def link_files(
     return LinkFilesSummary(
         {n: len(ids) for n, (ids, _) in loaded.items()},
         len(rows),
-        len(result.clusters),
+        len(result.members),
         out,
         result,
     )

@@ -1,4 +1,4 @@
-"""Compiled inner loops for Dice scoring and LSH blocking (numba).
+"""Compiled inner loops for Dice scoring, LSH blocking, CLK encoding and clustering (numba).
 
 Numba rather than a C extension: it installs from a wheel on every platform
 pip supports, needs no compiler at install time, spreads a loop over cores
@@ -41,13 +41,16 @@ __all__ = [
     "WORD_MULTIPLE",
     "band_keys",
     "collect_pairs",
+    "greedy_party_union",
     "kernel_lock",
     "max_threads",
     "min_shared_table",
+    "or_rows",
     "pack_columns",
     "pack_rows",
     "scale_threshold",
     "scan_rectangles",
+    "set_bloom_bits",
 ]
 
 # The counting loop takes four words of four left rows per step (16 values
@@ -307,6 +310,124 @@ def _band_keys(
             bit = (clks[r, byte_index[k]] >> shift[k]) & 1
             key |= np.uint64(bit) << np.uint64(k)
         out[r] = key
+
+
+def set_bloom_bits(
+    out: np.ndarray,
+    item_ids: np.ndarray,
+    item_starts: np.ndarray,
+    item_tokens: np.ndarray,
+    token_starts: np.ndarray,
+    positions: np.ndarray,
+) -> None:
+    """OR each record's Bloom filter bits into ``out`` (CLK encoding, `clk.py`).
+
+    Record ``r`` takes, for every field ``f``, the item ``i = item_ids[f, r]``
+    (a distinct field value, with its salt), and sets bit ``b`` of its row for
+    each ``b = positions[token_starts[t]:token_starts[t + 1]]`` of every token
+    ``t = item_tokens[item_starts[i]:item_starts[i + 1]]``. Bit ``b`` is
+    ``out[r, b // 8] & (0x80 >> b % 8)``, most significant bit first as
+    ``numpy.packbits`` lays it out. ``out`` is C-contiguous ``uint8``, the
+    index arrays ``int64`` and ``positions`` ``int32``, all already in range.
+    """
+    with kernel_lock:
+        _set_bloom_bits(out, item_ids, item_starts, item_tokens, token_starts, positions)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _set_bloom_bits(
+    out: np.ndarray,
+    item_ids: np.ndarray,
+    item_starts: np.ndarray,
+    item_tokens: np.ndarray,
+    token_starts: np.ndarray,
+    positions: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    # One record per iteration: rows are disjoint, so threads never write the
+    # same byte, and a record's ~130 bytes stay in L1 while its bits are set.
+    for r in prange(out.shape[0]):
+        for f in range(item_ids.shape[0]):
+            item = item_ids[f, r]
+            for q in range(item_starts[item], item_starts[item + 1]):
+                token = item_tokens[q]
+                for s in range(token_starts[token], token_starts[token + 1]):
+                    bit = positions[s]
+                    out[r, bit >> 3] |= np.uint8(0x80 >> (bit & 7))
+
+
+def or_rows(out: np.ndarray, row_ids: np.ndarray, rows: np.ndarray) -> None:
+    """``out[r] |= rows[row_ids[f, r]]`` for every ``f``, each row of ``out`` once.
+
+    ``out`` and ``rows`` are C-contiguous ``uint64`` of equal width, ``row_ids``
+    a 2-D ``int64`` array of valid row indices into ``rows``.
+    """
+    with kernel_lock:
+        _or_rows(out, row_ids, rows)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _or_rows(
+    out: np.ndarray, row_ids: np.ndarray, rows: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    for r in prange(out.shape[0]):
+        for f in range(row_ids.shape[0]):
+            source = row_ids[f, r]
+            for w in range(out.shape[1]):
+                out[r, w] |= rows[source, w]
+
+
+@numba.njit(cache=True, nogil=True)
+def _find(parent: np.ndarray, node: int) -> int:  # pragma: no cover - compiled
+    root = node
+    while parent[root] != root:
+        root = parent[root]
+    while parent[node] != root:  # path compression
+        parent[node], node = root, parent[node]
+    return root
+
+
+@numba.njit(cache=True, nogil=True)
+def greedy_party_union(
+    lo: np.ndarray, hi: np.ndarray, node_party: np.ndarray, words: int
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Union-find over nodes ``0..len(node_party)-1``, taking edges in the given order.
+
+    Edge ``e`` joins ``lo[e]`` and ``hi[e]`` (``int64``) when their clusters
+    hold no party in common; each root keeps its cluster's parties as a
+    bitmask of ``words`` 64-bit words (party ``p`` is bit ``p % 64`` of word
+    ``p // 64``; ``node_party`` is ``int64``). Sequential by nature: whether an
+    edge is taken depends on every earlier one.
+
+    Returns:
+        The root of every node (``int64``), fully compressed.
+    """
+    n = node_party.shape[0]
+    parent = np.arange(n)
+    size = np.ones(n, dtype=np.int64)
+    mask = np.zeros((n, words), dtype=np.uint64)
+    for i in range(n):
+        mask[i, node_party[i] >> 6] = np.uint64(1) << np.uint64(node_party[i] & 63)
+    for e in range(lo.shape[0]):
+        a = _find(parent, lo[e])
+        b = _find(parent, hi[e])
+        if a == b:
+            continue
+        disjoint = True
+        for w in range(words):
+            if mask[a, w] & mask[b, w]:
+                disjoint = False
+                break
+        if not disjoint:
+            continue
+        if size[a] < size[b]:
+            a, b = b, a
+        parent[b] = a
+        size[a] += size[b]
+        for w in range(words):
+            mask[a, w] |= mask[b, w]
+    for i in range(n):
+        parent[i] = _find(parent, i)
+    return parent
 
 
 def scale_threshold(threshold: float) -> int:

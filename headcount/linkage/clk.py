@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import operator
@@ -51,6 +50,7 @@ import pandas as pd
 from cryptography.hazmat.primitives import hashes as crypto_hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from headcount.linkage import _kernel
 from headcount.linkage.normalise import Identity
 
 __all__ = [
@@ -87,8 +87,8 @@ SALT_SOURCES: dict[str, Callable[[Identity], str]] = {
 }
 _MAX_FLIP_PROBABILITY = 0.5
 
-# Records are encoded in chunks so the intermediate bit matrix (one byte per bit)
-# stays around 16 MiB however many records there are.
+# Hardening and decoys work in chunks of rows so their intermediate bit
+# matrices (one byte per bit) stay around 16 MiB however many records there are.
 _CHUNK_BITS = 16 * 2**20
 
 
@@ -375,37 +375,23 @@ def encode_clks(
     if schema.flip_probability > 0.0 and rng is None:
         rng = csprng()
     n = len(identities)
-    filter_bits = schema.filter_bits
-    out = np.zeros((n, schema.clk_bits // 8), dtype=np.uint8)
-    salt_of = SALT_SOURCES.get(schema.salt_source)
-    encoders = [
-        _FieldEncoder(
-            spec,
-            keys[spec.name],
-            filter_bits,
-            salt_of if spec.name in schema.salted_fields else None,
-        )
-        for spec in schema.fields
-    ]
-    # One Python pass per field maps each record's value to a small int id; all
-    # per-bit work after that is numpy gathers over the (id -> positions) tables.
-    value_ids = [encoder.value_ids(identities) for encoder in encoders]
-    tables = [encoder.table() for encoder in encoders]
-
-    chunk = max(1, _CHUNK_BITS // (2 * filter_bits))
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        for ids, (starts, lengths, flat) in zip(value_ids, tables, strict=True):
-            field_rows, field_cols = _gather(ids[start:stop], starts, lengths, flat)
-            rows.append(field_rows)
-            cols.append(field_cols)
-        bits = np.zeros((stop - start) * filter_bits, dtype=np.bool_)
-        # Flat indices: a 1-D fancy index is markedly cheaper than a 2-D one.
-        bits[np.concatenate(rows) * filter_bits + np.concatenate(cols)] = True
-        matrix = _harden(bits.reshape(stop - start, filter_bits), schema, permutation, rng)
-        out[start:stop] = np.packbits(matrix, axis=1)
+    plain = np.zeros((n, schema.filter_bits // 8), dtype=np.uint8)
+    if n:
+        salt_of = SALT_SOURCES.get(schema.salt_source)
+        salts = [salt_of(i) for i in identities] if salt_of is not None else None
+        columns = _columns(identities, [spec.name for spec in schema.fields])
+        tables = [
+            _field_table(
+                spec,
+                keys[spec.name],
+                column,
+                salts if spec.name in schema.salted_fields else None,
+                schema.filter_bits,
+            )
+            for spec, column in zip(schema.fields, columns, strict=True)
+        ]
+        _set_bits(plain, tables)
+    out = _harden(plain, schema, permutation, rng)
     log.debug("encoded %d CLKs of %d bits", n, schema.clk_bits)
     return out
 
@@ -416,27 +402,40 @@ def _bloom_out_bits(schema: ClkSchema) -> int:
 
 
 def _harden(
-    bits: np.ndarray,
+    plain: np.ndarray,
     schema: ClkSchema,
     permutation: np.ndarray | None,
     rng: np.random.Generator | None,
 ) -> np.ndarray:
-    """Apply folding, flips and balancing, in that order, to a (rows, bits) bool matrix.
+    """Apply folding, flips and balancing, in that order, to packed Bloom filters.
 
     Flips come before balancing so that every balanced CLK still has exactly
-    half its bits set: flipping after would let popcounts drift again.
+    half its bits set: flipping after would let popcounts drift again. Rows
+    are taken in chunks of a fixed size, and each chunk draws its flips in one
+    call, so a seeded generator gives the same CLKs as it always has.
     """
-    if schema.xor_fold:
-        half = bits.shape[1] // 2
-        bits = bits[:, :half] ^ bits[:, half:]
-    if schema.flip_probability > 0.0:
-        assert rng is not None  # encode_clks supplies one
-        # float32 halves the chunk's temporary; its 2**-24 resolution is far
-        # finer than any flip probability worth setting.
-        bits = bits ^ (rng.random(bits.shape, dtype=np.float32) < schema.flip_probability)
-    if permutation is not None:
-        bits = np.concatenate((bits, ~bits), axis=1)[:, permutation]
-    return bits
+    if not (schema.xor_fold or schema.flip_probability > 0.0 or permutation is not None):
+        return plain
+    n = len(plain)
+    out = np.empty((n, schema.clk_bits // 8), dtype=np.uint8)
+    chunk = max(1, _CHUNK_BITS // (2 * schema.filter_bits))
+    for start in range(0, n, chunk):
+        block = plain[start : start + chunk]
+        if schema.xor_fold:
+            # filter_bits is a multiple of 128, so the halves are whole bytes.
+            half = block.shape[1] // 2
+            block = block[:, :half] ^ block[:, half:]
+        if schema.flip_probability > 0.0:
+            assert rng is not None  # encode_clks supplies one
+            # float32 halves the chunk's temporary; its 2**-24 resolution is
+            # far finer than any flip probability worth setting.
+            draws = rng.random((len(block), 8 * block.shape[1]), dtype=np.float32)
+            block = block ^ np.packbits(draws < schema.flip_probability, axis=1)
+        if permutation is not None:
+            bits = np.unpackbits(block, axis=1).view(np.bool_)
+            block = np.packbits(np.concatenate((bits, ~bits), axis=1)[:, permutation], axis=1)
+        out[start : start + len(block)] = block
+    return out
 
 
 def fill_rates(clks: np.ndarray) -> np.ndarray:
@@ -519,142 +518,339 @@ def decoy_clks(
     return out
 
 
-def _gather(
-    ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, flat: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(row, bit) pairs for records whose values have the given ids.
+# --- encoding internals ------------------------------------------------------------
+#
+# Encoding works on distinct values, not records: a department's records share
+# a few thousand first names and surnames and a few dozen n-grams per field,
+# so the per-record work is one dictionary-free pass (pandas.factorize, in C)
+# and the numba kernel that sets the bits. For each field:
+#
+# 1. factorize the column (with its salt, when salted) into *items*;
+# 2. split each distinct value into tokens, vectorised over a code-point
+#    matrix of the distinct values (`_tokenise`);
+# 3. hash each distinct (salt, token) pair once with HMAC (`_token_positions`);
+# 4. hand the kernel the ragged tables record -> item -> tokens -> positions.
 
-    Record ``r`` with value id ``v`` sets ``flat[starts[v] : starts[v] + lengths[v]]``.
-    """
-    counts = lengths[ids]
+
+@dataclass(frozen=True, slots=True)
+class _FieldTable:
+    """One field's ragged tables for `_kernel.set_bloom_bits` (all ``int64``
+    but ``positions``, ``int32``): record ``r`` sets, for each token ``t`` in
+    ``item_tokens[item_starts[i] : item_starts[i + 1]]`` with
+    ``i = item_ids[r]``, the bits ``positions[token_starts[t] : token_starts[t + 1]]``."""
+
+    item_ids: np.ndarray
+    item_starts: np.ndarray
+    item_tokens: np.ndarray
+    token_starts: np.ndarray
+    positions: np.ndarray
+
+
+def _columns(identities: Sequence[Identity], names: Sequence[str]) -> list[list[str]]:
+    """The named fields of every identity, one list per field."""
+    # One pass per field: fetching all fields as one tuple per record was 6x
+    # slower (50,000 short-lived tuples wake the garbage collector).
+    return [list(map(operator.attrgetter(name), identities)) for name in names]
+
+
+def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(code of each value as ``int64``, distinct values in first-seen order)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), sort=False)
+    return codes.astype(np.int64, copy=False), [str(u) for u in uniques]
+
+
+def _ragged_take(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ranges ``starts[i] : starts[i] + counts[i]``, as ``int64``."""
     total = int(counts.sum())
-    rows = np.repeat(np.arange(len(ids), dtype=np.intp), counts)
-    # Offset of each output element within its record's run: 0, 1, ..., count-1.
-    run_starts = np.cumsum(counts) - counts
-    within = np.arange(total, dtype=np.intp) - np.repeat(run_starts, counts)
-    cols = flat[np.repeat(starts[ids], counts) + within]
-    return rows, cols
+    ends = np.cumsum(counts)
+    # Offset of each output element within its range: 0, 1, ..., count - 1.
+    within = np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts)
+    taken: np.ndarray = np.repeat(starts, counts) + within
+    return taken
 
 
-class _FieldEncoder:
-    """Maps one field's values to bit positions, caching by value and by n-gram.
+def _field_table(
+    spec: FieldSpec,
+    key: bytes,
+    values: Sequence[str],
+    salts: Sequence[str] | None,
+    filter_bits: int,
+) -> _FieldTable:
+    """Bloom filter tables for one field of every record (see `_FieldTable`).
 
-    Caching is what makes encoding fast: a department's 100k children share a
-    few thousand first names, surnames and birth dates, so nearly every value is
-    seen before and costs one dict lookup instead of an HMAC per n-gram. The
-    caches live only for one `encode_clks` call, so no keyed material outlives it.
-
-    A salted field caches by (salt, value): its n-grams are hashed under
-    ``HMAC-SHA256(field key, b"salt\x00" + salt)``, one derived key per salt
-    value (a missing salt value, ``""``, is a salt like any other).
+    A salted field's tokens are hashed under ``HMAC-SHA256(field key,
+    b"salt\\x00" + salt)``, one derived key per salt value (a missing salt
+    value, ``""``, is a salt like any other).
     """
-
-    __slots__ = (
-        "_by_gram",
-        "_getter",
-        "_ids",
-        "_key",
-        "_positions",
-        "_salt_keys",
-        "_salt_of",
-        "_tokens",
-        "filter_bits",
-        "hashes",
+    codes, uniques = _factorize(values)
+    m = len(uniques)
+    token_rows, token_ids, tokens = _tokenise(spec, uniques)
+    order = np.argsort(token_rows, kind="stable")
+    token_ids = token_ids[order]
+    value_counts = np.bincount(token_rows, minlength=m).astype(np.int64)
+    value_starts = np.cumsum(value_counts) - value_counts
+    if salts is None:
+        item_ids = codes
+        item_value = np.arange(m, dtype=np.int64)
+        item_salt = np.zeros(m, dtype=np.int64)
+        salt_keys = [key]
+    else:
+        salt_codes, salt_values = _factorize(salts)
+        item_ids, item_codes = pd.factorize(salt_codes * m + codes, sort=False)
+        item_ids = item_ids.astype(np.int64, copy=False)
+        item_salt, item_value = np.divmod(item_codes.astype(np.int64), m)
+        salt_keys = [
+            hmac.digest(key, b"salt\x00" + salt.encode("utf-8"), "sha256") for salt in salt_values
+        ]
+    counts = value_counts[item_value]
+    item_token_texts = token_ids[_ragged_take(value_starts[item_value], counts)]
+    # Each distinct (salt, token) pair is hashed once, whatever number of
+    # records and values hold it.
+    pair_ids, pair_codes = pd.factorize(
+        np.repeat(item_salt, counts) * max(1, len(tokens)) + item_token_texts, sort=False
+    )
+    k = spec.hashes
+    stride = max(1, len(tokens))
+    positions = _token_positions(
+        [
+            (salt_keys[salt], tokens[token])
+            for salt, token in (divmod(c, stride) for c in pair_codes.tolist())
+        ],
+        k,
+        filter_bits,
+    )
+    item_starts = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=item_starts[1:])
+    return _FieldTable(
+        item_ids=item_ids,
+        item_starts=item_starts,
+        item_tokens=pair_ids.astype(np.int64, copy=False),
+        token_starts=np.arange(len(pair_codes) + 1, dtype=np.int64) * k,
+        positions=positions,
     )
 
-    def __init__(
-        self,
-        spec: FieldSpec,
-        key: bytes,
-        filter_bits: int,
-        salt_of: Callable[[Identity], str] | None = None,
-    ) -> None:
-        self.hashes = spec.hashes
-        self.filter_bits = filter_bits
-        self._key = key
-        self._salt_of = salt_of
-        self._salt_keys: dict[str, bytes] = {}
-        self._tokens = _tokeniser(spec)
-        self._getter = operator.attrgetter(spec.name)
-        self._ids: dict[tuple[str, str], int] = {}
-        self._positions: list[tuple[int, ...]] = []
-        self._by_gram: dict[tuple[str, str], tuple[int, ...]] = {}
 
-    def value_ids(self, identities: Sequence[Identity]) -> np.ndarray:
-        """The id of each identity's (salt, value) of this field, as an intp array."""
-        getter, salt_of = self._getter, self._salt_of
-        values = [getter(i) for i in identities]
-        salts = [salt_of(i) for i in identities] if salt_of else None
-        # pandas.factorize maps the column to codes at C speed; only the
-        # distinct values (far fewer than records) go through Python below.
-        keys = (
-            values if salts is None else [f"{s}\x00{v}" for s, v in zip(salts, values, strict=True)]
-        )
-        codes, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
-        local_to_global = np.empty(len(uniques), dtype=np.intp)
-        ids = self._ids
-        for local, key in enumerate(uniques):
-            salt, _, value = key.partition("\x00") if salts is not None else ("", "", key)
-            item = (salt, value)
-            found = ids.get(item)
-            if found is None:
-                found = ids[item] = len(self._positions)
-                self._positions.append(self._value_positions(*item))
-            local_to_global[local] = found
-        return local_to_global[codes] if len(codes) else np.zeros(0, dtype=np.intp)
+def _set_bits(out: np.ndarray, tables: Sequence[_FieldTable]) -> None:
+    """Set every record's bits in ``out`` (``uint8``, zeroed, one row per record).
 
-    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(starts, lengths, flat positions) of every value seen, indexed by id."""
-        lengths = np.fromiter(map(len, self._positions), dtype=np.intp, count=len(self._positions))
-        starts = np.cumsum(lengths) - lengths
-        flat = np.fromiter(
-            itertools.chain.from_iterable(self._positions),
-            dtype=np.intp,
-            count=int(lengths.sum()),
-        )
-        return starts, lengths, flat
-
-    def _value_positions(self, salt: str, value: str) -> tuple[int, ...]:
-        """Distinct bit positions one value sets (none for an empty value)."""
-        key = self._key if self._salt_of is None else self._salted_key(salt)
-        found: list[int] = []
-        by_gram = self._by_gram
-        for token in self._tokens(value):
-            grams = by_gram.get((salt, token))
-            if grams is None:
-                grams = _gram_positions(key, token, self.hashes, self.filter_bits)
-                by_gram[(salt, token)] = grams
-            found.extend(grams)
-        # Repeated positions are harmless (setting a bit twice) and cheaper
-        # than deduplicating every distinct value.
-        return tuple(found)
-
-    def _salted_key(self, salt: str) -> bytes:
-        key = self._salt_keys.get(salt)
-        if key is None:
-            key = hmac.digest(self._key, b"salt\x00" + salt.encode("utf-8"), "sha256")
-            self._salt_keys[salt] = key
-        return key
-
-
-def _gram_positions(key: bytes, token: str, k: int, filter_bits: int) -> tuple[int, ...]:
-    """The k bit positions of one token, sliced from HMAC-SHA256 output.
-
-    Positions are independent 32-bit slices of HMAC(key, token || counter) reduced
-    mod ``filter_bits`` (bias below 2**-19 for filters up to 8192 bits). Slicing
-    rather than double hashing (h1 + i*h2) on purpose: double hashing's arithmetic
-    structure is what Kroll and Steinmetzer (2015) exploited to decode CLKs
-    without the key, while independent slices leave no such pattern.
+    A field with few distinct items (names, dates, postcodes, nearly always)
+    gets one Bloom filter per item, and each record ORs in its items' filters
+    a 64-bit word at a time: far fewer writes than setting each record's few
+    hundred bits one by one. A field with more distinct items than half the
+    records sets its bits record by record, so the item filters never take
+    more memory than the output.
     """
-    positions: list[int] = []
-    message = token.encode("utf-8")
-    counter = 0
-    while len(positions) < k:
-        digest = hmac.digest(key, message + b"\x00" + bytes([counter]), "sha256")
-        words = struct.unpack(">8I", digest)
-        positions.extend(w % filter_bits for w in words[: k - len(positions)])
-        counter += 1
-    return tuple(positions)
+    n = len(out)
+    shared = [t for t in tables if 2 * (len(t.item_starts) - 1) <= n]
+    direct = [t for t in tables if 2 * (len(t.item_starts) - 1) > n]
+    if direct:
+        _kernel.set_bloom_bits(out, *_joined(direct))
+    if shared:
+        item_ids, *ragged = _joined(shared)
+        total = sum(len(t.item_starts) - 1 for t in shared)
+        filters = np.zeros((total, out.shape[1]), dtype=np.uint8)
+        _kernel.set_bloom_bits(filters, np.arange(total, dtype=np.int64)[None, :], *ragged)
+        # OR is the same on any byte order, so the packed rows can be read
+        # as 64-bit words (filter_bits is a multiple of 64).
+        _kernel.or_rows(out.view(np.uint64), item_ids, filters.view(np.uint64))
+
+
+def _joined(
+    tables: Sequence[_FieldTable],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fields' tables as one set of ragged arrays, ids offset field by field:
+    (item ids per field and record, item starts, item tokens, token starts, positions)."""
+    items = np.empty((len(tables), len(tables[0].item_ids)), dtype=np.int64)
+    item_starts: list[np.ndarray] = []
+    item_tokens: list[np.ndarray] = []
+    token_starts: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    n_items = n_item_tokens = n_tokens = n_positions = 0
+    for f, table in enumerate(tables):
+        items[f] = table.item_ids + n_items
+        item_starts.append(table.item_starts[:-1] + n_item_tokens)
+        item_tokens.append(table.item_tokens + n_tokens)
+        token_starts.append(table.token_starts[:-1] + n_positions)
+        positions.append(table.positions)
+        n_items += len(table.item_starts) - 1
+        n_item_tokens += len(table.item_tokens)
+        n_tokens += len(table.token_starts) - 1
+        n_positions += len(table.positions)
+    item_starts.append(np.array([n_item_tokens], dtype=np.int64))
+    token_starts.append(np.array([n_positions], dtype=np.int64))
+    return (
+        items,
+        np.concatenate(item_starts),
+        np.concatenate(item_tokens),
+        np.concatenate(token_starts),
+        np.concatenate(positions).astype(np.int32, copy=False),
+    )
+
+
+_PAD = ord("_")
+_NAME_FIELDS = ("first_name", "last_name")
+
+
+def _tokenise(spec: FieldSpec, uniques: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Tokens of each distinct value: (value index, token id) pairs and the token texts.
+
+    The texts are those `_tokeniser` gives (`_tokens_python` computes them that
+    way, one value at a time); this computes n-grams and date parts over a
+    matrix of code points instead, and falls back to the per-value path only
+    for text it cannot pack (a NUL character, or an alphabet too large for a
+    token's characters to fit 64 bits).
+    """
+    values = [v.replace(" ", "") for v in uniques] if spec.name in _NAME_FIELDS else list(uniques)
+    tokenised = _tokens_numpy(spec, values)
+    return tokenised if tokenised is not None else _tokens_python(spec, uniques)
+
+
+def _tokens_python(
+    spec: FieldSpec, uniques: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`_tokenise`, one value at a time through `_tokeniser`."""
+    tokenise = _tokeniser(spec)
+    index: dict[str, int] = {}
+    rows: list[int] = []
+    ids: list[int] = []
+    for row, value in enumerate(uniques):
+        for token in tokenise(value):
+            rows.append(row)
+            ids.append(index.setdefault(token, len(index)))
+    return np.asarray(rows, dtype=np.int64), np.asarray(ids, dtype=np.int64), list(index)
+
+
+def _tokens_numpy(
+    spec: FieldSpec, values: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """`_tokenise` over a code-point matrix, or None when the text cannot be packed.
+
+    ``values`` are the distinct values, spaces already removed from names.
+    Characters are renumbered 1..A in code-point order (0 = no character), so
+    a token of w characters packs into w * bits(A) bits, and comparing packed
+    codes compares the strings as Python does (a shorter prefix sorts first).
+    """
+    index: dict[str, int] = {}
+    rows: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    m = len(values)
+    text = "".join(values)
+    if "\x00" in text:
+        return None
+    width = max(map(len, values), default=0)
+    if width == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []
+    n = spec.ngram
+    is_date = spec.name == "date_of_birth"
+    chars = np.zeros((m, max(width, 10)), dtype=np.uint32)
+    chars[:, :width] = np.array(values, dtype=f"<U{width}").view(np.uint32).reshape(m, width)
+    lengths = np.count_nonzero(chars, axis=1)
+    alphabet = np.union1d(np.unique(chars), [_PAD])
+    alphabet = alphabet[alphabet != 0]
+    bits = len(alphabet).bit_length()
+    widest = max(n if n > 1 else 0, 4 if is_date else 0)
+    if widest * bits > 64:
+        return None
+    letters = [""] + [chr(c) for c in alphabet.tolist()]
+
+    # Code point -> 1..A (0 stays 0), by table lookup.
+    lookup = np.zeros(int(alphabet[-1]) + 1, dtype=np.uint64)
+    lookup[alphabet] = np.arange(1, len(alphabet) + 1, dtype=np.uint64)
+
+    def dense(block: np.ndarray) -> np.ndarray:
+        found: np.ndarray = lookup[block]
+        return found
+
+    def pack(columns: np.ndarray) -> np.ndarray:
+        code = np.zeros(columns.shape[0], dtype=np.uint64)
+        for j in range(columns.shape[1]):
+            code = (code << np.uint64(bits)) | columns[:, j]
+        return code
+
+    def decode(code: int, chars_wide: int) -> str:
+        mask = (1 << bits) - 1
+        return "".join(
+            letters[(code >> (bits * (chars_wide - 1 - j))) & mask] for j in range(chars_wide)
+        )
+
+    def add(rows_of: np.ndarray, codes: np.ndarray, name: Callable[[int], str]) -> None:
+        local, distinct = pd.factorize(codes, sort=False)
+        global_ids = np.array(
+            [index.setdefault(name(int(c)), len(index)) for c in distinct], dtype=np.int64
+        )
+        rows.append(rows_of)
+        ids.append(global_ids[local])
+
+    present = np.flatnonzero(lengths > 0)
+    if n > 1:
+        # "_" + value + "_", then every window of n characters; a padded value
+        # shorter than n is one token (its window ends in "no character").
+        padded = np.zeros((m, max(width + 2, n)), dtype=np.uint32)
+        padded[:, 0] = _PAD
+        padded[:, 1 : width + 1] = chars[:, :width]
+        padded[np.arange(m), lengths + 1] = _PAD
+        digits = dense(padded)
+        windows = np.where(lengths > 0, np.maximum(lengths + 3 - n, 1), 0)
+        span = int(windows.max())
+        codes = np.zeros((m, span), dtype=np.uint64)
+        for j in range(n):
+            codes = (codes << np.uint64(bits)) | digits[:, j : j + span]
+        row_of, column = np.nonzero(np.arange(span) < windows[:, None])
+        add(row_of, codes[row_of, column], lambda c: "g:" + decode(c, n))
+    if is_date:
+        # iso[:4], iso[5:7], iso[8:10] and the sorted (day, month) pair; a
+        # short value leaves "no character" where Python's slice would end.
+        digits = dense(chars[present, :10])
+        year, month, day = pack(digits[:, 0:4]), pack(digits[:, 5:7]), pack(digits[:, 8:10])
+        add(present, year, lambda c: "t:y:" + decode(c, 4))
+        add(present, month, lambda c: "t:m:" + decode(c, 2))
+        add(present, day, lambda c: "t:d:" + decode(c, 2))
+        pair = (np.minimum(day, month) << np.uint64(2 * bits)) | np.maximum(day, month)
+        half = (1 << (2 * bits)) - 1
+        add(present, pair, lambda c: f"t:dm:{decode(c >> (2 * bits), 2)}:{decode(c & half, 2)}")
+    else:
+        # Whole-value tokens: one per distinct value, so plain Python is cheap.
+        extra: list[tuple[int, str]] = []
+        if n == 1:
+            extra += [(r, "t:" + values[r]) for r in present.tolist()]
+        if spec.name == "postcode":
+            extra += [(r, "t:out:" + values[r][:-3]) for r in present.tolist()]
+        if extra:
+            rows.append(np.array([r for r, _ in extra], dtype=np.int64))
+            ids.append(
+                np.array([index.setdefault(t, len(index)) for _, t in extra], dtype=np.int64)
+            )
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []
+    return (
+        np.concatenate(rows).astype(np.int64, copy=False),
+        np.concatenate(ids),
+        list(index),
+    )
+
+
+def _token_positions(keyed: Sequence[tuple[bytes, str]], k: int, filter_bits: int) -> np.ndarray:
+    """The k bit positions of each (key, token) pair, as one flat ``int32`` array.
+
+    A token's positions are independent 32-bit big-endian slices of
+    HMAC-SHA256(key, token || 0x00 || counter), counter 0, 1, ..., reduced
+    mod ``filter_bits`` (bias below 2**-19 for filters up to 8192 bits).
+    Slicing rather than double hashing (h1 + i*h2) on purpose: double
+    hashing's arithmetic structure is what Kroll and Steinmetzer (2015)
+    exploited to decode CLKs without the key, while independent slices leave
+    no such pattern. The digests are joined into one buffer so that slicing
+    and reduction run in numpy rather than per token.
+    """
+    blocks = -(-k // 8)  # HMAC outputs per token, 8 slices each
+    suffixes = [b"\x00" + bytes([counter]) for counter in range(blocks)]
+    digest = hmac.digest
+    buffer = b"".join(
+        digest(key, message + suffix, "sha256")
+        for key, message in ((key, token.encode("utf-8")) for key, token in keyed)
+        for suffix in suffixes
+    )
+    words = np.frombuffer(buffer, dtype=">u4").reshape(len(keyed), 8 * blocks)[:, :k]
+    return (words % np.uint32(filter_bits)).astype(np.int32).reshape(-1)
 
 
 def _tokeniser(spec: FieldSpec) -> Callable[[str], list[str]]:

@@ -6,18 +6,27 @@ run, so match quality measured locally is the federation's match quality.
 Where the comparisons run is the executor's business
 (`headcount.linkage.executor`): in this process by default, or on a Dask
 cluster; the blocks are merged back so the result is the same either way.
+Pairs of large parties are blocked (keyed LSH, `headcount.linkage.blocking`)
+and scored in this process.
+
+Everything that grows with the number of records stays in numpy arrays:
+candidates, match-key digests and their joins, the edge list and the
+union-find that clusters it. Memory is a few tens of bytes per record and per
+candidate pair; the clusters are turned into dicts only when asked for.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from headcount.linkage.dice import Candidates, dice_reference
+from headcount.linkage.blocking import MIN_SEED_KEY_BYTES, candidate_pairs_blocked
+from headcount.linkage.dice import Candidates, dice_reference, score_order
 from headcount.linkage.executor import (
     CompareTask,
     Executor,
@@ -25,26 +34,85 @@ from headcount.linkage.executor import (
     merge_candidates,
     plan_compare,
 )
-from headcount.linkage.matchkeys import match_by_keys
+from headcount.linkage.matchkeys import MatchKeyLevels, key_digests, link_by_key_digests
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
-from headcount.linkage.solve import Edge, cluster_records
+from headcount.linkage.schema import BlockingSpec
+from headcount.linkage.solve import EdgeBlock, cluster_parties
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "AUTO_BLOCKING_PAIRS",
+    "QUALITY_SAMPLE_ROWS",
+    "QUALITY_TOP_CANDIDATES",
+    "LinkResult",
+    "link_parties",
+    "pair_score",
+]
 
-@dataclass(frozen=True, slots=True)
+QUALITY_SAMPLE_ROWS = 1000  # left records per pair scored down to the floor for the estimate
+# Candidates >= the floor kept per sampled record for the estimate, best first.
+# Some 3.7% of all pairs score >= 0.5, nearly all of them chance pairs: at a
+# million records a sampled record has ~37,000, which would cost gigabytes per
+# pair; its link and runner-up are among its first few. The scale benchmark
+# checks the estimate is the same as from every candidate.
+QUALITY_TOP_CANDIDATES = 32
+# Candidates at the floor held at once before trimming: sampled records are
+# scored in steps of about this many candidates (3.7% of pairs on synthetic
+# data, so ~54 records a step against a million, all 1,000 against 50,000),
+# which bounds memory (score_pairs needs ~120 bytes a candidate) while
+# keeping the steps few, since each step repacks the other side.
+_SAMPLE_CANDIDATES = 2_000_000
+_SAMPLE_SHARE = 0.037
+# Pairs of parties with at least this many record pairs are blocked when the
+# blocking method is "lsh": below it, comparing every pair takes a few seconds
+# at most and loses nothing (at 1.4e9 pairs, full comparison took 0.4 s and
+# blocking 0.6 s; at 1.3e10, 7.9 s and 2.9 s: docs/benchmarks.md).
+AUTO_BLOCKING_PAIRS = 10**10
+
+MatchKeys = MatchKeyLevels | np.ndarray  # per party: levels x records, lists or digests
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class LinkResult:
-    """Clusters of at most one record per party, as {party: row index}."""
+    """Clusters of at most one record per party.
 
-    clusters: tuple[dict[str, int], ...]
-    candidates: dict[tuple[str, str], int]  # party pair -> pairs scored above threshold
-    links: dict[tuple[str, str], int]  # party pair -> clusters holding both
-    # Per party pair: the threshold used, the quality estimated from the score
-    # distribution (None when there were too few candidates to fit), and the
-    # links the match-keys found before any CLK was compared.
+    Attributes:
+        parties: party names, sorted.
+        members: ``int64`` array ``(clusters, len(parties))``: per cluster, the
+            row index of its record in each party, -1 where it has none;
+            clusters ordered by their first record.
+        candidates: per party pair, the pairs scored at or above its threshold.
+        links: per party pair, the clusters holding a record of both.
+        thresholds: per party pair, the threshold its links were cut at.
+        quality: per party pair, the quality estimated from the score
+            distribution at that threshold (None when there were too few
+            candidates to fit, or no floor was given).
+        key_links: per party pair, the links the match-keys found before any
+            CLK was compared.
+        blocked: per party pair, whether its candidates came from LSH blocking.
+    """
+
+    parties: tuple[str, ...]
+    members: np.ndarray
+    candidates: dict[tuple[str, str], int]
+    links: dict[tuple[str, str], int]
     thresholds: dict[tuple[str, str], float] = field(default_factory=dict)
     quality: dict[tuple[str, str], QualityEstimate | None] = field(default_factory=dict)
     key_links: dict[tuple[str, str], int] = field(default_factory=dict)
+    blocked: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    @property
+    def clusters(self) -> tuple[dict[str, int], ...]:
+        """Every cluster as ``{party: row index}``, parties in sorted order.
+
+        Built on each access from `members` (a dict per cluster: use `members`
+        for large results).
+        """
+        parties = self.parties
+        return tuple(
+            {parties[p]: r for p, r in enumerate(row) if r >= 0} for row in self.members.tolist()
+        )
 
     def pairs(self) -> list[tuple[str, int, str, int]]:
         """Every linked pair of records (left party < right party), deterministic order.
@@ -52,14 +120,28 @@ class LinkResult:
         A cluster of three parties yields three pairs, including the one whose
         records were joined through the third rather than scored directly.
         """
-        out = []
-        for c in self.clusters:
-            for a, b in itertools.combinations(sorted(c), 2):
-                out.append((a, c[a], b, c[b]))
+        out: list[tuple[str, int, str, int]] = []
+        for a, b in itertools.combinations(range(len(self.parties)), 2):
+            both = self.members[(self.members[:, a] >= 0) & (self.members[:, b] >= 0)]
+            pa, pb = self.parties[a], self.parties[b]
+            out.extend((pa, i, pb, j) for i, j in both[:, [a, b]].tolist())
         return sorted(out)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LinkResult):
+            return NotImplemented
+        return (
+            self.parties == other.parties
+            and np.array_equal(self.members, other.members)
+            and self.candidates == other.candidates
+            and self.links == other.links
+            and self.thresholds == other.thresholds
+            and self.quality == other.quality
+            and self.key_links == other.key_links
+            and self.blocked == other.blocked
+        )
 
-QUALITY_SAMPLE_ROWS = 1000  # left records per pair scored down to the floor for the estimate
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _sample_rows(n: int) -> np.ndarray:
@@ -89,6 +171,53 @@ def _compare_all(
     return [merge_candidates(results[span]) for span in spans]
 
 
+def _best_per_left(found: Candidates, k: int) -> Candidates:
+    """Each left row's ``k`` best candidates, in the input's (score desc, left,
+    right) order."""
+    # A stable sort by left keeps each row's candidates best first, so a rank
+    # below k within its row picks its k best.
+    order = np.argsort(found.left, kind="stable")
+    by_left = found.left[order]
+    rank = np.arange(len(order)) - np.searchsorted(by_left, by_left, side="left")
+    keep = np.sort(order[rank < k])
+    return Candidates(found.left[keep], found.right[keep], found.score[keep])
+
+
+def _sample_candidates(
+    runner: Executor, jobs: Sequence[tuple[np.ndarray, np.ndarray]], floor: float
+) -> list[Candidates]:
+    """Candidates >= ``floor`` of each job's (sampled) left rows, each row's best
+    `QUALITY_TOP_CANDIDATES`, scored a step of rows at a time (all jobs of a
+    step in one executor call)."""
+    if not jobs:
+        return []
+    widest = max(len(right) for _, right in jobs)
+    step = max(1, int(_SAMPLE_CANDIDATES / (_SAMPLE_SHARE * max(1, widest))))
+    rows = max(len(left) for left, _ in jobs)
+    parts: list[list[Candidates]] = [[] for _ in jobs]
+    for start in range(0, rows, step):
+        live = [k for k, (left, _) in enumerate(jobs) if start < len(left)]
+        found = _compare_all(
+            runner, [(jobs[k][0][start : start + step], jobs[k][1]) for k in live], floor
+        )
+        for k, cands in zip(live, found, strict=True):
+            best = _best_per_left(cands, QUALITY_TOP_CANDIDATES)
+            parts[k].append(Candidates(best.left + start, best.right, best.score))
+        del found
+    return [_in_order(p) for p in parts]
+
+
+def _in_order(parts: Sequence[Candidates]) -> Candidates:
+    """Concatenate candidates and sort them by (score desc, left, right)."""
+    if not parts:
+        return Candidates.empty()
+    left = np.concatenate([p.left for p in parts])
+    right = np.concatenate([p.right for p in parts])
+    score = np.concatenate([p.score for p in parts])
+    order = score_order(score, left, right)
+    return Candidates(left[order], right[order], score[order])
+
+
 def pair_score(clks: Mapping[str, np.ndarray], a: str, i: int, b: str, j: int) -> float:
     """Dice coefficient of record ``i`` of ``a`` and record ``j`` of ``b``."""
     return dice_reference(clks[a][i].tobytes(), clks[b][j].tobytes())
@@ -101,7 +230,10 @@ def link_parties(
     executor: Executor | None = None,
     floor: float | None = None,
     auto_threshold: bool = False,
-    match_keys: Mapping[str, Sequence[Sequence[bytes | None]]] | None = None,
+    match_keys: Mapping[str, MatchKeys] | None = None,
+    blocking: BlockingSpec | None = None,
+    blocking_key: bytes | None = None,
+    min_blocked_pairs: int = AUTO_BLOCKING_PAIRS,
 ) -> LinkResult:
     """Link every pair of parties at Dice >= ``threshold`` and cluster greedily.
 
@@ -111,65 +243,146 @@ def link_parties(
     `LocalExecutor`, in this process); every executor gives the same result.
     The caller keeps ownership of ``executor`` and closes it.
 
-    With ``floor`` (< threshold), candidates down to the floor are scored and
-    the quality of each pair's links is estimated from their score
-    distribution (`headcount.linkage.quality`); with ``auto_threshold`` the
-    threshold that estimate picks is used (never below the floor). With
-    ``match_keys`` (per party, per level, per record), exact keyed matches are
-    a first pass: their links are taken before any CLK link.
+    Blocking: with ``blocking`` (default `BlockingSpec()`, keyed LSH with 64
+    bands of 18 bits) of method ``"lsh"``, a party pair with at least
+    ``min_blocked_pairs`` record pairs (default `AUTO_BLOCKING_PAIRS`, 1e10:
+    two parties of 100,000 records) is scored only where its CLKs share an
+    LSH block, in this process; smaller pairs, and every pair with method
+    ``"none"``, are scored in full on the executor. Blocking keeps about
+    99.8% of the pairs at 0.8 on synthetic data. The band positions are keyed
+    by ``blocking_key`` (32 bytes or more); without one a fresh random key is
+    drawn for the call, so that no node can predict which bits form the
+    blocks (and craft records to land in or out of one), and a blocked run's
+    few lost pairs vary from call to call. Pass a key for reproducible runs.
+
+    With ``floor`` (< threshold), a fixed sample of each pair's smaller side
+    is scored against the other side down to the floor, and the quality of
+    the pair's links is estimated from that score distribution
+    (`headcount.linkage.quality`), at the threshold the links are cut at;
+    with ``auto_threshold`` that is the threshold the estimate picks (never
+    below the floor). With ``match_keys`` (per party, per level, per record:
+    lists from `matchkeys.match_keys` or their `key_digests`), exact keyed
+    matches are a first pass: their links are taken before any CLK link.
 
     Raises:
-        ValueError: mismatched widths, arrays that are not 2-D uint8, or a
-            threshold outside (0, 1].
+        ValueError: mismatched widths, arrays that are not 2-D uint8, a
+            threshold outside (0, 1], match-keys that do not fit the CLKs, or
+            a blocking key shorter than 32 bytes.
         PeerUnavailable: a remote executor lost its cluster.
     """
     parties = sorted(clks)
     pairs = list(itertools.combinations(parties, 2))
     runner = LocalExecutor() if executor is None else executor
+    spec = BlockingSpec() if blocking is None else blocking
+    if blocking_key is not None and len(blocking_key) < MIN_SEED_KEY_BYTES:
+        raise ValueError(f"blocking_key must be at least {MIN_SEED_KEY_BYTES} bytes")
     quality: dict[tuple[str, str], QualityEstimate | None] = {}
     thresholds: dict[tuple[str, str], float] = {pair: threshold for pair in pairs}
     if floor is not None:
         # The estimate needs scores well below the threshold, and a pair of
-        # departments has far more of those than links (a few percent of all
-        # pairs score >= 0.5). Scoring a fixed sample of left records against
-        # every right record keeps that memory bounded whatever the sizes,
-        # and still sees each sampled record's link and its runner-up.
+        # departments has far more of those than links. Scoring a fixed sample
+        # of left records against every right record, and keeping each
+        # sampled record's best candidates, keeps that memory bounded whatever
+        # the sizes, and still sees each sampled record's link and runner-up.
         floor = min(floor, threshold)
         # Sample the smaller side: a small department is then seen whole.
         jobs = []
         for a, b in pairs:
             small, large = (a, b) if len(clks[a]) <= len(clks[b]) else (b, a)
             jobs.append((clks[small][_sample_rows(len(clks[small]))], clks[large]))
-        sampled = _compare_all(runner, jobs, floor)
+        sampled = _sample_candidates(runner, jobs, floor)
         for (a, b), cands in zip(pairs, sampled, strict=True):
-            estimate: QualityEstimate | None = None
-            try:
-                estimate = estimate_link_quality(cands, floor)
-            except ValueError as exc:
-                # Too few candidates to fit two components: keep the fixed threshold.
-                log.info("%s x %s: no quality estimate (%s)", a, b, exc)
-            quality[(a, b)] = estimate
-            if estimate is not None and auto_threshold:
-                thresholds[(a, b)] = max(floor, estimate.threshold)
-    scored = _compare_all(
-        runner, [(clks[a], clks[b]) for a, b in pairs], [thresholds[p] for p in pairs]
+            quality[(a, b)], thresholds[(a, b)] = _estimate(
+                cands, floor, threshold, auto_threshold, f"{a} x {b}"
+            )
+        del sampled
+    blocked = {
+        (a, b): spec.method == "lsh" and len(clks[a]) * len(clks[b]) >= min_blocked_pairs
+        for a, b in pairs
+    }
+    if any(blocked.values()) and blocking_key is None:
+        blocking_key = secrets.token_bytes(MIN_SEED_KEY_BYTES)
+        log.info("blocking under a fresh random key")
+    full = [p for p in pairs if not blocked[p]]
+    scored = dict(
+        zip(
+            full,
+            _compare_all(
+                runner, [(clks[a], clks[b]) for a, b in full], [thresholds[p] for p in full]
+            ),
+            strict=True,
+        )
     )
-    edges: list[Edge] = []
+    digests = (
+        None
+        if match_keys is None
+        else {p: _party_digests(match_keys[p], clks[p], p) for p in parties}
+    )
+    index = {p: k for k, p in enumerate(parties)}
+    blocks: list[EdgeBlock] = []
     candidates: dict[tuple[str, str], int] = {}
     key_links: dict[tuple[str, str], int] = {}
-    for (a, b), cands in zip(pairs, scored, strict=True):
+    for a, b in pairs:
+        if blocked[(a, b)]:
+            assert blocking_key is not None
+            cands = candidate_pairs_blocked(
+                clks[a],
+                clks[b],
+                thresholds[(a, b)],
+                seed_key=blocking_key,
+                bands=spec.bands,
+                bits_per_band=spec.bits_per_band,
+            )
+        else:
+            cands = scored.pop((a, b))
         candidates[(a, b)] = len(cands)
-        if match_keys is not None:
-            keyed = match_by_keys(match_keys[a], match_keys[b])
+        if digests is not None:
+            keyed = link_by_key_digests(digests[a], digests[b])
             key_links[(a, b)] = len(keyed)
             # Exact keyed matches go first: score 1.0 puts them ahead of
             # every CLK edge in the greedy clustering.
-            edges.extend(Edge(a, i, b, j, 1.0) for i, j, _ in keyed)
-        edges.extend(
-            Edge(a, int(i), b, int(j), float(s))
-            for i, j, s in zip(cands.left, cands.right, cands.score, strict=True)
+            blocks.append(
+                EdgeBlock(index[a], index[b], keyed.left, keyed.right, np.ones(len(keyed)))
+            )
+        blocks.append(EdgeBlock(index[a], index[b], cands.left, cands.right, cands.score))
+        log.info(
+            "%s x %s: %d candidate pairs at %.3f%s",
+            a,
+            b,
+            len(cands),
+            thresholds[(a, b)],
+            " (blocked)" if blocked[(a, b)] else "",
         )
-        log.info("%s x %s: %d candidate pairs at %.3f", a, b, len(cands), thresholds[(a, b)])
-    clusters = tuple(cluster_records(edges))
-    links = {(a, b): sum(1 for c in clusters if a in c and b in c) for a, b in pairs}
-    return LinkResult(clusters, candidates, links, thresholds, quality, key_links)
+        del cands
+    members = cluster_parties([len(clks[p]) for p in parties], blocks)
+    del blocks
+    links = {
+        (a, b): int(np.count_nonzero((members[:, index[a]] >= 0) & (members[:, index[b]] >= 0)))
+        for a, b in pairs
+    }
+    return LinkResult(
+        tuple(parties), members, candidates, links, thresholds, quality, key_links, blocked
+    )
+
+
+def _estimate(
+    cands: Candidates, floor: float, threshold: float, auto_threshold: bool, label: str
+) -> tuple[QualityEstimate | None, float]:
+    """(the estimate at the threshold the links are cut at, that threshold)."""
+    try:
+        picked = estimate_link_quality(cands, floor)
+    except ValueError as exc:
+        # Too few candidates to fit two components: keep the fixed threshold.
+        log.info("%s: no quality estimate (%s)", label, exc)
+        return None, threshold
+    used = max(floor, picked.threshold) if auto_threshold else threshold
+    if used == picked.threshold:
+        return picked, used
+    return estimate_link_quality(cands, floor, threshold=used), used
+
+
+def _party_digests(keys: MatchKeys, clks: np.ndarray, party: str) -> np.ndarray:
+    digests = key_digests(keys)
+    if digests.shape[0] and digests.shape[1] != len(clks):
+        raise ValueError(f"{party}: {digests.shape[1]} records of match-keys for {len(clks)} CLKs")
+    return digests

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,8 +37,11 @@ __all__ = [
     "DEFAULT_MATCH_KEYS",
     "KEY_BYTES",
     "MATCHKEY_VERSION",
+    "KeyLinks",
     "MatchKeySpec",
     "agreement_levels",
+    "key_digests",
+    "link_by_key_digests",
     "match_by_keys",
     "match_keys",
 ]
@@ -231,9 +233,121 @@ def _check_specs(specs: Sequence[MatchKeySpec]) -> None:
         raise ValueError("match-key level names must be distinct")
 
 
+MatchKeyLevels = Sequence[Sequence[bytes | None]]  # per level, per record; None: no key
+
+
+def key_digests(keys: MatchKeyLevels | np.ndarray) -> np.ndarray:
+    """Match-keys as a ``(levels, records)`` ``uint64`` array; 0 means no key.
+
+    Each 16-byte key is cut to its first 8 bytes (read little-endian): keys
+    are HMAC outputs, so two distinct keys share 8 bytes with probability
+    2**-64, and a level of a million records on each side has a chance of
+    about 1e-7 of one such collision. A key whose first 8 bytes are all zero
+    (probability 2**-64) is read as 1, so 0 keeps meaning "no key". An array
+    is checked and returned as is.
+
+    Raises:
+        ValueError: levels of unequal length, a key that is not 16 bytes, or
+            an array that is not 2-D ``uint64``.
+    """
+    if isinstance(keys, np.ndarray):
+        if keys.ndim != 2 or keys.dtype != np.uint64:
+            raise ValueError("match-key digests must be a 2-D uint64 array")
+        return keys
+    n = _records(keys, "match-key")
+    out = np.zeros((len(keys), n), dtype=np.uint64)
+    absent = bytes(KEY_BYTES)
+    for level, values in enumerate(keys):
+        if not n:
+            continue
+        if any(k is not None and len(k) != KEY_BYTES for k in values):
+            raise ValueError(f"match-keys must be {KEY_BYTES} bytes")
+        raw = np.frombuffer(b"".join(absent if k is None else k for k in values), dtype="<u8")
+        first = raw.reshape(n, KEY_BYTES // 8)[:, 0].copy()
+        present = np.fromiter((k is not None for k in values), dtype=np.bool_, count=n)
+        first[present & (first == 0)] = 1
+        first[~present] = 0
+        out[level] = first
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLinks:
+    """Links found by match-keys, as parallel ``int64`` arrays sorted by
+    (level, left): row in the left party, row in the right party, level index."""
+
+    left: np.ndarray
+    right: np.ndarray
+    level: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.left)
+
+
+def link_by_key_digests(left: np.ndarray, right: np.ndarray) -> KeyLinks:
+    """`match_by_keys` on `key_digests` arrays, with sorts and joins in numpy.
+
+    Args:
+        left, right: ``(levels, records)`` ``uint64`` arrays, 0 for no key,
+            with the same number of levels.
+
+    Raises:
+        ValueError: the sides have different numbers of levels or are not
+            2-D ``uint64`` arrays.
+    """
+    left, right = key_digests(left), key_digests(right)
+    if left.shape[0] != right.shape[0]:
+        raise ValueError(
+            f"left has {left.shape[0]} match-key levels and right has {right.shape[0]}"
+        )
+    linked_left = np.zeros(left.shape[1], dtype=np.bool_)
+    linked_right = np.zeros(right.shape[1], dtype=np.bool_)
+    found_left: list[np.ndarray] = []
+    found_right: list[np.ndarray] = []
+    found_level: list[np.ndarray] = []
+    for level in range(left.shape[0]):
+        keys_l, rows_l = _unique_digests(left[level])
+        keys_r, rows_r = _unique_digests(right[level])
+        _, at_l, at_r = np.intersect1d(keys_l, keys_r, assume_unique=True, return_indices=True)
+        i, j = rows_l[at_l], rows_r[at_r]
+        free = ~linked_left[i] & ~linked_right[j]
+        i, j = i[free], j[free]
+        # Each unique key appears once per side, so links found at one level
+        # never share a record; mark them after the pass.
+        linked_left[i] = True
+        linked_right[j] = True
+        order = np.argsort(i, kind="stable")
+        found_left.append(i[order])
+        found_right.append(j[order])
+        found_level.append(np.full(len(i), level, dtype=np.int64))
+    empty = np.zeros(0, dtype=np.int64)
+    links = KeyLinks(
+        np.concatenate(found_left) if found_left else empty,
+        np.concatenate(found_right) if found_right else empty,
+        np.concatenate(found_level) if found_level else empty,
+    )
+    log.debug("match-keys linked %d of %d x %d records", len(links), left.shape[1], right.shape[1])
+    return links
+
+
+def _unique_digests(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted key values held by exactly one record, that record's row), no-key excluded."""
+    rows = np.flatnonzero(keys)
+    order = np.argsort(keys[rows], kind="stable")
+    rows = rows[order]
+    values = keys[rows]
+    if not len(values):
+        return values, rows
+    alone = np.ones(len(values), dtype=np.bool_)
+    same = values[1:] == values[:-1]
+    alone[1:] &= ~same
+    alone[:-1] &= ~same
+    return values[alone], rows[alone]
+
+
 def match_by_keys(
-    left_keys: Sequence[Sequence[bytes | None]],
-    right_keys: Sequence[Sequence[bytes | None]],
+    left_keys: MatchKeyLevels | np.ndarray,
+    right_keys: MatchKeyLevels | np.ndarray,
 ) -> list[tuple[int, int, int]]:
     """One-to-one exact links from two parties' match-keys, strictest level first.
 
@@ -242,11 +356,13 @@ def match_by_keys(
     exactly one record on each side. Uniqueness is judged over all of a side's
     records, linked or not: a key shared by two records of one party (twins
     with the same initial, a duplicated record) is not evidence of which one a
-    record of the other party is, so it is never used at that level.
+    record of the other party is, so it is never used at that level. Keys are
+    compared as `key_digests` (their first 8 bytes); the engine calls
+    `link_by_key_digests` directly.
 
     Args:
         left_keys: per level, the left party's keys (``None`` for no key), as
-            returned by `match_keys`.
+            returned by `match_keys`, or their `key_digests`.
         right_keys: the right party's keys, with the same number of levels.
 
     Returns:
@@ -261,27 +377,8 @@ def match_by_keys(
         raise ValueError(
             f"left has {len(left_keys)} match-key levels and right has {len(right_keys)}"
         )
-    n_left = _records(left_keys, "left")
-    n_right = _records(right_keys, "right")
-    linked_left = np.zeros(n_left, dtype=np.bool_)
-    linked_right = np.zeros(n_right, dtype=np.bool_)
-    links: list[tuple[int, int, int]] = []
-    for level, (lefts, rights) in enumerate(zip(left_keys, right_keys, strict=True)):
-        unique_right = _unique_positions(rights)
-        found: list[tuple[int, int, int]] = []
-        for key, i in _unique_positions(lefts).items():
-            j = unique_right.get(key)
-            if j is None or linked_left[i] or linked_right[j]:
-                continue
-            found.append((i, j, level))
-        # Each unique key appears once per side, so links found at one level
-        # never share a record; mark them after the pass.
-        for i, j, _ in found:
-            linked_left[i] = linked_right[j] = True
-        found.sort()
-        links.extend(found)
-    log.debug("match-keys linked %d of %d x %d records", len(links), n_left, n_right)
-    return links
+    links = link_by_key_digests(key_digests(left_keys), key_digests(right_keys))
+    return list(zip(links.left.tolist(), links.right.tolist(), links.level.tolist(), strict=True))
 
 
 def _records(keys: Sequence[Sequence[bytes | None]], side: str) -> int:
@@ -289,12 +386,6 @@ def _records(keys: Sequence[Sequence[bytes | None]], side: str) -> int:
     if len(sizes) > 1:
         raise ValueError(f"{side} match-key levels hold different numbers of records")
     return sizes.pop() if sizes else 0
-
-
-def _unique_positions(keys: Sequence[bytes | None]) -> dict[bytes, int]:
-    """key -> position, for the keys held by exactly one record."""
-    counts = Counter(k for k in keys if k is not None)
-    return {k: i for i, k in enumerate(keys) if k is not None and counts[k] == 1}
 
 
 def agreement_levels(

@@ -12,18 +12,17 @@ and the coordinator reproduce the same links from the same scores.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from headcount.linkage.dice import Candidates
+from headcount.linkage import _kernel
+from headcount.linkage.dice import Candidates, score_order
 
-__all__ = ["Edge", "cluster_records", "match_one_to_one"]
+__all__ = ["Edge", "EdgeBlock", "cluster_parties", "cluster_records", "match_one_to_one"]
 
 log = logging.getLogger(__name__)
-
-_Node = tuple[str, int]  # (party, row index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +78,7 @@ def match_one_to_one(candidates: Candidates) -> Candidates:
     n = len(candidates)
     if n == 0:
         return Candidates.empty()
-    order = np.lexsort((candidates.right, candidates.left, -candidates.score))
+    order = score_order(candidates.score, candidates.left, candidates.right)
     lefts = candidates.left[order]
     rights = candidates.right[order]
     # A plain loop: the greedy choice of each pair depends on every earlier one,
@@ -98,6 +97,116 @@ def match_one_to_one(candidates: Candidates) -> Candidates:
     return Candidates(candidates.left[chosen], candidates.right[chosen], candidates.score[chosen])
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeBlock:
+    """Scored links between rows of two parties, as parallel arrays.
+
+    The array form of many `Edge` values: clustering millions of edges as
+    arrays costs about 25 bytes an edge, against some 300 for `Edge` objects
+    and their sort keys.
+
+    Attributes:
+        left_party, right_party: indices of the two parties in the party list
+            `cluster_parties` is given; they differ.
+        left, right: ``int64`` row indices, each >= 0, of equal length.
+        score: ``float64`` scores in [0, 1], one per pair.
+
+    Raises:
+        ValueError: equal or negative party indices, arrays of unequal length,
+            a negative row index, or a score outside [0, 1] or NaN.
+    """
+
+    left_party: int
+    right_party: int
+    left: np.ndarray
+    right: np.ndarray
+    score: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.left_party == self.right_party or min(self.left_party, self.right_party) < 0:
+            raise ValueError("an edge block must join two different parties")
+        left = np.asarray(self.left, dtype=np.int64).reshape(-1)
+        right = np.asarray(self.right, dtype=np.int64).reshape(-1)
+        score = np.asarray(self.score, dtype=np.float64).reshape(-1)
+        if not len(left) == len(right) == len(score):
+            raise ValueError("left, right and score must have equal lengths")
+        if len(left) and (left.min() < 0 or right.min() < 0):
+            raise ValueError("row indices must be non-negative")
+        if len(score) and not bool(np.all((score >= 0.0) & (score <= 1.0))):
+            raise ValueError("scores must be in [0, 1]")
+        object.__setattr__(self, "left", left)
+        object.__setattr__(self, "right", right)
+        object.__setattr__(self, "score", score)
+
+
+def cluster_parties(sizes: Sequence[int], blocks: Iterable[EdgeBlock]) -> np.ndarray:
+    """Greedy multi-party clustering over arrays; the engine's clustering.
+
+    The same clusters as `cluster_records` for the same edges, with party
+    ``p`` standing for the ``p``-th name in sorted order: edges are taken by
+    score descending, ties broken by their endpoints as (party, row) pairs in
+    sorted order, and two clusters merge only when no party has a record in
+    both (a compiled union-find whose roots keep a bitmask of their parties).
+
+    Args:
+        sizes: number of rows of each party; every row index must be below it.
+        blocks: the scored edges.
+
+    Returns:
+        An ``int64`` array ``(clusters, len(sizes))``: row ``c`` holds, per
+        party, the row index of cluster ``c``'s record, or -1 when it has none.
+        Only clusters of two or more records, ordered by their first record
+        (lowest party, then row), which is `cluster_records`' order.
+
+    Raises:
+        ValueError: a block names a party or row out of range.
+    """
+    sizes_arr = np.asarray(sizes, dtype=np.int64)
+    offsets = np.zeros(len(sizes_arr) + 1, dtype=np.int64)
+    np.cumsum(sizes_arr, out=offsets[1:])
+    los: list[np.ndarray] = []
+    his: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for block in blocks:
+        a, b = block.left_party, block.right_party
+        if max(a, b) >= len(sizes_arr):
+            raise ValueError("edge block names an unknown party")
+        if len(block.left) and (
+            block.left.max() >= sizes_arr[a] or block.right.max() >= sizes_arr[b]
+        ):
+            raise ValueError("edge block row index out of range")
+        # Node ids follow (party, row) order, so comparing ids compares endpoints.
+        u = block.left + offsets[a]
+        v = block.right + offsets[b]
+        los.append(np.minimum(u, v))
+        his.append(np.maximum(u, v))
+        scores.append(block.score)
+    n_nodes = int(offsets[-1])
+    node_party = np.repeat(np.arange(len(sizes_arr), dtype=np.int64), sizes_arr)
+    lo = np.concatenate(los) if los else np.zeros(0, dtype=np.int64)
+    hi = np.concatenate(his) if his else np.zeros(0, dtype=np.int64)
+    score = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float64)
+    del los, his, scores
+    # (score desc, lo, hi): the order cluster_records takes edges in.
+    order = score_order(score, lo, hi)
+    del score
+    words = max(1, -(-len(sizes_arr) // 64))
+    roots = _kernel.greedy_party_union(lo[order], hi[order], node_party, words)
+    del order, lo, hi
+    members = np.bincount(roots, minlength=n_nodes)
+    clustered = np.flatnonzero(members[roots] >= 2)  # ascending node ids
+    cluster_roots, first = np.unique(roots[clustered], return_index=True)
+    # Number clusters by their first (lowest) node.
+    rank = np.empty(len(cluster_roots), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(cluster_roots), dtype=np.int64)
+    cluster_of = rank[np.searchsorted(cluster_roots, roots[clustered])]
+    table = np.full((len(cluster_roots), len(sizes_arr)), -1, dtype=np.int64)
+    party = node_party[clustered]
+    table[cluster_of, party] = clustered - offsets[party]
+    log.debug("clustering: %d edges, %d clusters", len(roots), len(table))
+    return table
+
+
 def cluster_records(edges: Iterable[Edge]) -> list[dict[str, int]]:
     """Greedy multi-party clustering with at most one record per party.
 
@@ -106,70 +215,34 @@ def cluster_records(edges: Iterable[Edge]) -> list[dict[str, int]]:
     depend on input order nor on which end of an edge is called left. Two
     clusters are merged only when no party has a record in both; otherwise the
     edge is dropped, since a stronger edge already placed that party's record.
+    Runs `cluster_parties` on the edges as arrays.
 
     Returns:
         Clusters of two or more records, each a ``{party: row index}`` dict with
         parties in sorted order; the list is sorted by those items.
     """
-    ordered = sorted(_edge_key(edge) for edge in edges)
-    forest = _PartyForest()
-    merged = 0
-    for _, a, b in ordered:
-        if forest.union_if_disjoint(a, b):
-            merged += 1
-    clusters = forest.clusters()
-    log.debug("clustering: %d of %d edges merged, %d clusters", merged, len(ordered), len(clusters))
-    return clusters
-
-
-def _edge_key(edge: Edge) -> tuple[float, _Node, _Node]:
-    a: _Node = (edge.left_party, edge.left)
-    b: _Node = (edge.right_party, edge.right)
-    return (-edge.score, a, b) if a <= b else (-edge.score, b, a)
-
-
-class _PartyForest:
-    """Union-find over (party, index) nodes; each root keeps its cluster's members.
-
-    The root's ``{party: index}`` map makes the "no two records of one party"
-    test one set intersection, and merging the smaller map into the larger keeps
-    the total work near-linear in the number of edges.
-    """
-
-    __slots__ = ("_members", "_parent")
-
-    def __init__(self) -> None:
-        self._parent: dict[_Node, _Node] = {}
-        self._members: dict[_Node, dict[str, int]] = {}
-
-    def _find(self, node: _Node) -> _Node:
-        parent = self._parent.setdefault(node, node)
-        if parent == node:
-            self._members.setdefault(node, {node[0]: node[1]})
-            return node
-        root = parent
-        while self._parent[root] != root:
-            root = self._parent[root]
-        while self._parent[node] != root:  # path compression
-            self._parent[node], node = root, self._parent[node]
-        return root
-
-    def union_if_disjoint(self, a: _Node, b: _Node) -> bool:
-        """Merge a's and b's clusters if their party sets are disjoint; report whether."""
-        root_a, root_b = self._find(a), self._find(b)
-        if root_a == root_b:
-            return False
-        members_a, members_b = self._members[root_a], self._members[root_b]
-        if members_a.keys() & members_b.keys():
-            return False
-        if len(members_a) < len(members_b):
-            root_a, root_b, members_a, members_b = root_b, root_a, members_b, members_a
-        self._parent[root_b] = root_a
-        members_a.update(members_b)
-        del self._members[root_b]
-        return True
-
-    def clusters(self) -> list[dict[str, int]]:
-        found = [dict(sorted(m.items())) for m in self._members.values() if len(m) >= 2]
-        found.sort(key=lambda cluster: tuple(cluster.items()))
-        return found
+    edges = list(edges)
+    parties = sorted({e.left_party for e in edges} | {e.right_party for e in edges})
+    index = {p: k for k, p in enumerate(parties)}
+    sizes = [0] * len(parties)
+    grouped: dict[tuple[int, int], list[Edge]] = {}
+    for edge in edges:
+        a, b = index[edge.left_party], index[edge.right_party]
+        sizes[a] = max(sizes[a], edge.left + 1)
+        sizes[b] = max(sizes[b], edge.right + 1)
+        grouped.setdefault((a, b), []).append(edge)
+    blocks = [
+        EdgeBlock(
+            a,
+            b,
+            np.array([e.left for e in group], dtype=np.int64),
+            np.array([e.right for e in group], dtype=np.int64),
+            np.array([e.score for e in group], dtype=np.float64),
+        )
+        for (a, b), group in grouped.items()
+    ]
+    table = cluster_parties(sizes, blocks)
+    return [
+        {parties[p]: int(row[p]) for p in range(len(parties)) if row[p] >= 0}
+        for row in table.tolist()
+    ]
