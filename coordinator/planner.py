@@ -14,6 +14,12 @@ Two shapes are planned:
 * household chain: household condition's department (one flag per household)
   -> population (by household) -> person conditions... -> grouping department,
   where the grouping department may be the population itself.
+
+Parties are planned by name, so a period snapshot (``immigration-2024``) is a
+department like any other here: a transition table is a person chain from
+the earlier snapshot (packing its own attribute) to the later one, and a
+cohort mean is measured at the population (origin), which is why a cohort
+takes the later snapshot as population and the earlier as group or condition.
 """
 
 from __future__ import annotations

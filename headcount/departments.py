@@ -85,8 +85,10 @@ ADULT_AGE_BANDS: tuple[str, ...] = AGE_BANDS[4:]
 
 # Attributes every node derives from its own identity columns (never sent
 # anywhere): the age band at the federation's reference date, so that a query
-# can ask for children or adults without any date of birth leaving the node.
-DERIVED: tuple[Attribute, ...] = (Attribute("age_band", AGE_BANDS),)
+# can ask for children or adults without any date of birth leaving the node,
+# and the recorded sex, so that link rates and counts can be compared by sex.
+SEXES: tuple[str, ...] = ("female", "male", "not_recorded")
+DERIVED: tuple[Attribute, ...] = (Attribute("age_band", AGE_BANDS), Attribute("sex", SEXES))
 
 
 def columns(department: str) -> tuple[str, ...]:

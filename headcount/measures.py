@@ -230,7 +230,8 @@ def protect_release(
     two-way. Grouped only by the origin's own attribute (one ``all`` group),
     the table is one-way over the origin's categories. A mean is released only
     with its count, and only when the number of records with a value also
-    reaches the threshold; it is rounded to 3 decimals.
+    reaches the threshold; it is clamped to the attribute's range and rounded
+    to 3 decimals.
     """
     if packing.group_by and [g for g, _ in groups] == [ALL_GROUP]:
         by_category = [(cat, {"": cell}) for cat, cell in groups[0][1].items()]
@@ -243,7 +244,11 @@ def protect_release(
     def mean(cell: Cell) -> float | None:
         if not packing.measure_attribute or cell.valued < policy.threshold:
             return None
-        return round(cell.total / cell.valued / packing.scale, 3)
+        # Every encoded value lies in [0, max_value], so the true mean does
+        # too; clamping the noisy one there is post-processing (no privacy
+        # cost) and keeps a small cell from showing an impossible mean.
+        ratio = min(max(cell.total / cell.valued, 0.0), float(packing.layout.max_value))
+        return round(ratio / packing.scale, 3)
 
     def summed(cell: Cell) -> float | None:
         # Post-processing of the same noisy slots: costs no further privacy.

@@ -5,6 +5,13 @@ optionally filtered on its own approved attributes) grouped by an approved
 categorical attribute held by another department. Records of the population
 with no linked record in the grouping department are counted in their own
 group, so the table adds up to the population.
+
+A party may be one period snapshot of a department (``immigration-2024``,
+``PartyConfig.department``); its attributes are its department's. A
+transition table is then a two-way table whose population is the earlier
+snapshot and whose grouping party is the later one, and a cohort outcome a
+measure of the later snapshot grouped (or conditioned) by the earlier one
+(``headcount/longitudinal.py``).
 """
 
 from __future__ import annotations
@@ -94,10 +101,22 @@ def unlinked_group(party: str) -> str:
     return f"not known to {party}"
 
 
-def check_predicates(party: str, approved: Iterable[str], predicates: Sequence[Predicate]) -> None:
-    """Refuse filters on attributes ``party`` has not approved, or unknown values."""
+def _known(party: str, department: str) -> dict[str, Attribute]:
+    """The attributes of ``department`` (``party`` itself when empty) by name."""
+    dept = department or party
+    return {a.name: a for a in attributes(dept)} if dept in ATTRIBUTES else {}
+
+
+def check_predicates(
+    party: str, approved: Iterable[str], predicates: Sequence[Predicate], *, department: str = ""
+) -> None:
+    """Refuse filters on attributes ``party`` has not approved, or unknown values.
+
+    ``department`` names the file contract when it is not the party's name
+    (a period snapshot such as ``immigration-2024`` follows ``immigration``'s).
+    """
     approved_set = set(approved)
-    known = {a.name: a for a in attributes(party)} if party in ATTRIBUTES else {}
+    known = _known(party, department)
     for p in predicates:
         if p.attribute not in approved_set:
             raise PolicyRefused(f"{party} does not allow filtering on {p.attribute!r}")
@@ -109,18 +128,22 @@ def check_predicates(party: str, approved: Iterable[str], predicates: Sequence[P
             )
 
 
-def check_measure(party: str, approved: Iterable[str], attribute: str) -> Attribute:
+def check_measure(
+    party: str, approved: Iterable[str], attribute: str, *, department: str = ""
+) -> Attribute:
     """An approved numeric attribute to average; PolicyRefused otherwise."""
-    known = {a.name: a for a in attributes(party)} if party in ATTRIBUTES else {}
+    known = _known(party, department)
     attr = known.get(attribute)
     if attr is None or attribute not in set(approved) or not attr.is_numeric:
         raise PolicyRefused(f"{party} does not allow averaging {attribute!r}")
     return attr
 
 
-def check_group_by(party: str, approved: Iterable[str], attribute: str) -> tuple[str, ...]:
+def check_group_by(
+    party: str, approved: Iterable[str], attribute: str, *, department: str = ""
+) -> tuple[str, ...]:
     """The categories of an approved group-by attribute; PolicyRefused otherwise."""
-    known = {a.name: a for a in attributes(party)} if party in ATTRIBUTES else {}
+    known = _known(party, department)
     if attribute not in set(approved) or attribute not in known:
         raise PolicyRefused(f"{party} does not allow grouping by {attribute!r}")
     attr = known[attribute]

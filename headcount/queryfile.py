@@ -16,6 +16,10 @@ A spec file states why the table is needed and what to count::
                                     #                    education.local_authority]
     group_filters: {}               # optional, on the grouping department
     measure: count                  # or {mean: absence_rate} / {sum: ...} (the population's)
+    # Period snapshots are parties too: a transition table groups the
+    # population (immigration-2024) by its own status and by the status of
+    # the same person in a later snapshot:
+    #   group_by: [immigration-2026.immigration_status, immigration-2024.immigration_status]
     epsilon: 0.5                    # optional; the federation default otherwise
     project: childrens-commissioner-2026   # the approved project it serves
 
@@ -51,7 +55,8 @@ class _Condition(_Strict):
     filters: Filters = {}
 
 
-GroupBy = Annotated[str, Field(pattern=r"^[a-z_]+\.[a-z_]+$")]
+# party.attribute; a party may be a period snapshot such as immigration-2024.
+GroupBy = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*\.[a-z_]+$")]
 
 
 class _Spec(_Strict):

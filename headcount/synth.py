@@ -15,6 +15,7 @@ sampled with numpy, which keeps 100,000 people to a few seconds.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from collections.abc import Iterable
@@ -180,6 +181,7 @@ class _Population:
     british: BoolArray
     status: IntArray  # index into departments.STATUSES; meaningful when not british
     household_fsm: BoolArray  # free-school-meal eligibility of the household
+    locale: IntArray  # index into the name pools (0 is en_GB)
 
 
 def generate_population(
@@ -306,9 +308,22 @@ def _build_pools(seed: int, n_streets: int) -> _Pools:
 
 
 def _build_population(
-    kind: IntArray, n_adults: IntArray, size: IntArray, rng: np.random.Generator, pools: _Pools
+    kind: IntArray,
+    n_adults: IntArray,
+    size: IntArray,
+    rng: np.random.Generator,
+    pools: _Pools,
+    *,
+    reference: date = REFERENCE_DATE,
+    non_british_share: float = _NON_BRITISH_SHARE,
+    status_probs: dict[str, float] | None = None,
 ) -> _Population:
-    """People for the given households: ages, sexes, names, dates of birth and addresses."""
+    """People for the given households: ages, sexes, names, dates of birth and addresses.
+
+    Ages are whole years at ``reference``; ``non_british_share`` of households
+    are non-British, with statuses drawn from ``status_probs`` (default: the
+    resident mix).
+    """
     h = len(size)
     people = int(size.sum())
     hh = np.repeat(np.arange(h, dtype=np.int64), size)
@@ -357,7 +372,7 @@ def _build_population(
     male = np.where(lone_parent_lead, rng.random(people) < 0.15, male)
 
     # Household-level facts.
-    british = rng.random(h) >= _NON_BRITISH_SHARE
+    british = rng.random(h) >= non_british_share
     locale = np.where(
         british,
         0,
@@ -370,7 +385,7 @@ def _build_population(
         rng.choice(n_la, size=h, p=_probs(w[0] for w in la_weights)),
         rng.choice(n_la, size=h, p=_probs(w[1] for w in la_weights)),
     )
-    status_p = _probs(_STATUS_PROBS[s] for s in departments.STATUSES)
+    status_p = _probs((status_probs or _STATUS_PROBS)[s] for s in departments.STATUSES)
     hh_status = rng.choice(len(status_p), size=h, p=status_p)
     status = np.where(
         rng.random(people) < _STATUS_SHARED,
@@ -420,7 +435,7 @@ def _build_population(
             names = pools.first[li][int(is_male)]
             first[sel] = names[rng.integers(0, len(names), size=len(sel))]
 
-    dob_year, dob_month, dob_day = _dates_of_birth(age, rng)
+    dob_year, dob_month, dob_day = _dates_of_birth(age, rng, reference)
     return _Population(
         household=hh,
         first=first,
@@ -436,18 +451,21 @@ def _build_population(
         british=british[hh],
         status=status.astype(np.int64),
         household_fsm=household_fsm[hh],
+        locale=person_locale.astype(np.int64),
     )
 
 
-def _dates_of_birth(age: IntArray, rng: np.random.Generator) -> tuple[IntArray, IntArray, IntArray]:
-    """Uniform dates of birth giving exactly ``age`` whole years at REFERENCE_DATE."""
+def _dates_of_birth(
+    age: IntArray, rng: np.random.Generator, reference: date = REFERENCE_DATE
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Uniform dates of birth giving exactly ``age`` whole years at ``reference``."""
     max_age = int(age.max())
     # Window for age a: the day after the (a+1)th birthday-before-reference up to the a-th.
     first_day = np.empty(max_age + 1, dtype="datetime64[D]")
     span_days = np.empty(max_age + 1, dtype=np.int64)
     for a in range(max_age + 1):
-        lo = _years_before(REFERENCE_DATE, a + 1) + timedelta(days=1)
-        hi = _years_before(REFERENCE_DATE, a)
+        lo = _years_before(reference, a + 1) + timedelta(days=1)
+        hi = _years_before(reference, a)
         first_day[a] = np.datetime64(lo, "D")
         span_days[a] = (hi - lo).days + 1
     offset = np.floor(rng.random(len(age)) * span_days[age]).astype(np.int64)
@@ -502,12 +520,21 @@ def _coverage(pop: _Population, rng: np.random.Generator) -> dict[str, IntArray]
 
 
 def _department_frame(
-    dept: str, idx: IntArray, rng: np.random.Generator, pop: _Population, pools: _Pools
+    dept: str,
+    idx: IntArray,
+    rng: np.random.Generator,
+    pop: _Population,
+    pools: _Pools,
+    attributes: dict[str, StrArray] | None = None,
 ) -> tuple[pd.DataFrame, StrArray]:
-    """One department's rows for people ``idx`` in record-id order, and the ids in ``idx`` order."""
+    """One department's rows for people ``idx`` in record-id order, and the ids in ``idx`` order.
+
+    ``attributes`` (local_authority aside) replaces the snapshot draw of
+    :func:`_attributes`, as the multi-year generator does.
+    """
     columns: dict[str, object] = dict(_recorded_identity(dept, idx, rng, pop, pools))
     columns["local_authority"] = _pick(departments.LOCAL_AUTHORITIES, pop.la[idx])
-    columns.update(_attributes(dept, idx, rng, pop))
+    columns.update(_attributes(dept, idx, rng, pop) if attributes is None else attributes)
 
     # Random numbers from a space ten times the file, so ids say nothing about person order.
     space = max(10**6, 10 * len(idx))
@@ -709,9 +736,501 @@ def _ground_truth(pop: _Population, ids: dict[str, StrArray]) -> pd.DataFrame:
         "local_authority": _pick(departments.LOCAL_AUTHORITIES, pop.la),
         "age": pop.age,
     }
-    for dept in departments.DEPARTMENTS:
-        columns[f"{dept}_id"] = ids[dept]
+    for dept, by_person in ids.items():
+        columns[f"{dept}_id"] = by_person
     return pd.DataFrame(columns)
+
+
+# -- several yearly snapshots -------------------------------------------------------
+#
+# The multi-year generator builds the population at the first snapshot's date
+# and moves it forward a year at a time: everyone ages, households move (some
+# to another local authority), immigration statuses change and settled people
+# naturalise, free-school-meal eligibility changes, some adults change surname,
+# children are born, people die or leave the area and new households arrive.
+# Each snapshot is then seen by the departments exactly as a single snapshot
+# is (own formats, own recording errors, fresh record ids), so a person's
+# records in two years share no identifier: only the evaluation files carry a
+# stable person id.
+
+# Snapshot extract date in each year: the same day and month as REFERENCE_DATE.
+_P_MOVE = 0.09  # of households per year
+_P_MOVE_OTHER_LA = 0.35  # of moves
+_P_LEAVE = {True: 0.012, False: 0.045}  # households leaving the area, by British
+_P_DEATH_70 = 0.035  # per year, people aged 70 or more
+_P_BIRTH = 0.055  # per woman aged 18-45 per year
+_P_NATURALISE = 0.06  # settled people per year (they leave immigration's records)
+_P_FSM_CHANGE = 0.08  # households per year
+_P_MARRIAGE_NAME = 0.004  # adult women per year taking another surname
+_P_CHURN = 0.01  # records missing from one year's extract
+_ARRIVALS = 0.025  # people arriving per year, as a share of the population
+_ARRIVAL_NON_BRITISH = 0.5
+_ARRIVAL_STATUS_PROBS: dict[str, float] = {
+    "settled": 0.10,
+    "limited_leave": 0.30,
+    "limited_leave_nrpf": 0.15,
+    "asylum_seeker": 0.30,
+    "no_leave": 0.15,
+}
+# Yearly status transitions, rows and columns in departments.STATUSES order:
+# settled, limited_leave, limited_leave_nrpf, asylum_seeker, no_leave.
+_STATUS_TRANSITIONS = np.array(
+    [
+        [1.00, 0.00, 0.00, 0.00, 0.00],
+        [0.12, 0.83, 0.03, 0.00, 0.02],
+        [0.04, 0.10, 0.83, 0.00, 0.03],
+        [0.00, 0.30, 0.00, 0.55, 0.15],
+        [0.00, 0.06, 0.06, 0.04, 0.84],
+    ]
+)
+_PRECARIOUS = tuple(
+    departments.STATUSES.index(s) for s in ("limited_leave_nrpf", "asylum_seeker", "no_leave")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodsSummary:
+    """What :func:`generate_periods` wrote."""
+
+    people: int  # everyone present in at least one snapshot
+    years: tuple[int, ...]
+    records: dict[str, int]  # file stem (party) -> rows written
+    out_dir: Path
+
+    def __post_init__(self) -> None:
+        if self.people < 1 or not self.years:
+            raise InvalidRequest("a multi-year population needs people and years")
+
+
+@dataclass(frozen=True, slots=True)
+class _Latent:
+    """Per-person facts that persist across years (never written anywhere)."""
+
+    coverage: FloatArray  # (4, people): below a department's coverage rate = known to it
+    ability: FloatArray  # latent attainment score
+    absence: FloatArray  # persistent part of the absence rate
+    sen: IntArray  # 0 none, 1 support, 2 ehcp
+
+
+def snapshot_date(year: int) -> date:
+    """The extract date of the ``year`` snapshot (REFERENCE_DATE's day and month)."""
+    return REFERENCE_DATE.replace(year=year)
+
+
+def period_party(department: str, year: int) -> str:
+    """The party (and file stem) of ``department``'s ``year`` snapshot."""
+    return f"{department}-{year}"
+
+
+def generate_periods(
+    people: int,
+    seed: int,
+    out_dir: Path,
+    *,
+    years: tuple[int, ...] = (2024, 2025, 2026),
+    period_departments: tuple[str, ...] = ("education", "immigration"),
+    progress: bool = False,
+) -> PeriodsSummary:
+    """Write yearly snapshots of one evolving population, with ground truth across years.
+
+    ``people`` (>= 1) is the population at the first snapshot. For each
+    department in ``period_departments`` and each year it writes
+    ``<department>-<year>.csv`` (see :func:`period_party`); every other
+    department gets ``<department>.csv``, its snapshot of the last year. Each
+    snapshot is taken at :func:`snapshot_date` of its year. Two evaluation files
+    hold the truth: ``ground_truth.csv``, one row per person present in any
+    year (identity as last seen, stable ``person_id``, one ``<file>_id``
+    column per file written), and ``ground_truth_periods.csv``, one row per
+    person and year present (household, address, local authority, age,
+    British or not, true immigration status). The same ``seed`` gives
+    byte-identical files.
+
+    Raises :class:`headcount.errors.InvalidRequest` for ``people`` < 1, no
+    years, years not strictly increasing, or an unknown department.
+    """
+    if people < 1:
+        raise InvalidRequest(f"people must be at least 1, got {people}")
+    if not years or any(b <= a for a, b in itertools.pairwise(years)):
+        raise InvalidRequest(f"years must be strictly increasing, got {list(years)}")
+    unknown = [d for d in period_departments if d not in departments.DEPARTMENTS]
+    if unknown:
+        raise InvalidRequest(f"unknown department(s) {unknown}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    household_rng, person_rng, latent_rng, evolve_rng, churn_rng, *dept_rngs = (
+        np.random.default_rng(s)
+        for s in np.random.SeedSequence(seed).spawn(5 + len(years) * len(departments.DEPARTMENTS))
+    )
+    files = [
+        (year, dept)
+        for year in years
+        for dept in departments.DEPARTMENTS
+        if dept in period_departments or year == years[-1]
+    ]
+    with tqdm(
+        total=len(years) + len(files), desc="synth", file=sys.stderr, disable=not progress
+    ) as bar:
+        kind, n_adults, size = _draw_households(people, household_rng)
+        pools = _build_pools(seed, max(20, len(size) // _HOUSEHOLDS_PER_STREET))
+        pop = _build_population(
+            kind, n_adults, size, person_rng, pools, reference=snapshot_date(years[0])
+        )
+        latent = _draw_latent(len(pop.age), latent_rng)
+        present = np.ones(len(pop.age), dtype=np.bool_)
+        snapshots: list[tuple[_Population, BoolArray]] = [(pop, present)]
+        bar.update()
+        for year in years[1:]:
+            pop, present, n_new = _evolve(pop, present, evolve_rng, pools, snapshot_date(year))
+            latent = _extend_latent(latent, _draw_latent(n_new, latent_rng))
+            snapshots.append((pop, present))
+            bar.update()
+
+        n = len(pop.age)
+        ids: dict[str, StrArray] = {}
+        records: dict[str, int] = {}
+        for (year, dept), rng in zip(files, dept_rngs, strict=False):
+            k = years.index(year)
+            snap, here = snapshots[k]
+            snap = _pad(snap, n)
+            here = np.concatenate([here, np.zeros(n - len(here), dtype=np.bool_)])
+            idx = _period_coverage(dept, snap, here, latent, churn_rng)
+            frame, rec_ids = _department_frame(
+                dept, idx, rng, snap, pools, _period_attributes(dept, idx, rng, snap, latent)
+            )
+            stem = period_party(dept, year) if dept in period_departments else dept
+            by_person = np.full(n, "", dtype=object)
+            by_person[idx] = rec_ids
+            ids[stem] = by_person
+            _write_csv(frame, out_dir / f"{stem}.csv")
+            records[stem] = len(frame)
+            bar.update()
+
+        everyone, long = _period_truth(snapshots, years, n)
+        wide = _ground_truth(everyone, {})
+        for stem, by_person in ids.items():
+            wide[f"{stem}_id"] = by_person
+        _write_csv(wide, out_dir / "ground_truth.csv")
+        _write_csv(long, out_dir / "ground_truth_periods.csv")
+
+    log.info("synthetic population over %d years: %d people", len(years), n)
+    return PeriodsSummary(people=n, years=tuple(years), records=records, out_dir=out_dir)
+
+
+def _draw_latent(n: int, rng: np.random.Generator) -> _Latent:
+    return _Latent(
+        coverage=rng.random((4, n)),
+        ability=rng.normal(size=n),
+        # Gamma(1.2, 0.035): the persistent part of a long-tailed absence rate.
+        absence=rng.gamma(1.2, 0.035, size=n),
+        sen=rng.choice(3, size=n, p=[0.85, 0.12, 0.03]).astype(np.int64),
+    )
+
+
+def _extend_latent(a: _Latent, b: _Latent) -> _Latent:
+    return _Latent(
+        coverage=np.concatenate([a.coverage, b.coverage], axis=1),
+        ability=np.concatenate([a.ability, b.ability]),
+        absence=np.concatenate([a.absence, b.absence]),
+        sen=np.concatenate([a.sen, b.sen]),
+    )
+
+
+_FIELDS = (
+    "household",
+    "first",
+    "last",
+    "male",
+    "age",
+    "dob_year",
+    "dob_month",
+    "dob_day",
+    "postcode",
+    "address",
+    "la",
+    "british",
+    "status",
+    "household_fsm",
+    "locale",
+)
+
+
+def _concat(a: _Population, b: _Population) -> _Population:
+    return _Population(**{f: np.concatenate([getattr(a, f), getattr(b, f)]) for f in _FIELDS})
+
+
+def _take(pop: _Population, idx: IntArray) -> _Population:
+    return _Population(**{f: getattr(pop, f)[idx] for f in _FIELDS})
+
+
+def _pad(pop: _Population, n: int) -> _Population:
+    """``pop`` extended to ``n`` people by copies of its first (people not yet born)."""
+    extra = n - len(pop.age)
+    if extra == 0:
+        return pop
+    return _concat(pop, _take(pop, np.zeros(extra, dtype=np.int64)))
+
+
+def _age_at(pop: _Population, day: date) -> IntArray:
+    """Whole years at ``day`` from each person's true date of birth."""
+    later = (pop.dob_month > day.month) | ((pop.dob_month == day.month) & (pop.dob_day > day.day))
+    out: IntArray = (day.year - pop.dob_year - later).astype(np.int64)
+    return out
+
+
+def _evolve(
+    pop: _Population, present: BoolArray, rng: np.random.Generator, pools: _Pools, day: date
+) -> tuple[_Population, BoolArray, int]:
+    """One year on, to ``day``: the new population (everyone ever, new people
+    appended), who is present, and how many people were appended."""
+    n = len(pop.age)
+    present = present.copy()
+    household = pop.household
+    n_hh = int(household.max()) + 1
+    age = _age_at(pop, day)
+
+    # Leaving: whole households leave the area; some old people die.
+    hh_british = np.zeros(n_hh, dtype=np.bool_)
+    hh_british[household] = pop.british
+    leave_p = np.where(hh_british, _P_LEAVE[True], _P_LEAVE[False])
+    hh_leaves = rng.random(n_hh) < leave_p
+    present &= ~hh_leaves[household]
+    present &= ~((age >= 70) & (rng.random(n) < _P_DEATH_70))
+
+    # Moves: a new street and number; sometimes another local authority.
+    moves = np.flatnonzero(rng.random(n_hh) < _P_MOVE)
+    street = rng.integers(0, len(pools.street_names), size=len(moves))
+    hh_postcode = np.full(n_hh, "", dtype=object)
+    hh_address = np.full(n_hh, "", dtype=object)
+    hh_postcode[moves] = pools.street_postcodes[street]
+    hh_address[moves] = _addresses(rng, pools.street_names[street])
+    hh_la = np.full(n_hh, -1, dtype=np.int64)
+    other = moves[rng.random(len(moves)) < _P_MOVE_OTHER_LA]
+    la_weights = [_LA_WEIGHTS[la] for la in departments.LOCAL_AUTHORITIES]
+    column = np.where(hh_british[other], 0, 1)
+    draws = np.stack(
+        [
+            rng.choice(len(la_weights), size=len(other), p=_probs(w[c] for w in la_weights))
+            for c in (0, 1)
+        ]
+    )
+    hh_la[other] = draws[column, np.arange(len(other))]
+    moved = hh_address[household] != ""
+    postcode = np.where(moved, hh_postcode[household], pop.postcode)
+    address = np.where(moved, hh_address[household], pop.address)
+    la = np.where(hh_la[household] >= 0, hh_la[household], pop.la).astype(np.int64)
+
+    # Status changes, mostly together as a household.
+    hh_u = rng.random(n_hh)
+    u = np.where(rng.random(n) < _STATUS_SHARED, hh_u[household], rng.random(n))
+    cumulative = np.cumsum(_STATUS_TRANSITIONS, axis=1)[pop.status]
+    new_status = np.minimum((u[:, None] >= cumulative).sum(axis=1), len(departments.STATUSES) - 1)
+    status = np.where(pop.british, pop.status, new_status).astype(np.int64)
+    settled = departments.STATUSES.index("settled")
+    naturalise = (
+        ~pop.british & (pop.status == settled) & (rng.random(n_hh) < _P_NATURALISE)[household]
+    )
+    british = pop.british | naturalise
+
+    # Free school meals change per household; some adult women take another surname.
+    household_fsm = pop.household_fsm ^ (rng.random(n_hh) < _P_FSM_CHANGE)[household]
+    last = pop.last.copy()
+    renamed = np.flatnonzero(present & (age >= 20) & ~pop.male & (rng.random(n) < _P_MARRIAGE_NAME))
+    for i in renamed:
+        pool = pools.last[int(pop.locale[i])]
+        last[i] = pool[int(rng.integers(len(pool)))]
+
+    aged = _Population(
+        household=household,
+        first=pop.first,
+        last=last,
+        male=pop.male,
+        age=age,
+        dob_year=pop.dob_year,
+        dob_month=pop.dob_month,
+        dob_day=pop.dob_day,
+        postcode=postcode,
+        address=address,
+        la=la,
+        british=british,
+        status=status,
+        household_fsm=household_fsm,
+        locale=pop.locale,
+    )
+    births = _births(aged, present, rng, pools, day)
+    arrivals = _arrivals(aged, present, rng, pools, day, n_hh)
+    new = _concat(births, arrivals)
+    everyone = _concat(aged, new)
+    n_new = len(new.age)
+    return everyone, np.concatenate([present, np.ones(n_new, dtype=np.bool_)]), n_new
+
+
+def _births(
+    pop: _Population, present: BoolArray, rng: np.random.Generator, pools: _Pools, day: date
+) -> _Population:
+    """Babies born in the year before ``day`` to women present aged 18-45."""
+    mothers = np.flatnonzero(
+        present
+        & ~pop.male
+        & (pop.age >= 18)
+        & (pop.age <= 45)
+        & (rng.random(len(pop.age)) < _P_BIRTH)
+    )
+    k = len(mothers)
+    male = rng.random(k) < 0.51
+    first = np.empty(k, dtype=object)
+    for j, (m, is_male) in enumerate(zip(mothers, male, strict=True)):
+        names = pools.first[int(pop.locale[m])][int(is_male)]
+        first[j] = names[int(rng.integers(len(names)))]
+    born = np.datetime64(day, "D") - rng.integers(0, 365, size=k).astype("timedelta64[D]")
+    year = born.astype("datetime64[Y]")
+    month = born.astype("datetime64[M]")
+    settled = departments.STATUSES.index("settled")
+    baby = _take(pop, mothers)
+    return _Population(
+        household=baby.household,
+        first=first,
+        last=baby.last,
+        male=male.astype(np.bool_),
+        age=np.zeros(k, dtype=np.int64),
+        dob_year=(year.astype(np.int64) + 1970).astype(np.int64),
+        dob_month=(month - year.astype("datetime64[M]")).astype(np.int64) + 1,
+        dob_day=(born - month.astype("datetime64[D]")).astype(np.int64) + 1,
+        postcode=baby.postcode,
+        address=baby.address,
+        la=baby.la,
+        # A child born here to a settled parent is British.
+        british=baby.british | (baby.status == settled),
+        status=baby.status,
+        household_fsm=baby.household_fsm,
+        locale=baby.locale,
+    )
+
+
+def _arrivals(
+    pop: _Population,
+    present: BoolArray,
+    rng: np.random.Generator,
+    pools: _Pools,
+    day: date,
+    first_household: int,
+) -> _Population:
+    """New households moving into the area, half of them from abroad."""
+    people = max(1, round(_ARRIVALS * int(present.sum())))
+    kind, n_adults, size = _draw_households(people, rng)
+    new = _build_population(
+        kind,
+        n_adults,
+        size,
+        rng,
+        pools,
+        reference=day,
+        non_british_share=_ARRIVAL_NON_BRITISH,
+        status_probs=_ARRIVAL_STATUS_PROBS,
+    )
+    return _Population(
+        **{f: getattr(new, f) for f in _FIELDS if f != "household"},
+        household=new.household + first_household,
+    )
+
+
+def _period_coverage(
+    dept: str, pop: _Population, present: BoolArray, latent: _Latent, rng: np.random.Generator
+) -> IntArray:
+    """Indices of the people ``dept`` holds a record for in this snapshot.
+
+    Whether a department knows someone persists across years (one draw per
+    person), with a little churn from year to year.
+    """
+    n = len(pop.age)
+    kept = present & (rng.random(n) >= _P_CHURN)
+    u = latent.coverage
+    if dept == "education":
+        return np.flatnonzero(
+            kept & (pop.age >= 4) & (pop.age <= 17) & (u[0] < _COVERAGE_EDUCATION)
+        )
+    if dept == "health":
+        return np.flatnonzero(kept & (u[1] < _COVERAGE_HEALTH))
+    if dept == "justice":
+        adult = pop.age >= _MIN_ADULT_AGE
+        youth = (pop.age >= 10) & ~adult
+        p = np.where(
+            adult,
+            np.where(pop.male, _JUSTICE_ADULT[True], _JUSTICE_ADULT[False]),
+            np.where(youth, np.where(pop.male, _JUSTICE_YOUTH[True], _JUSTICE_YOUTH[False]), 0.0),
+        )
+        return np.flatnonzero(kept & (u[2] < p))
+    if dept == "immigration":
+        return np.flatnonzero(kept & ~pop.british & (u[3] < _COVERAGE_IMMIGRATION))
+    raise InvalidRequest(f"unknown department {dept!r}")
+
+
+def _period_attributes(
+    dept: str, idx: IntArray, rng: np.random.Generator, pop: _Population, latent: _Latent
+) -> dict[str, StrArray]:
+    """Attribute columns of one snapshot, persistent where people are (attainment,
+    special needs, a share of absence), and the snapshot draw elsewhere."""
+    if dept != "education":
+        return _attributes(dept, idx, rng, pop)
+    n = len(idx)
+    fsm = pop.household_fsm[idx]
+    sen = latent.sen[idx]
+    precarious = ~pop.british[idx] & np.isin(pop.status[idx], _PRECARIOUS)
+    score = (
+        0.85 * latent.ability[idx]
+        + 0.5 * rng.normal(size=n)
+        - 0.45 * fsm
+        - np.array([0.0, 0.5, 1.2])[sen]
+    )
+    band = np.digitize(score, [-0.67, 0.67])
+    # Persistent absence plus this year's, higher with free school meals and
+    # for children whose family's status is precarious that year.
+    absence = latent.absence[idx] + rng.gamma(1.2, 0.012, size=n) + 0.015 * fsm + 0.02 * precarious
+    absence = np.clip(absence, 0.0, 1.0)
+    return {
+        "year_group": _obj(str(a) for a in np.clip(pop.age[idx] - 4, 0, 13)),
+        "attainment_band": _pick(("below", "expected", "above"), band),
+        "sen": _pick(("none", "support", "ehcp"), sen),
+        "fsm": _pick(departments.YES_NO, np.where(fsm, 0, 1)),
+        "absence_rate": _obj(f"{a:.3f}" for a in absence),
+    }
+
+
+def _period_truth(
+    snapshots: list[tuple[_Population, BoolArray]], years: tuple[int, ...], n: int
+) -> tuple[_Population, pd.DataFrame]:
+    """Everyone as last seen, and one row per person and year present."""
+    last_seen = np.zeros(n, dtype=np.int64)
+    rows: list[pd.DataFrame] = []
+    width = max(6, len(str(n)))
+    for k, (pop, here) in enumerate(snapshots):
+        idx = np.flatnonzero(here)
+        last_seen[idx] = k
+        rows.append(
+            pd.DataFrame(
+                {
+                    "person_id": _obj(f"P{i + 1:0{width}d}" for i in idx.tolist()),
+                    "period": str(years[k]),
+                    "household_id": _obj(
+                        f"H{h:0{width}d}" for h in (pop.household[idx] + 1).tolist()
+                    ),
+                    "postcode": pop.postcode[idx],
+                    "address": pop.address[idx],
+                    "local_authority": _pick(departments.LOCAL_AUTHORITIES, pop.la[idx]),
+                    "age": pop.age[idx],
+                    "british": _pick(departments.YES_NO, np.where(pop.british[idx], 0, 1)),
+                    "immigration_status": np.where(
+                        pop.british[idx], "", _pick(departments.STATUSES, pop.status[idx])
+                    ).astype(object),
+                }
+            )
+        )
+    long = pd.concat(rows, ignore_index=True)
+    long = long.sort_values(["person_id", "period"], kind="stable", ignore_index=True)
+    padded = [_pad(pop, n) for pop, _ in snapshots]
+    everyone = _Population(
+        **{f: np.stack([getattr(p, f) for p in padded])[last_seen, np.arange(n)] for f in _FIELDS}
+    )
+    return everyone, long
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

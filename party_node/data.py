@@ -79,6 +79,9 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from None
 
 
+_SEX_LABELS = {"f": "female", "m": "male", "": "not_recorded"}
+
+
 def _age_bands(identities: Sequence[Identity], reference: dt.date) -> list[str]:
     """Each record's age band at ``reference``; "" where the date of birth is missing
     or after the reference date (such a record matches no age filter)."""
@@ -239,8 +242,8 @@ def load_department_file(
 ) -> DepartmentData:
     """Read and check ``party``'s file; InvalidInput naming file, line and column.
 
-    Derived attributes (``age_band``) are computed at ``reference_date``
-    (default: today).
+    Derived attributes (``age_band``, ``sex``) come from the identity columns;
+    ages are at ``reference_date`` (default: today).
     """
     if party not in ATTRIBUTES:
         raise InvalidInput(f"{path}: no file contract for department {party!r}")
@@ -280,6 +283,7 @@ def load_department_file(
     problems.raise_if_any()
     attrs = frame[[a.name for a in ATTRIBUTES[party]]].reset_index(drop=True)
     attrs["age_band"] = _age_bands(identities, reference_date or dt.date.today())
+    attrs["sex"] = [_SEX_LABELS[i.sex] for i in identities]
     assert set(IDENTITY_COLUMNS) <= set(frame.columns)
     return DepartmentData(
         party,

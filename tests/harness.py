@@ -18,7 +18,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from headcount.federation import party_specs
 from headcount.local import LocalFederation, start_local_federation
+from headcount.longitudinal import period_options, start_period_federation
 
 TEST_PEOPLE = 900
 TEST_SEED = 7
@@ -144,24 +146,35 @@ class Federation(LocalFederation):
 
 
 def make_federation(
-    directory: Path, people: int = TEST_PEOPLE, seed: int = TEST_SEED, **options: Any
+    directory: Path,
+    people: int = TEST_PEOPLE,
+    seed: int = TEST_SEED,
+    *,
+    periods: bool = False,
+    **options: Any,
 ) -> Federation:
     """A federation with 1024-bit test keys, its data, and servers running in-process,
     with recorders on every node and on the coordinator's client side.
 
-    ``options`` override ``InitOptions`` fields (e.g. the output policy).
+    ``options`` override ``InitOptions`` fields (e.g. the output policy). With
+    ``periods``, education and immigration take part once per year
+    (``headcount.longitudinal``: education-2024 ... immigration-2026) on a
+    population followed over those years.
     """
     recorder = Recorder()
     # Project approval (Five Safes) is tested on its own in test_projects.py.
     options.setdefault("require_projects", False)
-    fed = start_local_federation(
+    start = start_period_federation if periods else start_local_federation
+    names = (
+        [p.name for p in party_specs(period_options())]
+        if periods
+        else ["education", "health", "justice", "immigration"]
+    )
+    fed = start(
         directory,
         people=people,
         seed=seed,
-        node_interceptors={
-            p: [ServerRecorder(recorder, p)]
-            for p in ("education", "health", "justice", "immigration")
-        },
+        node_interceptors={p: [ServerRecorder(recorder, p)] for p in names},
         coordinator_interceptors=[ClientRecorder(recorder, "coordinator")],
         **options,
     )

@@ -87,6 +87,20 @@ def test_release_of_a_mean_needs_enough_values() -> None:
     assert by["asylum_seeker"].value is None and by["asylum_seeker"].mean is None
 
 
+def test_a_noisy_mean_is_clamped_to_the_attributes_range() -> None:
+    """Noise can push a small cell's sum below zero or above count x maximum; the
+    released mean still lies in [0, 1] for a rate."""
+    p = make_packing("education", "", "absence_rate", n_bits=2048, max_summands=1000, epsilon=1.0)
+    groups = [
+        ("low", {"": Cell(count=20, valued=20, total=-3000)}),
+        ("high", {"": Cell(count=20, valued=20, total=10**6)}),
+    ]
+    cells, _, _ = protect_release(p, groups, SdcPolicy(secondary=False))
+    by = {c.group: c for c in cells}
+    assert by["low"].mean == 0.0
+    assert by["high"].mean == 1.0
+
+
 def test_grouping_only_at_the_origin_gives_a_one_way_table() -> None:
     p = make_packing("education", "sen", "", n_bits=1024, max_summands=1000, epsilon=1.0)
     groups = [(ALL_GROUP, {"none": Cell(50), "support": Cell(20), "ehcp": Cell(4)})]

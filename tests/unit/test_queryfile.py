@@ -9,6 +9,8 @@ import pytest
 from coordinator.planner import plan_query
 from headcount.departments import DEPARTMENTS
 from headcount.errors import InvalidInput, InvalidRequest
+from headcount.federation import party_specs
+from headcount.longitudinal import period_options
 from headcount.queryfile import load_query_spec, spec_from_dict
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "docs" / "queries").glob("*.yaml"))
@@ -21,7 +23,9 @@ def test_there_are_documented_examples() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_each_documented_example_loads_and_plans(path: Path) -> None:
     spec = load_query_spec(path)
-    plan = plan_query(spec, DEPARTMENTS)
+    # Longitudinal examples name yearly snapshots (headcount.longitudinal).
+    periods = tuple(p.name for p in party_specs(period_options()))
+    plan = plan_query(spec, (*DEPARTMENTS, *periods))
     assert len(plan.hops) >= 2
     assert spec.title
 

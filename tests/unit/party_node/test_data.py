@@ -29,6 +29,7 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
     assert data.identities[0].first_name == "anna"
     assert data.identities[0].date_of_birth == "2011-03-07"
     assert list(data.attributes["immigration_status"]) == ["settled", "no_leave"]
+    assert list(data.attributes["sex"]) == ["female", "male"]  # derived, for subgroup counts
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:
