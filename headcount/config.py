@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from headcount.departments import ATTRIBUTES, attributes
-from headcount.errors import ConfigError
+from headcount.errors import ConfigError, NotAuthorised
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema, load_schema
 
 ALLOWED_PAILLIER_BITS = (2048, 3072)
@@ -35,6 +35,10 @@ TEST_PAILLIER_BITS = 1024
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 Address = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+:[0-9]{1,5}$")]
+# Prometheus /metrics is plain HTTP: loopback unless the operator says otherwise.
+MetricsPort = Annotated[int, Field(ge=0, le=65535)]  # 0: no metrics endpoint
+MetricsHost = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,253}$")]
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 class _Frozen(BaseModel):
@@ -73,13 +77,31 @@ class PartyConfig(_Frozen):
     tls: Credential
     data: Path
     database: Path
+    # Whose file contract the data follows (headcount/departments.py); the
+    # party's name when omitted. Several parties may share a department: one
+    # per period snapshot (e.g. "immigration-2024" and "immigration-2026").
+    department: Name = ""
+    period: str = Field("", max_length=32)  # a label such as "2024"; "" for none
+    # Ages (age_band) are computed at this date, the snapshot's extract date;
+    # None: the federation's reference_date.
+    reference_date: dt.date | None = None
     approved_attributes: tuple[str, ...] = ()  # may be filtered and grouped on
     approved_measures: tuple[str, ...] = ()  # numeric attributes that may be averaged
     min_population: int = Field(10, ge=1)
+    metrics_port: MetricsPort = 0
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST
+
+    @model_validator(mode="before")
+    @classmethod
+    def _department_defaults_to_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("department") and "name" in data:
+            return {**data, "department": data["name"]}
+        return data
 
     @model_validator(mode="after")
     def _attributes_exist(self) -> Self:
-        known = {a.name: a for a in attributes(self.name)} if self.name in ATTRIBUTES else {}
+        dept = self.department
+        known = {a.name: a for a in attributes(dept)} if dept in ATTRIBUTES else {}
         for attr in self.approved_attributes:
             if attr not in known:
                 raise ValueError(f"party {self.name}: {attr!r} is not an attribute of its file")
@@ -99,11 +121,30 @@ class CoordinatorConfig(_Frozen):
     tls: Credential
     database: Path
     audit_key: Path  # Ed25519 private key that signs the audit log (PEM)
+    metrics_port: MetricsPort = 0
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST
 
 
 class AnalystConfig(_Frozen):
+    """An analyst the federation admits (Five Safes: safe people).
+
+    ``accreditation`` names the accreditation the person holds (e.g. a
+    researcher accreditation reference) and ``accredited_until`` its end; with
+    ``require_projects`` on, the coordinator and every node refuse projects and
+    queries of an analyst with none recorded or an expired one.
+    """
+
     name: Name
     tls: Credential
+    accreditation: str = Field("", max_length=200)
+    accredited_until: dt.date | None = None
+
+    def accredited_on(self, day: dt.date) -> bool:
+        return (
+            bool(self.accreditation)
+            and self.accredited_until is not None
+            and (day <= self.accredited_until)
+        )
 
 
 class FederationConfig(_Frozen):
@@ -158,6 +199,22 @@ class FederationConfig(_Frozen):
             raise ValueError("every party and the coordinator need their own address")
         return self
 
+    def check_accredited(self, analyst: str, day: dt.date | None = None) -> None:
+        """NotAuthorised unless ``analyst`` is an accredited analyst on ``day``
+        (today by default): Five Safes, safe people."""
+        day = day or dt.date.today()
+        known = {a.name: a for a in self.analysts}
+        entry = known.get(analyst)
+        if entry is None:
+            raise NotAuthorised(f"{analyst!r} is not an analyst of this federation")
+        if not entry.accredited_on(day):
+            until = entry.accredited_until
+            raise NotAuthorised(
+                f"analyst {analyst!r} has no current accreditation"
+                + (f" (it ended on {until})" if until and entry.accreditation else "")
+                + "; the federation admits accredited people only (Five Safes: safe people)"
+            )
+
     def party(self, name: str) -> PartyConfig:
         """The party called ``name``; ConfigError naming the known ones if none."""
         for p in self.parties:
@@ -199,13 +256,11 @@ def _missing_files(cfg: FederationConfig) -> list[str]:
     must_exist: list[tuple[str, Path]] = [("ca_cert", cfg.ca_cert)]
     if cfg.linkage_schema is not None:
         must_exist.append(("linkage_schema", cfg.linkage_schema))
+    # Certificates only: private keys are each process's own and checked by
+    # the process that loads one (headcount.tls), so a department's machine
+    # needs no other party's key.
     must_exist += [("coordinator.tls.cert", cfg.coordinator.tls.cert)]
-    must_exist += [("coordinator.tls.key", cfg.coordinator.tls.key)]
-    for p in cfg.parties:
-        must_exist += [
-            (f"party {p.name} tls.cert", p.tls.cert),
-            (f"party {p.name} tls.key", p.tls.key),
-        ]
+    must_exist += [(f"party {p.name} tls.cert", p.tls.cert) for p in cfg.parties]
     return [f"{what}: file not found: {path}" for what, path in must_exist if not path.is_file()]
 
 

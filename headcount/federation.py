@@ -17,6 +17,7 @@ request; this command creates all keys in one place for demos and tests.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, dumps_schema
 from headcount.tls import Role, create_ca, issue, write_private
 
 CONFIG_NAME = "federation.toml"
+_PERIOD = re.compile(r"[a-z0-9_]{1,8}")
+_YEAR = re.compile(r"(19|20)[0-9]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,14 @@ class InitOptions:
     name: str = "demo"
     parties: tuple[str, ...] = DEPARTMENTS
     analysts: tuple[str, ...] = ("commissioner",)
+    # Five Safes, safe people: the accreditation recorded for those analysts.
+    accreditation: str = "demo accreditation (replace with the analyst's own)"
+    accreditation_days: int = 365
     host: str = "127.0.0.1"
+    # Address each process by its own name (coordinator:PORT, education:PORT)
+    # instead of ``host``: for a container network such as docker/compose.yaml.
+    # Every certificate already names its holder, so TLS checks still pass.
+    service_hosts: bool = False
     base_port: int = 0  # 0: pick free ports now
     paillier_bits: int = 2048
     insecure_test_keys: bool = False
@@ -56,6 +66,13 @@ class InitOptions:
     require_projects: bool = True
     epsilon_per_epoch: float = 2.0
     default_query_epsilon: float = 0.5
+    # Period snapshots: each department in period_departments becomes one
+    # party per label ("immigration-2024", "immigration-2025", ...), all
+    # following that department's file contract. A label that is a year puts
+    # the snapshot's reference date in that year (reference_date's day and
+    # month), so ages are those at the snapshot's extract date.
+    periods: tuple[str, ...] = ()
+    period_departments: tuple[str, ...] = ("education", "immigration")
 
 
 def _free_ports(host: str, count: int) -> list[int]:
@@ -73,10 +90,63 @@ def _free_ports(host: str, count: int) -> list[int]:
             s.close()
 
 
-def _approved(party: str) -> list[str]:
+def _approved(department: str) -> list[str]:
     # Categorical attributes only: numeric ones (e.g. absence_rate) are
     # near-unique per record and would make a group-by a lookup.
-    return [a.name for a in attributes(party) if not a.is_numeric]
+    return [a.name for a in attributes(department) if not a.is_numeric]
+
+
+def _party_doc(
+    spec: PartySpec, address: str, tls: dict[str, str], reference: dt.date
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": spec.name,
+        "address": address,
+        "tls": tls,
+        "data": f"data/{spec.name}.csv",
+        "database": f"state/{spec.name}.sqlite",
+    }
+    if spec.department != spec.name:
+        doc["department"] = spec.department
+    if spec.period:
+        doc["period"] = spec.period
+        snapshot_date = period_reference_date(spec.period, reference)
+        if snapshot_date is not None:
+            doc["reference_date"] = snapshot_date
+    doc["approved_attributes"] = _approved(spec.department)
+    doc["approved_measures"] = [a.name for a in attributes(spec.department) if a.is_numeric]
+    doc["min_population"] = 10
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class PartySpec:
+    """One party to create: its name, department and (optional) period."""
+
+    name: str
+    department: str
+    period: str = ""
+
+
+def party_specs(opts: InitOptions) -> tuple[PartySpec, ...]:
+    """The parties ``opts`` asks for, period snapshots expanded in label order."""
+    out: list[PartySpec] = []
+    for dept in opts.parties:
+        if opts.periods and dept in opts.period_departments:
+            out.extend(PartySpec(f"{dept}-{label}", dept, label) for label in opts.periods)
+        else:
+            out.append(PartySpec(dept, dept))
+    return tuple(out)
+
+
+def period_reference_date(label: str, reference: dt.date) -> dt.date | None:
+    """``reference`` moved to the year ``label`` names; None if it names no year."""
+    if not _YEAR.fullmatch(label):
+        return None
+    try:
+        return reference.replace(year=int(label))
+    except ValueError:  # 29 February in a year that has none
+        return reference.replace(year=int(label), day=28)
 
 
 def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> FederationConfig:
@@ -87,8 +157,18 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
     unknown = [p for p in opts.parties if p not in ATTRIBUTES]
     if unknown:
         raise InvalidRequest(f"unknown department(s) {unknown}; known: {list(DEPARTMENTS)}")
-    if len(opts.parties) < 2:
+    bad_labels = [p for p in opts.periods if not _PERIOD.fullmatch(p)]
+    if bad_labels or len(set(opts.periods)) != len(opts.periods):
+        raise InvalidRequest(
+            f"period labels must be distinct, 1-8 of [a-z0-9_], got {list(opts.periods)}"
+        )
+    unknown = [p for p in opts.period_departments if p not in ATTRIBUTES]
+    if unknown:
+        raise InvalidRequest(f"unknown period department(s) {unknown}")
+    specs = party_specs(opts)
+    if len(specs) < 2:
         raise InvalidRequest("a federation needs at least two parties")
+    reference = opts.reference_date or dt.date.today()
     directory.mkdir(parents=True, exist_ok=True)
     ca = create_ca(directory / "ca", opts.name)
     certs = directory / "certs"
@@ -107,7 +187,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
     )
     audit_public = audit_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
-    n = len(opts.parties) + 1
+    n = len(specs) + 1
     ports = (
         list(range(opts.base_port, opts.base_port + n))
         if opts.base_port
@@ -120,7 +200,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
         "paillier_bits": opts.paillier_bits,
         "insecure_test_keys": opts.insecure_test_keys,
         "require_projects": opts.require_projects,
-        "reference_date": opts.reference_date or dt.date.today(),
+        "reference_date": reference,
         "linkage_schema": "linkage-schema.toml",
         "output": {
             "suppress_below": opts.suppress_below,
@@ -132,26 +212,31 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
             "default_query_epsilon": opts.default_query_epsilon,
         },
         "coordinator": {
-            "address": f"{opts.host}:{ports[0]}",
+            "address": f"{'coordinator' if opts.service_hosts else opts.host}:{ports[0]}",
             "tls": cred("coordinator", Role.COORDINATOR),
             "database": "state/coordinator.sqlite",
             "audit_key": "certs/coordinator-audit.key",
         },
         "operator": cred("operator", Role.OPERATOR),
         "parties": [
-            {
-                "name": party,
-                "address": f"{opts.host}:{port}",
-                "tls": cred(party, Role.PARTY),
-                "data": f"data/{party}.csv",
-                "database": f"state/{party}.sqlite",
-                "approved_attributes": _approved(party),
-                "approved_measures": [a.name for a in attributes(party) if a.is_numeric],
-                "min_population": 10,
-            }
-            for party, port in zip(opts.parties, ports[1:], strict=True)
+            _party_doc(
+                spec,
+                f"{spec.name if opts.service_hosts else opts.host}:{port}",
+                cred(spec.name, Role.PARTY),
+                reference,
+            )
+            for spec, port in zip(specs, ports[1:], strict=True)
         ],
-        "analysts": [{"name": a, "tls": cred(a, Role.ANALYST)} for a in opts.analysts],
+        "analysts": [
+            {
+                "name": a,
+                "tls": cred(a, Role.ANALYST),
+                # Safe people: replace with the person's real accreditation.
+                "accreditation": opts.accreditation,
+                "accredited_until": dt.date.today() + dt.timedelta(days=opts.accreditation_days),
+            }
+            for a in opts.analysts
+        ],
     }
     (directory / "linkage-schema.toml").write_text(dumps_schema(DEFAULT_LINKAGE_SCHEMA))
     (directory / "data").mkdir(exist_ok=True)

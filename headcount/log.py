@@ -9,6 +9,12 @@ from datetime import UTC, datetime
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: at, level, logger, message (+ process, exception)."""
+
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self._process = process
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "at": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -16,6 +22,8 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._process:
+            entry["process"] = self._process
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -24,7 +32,7 @@ class _JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO", *, json_lines: bool = False, name: str = "") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_JsonFormatter(name))
     else:
         prefix = f"{name} " if name else ""
         handler.setFormatter(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -29,6 +30,9 @@ from headcount.errors import (
     PeerUnavailable,
 )
 from headcount.tls import Principal, Role, principal_of
+
+if TYPE_CHECKING:
+    from headcount.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +134,27 @@ def _checked(request: Any, stream_in: bool) -> Any:
     return messages()
 
 
+def _code_name(exc: BaseException) -> str:
+    """The status code name ``_fail`` answers ``exc`` with."""
+    code = exc.code if isinstance(exc, HeadcountError) else grpc.StatusCode.INTERNAL
+    return code.name
+
+
 class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Role-based authorisation plus error mapping for every RPC of a server.
 
     ``allowed`` maps a full method name (``/headcount.v1.PartyNode/Encode``) to
     the roles that may call it. Methods not listed are refused, except the
     standard health service, which any federation certificate may call.
+    With ``metrics``, it also counts every call by method and status code and
+    times it (streams until their last message).
     """
 
-    def __init__(self, allowed: Mapping[str, frozenset[Role]]) -> None:
+    def __init__(
+        self, allowed: Mapping[str, frozenset[Role]], metrics: Metrics | None = None
+    ) -> None:
         self._allowed = dict(allowed)
+        self._metrics = metrics
 
     def _check(self, method: str, context: grpc.ServicerContext) -> None:
         principal = peer_principal(context)
@@ -164,14 +179,23 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         h: Any = handler
         parse = _tolerant(h.request_deserializer)
+        metrics = self._metrics
+
+        def observe(code: str, started: float) -> None:
+            if metrics is not None:
+                metrics.observe_rpc(method, code, time.monotonic() - started)
 
         def unary(behaviour: Callable[..., Any], stream_in: bool) -> Callable[..., Any]:
             def run(request: Any, context: grpc.ServicerContext) -> Any:
+                started, code = time.monotonic(), "OK"
                 try:
                     self._check(method, context)
                     return behaviour(_checked(request, stream_in), context)
                 except Exception as exc:
+                    code = _code_name(exc)
                     _fail(context, exc)
+                finally:
+                    observe(code, started)
 
             return run
 
@@ -179,11 +203,18 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             behaviour: Callable[..., Iterator[Any]], stream_in: bool
         ) -> Callable[..., Iterator[Any]]:
             def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                started, code = time.monotonic(), "OK"
                 try:
                     self._check(method, context)
                     yield from behaviour(_checked(request, stream_in), context)
+                except GeneratorExit:  # the client went away mid-stream
+                    code = grpc.StatusCode.CANCELLED.name
+                    raise
                 except Exception as exc:
+                    code = _code_name(exc)
                     _fail(context, exc)
+                finally:
+                    observe(code, started)
 
             return run
 
@@ -212,15 +243,16 @@ def make_server(
     max_message_bytes: int,
     workers: int = 8,
     interceptors: Sequence[ServerInterceptor] = (),
+    metrics: Metrics | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A TLS server with the guard and the health service; returns (server, port, health).
 
-    Port 0 in ``address`` picks a free port. Raises PeerUnavailable if the
-    address cannot be bound.
+    Port 0 in ``address`` picks a free port. With ``metrics``, the guard counts
+    and times every call. Raises PeerUnavailable if the address cannot be bound.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
-        interceptors=[Guard(allowed), *interceptors],
+        interceptors=[Guard(allowed, metrics), *interceptors],
         options=channel_options(max_message_bytes),
     )
     health_servicer = health.HealthServicer()
@@ -234,11 +266,24 @@ def make_server(
     return server, port, health_servicer
 
 
-def serve_until_signalled(server: grpc.Server, name: str, *, grace_s: float = 5.0) -> None:
-    """Block until SIGTERM or SIGINT, then stop ``server`` gracefully."""
+def stop_on_signal() -> threading.Event:
+    """An event set by SIGTERM or SIGINT from now on.
+
+    Call it before starting a server, so a signal that arrives while the server
+    starts still stops it gracefully.
+    """
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def serve_until_signalled(
+    server: grpc.Server, name: str, *, grace_s: float = 5.0, stop: threading.Event | None = None
+) -> None:
+    """Block until SIGTERM or SIGINT (or ``stop`` from ``stop_on_signal``), then
+    stop ``server`` gracefully."""
+    stop = stop or stop_on_signal()
     stop.wait()
     log.info("%s stopping", name)
     server.stop(grace=grace_s).wait()

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from headcount.errors import InvalidProof, NotAuthorised
+from headcount.errors import ConfigError, InvalidProof, NotAuthorised
 
 
 class Role(StrEnum):
@@ -198,8 +198,23 @@ def verify_issued_by(cert_pem: bytes, ca_cert_path: Path) -> Principal:
     return principal_of(cert)
 
 
+def _private_bytes(path: Path) -> bytes:
+    """A private key file's bytes; ConfigError naming it if this machine lacks it.
+
+    Config loading checks every certificate but no private key: each process
+    holds only its own key (a department's node never needs another's), so a
+    missing key is reported here, by the process that needs it.
+    """
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"private key not found: {path} (each process needs its own key on its machine)"
+        ) from None
+
+
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = serialization.load_pem_private_key(_private_bytes(path), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError(f"{path}: expected an EC private key")
     return key
@@ -208,7 +223,7 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
 def server_credentials(cert_path: Path, key_path: Path, ca_path: Path) -> grpc.ServerCredentials:
     """Server credentials that require a client certificate from the CA."""
     return grpc.ssl_server_credentials(
-        [(key_path.read_bytes(), cert_path.read_bytes())],
+        [(_private_bytes(key_path), cert_path.read_bytes())],
         root_certificates=ca_path.read_bytes(),
         require_client_auth=True,
     )
@@ -218,6 +233,6 @@ def channel_credentials(cert_path: Path, key_path: Path, ca_path: Path) -> grpc.
     """Client credentials presenting our certificate and trusting only the CA."""
     return grpc.ssl_channel_credentials(
         root_certificates=ca_path.read_bytes(),
-        private_key=key_path.read_bytes(),
+        private_key=_private_bytes(key_path),
         certificate_chain=cert_path.read_bytes(),
     )

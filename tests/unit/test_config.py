@@ -70,3 +70,22 @@ def test_missing_files_and_bad_toml(fed_dir: Path, tmp_path: Path) -> None:
         config.load(tmp_path / "broken.toml")
     with pytest.raises(ConfigError, match="federation init"):
         config.load(tmp_path / "absent.toml")
+
+
+def test_a_machine_needs_only_its_own_private_key(fed_dir: Path) -> None:
+    """A department's node loads the config and starts with the other parties'
+    private keys absent; the process missing its own key gets a clear error."""
+    from headcount import tls
+
+    cfg = config.load(fed_dir / "federation.toml")
+    others = [p.tls.key for p in cfg.parties if p.name != "education"] + [cfg.coordinator.tls.key]
+    for key in others:
+        key.rename(key.with_suffix(".away"))
+    try:
+        mine = config.load(fed_dir / "federation.toml").party("education")
+        assert tls.load_private_key(mine.tls.key) is not None
+        with pytest.raises(ConfigError, match="private key not found"):
+            tls.load_private_key(cfg.party("health").tls.key)
+    finally:
+        for key in others:
+            key.with_suffix(".away").rename(key)

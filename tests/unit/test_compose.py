@@ -1,0 +1,265 @@
+"""docker/compose.yaml and docker/Dockerfile: every command, volume and
+healthcheck refers to things that exist (no docker engine needed)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+from cryptography import x509
+
+from coordinator import server as coordinator_server
+from headcount.cli import cli
+from headcount.config import FederationConfig, load
+from headcount.federation import InitOptions, init_federation
+from party_node import server as node_server
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+SERVICES: dict[str, Any] = COMPOSE["services"]
+PARTIES = ("education", "health", "justice", "immigration")
+CONFIG = "/fed/federation.toml"
+
+
+def parse_command(args: list[str]) -> click.Context:
+    """Resolve the subcommand chain and parse each level's options without
+    running anything; click.UsageError for an unknown command or option."""
+    ctx = cli.make_context("headcount", list(args))
+    command: click.Command = cli
+    while isinstance(command, click.Group):
+        protected = getattr(ctx, "_protected_args", None)
+        rest = [*(ctx.protected_args if protected is None else protected), *ctx.args]
+        name, sub, sub_args = command.resolve_command(ctx, rest)
+        assert name is not None and sub is not None
+        ctx = sub.make_context(name, sub_args, parent=ctx)
+        command = sub
+    return ctx
+
+
+def command_path(ctx: click.Context) -> list[str]:
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return names[::-1]
+
+
+def mounts(service: str) -> list[tuple[str, str, bool]]:
+    """(source, target, read_only) of each volume entry (short syntax)."""
+    out = []
+    for entry in SERVICES[service].get("volumes", []):
+        assert isinstance(entry, str), f"{service}: use the short volume syntax"
+        source, target, *mode = entry.split(":")
+        out.append((source, target, mode == ["ro"]))
+    return out
+
+
+def test_every_role_is_a_service() -> None:
+    assert set(SERVICES) == {*PARTIES, "coordinator", "register"}
+    for name, service in SERVICES.items():
+        assert service["build"]["dockerfile"] == "docker/Dockerfile", name
+        assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_command_parses_with_the_real_cli(service: str) -> None:
+    command = [str(a) for a in SERVICES[service]["command"]]
+    ctx = parse_command(command)
+    params = ctx.params
+    assert params["config_path"] == Path(CONFIG)
+    assert ctx.find_root().params["log_json"] is True
+    if service in PARTIES:
+        assert command_path(ctx) == ["node", "serve"]
+        assert params["party"] == service
+    elif service == "coordinator":
+        assert command_path(ctx) == ["coordinator", "serve"]
+    else:
+        assert command_path(ctx) == ["register", "serve"]
+        assert params["out_dir"] == Path("/srv/register")
+        assert (params["host"], params["port"]) == ("0.0.0.0", 8088)
+    if service != "register":
+        # Metrics listen inside the container and are published on loopback only.
+        assert params["metrics_port"]
+        published = [str(p).split(":") for p in SERVICES[service].get("ports", [])]
+        assert [h for h, _, inner in published if inner == str(params["metrics_port"])] == [
+            "127.0.0.1"
+        ]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_certificates_read_only_and_state_on_its_own_named_volume(service: str) -> None:
+    declared = set(COMPOSE["volumes"])
+    entries = mounts(service)
+    assert ("./federation", "/fed", True) in entries
+    for source, _target, read_only in entries:
+        if source.startswith((".", "/")):
+            assert read_only, f"{service}: bind mount {source} must be read-only"
+        else:
+            assert source in declared, f"{service}: named volume {source} not declared"
+    writable = [(s, t) for s, t, ro in entries if not ro]
+    expected = ("register-site", "/srv/register") if service == "register" else None
+    assert writable == [expected or (f"{service}-state", "/fed/state")]
+    data = [(s, t) for s, t, _ in entries if t == "/fed/data"]
+    # A node sees its own department's file only; nobody else sees any.
+    assert data == ([(f"./data/{service}", "/fed/data")] if service in PARTIES else [])
+
+
+def test_no_named_volume_is_writable_by_two_services() -> None:
+    owners: dict[str, list[str]] = {}
+    for service in SERVICES:
+        for source, _, read_only in mounts(service):
+            if not read_only and not source.startswith((".", "/")):
+                owners.setdefault(source, []).append(service)
+    assert all(len(v) == 1 for v in owners.values()), owners
+    # The register reads the coordinator's audit log, read-only.
+    assert ("coordinator-state", "/fed/state", True) in mounts("register")
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_healthcheck_is_a_real_probe(service: str) -> None:
+    check = SERVICES[service]["healthcheck"]
+    test = [str(a) for a in check["test"]]
+    assert test[0] == "CMD"
+    if service == "register":
+        assert test[1:3] == ["python", "-c"]
+        code = test[3]
+        compile(code, "<healthcheck>", "exec")
+        assert "urllib.request" in code and ":8088/" in code
+        return
+    assert test[1] == "headcount"
+    ctx = parse_command(test[2:])
+    if service in PARTIES:
+        assert command_path(ctx) == ["node", "health"]
+        assert ctx.params["party"] == service
+    else:
+        assert command_path(ctx) == ["coordinator", "health"]
+    assert ctx.params["config_path"] == Path(CONFIG)
+
+
+def test_services_start_after_what_they_call() -> None:
+    needs = SERVICES["coordinator"]["depends_on"]
+    assert set(needs) == set(PARTIES)
+    assert all(v["condition"] == "service_healthy" for v in needs.values())
+    assert SERVICES["register"]["depends_on"]["coordinator"]["condition"] == "service_healthy"
+
+
+# -- the Dockerfile ----------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined."""
+    text = (DOCKER / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, rest = line.partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_entrypoint_is_the_installed_cli() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    entry = [yaml.safe_load(a) for i, a in dockerfile() if i == "ENTRYPOINT"]
+    assert entry == [["headcount"]]
+    assert pyproject["project"]["scripts"]["headcount"] == "headcount.cli:main"
+    env = " ".join(a for i, a in dockerfile() if i == "ENV")
+    assert f"HEADCOUNT_CONFIG={CONFIG}" in env
+    assert [a for i, a in dockerfile() if i == "USER"] == ["headcount"]
+
+
+def test_dockerfile_copies_what_exists_and_installs_every_package() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    copied = []
+    for instruction, args in dockerfile():
+        if instruction == "COPY":
+            *sources, _ = shlex.split(args)
+            copied += sources
+    for source in copied:
+        assert (ROOT / source).exists(), source
+    packages = {
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    assert packages <= set(copied)
+    # The build context's ignore file must not drop what the Dockerfile copies.
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+    for source in copied:
+        assert re.search(rf"^!{re.escape(source)}(/\*\*)?$", ignore, re.M), source
+    runs = " ".join(a for i, a in dockerfile() if i == "RUN")
+    assert "pip install --no-cache-dir ." in runs
+    for directory in ("/fed/state", "/srv/register"):
+        assert directory in runs  # mount points owned by the unprivileged user
+
+
+# -- the healthcheck commands against live servers -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FederationConfig]:
+    directory = tmp_path_factory.mktemp("compose") / "fed"
+    cfg = init_federation(directory, InitOptions(paillier_bits=1024, insecure_test_keys=True))
+    node = node_server.start(cfg, "education")
+    coord = coordinator_server.start(cfg)
+    try:
+        yield cfg
+    finally:
+        coord.server.stop(grace=None)
+        coord.coordinator.close()
+        node.server.stop(grace=None)
+
+
+def _run_healthcheck(service: str, config: Path, *extra: str) -> Any:
+    test = [str(a) for a in SERVICES[service]["healthcheck"]["test"]][2:]
+    args = [str(config) if a == CONFIG else a for a in test]
+    return CliRunner().invoke(cli, [*args, *extra])
+
+
+def test_healthchecks_pass_against_serving_processes(live: FederationConfig) -> None:
+    config = live.ca_cert.parent.parent / "federation.toml"
+    for service in ("education", "coordinator"):
+        result = _run_healthcheck(service, config)
+        assert result.exit_code == 0, result.output
+        assert "serving" in result.output
+
+
+def test_healthcheck_fails_when_the_node_is_down(live: FederationConfig) -> None:
+    config = live.ca_cert.parent.parent / "federation.toml"
+    result = _run_healthcheck("health", config, "--timeout", "1")
+    assert result.exit_code == 1
+    assert "health" in result.output
+
+
+def test_federation_init_can_address_processes_by_service_name(tmp_path: Path) -> None:
+    directory = tmp_path / "federation"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "federation",
+            "init",
+            str(directory),
+            "--paillier-bits",
+            "1024",
+            "--service-hosts",
+            "--base-port",
+            "50051",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    cfg = load(directory / "federation.toml")
+    assert cfg.coordinator.address == "coordinator:50051"
+    for party in cfg.parties:
+        assert party.address.split(":")[0] == party.name
+        # TLS: each server's certificate names the host it is reached by.
+        cert = x509.load_pem_x509_certificate(party.tls.cert.read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert party.name in names.get_values_for_type(x509.DNSName)
+    assert {p.name for p in cfg.parties} == set(PARTIES)
