@@ -40,6 +40,7 @@ from headcount.errors import (
     InvalidProof,
     InvalidRequest,
     NotAuthorised,
+    PeerUnavailable,
     PolicyRefused,
 )
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
@@ -48,6 +49,7 @@ from headcount.linkage.executor import executor_from_spec
 from headcount.measures import clamp_noise, make_packing
 from headcount.projects import ProjectDoc, verify_decision
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
+from headcount.report.scores import score_histograms
 from headcount.tls import Principal, Role
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
@@ -58,6 +60,10 @@ T = TypeVar("T")
 TOKEN_BYTES = 16
 MATCH_KEY_BYTES = 16
 CHUNK_RECORDS = 1_000
+# An upload cut short is resumed this many times in all, backing off from
+# UPLOAD_BACKOFF_S and doubling, before the epoch fails.
+UPLOAD_ATTEMPTS = 5
+UPLOAD_BACKOFF_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,9 @@ class NodeClients:
             name: party_node_pb2_grpc.PartyNodeStub(ch) for name, ch in self.channels.items()
         }
 
+    def stub(self, party: str) -> party_node_pb2_grpc.PartyNodeStub:
+        return self.stubs[party]
+
     def call(self, party: str, fn: Callable[[party_node_pb2_grpc.PartyNodeStub], T]) -> T:
         try:
             return fn(self.stubs[party])
@@ -139,6 +148,75 @@ def _each(parties: Sequence[str], fn: Callable[[str], T]) -> dict[str, T]:
         return {p: f.result() for p, f in futures.items()}
 
 
+class _Upload:
+    """One party's encoding stream for an epoch, checked chunk by chunk as it arrives."""
+
+    def __init__(self, party: str, epoch_id: str, width: int, levels: int) -> None:
+        self.party, self.epoch_id, self.width, self.levels = party, epoch_id, width, levels
+        self.chunks: list[party_node_pb2.EncodingChunk] = []
+        self.total = -1
+        self.fingerprint = ""
+
+    def add(self, chunk: party_node_pb2.EncodingChunk) -> None:
+        party, seq = self.party, len(self.chunks)
+        key_width = self.levels * MATCH_KEY_BYTES
+        if self.chunks and self.chunks[-1].last:
+            raise InvalidRequest(f"{party}: data after the last chunk")
+        if chunk.seq != seq or chunk.epoch_id != self.epoch_id:
+            raise InvalidRequest(f"{party}: chunk {chunk.seq} out of order or from another epoch")
+        if chunk.filter_bytes != self.width:
+            raise InvalidRequest(
+                f"{party}: filters are {chunk.filter_bytes} bytes; the schema says {self.width}"
+            )
+        if any(len(t) != TOKEN_BYTES for t in chunk.tokens):
+            raise InvalidRequest(f"{party}: malformed token in chunk {seq}")
+        if len(chunk.clks) != len(chunk.tokens) * self.width:
+            raise InvalidRequest(f"{party}: chunk {seq} has truncated encodings")
+        if (
+            chunk.match_key_levels != self.levels
+            or len(chunk.match_keys) != len(chunk.tokens) * key_width
+        ):
+            raise InvalidRequest(f"{party}: chunk {seq} has malformed match-keys")
+        if len(chunk.household_keys) != len(chunk.tokens) or any(
+            len(h) not in (0, HOUSEHOLD_KEY_BYTES) for h in chunk.household_keys
+        ):
+            raise InvalidRequest(f"{party}: chunk {seq} has malformed household keys")
+        if self.total not in (-1, chunk.total_records) or self.fingerprint not in (
+            "",
+            chunk.schema_fingerprint,
+        ):
+            raise InvalidRequest(f"{party}: chunk {seq} contradicts earlier chunks")
+        self.total, self.fingerprint = chunk.total_records, chunk.schema_fingerprint
+        self.chunks.append(chunk)
+
+    def finish(self) -> tuple[PartyEncodings, str]:
+        party = self.party
+        tokens = [t for c in self.chunks for t in c.tokens]
+        done = bool(self.chunks) and self.chunks[-1].last
+        commitment = self.chunks[-1].dataset_commitment if done else b""
+        if not done or len(tokens) != self.total or len(commitment) != 32:
+            raise InvalidRequest(
+                f"{party}: encoding stream ended early ({len(tokens)} of {self.total})"
+            )
+        if len(set(tokens)) != len(tokens):
+            raise InvalidRequest(f"{party}: duplicate tokens")
+        households = [h for c in self.chunks for h in c.household_keys]
+        clks = np.frombuffer(b"".join(c.clks for c in self.chunks), dtype=np.uint8).reshape(
+            len(tokens), self.width
+        )
+        raw_keys = b"".join(c.match_keys for c in self.chunks)
+        key_width = self.levels * MATCH_KEY_BYTES
+        absent = bytes(MATCH_KEY_BYTES)
+        keys: list[list[bytes | None]] = [[] for _ in range(self.levels)]
+        for i in range(len(tokens)):
+            for level in range(self.levels):
+                at = i * key_width + level * MATCH_KEY_BYTES
+                key = raw_keys[at : at + MATCH_KEY_BYTES]
+                keys[level].append(None if key == absent else key)
+        encodings = PartyEncodings(party, tokens, clks, commitment, households, keys)
+        return encodings, self.fingerprint
+
+
 def _load_audit_key(path: Path) -> Ed25519PrivateKey:
     key = load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
@@ -162,6 +240,27 @@ class Coordinator:
         self.nodes = nodes or NodeClients(federation)
         self.parties = federation.party_names
         self.schema = federation.load_linkage_schema()
+        self._close_unfinished()
+
+    def _close_unfinished(self) -> None:
+        """Close work a previous run of this coordinator left half done (it died).
+
+        A query still marked running is aborted: no table was released (a
+        release is stored before it is returned), but nodes may have charged
+        their budgets, so it stays counted. An epoch that started and never
+        finished is marked aborted; the latest finished epoch stays current.
+        """
+        for query_id in self.store.running_queries():
+            self.store.finish_query(query_id, "aborted", None)
+            self.log("query_aborted", {"query_id": query_id, "reason": "coordinator restarted"})
+            log.warning("query %s was left running by a previous run; aborted", query_id)
+        events = self.audit.events()
+        closed = {e.body.get("epoch_id") for e in events if e.kind in ("epoch", "epoch_aborted")}
+        for e in events:
+            if e.kind == "epoch_started" and e.body.get("epoch_id") not in closed:
+                epoch_id = e.body.get("epoch_id")
+                self.log("epoch_aborted", {"epoch_id": epoch_id, "reason": "coordinator restarted"})
+                log.warning("epoch %s was left unfinished by a previous run; aborted", epoch_id)
 
     # -- audit log ------------------------------------------------------------------
     def sync_audit(self, party: str) -> int:
@@ -277,78 +376,44 @@ class Coordinator:
     def _fetch_encodings(
         self, party: str, epoch_id: str, ceremony_id: str
     ) -> tuple[PartyEncodings, str]:
-        expected_width = self.schema.clk.clk_bits // 8
-        levels = len(self.schema.match_keys)
-        key_width = levels * MATCH_KEY_BYTES
+        """Pull ``party``'s encodings for the epoch, resuming if the stream breaks.
 
-        def stream(
-            stub: party_node_pb2_grpc.PartyNodeStub,
-        ) -> Iterator[party_node_pb2.EncodingChunk]:
-            yield from stub.Encode(
-                party_node_pb2.EncodeRequest(
-                    epoch_id=epoch_id, ceremony_id=ceremony_id, chunk_records=CHUNK_RECORDS
-                ),
-                timeout=self.nodes.timeout_s,
+        A node that drops mid-upload (restarted, network cut) is asked again
+        from the first chunk not yet received, after a backoff; it resends the
+        same epoch bit for bit, so nothing is received twice. Only an
+        unreachable node is retried: a refusal or a malformed chunk fails the
+        epoch at once.
+        """
+        upload = _Upload(
+            party, epoch_id, self.schema.clk.clk_bits // 8, len(self.schema.match_keys)
+        )
+        for attempt in range(UPLOAD_ATTEMPTS):
+            request = party_node_pb2.EncodeRequest(
+                epoch_id=epoch_id,
+                ceremony_id=ceremony_id,
+                chunk_records=CHUNK_RECORDS,
+                resume_from_seq=len(upload.chunks),
             )
-
-        tokens: list[bytes] = []
-        households: list[bytes] = []
-        blocks: list[bytes] = []
-        key_blocks: list[bytes] = []
-        fingerprint = ""
-        commitment = b""
-        total = -1
-        done = False
-        for seq, chunk in enumerate(self.nodes.call(party, lambda s: list(stream(s)))):
-            if done:
-                raise InvalidRequest(f"{party}: data after the last chunk")
-            if chunk.seq != seq or chunk.epoch_id != epoch_id:
-                raise InvalidRequest(
-                    f"{party}: chunk {chunk.seq} out of order or from another epoch"
-                )
-            if chunk.filter_bytes != expected_width:
-                raise InvalidRequest(
-                    f"{party}: filters are {chunk.filter_bytes} bytes; "
-                    f"the schema says {expected_width}"
-                )
-            if any(len(t) != TOKEN_BYTES for t in chunk.tokens):
-                raise InvalidRequest(f"{party}: malformed token in chunk {seq}")
-            if len(chunk.clks) != len(chunk.tokens) * expected_width:
-                raise InvalidRequest(f"{party}: chunk {seq} has truncated encodings")
-            if (
-                chunk.match_key_levels != levels
-                or len(chunk.match_keys) != len(chunk.tokens) * key_width
-            ):
-                raise InvalidRequest(f"{party}: chunk {seq} has malformed match-keys")
-            if len(chunk.household_keys) != len(chunk.tokens) or any(
-                len(h) not in (0, HOUSEHOLD_KEY_BYTES) for h in chunk.household_keys
-            ):
-                raise InvalidRequest(f"{party}: chunk {seq} has malformed household keys")
-            if total not in (-1, chunk.total_records) or fingerprint not in (
-                "",
-                chunk.schema_fingerprint,
-            ):
-                raise InvalidRequest(f"{party}: chunk {seq} contradicts earlier chunks")
-            total, fingerprint = chunk.total_records, chunk.schema_fingerprint
-            tokens.extend(chunk.tokens)
-            households.extend(chunk.household_keys)
-            blocks.append(chunk.clks)
-            key_blocks.append(chunk.match_keys)
-            done, commitment = chunk.last, chunk.dataset_commitment
-        if not done or len(tokens) != total or len(commitment) != 32:
-            raise InvalidRequest(f"{party}: encoding stream ended early ({len(tokens)} of {total})")
-        if len(set(tokens)) != len(tokens):
-            raise InvalidRequest(f"{party}: duplicate tokens")
-        clks = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(len(tokens), expected_width)
-        raw_keys = b"".join(key_blocks)
-        absent = bytes(MATCH_KEY_BYTES)
-        keys: list[list[bytes | None]] = [[] for _ in range(levels)]
-        for i in range(len(tokens)):
-            for level in range(levels):
-                at = i * key_width + level * MATCH_KEY_BYTES
-                key = raw_keys[at : at + MATCH_KEY_BYTES]
-                keys[level].append(None if key == absent else key)
-        return PartyEncodings(party, tokens, clks, commitment, households, keys), fingerprint
+            try:
+                for chunk in self.nodes.stub(party).Encode(request, timeout=self.nodes.timeout_s):
+                    upload.add(chunk)
+            except grpc.RpcError as exc:
+                try:
+                    rpc.raise_from_rpc(exc, party)
+                except PeerUnavailable:
+                    if attempt + 1 == UPLOAD_ATTEMPTS:
+                        raise
+                    wait = min(UPLOAD_BACKOFF_S * 2**attempt, 30.0)
+                    log.warning(
+                        "%s: upload cut after %d chunks; resuming in %.1f s",
+                        party,
+                        len(upload.chunks),
+                        wait,
+                    )
+                    time.sleep(wait)
+                    continue
+            break
+        return upload.finish()
 
     def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
         explicit_threshold = bool(threshold)
@@ -358,11 +423,25 @@ class Coordinator:
         ceremony_id = self.store.latest_ceremony()
         epoch_id = uuid.uuid4().hex
         started = time.monotonic()
-        self.log(
-            "epoch_started",
-            {"epoch_id": epoch_id, "ceremony_id": ceremony_id, "parties": list(self.parties)},
-            required=self.parties,
-        )
+        try:
+            self.log(
+                "epoch_started",
+                {"epoch_id": epoch_id, "ceremony_id": ceremony_id, "parties": list(self.parties)},
+                required=self.parties,
+            )
+            return self._link_epoch(epoch_id, ceremony_id, threshold, explicit_threshold, started)
+        except Exception as exc:
+            self.log("epoch_aborted", {"epoch_id": epoch_id, "reason": str(exc)[:500]})
+            raise
+
+    def _link_epoch(
+        self,
+        epoch_id: str,
+        ceremony_id: str,
+        threshold: float,
+        explicit_threshold: bool,
+        started: float,
+    ) -> EpochInfo:
         fetched = _each(self.parties, lambda p: self._fetch_encodings(p, epoch_id, ceremony_id))
         fingerprints = {fp for _, fp in fetched.values()}
         if fingerprints != {self.schema.fingerprint()}:
@@ -381,6 +460,9 @@ class Coordinator:
                 floor=self.schema.candidate_floor,
                 auto_threshold=self.schema.auto_threshold and not explicit_threshold,
                 match_keys={p: e.match_keys for p, e in encodings.items()},
+                # Large pairs are LSH-blocked under a fresh random key per
+                # epoch (the engine draws it; no node can predict the bands).
+                blocking=self.schema.blocking,
             )
         finally:
             executor.close()
@@ -404,6 +486,13 @@ class Coordinator:
         clusters = result.clusters
         token_clusters = [{p: encodings[p].tokens[i] for p, i in c.items()} for c in clusters]
         pair_links = result.links
+        # Binned scores for the quality report: stored with the epoch, never
+        # logged (unprotected small counts do not belong in the public log).
+        histograms = score_histograms(
+            {p: e.clks for p, e in encodings.items()},
+            result.thresholds,
+            self.schema.candidate_floor,
+        )
         self.store.save_epoch(
             epoch_id,
             ceremony_id,
@@ -413,6 +502,7 @@ class Coordinator:
             token_clusters,
             pair_links,
             quality,
+            score_histograms={pair: h.to_json() for pair, h in histograms.items()},
         )
         info = self.store.epoch(epoch_id)
         self.log(
@@ -458,6 +548,7 @@ class Coordinator:
         )
 
     def propose_project(self, doc: ProjectDoc) -> coordinator_pb2.Project:
+        self.federation.check_accredited(doc.analyst)
         unknown = [p for p in doc.parties if p not in self.parties]
         if unknown:
             raise InvalidRequest(
@@ -506,6 +597,7 @@ class Coordinator:
             if self.federation.require_projects:
                 raise PolicyRefused("cite an approved project (Five Safes: safe projects)")
             return
+        self.federation.check_accredited(analyst)
         raw, approvals, revoked = self.store.project(project_id)
         doc = ProjectDoc.from_json(raw)
         status = self._project_status(doc, approvals, revoked)
@@ -548,6 +640,14 @@ class Coordinator:
                     f"{party}'s privacy budget for this epoch has {left:.3g} left; "
                     f"the query needs {epsilon:.3g}"
                 )
+        # Every node in the chain must answer before anything is announced or
+        # charged, so a node that is down costs nobody any budget.
+        down = [p for p in parties if not self.nodes.healthy(p)]
+        if down:
+            raise PeerUnavailable(
+                f"{', '.join(down)}: not reachable; the query was not started "
+                "and no budget was charged"
+            )
         query_id = uuid.uuid4().hex
         spec_json = {**spec_to_json(spec), "epsilon": epsilon, "parties": parties}
         self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
@@ -569,7 +669,10 @@ class Coordinator:
             )
             outcome = self._execute(query_id, epoch_id, spec, plan, epsilon)
         except HeadcountError as exc:
-            self.store.finish_query(query_id, "refused", None)
+            # A node that fails mid-chain may already have charged its budget
+            # for the hops it ran: "failed" queries stay counted, refusals not.
+            failed = isinstance(exc, PeerUnavailable)
+            self.store.finish_query(query_id, "failed" if failed else "refused", None)
             self.log(
                 "refusal",
                 {
@@ -711,7 +814,7 @@ class Coordinator:
         # No aggregate can add more per-record plaintexts than the epoch has
         # records, so that bound keeps packed slots from carrying.
         packing = make_packing(
-            origin.party,
+            self.federation.party(origin.party).department,
             plan.origin_group_by,
             plan.measure_attribute,
             n_bits=key.n.bit_length(),

@@ -54,6 +54,9 @@ CREATE INDEX IF NOT EXISTS links_by_cluster ON links (epoch_id, cluster);
 CREATE TABLE IF NOT EXISTS pair_links (
     epoch_id TEXT NOT NULL, left_party TEXT NOT NULL, right_party TEXT NOT NULL,
     links INTEGER NOT NULL, PRIMARY KEY (epoch_id, left_party, right_party));
+CREATE TABLE IF NOT EXISTS score_histograms (
+    epoch_id TEXT NOT NULL, left_party TEXT NOT NULL, right_party TEXT NOT NULL,
+    histogram TEXT NOT NULL, PRIMARY KEY (epoch_id, left_party, right_party));
 CREATE TABLE IF NOT EXISTS queries (
     query_id TEXT PRIMARY KEY, epoch_id TEXT NOT NULL, analyst TEXT NOT NULL,
     purpose TEXT NOT NULL, spec TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -159,8 +162,14 @@ class CoordinatorStore:
         clusters: Sequence[dict[str, bytes]],
         pair_links: dict[tuple[str, str], int],
         quality: dict[str, dict[str, Any]] | None = None,
+        score_histograms: dict[tuple[str, str], dict[str, Any]] | None = None,
     ) -> None:
-        """Store an epoch, its encodings and its graph in one transaction."""
+        """Store an epoch, its encodings and its graph in one transaction.
+
+        ``score_histograms``: per party pair, binned link scores as JSON
+        (`headcount.report.scores`): unprotected aggregates, kept here and out
+        of the audit log; the quality report protects them before showing them.
+        """
         with self._tx() as db:
             db.execute(
                 "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -197,6 +206,13 @@ class CoordinatorStore:
             db.executemany(
                 "INSERT INTO pair_links VALUES (?, ?, ?, ?)",
                 ((epoch_id, a, b, n) for (a, b), n in pair_links.items()),
+            )
+            db.executemany(
+                "INSERT INTO score_histograms VALUES (?, ?, ?, ?)",
+                (
+                    (epoch_id, a, b, json.dumps(h, sort_keys=True))
+                    for (a, b), h in (score_histograms or {}).items()
+                ),
             )
 
     def latest_epoch(self) -> str:
@@ -239,6 +255,16 @@ class CoordinatorStore:
             pairs,
             json.loads(row[5]),
         )
+
+    def score_histograms(self, epoch_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """(left, right) -> binned link scores as stored by `save_epoch` ({} if none)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT left_party, right_party, histogram FROM score_histograms"
+                " WHERE epoch_id = ?",
+                (epoch_id,),
+            ).fetchall()
+        return {(str(r[0]), str(r[1])): json.loads(r[2]) for r in rows}
 
     def tokens(self, epoch_id: str, party: str) -> list[bytes]:
         """``party``'s tokens in the epoch, in the order the node sent them."""
@@ -302,11 +328,26 @@ class CoordinatorStore:
                     (query_id, json.dumps(release, sort_keys=True), _now()),
                 )
 
+    def running_queries(self) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute("SELECT query_id FROM queries WHERE status = 'running'").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def query_status(self, query_id: str) -> str:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT status FROM queries WHERE query_id = ?", (query_id,)
+            ).fetchone()
+        if row is None:
+            raise UnknownJob(f"no query {query_id}")
+        return str(row[0])
+
     def charged_specs(self, epoch_id: str) -> list[dict[str, Any]]:
         """Specs of queries in the epoch that were (or may have been) charged to budgets."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT spec FROM queries WHERE epoch_id = ? AND status IN ('released', 'running')",
+                "SELECT spec FROM queries WHERE epoch_id = ?"
+                " AND status IN ('released', 'running', 'failed', 'aborted')",
                 (epoch_id,),
             ).fetchall()
         return [json.loads(r[0]) for r in rows]

@@ -50,6 +50,7 @@ from headcount.errors import (
 from headcount.linkage.address import household_keys
 from headcount.linkage.clk import encode_clks
 from headcount.linkage.matchkeys import match_keys
+from headcount.linkage.normalise import Identity as Person
 from headcount.measures import (
     ALL_GROUP,
     Packing,
@@ -224,6 +225,9 @@ class PartyNode:
                 approved = True
         if doc is None or not approved:
             raise PolicyRefused(f"{self.name} has not approved project {project_id}")
+        # Safe people, checked here too: the project's analyst must hold a
+        # current accreditation in the federation's config.
+        self.federation.check_accredited(doc.analyst)
         if revoked:
             raise PolicyRefused(f"project {project_id} is revoked")
         if doc.expires < dt.date.today():
@@ -236,7 +240,9 @@ class PartyNode:
             digest = file_digest(self.config.data) if self.config.data.exists() else b""
             if self._data is None or self._data.sha256 != digest:
                 self._data = load_department_file(
-                    self.config.data, self.name, self.federation.reference_date
+                    self.config.data,
+                    self.config.department,
+                    self.config.reference_date or self.federation.reference_date,
                 )
             if expect_sha256 is not None and self._data.sha256 != expect_sha256:
                 raise FailedPrecondition(
@@ -321,7 +327,14 @@ class PartyNode:
 
     # -- linkage epoch ------------------------------------------------------------
     def encode(self, epoch_id: str, ceremony_id: str) -> EncodedEpoch:
-        """Check the file, issue fresh tokens, encode CLKs, and store the epoch atomically."""
+        """Check the file, issue fresh tokens, encode CLKs, and store the epoch atomically.
+
+        Asking again for an epoch this node has already encoded (a coordinator
+        resuming an upload cut short) returns exactly the same encodings: the
+        tokens, their order and the seed of any random bit flips are stored
+        with the epoch. Drawing fresh flips on every request would let whoever
+        asks repeatedly average the flips away.
+        """
         _check_id("epoch_id", epoch_id)
         self._announced("epoch_started", "epoch_id", epoch_id)
         _, _, secret = self.store.ceremony(ceremony_id)
@@ -331,17 +344,18 @@ class PartyNode:
         # secret and the epoch id: the coordinator cannot match a person's
         # encodings from one epoch with those from another.
         secret = ceremony.epoch_key(secret, epoch_id)
+        if self.store.has_epoch(epoch_id):
+            return self._reencode(epoch_id, ceremony_id, secret)
         data = self.data()
         # Shuffle so the order of tokens says nothing about the order of the file.
-        order = np.random.default_rng(secrets.randbits(128)).permutation(data.records)
+        order = [
+            int(i) for i in np.random.default_rng(secrets.randbits(128)).permutation(data.records)
+        ]
         tokens = tuple(os.urandom(TOKEN_BYTES) for _ in range(data.records))
+        seed = os.urandom(32)
+        self.store.put_secret(_flip_seed_name(epoch_id), seed)
         ordered = [data.identities[i] for i in order]
-        clks = encode_clks(ordered, secret, self.schema.clk)
-        levels = match_keys(ordered, secret, self.schema.match_keys)
-        absent = bytes(MATCH_KEY_BYTES)
-        keys = b"".join(
-            b"".join(level[i] or absent for level in levels) for i in range(len(ordered))
-        )
+        clks, keys, levels = self._encodings(ordered, secret, seed)
         households = tuple(
             household_keys(
                 [data.addresses[i] for i in order],
@@ -361,9 +375,40 @@ class PartyNode:
             commitment,
             self.schema.fingerprint(),
         )
-        self.store.save_epoch(epoch, salt, tokens, [int(i) for i in order], households)
+        self.store.save_epoch(epoch, salt, tokens, order, households)
         log.info("%s: epoch %s encoded %d records", self.name, epoch_id, data.records)
-        return EncodedEpoch(epoch, tokens, clks, households, keys, len(levels))
+        return EncodedEpoch(epoch, tokens, clks, households, keys, levels)
+
+    def _encodings(
+        self, ordered: Sequence[Person], secret: bytes, seed: bytes
+    ) -> tuple[np.ndarray, bytes, int]:
+        """CLKs and match-keys of ``ordered``, deterministic for a given seed."""
+        rng = np.random.Generator(np.random.Philox(key=int.from_bytes(seed[:16], "big")))
+        clks = encode_clks(ordered, secret, self.schema.clk, rng=rng)
+        levels = match_keys(ordered, secret, self.schema.match_keys)
+        absent = bytes(MATCH_KEY_BYTES)
+        keys = b"".join(
+            b"".join(level[i] or absent for level in levels) for i in range(len(ordered))
+        )
+        return clks, keys, len(levels)
+
+    def _reencode(self, epoch_id: str, ceremony_id: str, secret: bytes) -> EncodedEpoch:
+        """The stored epoch's encodings again, bit for bit (see `encode`)."""
+        epoch = self.store.epoch(epoch_id)
+        if epoch.ceremony_id != ceremony_id:
+            raise InvalidRequest(f"epoch {epoch_id} was encoded under another ceremony")
+        if epoch.schema_fingerprint != self.schema.fingerprint():
+            raise FailedPrecondition(f"the linkage schema changed since epoch {epoch_id}")
+        seed = self.store.get_secret(_flip_seed_name(epoch_id))
+        if seed is None:
+            raise FailedPrecondition(f"epoch {epoch_id} cannot be resent; start a new epoch")
+        data = self.data(epoch.data_sha256)
+        tokens, rows = self.store.token_rows(epoch_id)
+        ordered = [data.identities[i] for i in rows]
+        clks, keys, levels = self._encodings(ordered, secret, seed)
+        households = tuple(self.store.household_keys(epoch_id))
+        log.info("%s: epoch %s resent (%d records)", self.name, epoch_id, epoch.records)
+        return EncodedEpoch(epoch, tuple(tokens), clks, households, keys, levels)
 
     # -- queries -------------------------------------------------------------------
     def _mask(
@@ -397,7 +442,9 @@ class PartyNode:
         """
         _check_id("query_id", query_id)
         self._check_query_announced(query_id, epsilon, purpose)
-        check_predicates(self.name, self.config.approved_attributes, filters)
+        check_predicates(
+            self.name, self.config.approved_attributes, filters, department=self.config.department
+        )
         packing = None
         if packing_request is not None:
             packing = self._check_packing(packing_request, epsilon)
@@ -451,11 +498,21 @@ class PartyNode:
         cannot make slots carry into each other or aim a slot at one record.
         """
         if asked.group_by:
-            check_group_by(self.name, self.config.approved_attributes, asked.group_by)
+            check_group_by(
+                self.name,
+                self.config.approved_attributes,
+                asked.group_by,
+                department=self.config.department,
+            )
         if asked.measure_attribute:
-            check_measure(self.name, self.config.approved_measures, asked.measure_attribute)
+            check_measure(
+                self.name,
+                self.config.approved_measures,
+                asked.measure_attribute,
+                department=self.config.department,
+            )
         own = make_packing(
-            self.name,
+            self.config.department,
             asked.group_by,
             asked.measure_attribute,
             n_bits=self._paillier_pub.n.bit_length(),
@@ -474,11 +531,18 @@ class PartyNode:
             # We hold this key: we could read every per-record value. Refuse.
             raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
         groups = (
-            check_group_by(self.name, self.config.approved_attributes, h.group_by)
+            check_group_by(
+                self.name,
+                self.config.approved_attributes,
+                h.group_by,
+                department=self.config.department,
+            )
             if h.group_by
             else (ALL_GROUP,)
         )
-        check_predicates(self.name, self.config.approved_attributes, h.filters)
+        check_predicates(
+            self.name, self.config.approved_attributes, h.filters, department=self.config.department
+        )
         epoch = self.store.epoch(h.epoch_id)
         if h.expected_records != epoch.records:
             raise InvalidRequest(
@@ -611,6 +675,10 @@ class PartyNode:
         cells, total, two_way = protect_release(packing, decoded, policy)
         column = packing.group_by if two_way else ""
         return cells, total, record.epsilon, column, packing.measure_attribute
+
+
+def _flip_seed_name(epoch_id: str) -> str:
+    return f"epoch-flip-seed/{epoch_id}"
 
 
 def _check_id(what: str, value: str) -> None:

@@ -66,7 +66,14 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         width = int(encoded.clks.shape[1])
         key_width = encoded.match_key_levels * MATCH_KEY_BYTES
         starts = list(range(0, n, size)) or [0]
+        if request.resume_from_seq >= len(starts):
+            raise InvalidRequest(
+                f"cannot resume at chunk {request.resume_from_seq}: "
+                f"the epoch has {len(starts)} chunks"
+            )
         for seq, start in enumerate(starts):
+            if seq < request.resume_from_seq:
+                continue
             last = seq == len(starts) - 1
             yield party_node_pb2.EncodingChunk(
                 epoch_id=request.epoch_id,

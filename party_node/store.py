@@ -188,6 +188,11 @@ class NodeStore:
             str(row[0]), str(row[1]), int(row[2]), bytes(row[3]), bytes(row[4]), str(row[5])
         )
 
+    def has_epoch(self, epoch_id: str) -> bool:
+        with self._tx() as db:
+            row = db.execute("SELECT 1 FROM epochs WHERE epoch_id = ?", (epoch_id,)).fetchone()
+        return row is not None
+
     def token_rows(self, epoch_id: str) -> tuple[list[bytes], list[int]]:
         """Tokens in the order they were sent, and the file row each stands for."""
         with self._tx() as db:

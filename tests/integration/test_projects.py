@@ -127,3 +127,46 @@ def test_a_node_checks_its_own_approval_in_its_replica(fed: Federation) -> None:
     with pytest.raises(PolicyRefused, match="has not approved"):
         node._check_project(PROJECT)  # health was never asked
     fed.nodes["education"].node._check_project(PROJECT)  # education approved it
+
+
+def test_an_analyst_whose_accreditation_ended_is_refused(fed: Federation) -> None:
+    """Five Safes, safe people: once the analyst's accreditation has ended, the
+    coordinator refuses their proposals and queries, and each node refuses to
+    take part in their project even when asked directly."""
+    coordinator = fed.coordinator.coordinator
+    current = fed.config
+    analyst = current.analysts[0]
+    assert analyst.accredited_on(dt.date.today())
+    lapsed = current.model_copy(
+        update={
+            "analysts": (
+                analyst.model_copy(
+                    update={"accredited_until": dt.date.today() - dt.timedelta(days=1)}
+                ),
+            )
+        }
+    )
+    nodes = [r.node for r in fed.nodes.values()]
+    coordinator.federation = lapsed
+    for node in nodes:
+        node.federation = lapsed
+    try:
+        with fed.analyst() as client:
+            with pytest.raises(NotAuthorised, match="accreditation"):
+                client.query(_spec())
+            with pytest.raises(NotAuthorised, match="accreditation"):
+                client.propose_project(
+                    "another-2026",
+                    "Another",
+                    "A project proposed after the accreditation ended.",
+                    ["education"],
+                    EXPIRES,
+                )
+        with pytest.raises(NotAuthorised, match="safe people"):
+            nodes[0]._check_project(PROJECT)
+    finally:
+        coordinator.federation = current
+        for node in nodes:
+            node.federation = current
+    with fed.analyst() as client:  # restored: the same query runs again
+        assert client.query(_spec()).table["group"].iloc[-1] == "Total"

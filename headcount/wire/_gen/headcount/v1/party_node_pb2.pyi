@@ -248,20 +248,26 @@ class EncodeRequest(_message.Message):
     EPOCH_ID_FIELD_NUMBER: _builtins.int
     CEREMONY_ID_FIELD_NUMBER: _builtins.int
     CHUNK_RECORDS_FIELD_NUMBER: _builtins.int
+    RESUME_FROM_SEQ_FIELD_NUMBER: _builtins.int
     epoch_id: _builtins.str
     ceremony_id: _builtins.str
     chunk_records: _builtins.int
     """1..10000"""
+    resume_from_seq: _builtins.int
+    """Resume an upload cut short: start at this chunk (same chunk_records).
+    Asking again for an epoch returns the same encodings, bit for bit.
+    """
     def __init__(
         self,
         *,
         epoch_id: _builtins.str = ...,
         ceremony_id: _builtins.str = ...,
         chunk_records: _builtins.int = ...,
+        resume_from_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ceremony_id", b"ceremony_id", "chunk_records", b"chunk_records", "epoch_id", b"epoch_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ceremony_id", b"ceremony_id", "chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "resume_from_seq", b"resume_from_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
