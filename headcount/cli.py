@@ -13,6 +13,8 @@ import click
 from headcount import config as config_mod
 from headcount.errors import ConfigError, HeadcountError
 from headcount.log import configure
+from headcount.register.cli import register
+from headcount.report.cli import report
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,53 @@ def _load(path: Path | None) -> config_mod.FederationConfig:
 config_option = click.option(
     "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
 )
+
+
+def _metrics_options(fn: Any) -> Any:
+    fn = click.option(
+        "--metrics-host",
+        default=None,
+        help="Address for --metrics-port (default: the config's metrics_host, 127.0.0.1).",
+    )(fn)
+    return click.option(
+        "--metrics-port",
+        default=None,
+        type=click.IntRange(0, 65535),
+        help="Serve Prometheus metrics over plain HTTP on this port "
+        "(default: the config's metrics_port; 0 turns them off).",
+    )(fn)
+
+
+def _probe(cfg: config_mod.FederationConfig, who: str, timeout_s: float) -> None:
+    """Ask ``who`` (a party or "coordinator") for its gRPC health over mutual TLS,
+    using its own certificate; PeerUnavailable (exit 1) unless it is serving."""
+    from headcount import rpc, tls
+
+    if who == "coordinator":
+        address, cred = cfg.coordinator.address, cfg.coordinator.tls
+    else:
+        p = cfg.party(who)
+        address, cred = p.address, p.tls
+    credentials = tls.channel_credentials(cred.cert, cred.key, cfg.ca_cert)
+    channel = rpc.secure_channel(address, credentials, max_message_bytes=cfg.max_message_bytes)
+    with channel:
+        rpc.wait_healthy(channel, who, timeout_s=timeout_s)
+    click.echo(f"{who} at {address}: serving")
+
+
+timeout_option = click.option(
+    "--timeout",
+    "timeout_s",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds to wait for an answer.",
+)
+
+
+def _log_json() -> bool:
+    """Whether ``headcount --log-json`` was given, for a server re-labelling its logs."""
+    return bool(click.get_current_context().find_root().params.get("log_json", False))
 
 
 class _Group(click.Group):
@@ -66,6 +115,10 @@ def cli(log_level: str, log_json: bool) -> None:
     configure(log_level, json_lines=log_json)
 
 
+def _csv_option(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 # -- federation ------------------------------------------------------------------
 @cli.group(cls=_Group)
 def federation() -> None:
@@ -83,7 +136,33 @@ def federation() -> None:
     help="Paillier modulus size (1024 is for tests only).",
 )
 @click.option("--base-port", default=0, type=int, help="First loopback port (default: free ports).")
-def federation_init(directory: Path, name: str, paillier_bits: str, base_port: int) -> None:
+@click.option(
+    "--service-hosts",
+    is_flag=True,
+    help="Address each process by its own name (education:PORT, ...), as on a container "
+    "network (docker/compose.yaml), instead of 127.0.0.1.",
+)
+@click.option(
+    "--periods",
+    default="",
+    help="Comma-separated period labels, e.g. 2024,2025,2026: each period department "
+    "then takes part once per period (immigration-2024, ...).",
+)
+@click.option(
+    "--period-departments",
+    default="education,immigration",
+    show_default=True,
+    help="Departments that supply one snapshot per period.",
+)
+def federation_init(
+    directory: Path,
+    name: str,
+    paillier_bits: str,
+    base_port: int,
+    service_hosts: bool,
+    periods: str,
+    period_departments: str,
+) -> None:
     """Create a federation CA, one certificate per party, coordinator, operator
     and analyst (role and name inside each certificate), and federation.toml."""
     from headcount.federation import InitOptions, init_federation
@@ -92,14 +171,20 @@ def federation_init(directory: Path, name: str, paillier_bits: str, base_port: i
     cfg = init_federation(
         directory,
         InitOptions(
-            name=name, paillier_bits=bits, insecure_test_keys=bits < 2048, base_port=base_port
+            name=name,
+            paillier_bits=bits,
+            insecure_test_keys=bits < 2048,
+            base_port=base_port,
+            service_hosts=service_hosts,
+            periods=_csv_option(periods),
+            period_departments=_csv_option(period_departments),
         ),
     )
     click.echo(f"federation {cfg.name!r} created in {directory}")
     click.echo(f"  config:      {directory / 'federation.toml'}")
     click.echo(f"  coordinator: {cfg.coordinator.address}")
     for p in cfg.parties:
-        click.echo(f"  {p.name:<12} {p.address}   data: {p.data}")
+        click.echo(f"  {p.name:<18} {p.address}   data: {p.data}")
     click.echo("Put each department's file at its data path, then start the nodes.")
 
 
@@ -122,15 +207,32 @@ def federation_init(directory: Path, name: str, paillier_bits: str, base_port: i
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory for the CSV files.",
 )
-def synth(people: int, seed: int, out_dir: Path) -> None:
+@click.option(
+    "--years",
+    default="",
+    help="Comma-separated years, e.g. 2024,2025,2026: one evolving population with a "
+    "snapshot per year for education and immigration (education-2024.csv, ...), as "
+    "`federation init --periods` expects.",
+)
+def synth(people: int, seed: int, out_dir: Path, years: str) -> None:
     """Write a synthetic population: one CSV per department plus ground_truth.csv.
 
     Households of children and adults across local authorities, realistic
     coverage per department and recording errors. Keep ground_truth.csv away
     from the nodes: it exists only to evaluate linkage and released counts.
     """
-    from headcount.synth import generate_population
+    from headcount.synth import generate_periods, generate_population
 
+    if years:
+        try:
+            chosen = tuple(int(y) for y in _csv_option(years))
+        except ValueError:
+            raise click.BadParameter("years are numbers, e.g. 2024,2025,2026") from None
+        many = generate_periods(people, seed, out_dir, years=chosen, progress=True)
+        click.echo(f"{many.people} people over {len(many.years)} years -> {out_dir}")
+        for party, n in many.records.items():
+            click.echo(f"  {party:<18} {n:>8} records")
+        return
     summary = generate_population(people, seed, out_dir, progress=True)
     click.echo(f"{summary.people} people in {summary.households} households -> {out_dir}")
     for dept, n in summary.records.items():
@@ -146,14 +248,27 @@ def node() -> None:
 @node.command("serve")
 @config_option
 @click.option("--party", required=True, help="Which party this node is (e.g. education).")
-def node_serve(config_path: Path | None, party: str) -> None:
+@_metrics_options
+def node_serve(
+    config_path: Path | None, party: str, metrics_port: int | None, metrics_host: str | None
+) -> None:
     """Serve the PartyNode gRPC service (mutual TLS; only the coordinator may call)."""
     from party_node.server import serve
 
     cfg = _load(config_path)
-    configure(logging.getLevelName(logging.getLogger().level), name=party)
+    configure(logging.getLevelName(logging.getLogger().level), json_lines=_log_json(), name=party)
     logging.getLogger().setLevel(logging.INFO)
-    serve(cfg, cfg.party(party).name)
+    serve(cfg, cfg.party(party).name, metrics_port=metrics_port, metrics_host=metrics_host)
+
+
+@node.command("health")
+@config_option
+@click.option("--party", required=True, help="Which party's node to ask.")
+@timeout_option
+def node_health(config_path: Path | None, party: str, timeout_s: float) -> None:
+    """Exit 0 if PARTY's node answers the gRPC health check (a liveness probe,
+    e.g. for a container healthcheck; it uses the party's own certificate)."""
+    _probe(_load(config_path), party, timeout_s)
 
 
 @node.command("check")
@@ -170,7 +285,7 @@ def node_check(config_path: Path | None, party: str) -> None:
     cfg = _load(config_path)
     p = cfg.party(party)
     try:
-        data = load_department_file(p.data, p.name)
+        data = load_department_file(p.data, p.department, p.reference_date or cfg.reference_date)
     except DepartmentFileError as exc:
         click.echo(exc.detail, err=True)
         sys.exit(1)
@@ -185,13 +300,25 @@ def coordinator() -> None:
 
 @coordinator.command("serve")
 @config_option
-def coordinator_serve(config_path: Path | None) -> None:
+@_metrics_options
+def coordinator_serve(
+    config_path: Path | None, metrics_port: int | None, metrics_host: str | None
+) -> None:
     """Serve the Coordinator gRPC service (operator and analyst roles by certificate)."""
     from coordinator.server import serve
 
     cfg = _load(config_path)
-    configure("INFO", name="coordinator")
-    serve(cfg)
+    configure("INFO", json_lines=_log_json(), name="coordinator")
+    serve(cfg, metrics_port=metrics_port, metrics_host=metrics_host)
+
+
+@coordinator.command("health")
+@config_option
+@timeout_option
+def coordinator_health(config_path: Path | None, timeout_s: float) -> None:
+    """Exit 0 if the coordinator answers the gRPC health check (a liveness probe,
+    e.g. for a container healthcheck; it uses the coordinator's own certificate)."""
+    _probe(_load(config_path), "coordinator", timeout_s)
 
 
 # -- operator ----------------------------------------------------------------------------
@@ -603,12 +730,19 @@ def attack(names: tuple[str, ...], run_all: bool, list_only: bool, people: int, 
         seed=seed,
         progress=lambda m: click.echo(m, err=True),
     )
-    click.echo(f"{'attack':<27} {'attacker':<32} {'success':>7}  outcome")
+    click.echo(f"{'attack':<27} {'attacker':<32} {'success':>7} {'target':>7}  outcome")
     for r in results:
-        click.echo(f"{r.name:<27} {r.attacker:<32} {r.success_rate:7.1%}  {r.outcome}")
+        click.echo(
+            f"{r.name:<27} {r.attacker:<32} {r.success_rate:7.1%} {'<=' + f'{r.accepted:.0%}':>7}"
+            f"  {'' if r.defended else 'NOT DEFENDED: '}{r.outcome}"
+        )
         click.echo(f"{'':<27} knows: {r.knows}")
-    if any(r.success_rate > 0 for r in results):
+    if not all(r.defended for r in results):
         sys.exit(1)
+
+
+cli.add_command(register)  # the public transparency register (headcount/register/)
+cli.add_command(report)  # linkage quality reports (headcount/report/)
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -636,13 +770,57 @@ def attack(names: tuple[str, ...], run_all: bool, list_only: bool, people: int, 
     type=click.Choice(["1024", "2048", "3072"]),
     help="Paillier key size (1024 only for quick tests).",
 )
-def demo(people: int, seed: int, directory: Path, paillier_bits: str) -> None:
+@click.option(
+    "--register-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="Port of the transparency register while the demo runs (0: any free port).",
+)
+@click.option(
+    "--serve/--no-serve",
+    default=False,
+    show_default=True,
+    help="After the demo, keep serving the transparency register until Ctrl-C.",
+)
+@click.option(
+    "--longitudinal/--no-longitudinal",
+    default=True,
+    show_default=True,
+    help="Also run the children-across-time part (yearly snapshots as parties).",
+)
+def demo(
+    people: int,
+    seed: int,
+    directory: Path,
+    paillier_bits: str,
+    register_port: int,
+    serve: bool,
+    longitudinal: bool,
+) -> None:
     """Run a whole federation on this machine: CA, synthetic population, four
-    party nodes and a coordinator as separate processes, key ceremony, one
-    linkage epoch and the demo queries; print the protected tables; stop."""
+    party nodes, a coordinator and the transparency register as separate
+    processes, key ceremony, one linkage epoch, the demo queries, the linkage
+    quality report and the children-across-time tables; print the protected
+    tables and where the report and register are; stop (or, with --serve, keep
+    serving the register)."""
     from headcount.demo import run_demo
+    from headcount.register.server import serve as serve_register
 
-    run_demo(directory, people=people, seed=seed, paillier_bits=int(paillier_bits), echo=click.echo)
+    result = run_demo(
+        directory,
+        people=people,
+        seed=seed,
+        paillier_bits=int(paillier_bits),
+        register_port=register_port,
+        longitudinal=longitudinal,
+        echo=click.echo,
+    )
+    if serve and result.register is not None:
+        serve_register(
+            result.register.parent,
+            port=register_port or 8088,
+            ready=lambda url: click.echo(f"transparency register at {url} (Ctrl-C to stop)"),
+        )
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,11 +31,16 @@ from headcount.departments import ADULT_AGE_BANDS
 from headcount.errors import BudgetExhausted, FailedPrecondition, PeerUnavailable, PolicyRefused
 from headcount.federation import CONFIG_NAME, InitOptions, init_federation
 from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
+from headcount.register import build_register
 from headcount.synth import REFERENCE_DATE, generate_population
 from headcount.wire import coordinator_pb2
 
 MARKER = ".headcount-demo"
 READY_TIMEOUT_S = 180.0
+STEPS = 8
+# Each department's privacy budget per epoch: the four questions spend 2.0 at
+# education, and the quality report's subgroup link rates 1.2 more.
+DEMO_EPOCH_BUDGET = 3.5
 
 DEMO_PROJECT = "childrens-commissioner-2026"
 DEMO_PROJECT_TITLE = "Children's Commissioner: children across departments"
@@ -121,6 +127,9 @@ class DemoResult:
     releases: dict[int, Release] = field(default_factory=dict)  # by query number, from 1
     refusals: dict[int, str] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    quality_report: Path | None = None  # the epoch's linkage quality report (HTML)
+    register: Path | None = None  # index.html of the transparency register
+    register_url: str = ""  # where the register was served while the demo ran
 
 
 def _prepare(directory: Path) -> None:
@@ -136,7 +145,7 @@ def _prepare(directory: Path) -> None:
 
 @contextmanager
 def _processes(
-    cfg_path: Path, cfg: FederationConfig, logs: Path
+    cfg_path: Path, cfg: FederationConfig, logs: Path, register: tuple[Path, int]
 ) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
     logs.mkdir(exist_ok=True)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -160,6 +169,32 @@ def _processes(
                     "coordinator",
                     subprocess.Popen(
                         [*cmd, "coordinator", "serve", "--config", str(cfg_path)],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+            )
+        # The public transparency register, rebuilt from the audit log as the
+        # demo runs (the same command docker/compose.yaml runs).
+        site, port = register
+        with (logs / "register.log").open("wb") as out:
+            procs.append(
+                (
+                    "register",
+                    subprocess.Popen(
+                        [
+                            *cmd,
+                            "register",
+                            "serve",
+                            "--config",
+                            str(cfg_path),
+                            "--out",
+                            str(site),
+                            "--port",
+                            str(port),
+                            "--rebuild-every",
+                            "2",
+                        ],
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     ),
@@ -221,27 +256,30 @@ def run_demo(
     people: int = 20_000,
     seed: int = 2026,
     paillier_bits: int = 2048,
+    register_port: int = 0,
+    longitudinal: bool = True,
     echo: Callable[[str], None] = lambda _: None,
 ) -> DemoResult:
     started = time.monotonic()
     directory = directory.resolve()
     _prepare(directory)
     result = DemoResult(directory, people)
-    steps = tqdm(total=6, desc="demo", unit="step", file=sys.stderr, leave=False)
+    steps = tqdm(total=STEPS, desc="demo", unit="step", file=sys.stderr, leave=False)
 
-    echo(f"1/6 federation: CA and certificates in {directory}")
+    echo(f"1/{STEPS} federation: CA and certificates in {directory}")
     cfg = init_federation(
         directory,
         InitOptions(
             paillier_bits=paillier_bits,
             insecure_test_keys=paillier_bits < 2048,
             reference_date=REFERENCE_DATE,
+            epsilon_per_epoch=DEMO_EPOCH_BUDGET,
         ),
     )
     cfg_path = directory / CONFIG_NAME
     steps.update()
 
-    echo(f"2/6 synthetic population: {people} people, seed {seed}")
+    echo(f"2/{STEPS} synthetic population: {people} people, seed {seed}")
     summary = generate_population(people, seed, directory / "data")
     evaluation = directory / "evaluation"
     evaluation.mkdir()
@@ -249,17 +287,24 @@ def run_demo(
     echo("    records: " + ", ".join(f"{d} {n}" for d, n in summary.records.items()))
     steps.update()
 
-    echo("3/6 starting 4 party nodes and the coordinator (mutual TLS on loopback)")
+    echo(
+        f"3/{STEPS} starting 4 party nodes, the coordinator (mutual TLS on loopback) "
+        "and the transparency register"
+    )
     logs = directory / "logs"
-    with _processes(cfg_path, cfg, logs) as procs:
+    register_dir = directory / "register"
+    port = register_port or _free_port()
+    result.register_url = f"http://127.0.0.1:{port}/"
+    with _processes(cfg_path, cfg, logs, (register_dir, port)) as procs:
         with Client(cfg) as operator:
             wait_for_federation(operator, procs, logs, READY_TIMEOUT_S)
+            echo(f"    transparency register: {result.register_url} (while the demo runs)")
             steps.update()
-            echo("4/6 key ceremony")
+            echo(f"4/{STEPS} key ceremony")
             ceremony = operator.run_ceremony()
             echo(f"    ceremony {ceremony.ceremony_id[:12]}: every node derived the same secret")
             steps.update()
-            echo("5/6 linkage epoch")
+            echo(f"5/{STEPS} linkage epoch")
             linkage = operator.run_linkage()
             result.records = dict(linkage.records)
             echo(link_table(linkage.pairs))
@@ -267,7 +312,8 @@ def run_demo(
             steps.update()
         analyst_name = cfg.analysts[0].name
         echo(
-            f"6/6 project {DEMO_PROJECT!r}: proposed by {analyst_name!r}, approved by each steward"
+            f"6/{STEPS} project {DEMO_PROJECT!r}: proposed by {analyst_name!r}, "
+            "approved by each steward"
         )
         with Client(cfg, analyst=analyst_name) as analyst:
             analyst.propose_project(
@@ -296,7 +342,30 @@ def run_demo(
                 release.table.to_csv(releases_dir / f"q{i}.csv", index=False)
                 echo(format_release(release))
         steps.update()
-        steps.close()
+
+        echo(f"7/{STEPS} linkage quality report (subgroup link rates as protected queries)")
+        from headcount.report import build_quality_report
+
+        result.quality_report = build_quality_report(
+            cfg, directory / "reports", project_id=DEMO_PROJECT, subgroups=True
+        )
+        echo(f"    linkage quality report: {result.quality_report}")
+        steps.update()
+    result.register = build_register(cfg, register_dir)
+
+    if longitudinal:
+        echo(f"8/{STEPS} children across time (yearly snapshots as parties)")
+        from headcount.longitudinal import run_longitudinal_demo
+
+        run_longitudinal_demo(
+            directory / "longitudinal",
+            people=people,
+            seed=seed,
+            paillier_bits=paillier_bits,
+            echo=echo,
+        )
+    steps.update()
+    steps.close()
     result.wall_time_s = time.monotonic() - started
     (directory / "releases" / "summary.json").write_text(
         json.dumps(
@@ -321,9 +390,19 @@ def run_demo(
     )
     echo(
         f"done in {result.wall_time_s:.0f} s; tables in {releases_dir}, "
-        f"logs in {directory / 'logs'}"
+        f"logs in {directory / 'logs'}\n"
+        f"  linkage quality report: {result.quality_report}\n"
+        f"  transparency register:  {result.register} "
+        f"(serve it with `headcount register serve --config {cfg_path} --out {register_dir}`, "
+        "or run the demo with --serve)"
     )
     return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:

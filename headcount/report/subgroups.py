@@ -1,0 +1,289 @@
+"""Link rates by subgroup, from ordinary protected queries.
+
+Whether a child's records link can depend on who the child is: names
+transliterated in several ways, dates of birth recorded differently, families
+that move often. Linkage error that differs between groups biases every count
+built on the links, against exactly the children who most need to be seen.
+
+The coordinator cannot measure this: subgroups are department attributes it
+must never see. And no node may be told which of its records are linked
+elsewhere (that would be a lookup). So the rates are asked for as what any
+analyst may ask for, through the hop chain, under an approved project, charged
+to each department's privacy budget: a two-way table of department A's
+records by A's own attribute (``population_group_by``) against department B.
+Its "not known to B" row (`headcount.query.unlinked_group`) counts, per
+subgroup of A, the records with no link into B, and the column margin counts
+all of A's records in the subgroup, so
+
+    link rate(subgroup) = 1 - unlinked / total,
+
+both numbers noisy (discrete Laplace, added under encryption) and rounded or
+suppressed by the decrypting node before release. The rate is therefore an
+*estimate from protected counts*; `SubgroupRate.half_width` says roughly how
+far noise and rounding may move it.
+
+By default B is grouped by nothing (one "linked" cell): the margin is then
+the sum of only two noisy cells, which keeps the noise on the rate smallest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from headcount.client import Client, Release
+from headcount.config import FederationConfig
+from headcount.errors import BudgetExhausted, InvalidRequest, PolicyRefused
+from headcount.protect.sdc import RELEASED, TOTAL, SdcPolicy
+from headcount.query import QuerySpec, unlinked_group
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POPULATIONS: tuple[str, ...] = ("education", "health")
+DEFAULT_ATTRIBUTES: tuple[str, ...] = ("age_band", "sex", "local_authority")
+# Per query: with four departments, 18 queries cost education and health 1.2
+# each (9 of their own, 3 as the other's partner) and the other two 0.6 each.
+DEFAULT_EPSILON = 0.1
+DEFAULT_MAX_QUERIES = 18
+PURPOSE = (
+    "Linkage quality report: measure whether {population} records link to {partner} "
+    "at different rates across {attribute}, since linkage error that differs between "
+    "groups biases counts of the children most in need of being seen."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubgroupPlan:
+    """Which subgroup link rates to ask for, and what each query may spend.
+
+    ``populations``: departments whose records are counted (A); those not in
+    the federation are skipped. ``partners``: departments linked into (B);
+    empty means every other department. ``attributes``: A's own attributes to
+    break down by, one query each. ``partner_attribute``: B's attribute the
+    linked records are grouped by ("" = one linked cell, the least noisy).
+    ``epsilon``: spent per query, by every department in it. ``max_queries``:
+    at most this many queries are run, in plan order.
+
+    Raises:
+        InvalidRequest: a non-positive epsilon or query count.
+    """
+
+    populations: tuple[str, ...] = DEFAULT_POPULATIONS
+    attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
+    partners: tuple[str, ...] = ()
+    partner_attribute: str = ""
+    epsilon: float = DEFAULT_EPSILON
+    max_queries: int = DEFAULT_MAX_QUERIES
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.epsilon) or self.epsilon <= 0:
+            raise InvalidRequest("the subgroup queries' epsilon must be > 0")
+        if self.max_queries < 1:
+            raise InvalidRequest("max_queries must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SubgroupQuery:
+    """One query: A's records by A's ``attribute``, linked or not into B."""
+
+    population: str
+    partner: str
+    attribute: str
+    partner_attribute: str = ""
+
+
+def plan_queries(federation: FederationConfig, plan: SubgroupPlan) -> list[SubgroupQuery]:
+    """The queries ``plan`` asks for in this federation, at most ``plan.max_queries``.
+
+    An attribute the population's node has not approved for grouping is
+    skipped (the node would refuse it anyway).
+    """
+    names = federation.party_names
+    out: list[SubgroupQuery] = []
+    for population in plan.populations:
+        if population not in names:
+            continue
+        approved = set(federation.party(population).approved_attributes)
+        partners = [p for p in (plan.partners or names) if p in names and p != population]
+        for partner in partners:
+            for attribute in plan.attributes:
+                if attribute in approved:
+                    out.append(
+                        SubgroupQuery(population, partner, attribute, plan.partner_attribute)
+                    )
+    return out[: plan.max_queries]
+
+
+@dataclass(frozen=True, slots=True)
+class SubgroupRate:
+    """The link rate of one subgroup, estimated from protected counts.
+
+    ``total``: released count of A's records in the subgroup (None: withheld).
+    ``unlinked``: released count of those with no link into B (None: withheld).
+    ``rate``: ``1 - unlinked / total``, clipped to [0, 1]; None when either is
+    withheld. ``half_width``: approximate 95% half-width of the rate from the
+    noise scale and rounding (None with the rate). ``note`` explains a gap.
+    """
+
+    group: str
+    total: int | None
+    unlinked: int | None
+    rate: float | None
+    half_width: float | None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "total": self.total,
+            "unlinked": self.unlinked,
+            "rate": None if self.rate is None else round(self.rate, 4),
+            "half_width": None if self.half_width is None else round(self.half_width, 4),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SubgroupResult:
+    """A subgroup query's released rates, or why it was not answered."""
+
+    query: SubgroupQuery
+    rates: tuple[SubgroupRate, ...] = ()
+    query_id: str = ""
+    epsilon: float = 0.0
+    noise_scale: float = 0.0
+    refused: str = ""  # the reason, when the federation refused the query
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "population": self.query.population,
+            "partner": self.query.partner,
+            "attribute": self.query.attribute,
+            "partner_attribute": self.query.partner_attribute,
+            "query_id": self.query_id,
+            "epsilon": self.epsilon,
+            "noise_scale": self.noise_scale,
+            "refused": self.refused,
+            "rates": [r.to_json() for r in self.rates],
+        }
+
+
+def query_spec(query: SubgroupQuery, project_id: str, epsilon: float) -> QuerySpec:
+    """The protected two-way query behind one subgroup result."""
+    return QuerySpec(
+        purpose=PURPOSE.format(
+            population=query.population, partner=query.partner, attribute=query.attribute
+        ),
+        title=(
+            f"Linkage quality: {query.population} records by {query.attribute}, "
+            f"linked to {query.partner} or not"
+        ),
+        population_party=query.population,
+        population_group_by=query.attribute,
+        group_party=query.partner,
+        group_by=query.partner_attribute,
+        epsilon=epsilon,
+        project_id=project_id,
+    )
+
+
+def _noise_sd(noise_scale: float, cells: int, rounding_base: int) -> float:
+    """Standard deviation of a released sum of ``cells`` noisy cells, rounded once.
+
+    Discrete Laplace with scale b has variance about 2 b^2; rounding to a
+    multiple of ``base`` adds at most base^2 / 12 (uniform error).
+    """
+    return math.sqrt(cells * 2.0 * noise_scale**2 + rounding_base**2 / 12.0)
+
+
+def rates_from_release(
+    table: pd.DataFrame,
+    query: SubgroupQuery,
+    *,
+    noise_scale: float,
+    policy: SdcPolicy,
+) -> tuple[SubgroupRate, ...]:
+    """Per-subgroup link rates from a released two-way table (`Client.query`'s frame).
+
+    ``table`` has columns ``group`` (B's categories, "not known to B", "Total"),
+    ``query.attribute`` (A's subgroups, "Total"), ``count`` and ``status``.
+
+    Raises:
+        InvalidRequest: the table lacks the subgroup column or the unlinked row.
+    """
+    attribute = query.attribute
+    if attribute not in table.columns:
+        raise InvalidRequest(f"the release is not broken down by {attribute!r}")
+    unlinked_label = unlinked_group(query.partner)
+    if not (table["group"] == unlinked_label).any():
+        raise InvalidRequest(f"the release has no {unlinked_label!r} row")
+    linked_groups = {g for g in table["group"] if g not in (unlinked_label, TOTAL)}
+    # The margin is the sum of the linked cells and the unlinked cell.
+    margin_cells = len(linked_groups) + 1
+    subgroups = [g for g in dict.fromkeys(table[attribute]) if g != TOTAL]
+
+    def cell(group: str, column: str) -> int | None:
+        rows = table[(table["group"] == group) & (table[attribute] == column)]
+        if rows.empty or rows["status"].iloc[0] != RELEASED:
+            return None
+        return int(rows["count"].iloc[0])
+
+    out: list[SubgroupRate] = []
+    for g in subgroups:
+        total, unlinked = cell(TOTAL, g), cell(unlinked_label, g)
+        if not total:
+            out.append(SubgroupRate(g, None, unlinked, None, None, "subgroup total suppressed"))
+            continue
+        if unlinked is None:
+            out.append(
+                SubgroupRate(
+                    g, total, None, None, None, f"unlinked count withheld (< {policy.threshold})"
+                )
+            )
+            continue
+        rate = min(1.0, max(0.0, 1.0 - unlinked / total))
+        sd_unlinked = _noise_sd(noise_scale, 1, policy.rounding_base)
+        sd_total = _noise_sd(noise_scale, margin_cells, policy.rounding_base)
+        # Delta method for 1 - U / T.
+        sd_rate = math.sqrt((sd_unlinked / total) ** 2 + (unlinked * sd_total / total**2) ** 2)
+        out.append(SubgroupRate(g, total, unlinked, rate, 1.96 * sd_rate))
+    return tuple(out)
+
+
+def run_subgroup_queries(
+    client: Client,
+    queries: Sequence[SubgroupQuery],
+    *,
+    project_id: str,
+    epsilon: float,
+    policy: SdcPolicy,
+) -> list[SubgroupResult]:
+    """Ask each query as the analyst behind ``client``; a refusal is a result.
+
+    A query refused by policy or budget is reported with its reason rather
+    than stopping the report (a spent budget is the protection working).
+    """
+    results: list[SubgroupResult] = []
+    for q in queries:
+        try:
+            release: Release = client.query(query_spec(q, project_id, epsilon))
+        except (PolicyRefused, BudgetExhausted) as exc:
+            log.info("subgroup query %s x %s by %s refused", q.population, q.partner, q.attribute)
+            results.append(SubgroupResult(q, refused=str(exc)))
+            continue
+        rates = rates_from_release(release.table, q, noise_scale=release.noise_scale, policy=policy)
+        results.append(
+            SubgroupResult(
+                q,
+                rates,
+                query_id=release.query_id,
+                epsilon=release.epsilon,
+                noise_scale=release.noise_scale,
+            )
+        )
+    return results

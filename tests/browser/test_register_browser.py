@@ -1,0 +1,230 @@
+"""The transparency register in a real browser (Debian Chromium driven by Playwright).
+
+The site is built from the audit log of an in-process federation, served by
+the register's own server on a free loopback port, and read by Chromium: the
+pages load under their Content-Security-Policy with styles applied, tables
+render with the expected rows and cells, and a tampered copy of the log shows
+the FAILED banner. Screenshots are kept as test artefacts
+($HEADCOUNT_TEST_ARTIFACTS, else the test's tmp_path).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Generator, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import make_federation
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from headcount.client import Client
+from headcount.query import QuerySpec
+from headcount.register import build_register, load_register, make_server
+from headcount.register.model import Register
+
+PROJECT = "school-support-2026"
+HOSTILE_PURPOSE = 'Count pupils <script>alert("x")</script> by immigration status'
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OK_GREEN = "rgb(218, 251, 225)"  # .banner.ok background: proves the stylesheet applied
+FAIL_RED = "rgb(255, 235, 233)"  # .banner.fail background
+
+
+@dataclass(frozen=True)
+class Site:
+    url: str
+    register: Register
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        pytest.fail(
+            f"Chromium not found (looked for `chromium` on PATH and {path}). The browser "
+            "tests need it: apt-get install -y --no-install-recommends chromium "
+            "(.ci/run installs it in CI)."
+        )
+    return path
+
+
+def _artefacts(tmp_path: Path) -> Path:
+    directory = Path(os.environ.get("HEADCOUNT_TEST_ARTIFACTS") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _serve(site: Path) -> Generator[str, None, None]:
+    server = make_server(site, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site]]:
+    """(the register of a verified log, the register of a tampered copy), both served."""
+    base = tmp_path_factory.mktemp("register-browser")
+    fed = make_federation(base / "fed", require_projects=True)
+    try:
+        with fed.operator() as op:
+            op.run_ceremony()
+            op.run_linkage()
+        with fed.analyst() as analyst:
+            analyst.propose_project(
+                PROJECT,
+                "School support",
+                "Plan school support by immigration status and GP registration.",
+                ["education", "health", "immigration"],
+                dt.date.today() + dt.timedelta(days=60),
+            )
+        for party in ("education", "health", "immigration"):
+            with Client(fed.config, steward=party) as steward:
+                steward.approve_project(PROJECT)
+        with fed.analyst() as analyst:
+            for purpose, group_party, group_by in (
+                (HOSTILE_PURPOSE, "immigration", "immigration_status"),
+                ("Pupils by GP registration, to plan school nursing", "health", "gp_registered"),
+            ):
+                analyst.query(
+                    QuerySpec(purpose, "education", group_party, group_by, project_id=PROJECT)
+                )
+        good, bad = base / "good.sqlite", base / "tampered.sqlite"
+        for target in (good, bad):
+            with (
+                closing(sqlite3.connect(fed.config.coordinator.database)) as src,
+                closing(sqlite3.connect(target)) as dst,
+            ):
+                src.backup(dst)
+        cfg = fed.config
+    finally:
+        fed.stop()
+    with closing(sqlite3.connect(bad)) as conn:
+        seq, body = conn.execute(
+            "SELECT seq, body FROM audit_events WHERE kind = 'release' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        edited = json.loads(body)
+        edited["table"]["total"] = 999_999
+        conn.execute("DROP TRIGGER audit_events_no_update")
+        conn.execute("UPDATE audit_events SET body = ? WHERE seq = ?", (json.dumps(edited), seq))
+        conn.commit()
+    build_register(cfg, base / "good", db_path=good)
+    build_register(cfg, base / "bad", db_path=bad)
+    serving_good, serving_bad = _serve(base / "good"), _serve(base / "bad")
+    good_url, bad_url = next(serving_good), next(serving_bad)
+    try:
+        yield (
+            Site(good_url, load_register(cfg, good)),
+            Site(bad_url, load_register(cfg, bad)),
+        )
+    finally:
+        for gen in (serving_good, serving_bad):
+            gen.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = _chromium()
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _background(page: Page, selector: str) -> str:
+    return str(page.eval_on_selector(selector, "e => getComputedStyle(e).backgroundColor"))
+
+
+def test_register_loads_and_its_tables_render(
+    sites: tuple[Site, Site], page: Page, tmp_path: Path
+) -> None:
+    site = sites[0]
+    problems: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if message.type == "error" and "favicon" not in message.text:
+            problems.append(message.text)
+
+    page.on("console", note)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    response = page.goto(site.url)
+    assert response is not None and response.status == 200
+    assert page.title().startswith("Transparency register")
+    banner = page.locator("#verification")
+    assert "Audit log verified" in banner.inner_text()
+    assert _background(page, "#verification") == OK_GREEN  # the stylesheet passed the CSP
+    assert page.locator("script").count() == 0
+    # Projects, budgets per department, queries: rows and cells.
+    assert page.locator("#projects-table tbody tr").count() == 1
+    assert page.locator("#projects-table tbody tr td").count() == 7
+    (epoch,) = site.register.epochs
+    budget_rows = page.locator(f"#budget-{epoch.seq} tbody tr")
+    assert budget_rows.count() == 4
+    assert budget_rows.nth(0).locator("td").count() == 5
+    assert page.locator("meter").count() == 4
+    queries = page.locator("#queries-table tbody tr")
+    assert queries.count() == len(site.register.queries) == 2
+    assert queries.nth(0).locator("td").count() == 8
+    assert HOSTILE_PURPOSE in queries.nth(0).inner_text()  # shown as text, never run
+    page.screenshot(path=str(_artefacts(tmp_path) / "register-index.png"), full_page=True)
+    # A query's own page, reached by its link: the released table in full.
+    queries.nth(0).locator("a").first.click()
+    page.wait_for_load_state()
+    query = site.register.queries[0]
+    assert page.url.endswith(query.page)
+    assert query.table is not None
+    assert page.locator("#purpose").inner_text() == HOSTILE_PURPOSE
+    assert page.locator("#released-table tbody tr").count() == len(query.table.cells)
+    assert page.locator("#released-table tfoot td").first.inner_text() == "Total"
+    page.screenshot(path=str(_artefacts(tmp_path) / "register-query.png"), full_page=True)
+    assert problems == []
+
+
+def test_tampered_log_shows_failing_verification(
+    sites: tuple[Site, Site], page: Page, tmp_path: Path
+) -> None:
+    site = sites[1]
+    page.goto(site.url)
+    banner = page.locator("#verification")
+    text = banner.inner_text()
+    assert "Verification FAILED" in text
+    assert "Audit log verified" not in page.content()
+    bad = site.register.verification.first_bad_seq
+    assert bad is not None
+    assert page.locator("#first-bad").inner_text() == f"event #{bad} (release)"
+    assert _background(page, "#verification") == FAIL_RED
+    assert page.locator("#queries-table tbody tr.unverified").count() == 2
+    page.screenshot(path=str(_artefacts(tmp_path) / "register-tampered.png"), full_page=True)
+    page.goto(site.url + "events.html")
+    assert page.locator("#events-table tbody tr.unverified").count() >= 1
+    assert "first bad event" in page.locator("#events-table").inner_text()
