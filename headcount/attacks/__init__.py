@@ -30,10 +30,20 @@ class AttackResult:
     outcome: str  # what happened, in a sentence
     success_rate: float  # measured share of the attacker's goals achieved, 0-1
     attempts: int = 1
+    # The residual success the defaults are designed to allow: 0 for attacks
+    # that must be refused outright, a stated target for measured ones.
+    accepted: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.success_rate <= 1.0:
             raise ValueError("success_rate is in [0, 1]")
+        if not 0.0 <= self.accepted <= 1.0:
+            raise ValueError("accepted is in [0, 1]")
+
+    @property
+    def defended(self) -> bool:
+        """Whether the attack stayed within what the defaults allow."""
+        return self.success_rate <= self.accepted
 
 
 Attack = Callable[[LocalFederation], AttackResult]
@@ -44,7 +54,16 @@ ATTACK_PROJECT = "attack-suite"
 
 
 def _registry() -> dict[str, Attack]:
-    from headcount.attacks import audit, encodings, policy, protocol
+    from headcount.attacks import (
+        audit,
+        clk_frequency,
+        clk_graph,
+        clk_patterns,
+        differencing,
+        encodings,
+        policy,
+        protocol,
+    )
 
     return {
         "no-project": policy.no_project,
@@ -52,13 +71,18 @@ def _registry() -> dict[str, Attack]:
         "near-unique-group-by": policy.near_unique_group_by,
         "probe-upload": policy.probe_upload,
         "tracker": policy.tracker,
+        "differencing": differencing.differencing,
         "forged-certificate": protocol.forged_certificate,
         "impersonation": protocol.impersonation,
         "replayed-ceremony": protocol.replayed_ceremony,
         "reordered-chunks": protocol.reordered_chunks,
+        "replayed-epoch": protocol.replayed_epoch,
         "unannounced-query": protocol.unannounced_query,
         "audit-tampering": audit.tampering,
         "dictionary-without-secret": encodings.dictionary_without_secret,
+        "clk-frequency": clk_frequency.frequency,
+        "clk-pattern-mining": clk_patterns.pattern_mining,
+        "clk-graph-matching": clk_graph.graph_matching,
     }
 
 

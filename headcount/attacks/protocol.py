@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from headcount import tls
-from headcount.attacks import AttackResult
+from headcount.attacks import ATTACK_PROJECT, AttackResult
 from headcount.crypto import ceremony
 from headcount.errors import InvalidProof
 from headcount.local import LocalFederation
@@ -117,6 +117,9 @@ def reordered_chunks(fed: LocalFederation) -> AttackResult:
             "purpose": purpose,
             "parties": ["education", "immigration"],
             "epsilon": 0.1,
+            # Cite the approved project, so the node meets the reordering
+            # rather than refusing for want of a project.
+            "project_id": ATTACK_PROJECT,
         },
     )
     header = party_node_pb2.HopHeader(
@@ -151,4 +154,50 @@ def unannounced_query(fed: LocalFederation) -> AttackResult:
         "coordinator",
         "valid coordinator credentials",
         lambda: list(stub.EncryptIndicators(request, timeout=TIMEOUT_S)),
+    )
+
+
+def replayed_epoch(fed: LocalFederation) -> AttackResult:
+    """A coordinator replays a node's tokens from an earlier epoch in a hop of the
+    current one, hoping to line up a person's records across epochs."""
+    coordinator = fed.coordinator.coordinator
+    earlier = coordinator.store.latest_epoch()
+    old_tokens = coordinator.store.tokens(earlier, "immigration")[:5]
+    with fed.operator() as op:
+        current = op.run_linkage().epoch_id
+    purpose = "Attack suite: tokens replayed from an earlier epoch."
+    coordinator.log(
+        "query",
+        {
+            "query_id": "replayed-epoch",
+            "epoch_id": current,
+            "purpose": purpose,
+            "parties": ["education", "immigration"],
+            "epsilon": 0.1,
+            "project_id": ATTACK_PROJECT,
+        },
+    )
+    n_bytes = fed.nodes["education"].node.identity().paillier_n
+    width = 2 * len(n_bytes)
+    header = party_node_pb2.HopHeader(
+        query_id="replayed-epoch",
+        epoch_id=current,
+        paillier_n=n_bytes,
+        epsilon=0.1,
+        purpose=purpose,
+        expected_records=coordinator.store.epoch(current).records["immigration"],
+    )
+    chunk = party_node_pb2.CiphertextChunk(
+        seq=0,
+        tokens=old_tokens,
+        ciphertexts=[(2).to_bytes(width, "big")] * len(old_tokens),
+        last=True,
+    )
+    requests = [party_node_pb2.HopInput(header=header), party_node_pb2.HopInput(chunk=chunk)]
+    stub = _coordinator_stub(fed, "immigration")
+    return _refused(
+        "replayed-epoch",
+        "coordinator",
+        "a node's tokens from the previous epoch",
+        lambda: stub.AggregateByGroup(iter(requests), timeout=TIMEOUT_S),
     )

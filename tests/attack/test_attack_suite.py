@@ -7,11 +7,28 @@ import pytest
 from headcount.attacks import attack_names, run_attacks
 from headcount.errors import InvalidRequest
 
+# Attacks whose residual success is measured rather than refused outright, with
+# the most each may achieve against the defaults. Differencing reports its
+# advantage over guessing with no query, from 400 noisy repetitions (sampling
+# error about 2 points). The attacks on stored CLKs report the share of records
+# re-identified; the target for graph matching is at most 1%.
+RESIDUAL = {
+    "differencing": 0.10,
+    "clk-frequency": 0.01,
+    "clk-pattern-mining": 0.01,
+    "clk-graph-matching": 0.01,
+}
+
 
 def test_every_attack_fails_against_the_defaults() -> None:
     results = run_attacks([], people=2000, seed=3)
     assert [r.name for r in results] == attack_names()
     for r in results:
+        # An attack may not loosen its own target beyond what is agreed here.
+        assert r.accepted <= RESIDUAL.get(r.name, 0.0), r.name
+        if r.name in RESIDUAL:
+            assert r.defended, (r.name, r.outcome)
+            continue
         assert r.success_rate == 0.0, (r.name, r.outcome)
         assert r.outcome.startswith(("refused", "0 ", "5 of 5")) or "refused" in r.outcome, r
 

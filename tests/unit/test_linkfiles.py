@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from headcount.cli import cli
 from headcount.errors import InvalidInput
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA
 from headcount.linkfiles import link_files
 from headcount.synth import generate_population
 
@@ -34,7 +35,7 @@ def test_two_files_match_ground_truth(data: Path, tmp_path: Path) -> None:
     # Exact match-key links may score below the Dice threshold (a moved
     # address, a nickname); the rest are CLK links at or above it.
     assert ((scores >= 0) & (scores <= 1)).all()
-    assert (scores >= 0.8).mean() >= 0.95
+    assert (scores >= DEFAULT_LINKAGE_SCHEMA.threshold).mean() >= 0.95
     truth = pd.read_csv(data / "ground_truth.csv", dtype=str, keep_default_na=False)
     true_pairs = {
         (e, h) for e, h in zip(truth.education_id, truth.health_id, strict=True) if e and h
