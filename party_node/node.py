@@ -163,11 +163,33 @@ class PartyNode:
 
     # -- audit replica -------------------------------------------------------------
     def sync_audit(self, events: Sequence[AuditEvent]) -> tuple[int, str]:
-        """Append events after this replica's head; returns (next seq, head hash)."""
+        """Append events after this replica's head; returns (next seq, head hash).
+
+        A query the log records as refused or aborted is abandoned here if this
+        node encrypted for it and has not decrypted it: it will never decrypt
+        it, so nothing of it can be released, and its budget is refunded. Other
+        nodes of the chain keep their charges: they cannot know the origin did
+        not decrypt.
+        """
+        before = len(self.audit.events())
         for event in events:
             self.audit.import_event(event)
         stored = self.audit.events()
+        for event in stored[before:]:
+            if event.kind in ("refusal", "query_aborted") and "query_id" in event.body:
+                self._abandon(str(event.body["query_id"]))
         return len(stored), stored[-1].hash if stored else GENESIS_HASH
+
+    def _abandon(self, query_id: str) -> None:
+        epoch_id = self.store.abandon_origin_query(query_id)
+        if epoch_id is not None:
+            refunded = self.ledger.refund(epoch_id, query_id)
+            log.info(
+                "%s: query %s failed before decryption; abandoned, %g refunded",
+                self.name,
+                query_id,
+                refunded,
+            )
 
     def _announced(self, kind: str, key: str, value: str) -> Mapping[str, Any]:
         """The body of the signed ``kind`` event whose ``key`` is ``value``.
@@ -356,11 +378,19 @@ class PartyNode:
         self.store.put_secret(_flip_seed_name(epoch_id), seed)
         ordered = [data.identities[i] for i in order]
         clks, keys, levels = self._encodings(ordered, secret, seed)
+        # A record without a postcode borrows one from its own file's records
+        # at the same address in the same local authority (household_keys).
+        places = (
+            data.attributes["local_authority"].astype(str).tolist()
+            if "local_authority" in data.attributes.columns
+            else None
+        )
         households = tuple(
             household_keys(
                 [data.addresses[i] for i in order],
                 [data.identities[i].postcode for i in order],
                 secret,
+                None if places is None else [places[i] for i in order],
             )
         )
         salt = os.urandom(32)

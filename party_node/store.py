@@ -234,6 +234,20 @@ class NodeStore:
                 (query_id, epoch_id, role, purpose, epsilon, _now(), json.dumps(packing or {})),
             )
 
+    def abandon_origin_query(self, query_id: str) -> str | None:
+        """Mark a query this node encrypted for as never to be decrypted, if it has
+        not been; return its epoch id then, else None (not ours, or decrypted)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT epoch_id FROM queries WHERE query_id = ? AND role = 'origin'"
+                " AND decrypted = 0",
+                (query_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE queries SET decrypted = -1 WHERE query_id = ?", (query_id,))
+        return str(row[0])
+
     def claim_decryption(self, query_id: str) -> QueryRecord:
         """Mark an origin query decrypted, once; refuse any other query or a second time."""
         with self._tx() as db:
@@ -244,6 +258,11 @@ class NodeStore:
             ).fetchone()
             if row is None or row[2] != "origin":
                 raise UnknownJob(f"this node encrypted nothing for query {query_id}")
+            if row[4] == -1:
+                raise FailedPrecondition(
+                    f"query {query_id} was abandoned (the audit log records its failure); "
+                    "its results are never decrypted"
+                )
             if row[4]:
                 raise FailedPrecondition(
                     f"query {query_id} was already decrypted; results are released once"

@@ -124,6 +124,34 @@ class BudgetLedger:
         log.info("epoch %s: charged %g for query %s", epoch_id, epsilon, query_id)
         return max(self._epsilon_per_epoch - (spent + epsilon), 0.0)
 
+    def refund(self, epoch_id: str, query_id: str) -> float:
+        """Remove ``query_id``'s charge in ``epoch_id``; return the epsilon refunded (0 if none).
+
+        Only for a query whose results can no longer be released at all: the
+        caller must have made sure nothing was, and nothing will be, decrypted.
+        """
+        _check_id("epoch_id", epoch_id)
+        _check_id("query_id", query_id)
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT epsilon FROM budget_charges WHERE epoch_id = ? AND query_id = ?",
+                    (epoch_id, query_id),
+                ).fetchone()
+                conn.execute(
+                    "DELETE FROM budget_charges WHERE epoch_id = ? AND query_id = ?",
+                    (epoch_id, query_id),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        refunded = float(row[0]) if row else 0.0
+        if refunded:
+            log.info("epoch %s: refunded %g for query %s", epoch_id, refunded, query_id)
+        return refunded
+
     def spent(self, epoch_id: str) -> float:
         """Total epsilon charged in ``epoch_id`` so far (0.0 for an unknown epoch)."""
         _check_id("epoch_id", epoch_id)

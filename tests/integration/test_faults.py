@@ -19,7 +19,7 @@ from harness import TEST_PEOPLE, TEST_SEED, ClientRecorder, Federation, Recorder
 
 import coordinator.coordinator as coordinator_module
 from coordinator.coordinator import Coordinator
-from headcount.errors import PeerUnavailable
+from headcount.errors import FailedPrecondition, PeerUnavailable
 from headcount.local import start_local_federation
 from headcount.query import QuerySpec
 from party_node import server as node_server
@@ -160,26 +160,41 @@ def test_a_node_down_at_query_time_charges_nothing(federation: Federation) -> No
 
 def test_a_node_dying_mid_query_releases_nothing(federation: Federation) -> None:
     """The grouping node dies after the origin has encrypted: the query fails as a
-    whole, no table is released, and the failure is recorded in the audit log."""
+    whole, no table is released, the failure is recorded in the audit log, and
+    the origin refunds its charge and will never decrypt the query."""
     with federation.operator() as op:
         op.run_ceremony()
         op.run_linkage()
     coord = federation.coordinator.coordinator
-    real = coord.nodes.call
+    real = coord.nodes.stubs["immigration"]
 
-    def call(party: str, fn: Callable[[Any], Any]) -> Any:
-        if party == "immigration":
+    class DiesAtTheGroupHop:
+        """The immigration stub, whose server dies as its group hop begins."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def AggregateByGroup(self, *args: Any, **kwargs: Any) -> Any:
             federation.nodes["immigration"].server.stop(grace=None).wait()
-        return real(party, fn)
+            return real.AggregateByGroup(*args, **kwargs)
 
-    coord.nodes.call = call  # type: ignore[method-assign]
+    coord.nodes.stubs["immigration"] = DiesAtTheGroupHop()  # type: ignore[assignment]
     with federation.analyst() as analyst:
         with pytest.raises(PeerUnavailable, match="immigration"):
             analyst.query(_spec())
     kinds = [e.kind for e in coord.audit.events()]
     assert "release" not in kinds
     assert kinds[-1] == "refusal"
-    assert "immigration" in coord.audit.events()[-1].body["reason"]
+    failure = coord.audit.events()[-1]
+    assert "immigration" in failure.body["reason"]
+    # The origin had charged its budget when it encrypted; on reading the
+    # failure in its replica it abandons the query (it will never decrypt it)
+    # and refunds: nothing was released, so nothing was spent.
+    origin = federation.nodes["education"].node
+    epoch_id = coord.store.latest_epoch()
+    assert origin.ledger.spent(epoch_id) == 0.0
+    with pytest.raises(FailedPrecondition, match="abandoned"):
+        origin.store.claim_decryption(failure.body["query_id"])
 
 
 def test_a_coordinator_restarted_mid_query_aborts_it_cleanly(federation: Federation) -> None:
