@@ -70,10 +70,15 @@ behind both), beside the EM estimate.
 Household placement: a synthetic population (``generate_population``,
 ``--household-people``, default 20,000, seed 1); the education and health
 files are loaded with ``load_department_file``, keyed household keys computed
-with ``household_keys`` under one secret, and each child in education is
-placed with the health records of adults (18 or over by the record's own date
-of birth) that share its household key. Truth: the people of the child's
-``household_id`` aged 18 or over who have a health record.
+with ``household_keys`` under one secret as the node computes them (a record
+without a postcode borrowing its file's unambiguous one within its local
+authority), and each child in education is placed with the health records of
+adults (18 or over by the record's own date of birth) that share its
+household key. Truth: the people of the child's ``household_id`` aged 18 or
+over who have a health record. Each miss is put down to its first cause
+(a record moved, without a postcode, formatted in a way the normaliser
+misses, ...), and every record's key is checked against its person's true
+one. ``--household-only`` runs just this part, in seconds.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ import itertools
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import tempfile
 import time
@@ -116,7 +122,12 @@ from headcount.linkage.matchkeys import KEY_BYTES, match_keys
 from headcount.linkage.normalise import normalise_postcode
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 from headcount.linkage.schema import BlockingSpec
-from party_node.data import LINK_FILE_COLUMNS, load_department_file, load_identity_file
+from party_node.data import (
+    LINK_FILE_COLUMNS,
+    DepartmentData,
+    load_department_file,
+    load_identity_file,
+)
 
 THRESHOLD = 0.8
 FLOOR = 0.5
@@ -453,6 +464,7 @@ class HouseholdResult:
     link_precision: float
     link_recall: float
     causes: dict[str, int]
+    records: dict[str, int]  # "department: cause" -> records
     seconds: float
 
 
@@ -463,18 +475,27 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
     reference = synth.REFERENCE_DATE
     edu = load_department_file(out / "education.csv", "education", reference)
     health = load_department_file(out / "health.csv", "health", reference)
-    edu_keys = household_keys(edu.addresses, [i.postcode for i in edu.identities], LINKAGE_SECRET)
+    # As the node calls it (party_node/node.py encode): a record without a
+    # postcode may borrow one from its own file, within its local authority.
+    edu_keys = household_keys(
+        edu.addresses,
+        [i.postcode for i in edu.identities],
+        LINKAGE_SECRET,
+        edu.attributes["local_authority"].astype(str).tolist(),
+    )
     health_keys = household_keys(
-        health.addresses, [i.postcode for i in health.identities], LINKAGE_SECRET
+        health.addresses,
+        [i.postcode for i in health.identities],
+        LINKAGE_SECRET,
+        health.attributes["local_authority"].astype(str).tolist(),
     )
     truth = pd.read_csv(out / "ground_truth.csv", dtype=str, keep_default_na=False)
     # Each person's key at their true address: a record whose key differs was
-    # recorded at another address (a move) or without a postcode.
-    true_keys = household_keys(
-        truth["address"].tolist(),
-        [normalise_postcode(p) for p in truth["postcode"]],
-        LINKAGE_SECRET,
-    )
+    # recorded at another address (a move), without a postcode, or formatted
+    # in a way the normaliser does not undo.
+    true_postcodes = [normalise_postcode(p) for p in truth["postcode"]]
+    true_addresses = truth["address"].tolist()
+    true_keys = household_keys(true_addresses, true_postcodes, LINKAGE_SECRET)
     household = truth["household_id"].tolist()
     age = truth["age"].astype(int).tolist()
     person_of = {  # department -> file row -> person (truth row)
@@ -482,6 +503,22 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
         for dept in ("education", "health")
     }
     health_person = person_of["health"]
+
+    def record_cause(data: DepartmentData, keys: Sequence[bytes], row: int, p: int) -> str:
+        """Why a record's key is not its person's true key ("" when it is)."""
+        if keys[row] == true_keys[p]:
+            return ""
+        postcode = data.identities[row].postcode
+        digits = re.findall(r"[0-9]+", data.addresses[row])
+        if digits != re.findall(r"[0-9]+", true_addresses[p]) or (
+            postcode and postcode != true_postcodes[p]
+        ):
+            return "at another address (moved)"
+        if not postcode:
+            if keys[row]:
+                return "no postcode, borrowed a wrong one from its file"
+            return "no postcode, none to borrow from its file"
+        return "address formatted in a way the normaliser misses"
 
     # What the service sees: health records by household key, adult by their own DOB.
     adult_record = [
@@ -497,21 +534,21 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
         if age[p] >= ADULT_AGE:
             adults_of[household[p]].add(row)
 
-    def miss_cause(child: int, key: bytes, placed: set[int], true: set[int]) -> str:
+    def miss_cause(row: int, child: int, placed: set[int], true: set[int]) -> str:
         """The first reason, in this order, why a placement differs from the truth."""
-        if not key:
-            return "child's record has no postcode (no household key)"
-        if key != true_keys[child]:
-            return "child's record is at another address (moved)"
-        for row in true - placed:
-            if health_keys[row] != true_keys[health_person[row]]:
-                return "an adult's health record is at another address or has no postcode"
-            if not adult_record[row]:
+        cause = record_cause(edu, edu_keys, row, child)
+        if cause:
+            return f"child's record: {cause}"
+        for adult in true - placed:
+            cause = record_cause(health, health_keys, adult, health_person[adult])
+            if cause:
+                return f"an adult's health record: {cause}"
+            if not adult_record[adult]:
                 return "an adult's recorded date of birth is missing or under 18"
-        for row in placed - true:
-            p = health_person[row]
+        for adult in placed - true:
+            p = health_person[adult]
             if household[p] != household[child] and true_keys[p] == true_keys[child]:
-                return "another household has the same address (generator draws house numbers)"
+                return "another household has the same address (synthetic data)"
             if age[p] < ADULT_AGE:
                 return "a co-resident under 18 is recorded as 18 or over"
             return "another person's health record was moved onto this address"
@@ -534,7 +571,11 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
         exact += placed == true
         right_no_wrong += bool(placed & true) and placed <= true
         if placed != true:
-            causes[miss_cause(child, key, placed, true)] += 1
+            causes[miss_cause(row, child, placed, true)] += 1
+    records: dict[str, int] = defaultdict(int)  # each record's own key against the truth
+    for dept, data, keys in (("education", edu, edu_keys), ("health", health, health_keys)):
+        for row, p in person_of[dept].items():
+            records[f"{dept}: {record_cause(data, keys, row, p) or 'true key'}"] += 1
     return HouseholdResult(
         people=people,
         children=len(person_of["education"]),
@@ -545,6 +586,7 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
         link_precision=hits / predicted_links if predicted_links else 1.0,
         link_recall=hits / true_links if true_links else 1.0,
         causes=dict(causes),
+        records=dict(records),
         seconds=time.perf_counter() - start,
     )
 
@@ -580,15 +622,28 @@ def main() -> None:
     parser.add_argument(
         "--household-people", type=int, default=20_000, help="population for household placement"
     )
+    parser.add_argument(
+        "--household-only",
+        action="store_true",
+        help="only household placement and its miss diagnosis (seconds, no linkage runs)",
+    )
     args = parser.parse_args()
     records = args.records or (20_000 if args.quick else 100_000)
     started = time.perf_counter()
     print_machine()
-    runs = [run_size(n, args.em_sample) for n in (records // 10, records)]
+    runs = (
+        []
+        if args.household_only
+        else [run_size(n, args.em_sample) for n in (records // 10, records)]
+    )
     with tempfile.TemporaryDirectory(prefix="hc-scale-hh-") as tmp:
         progress(f"household placement ({args.household_people:,} people)")
         households = household_placement(args.household_people, Path(tmp))
     print()
+    if args.household_only:
+        print_household(households)
+        print(f"\nload average (1 min) at the end {os.getloadavg()[0]:.2f}")
+        return
     print_stage_table(runs, args.em_sample)
     print()
     print_engine_comparison(runs)
@@ -860,6 +915,9 @@ def print_household(h: HouseholdResult) -> None:
     print(f"why the {missed:,} children not placed exactly were missed (first cause found):")
     for cause, n in sorted(h.causes.items(), key=lambda kv: -kv[1]):
         print(f"  {n:5,}  {cause}")
+    print("each record's household key against its person's true one:")
+    for cause, n in sorted(h.records.items()):
+        print(f"  {n:6,}  {cause}")
     no_adult = h.children - h.with_adults
     print(
         f"({no_adult:,} children have no co-resident adult with a health record; "

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from headcount import departments
 from headcount.errors import InvalidRequest
+from headcount.linkage.address import normalise_address
 
 log = logging.getLogger(__name__)
 
@@ -317,12 +318,14 @@ def _build_population(
     reference: date = REFERENCE_DATE,
     non_british_share: float = _NON_BRITISH_SHARE,
     status_probs: dict[str, float] | None = None,
+    taken: set[tuple[str, str]] | None = None,
 ) -> _Population:
     """People for the given households: ages, sexes, names, dates of birth and addresses.
 
     Ages are whole years at ``reference``; ``non_british_share`` of households
     are non-British, with statuses drawn from ``status_probs`` (default: the
-    resident mix).
+    resident mix). Every household gets its own address, none of them in
+    ``taken`` (see :func:`_addresses`).
     """
     h = len(size)
     people = int(size.sum())
@@ -403,7 +406,9 @@ def _build_population(
     household_fsm = rng.random(h) < fsm_p
     street = rng.integers(0, len(pools.street_names), size=h)
     hh_postcode = pools.street_postcodes[street]
-    hh_address = _addresses(rng, pools.street_names[street])
+    hh_address = _addresses(
+        rng, pools.street_names[street], hh_postcode, set() if taken is None else taken
+    )
 
     # Names. Surnames are the household's unless a partner kept theirs, sharers are
     # unrelated, or a child carries the other parent's name.
@@ -487,16 +492,51 @@ def _years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years, day=28)
 
 
-def _addresses(rng: np.random.Generator, streets: StrArray) -> StrArray:
-    """House-number (and sometimes flat) addresses on the given streets."""
+def _addresses(
+    rng: np.random.Generator,
+    streets: StrArray,
+    postcodes: StrArray | None = None,
+    taken: set[tuple[str, str]] | None = None,
+) -> StrArray:
+    """House-number (and sometimes flat) addresses on the given streets.
+
+    With ``postcodes`` (one per street) and ``taken`` (the (postcode, normalised
+    address) pairs already lived in, updated in place), every address is new:
+    one that is taken moves to the next free house number on its street. The
+    repair draws no random numbers, so every other draw of the seed is unchanged.
+    """
     n = len(streets)
     number = rng.integers(1, 200, size=n)
     flat = rng.random(n) < 0.12
     flat_no = rng.integers(1, 30, size=n)
-    return _obj(
-        f"Flat {f}, {num} {s}" if is_flat else f"{num} {s}"
-        for s, num, is_flat, f in zip(streets, number, flat, flat_no, strict=True)
-    )
+
+    def address(street: str, num: int, is_flat: bool, f: int) -> str:
+        return f"Flat {f}, {num} {street}" if is_flat else f"{num} {street}"
+
+    if taken is None or postcodes is None:
+        return _obj(
+            address(s, int(num), bool(is_flat), int(f))
+            for s, num, is_flat, f in zip(streets, number, flat, flat_no, strict=True)
+        )
+    out: list[str] = []
+    for s, pc, num, is_flat, f in zip(streets, postcodes, number, flat, flat_no, strict=True):
+        num = int(num)
+        # Two households at one address would share one household key.
+        while True:
+            text = address(s, num, bool(is_flat), int(f))
+            key = (pc, normalise_address(text))
+            if key not in taken:
+                break
+            num += 1
+        taken.add(key)
+        out.append(text)
+    return _obj(out)
+
+
+def _lived_in(pop: _Population, present: BoolArray) -> set[tuple[str, str]]:
+    """The (postcode, normalised address) pairs of the people present."""
+    pairs = set(zip(pop.postcode[present].tolist(), pop.address[present].tolist(), strict=True))
+    return {(pc, normalise_address(a)) for pc, a in pairs}
 
 
 def _coverage(pop: _Population, rng: np.random.Generator) -> dict[str, IntArray]:
@@ -1002,7 +1042,8 @@ def _evolve(
     hh_postcode = np.full(n_hh, "", dtype=object)
     hh_address = np.full(n_hh, "", dtype=object)
     hh_postcode[moves] = pools.street_postcodes[street]
-    hh_address[moves] = _addresses(rng, pools.street_names[street])
+    taken = _lived_in(pop, present)
+    hh_address[moves] = _addresses(rng, pools.street_names[street], hh_postcode[moves], taken)
     hh_la = np.full(n_hh, -1, dtype=np.int64)
     other = moves[rng.random(len(moves)) < _P_MOVE_OTHER_LA]
     la_weights = [_LA_WEIGHTS[la] for la in departments.LOCAL_AUTHORITIES]
@@ -1057,7 +1098,7 @@ def _evolve(
         locale=pop.locale,
     )
     births = _births(aged, present, rng, pools, day)
-    arrivals = _arrivals(aged, present, rng, pools, day, n_hh)
+    arrivals = _arrivals(aged, present, rng, pools, day, n_hh, taken)
     new = _concat(births, arrivals)
     everyone = _concat(aged, new)
     n_new = len(new.age)
@@ -1113,8 +1154,10 @@ def _arrivals(
     pools: _Pools,
     day: date,
     first_household: int,
+    taken: set[tuple[str, str]],
 ) -> _Population:
-    """New households moving into the area, half of them from abroad."""
+    """New households moving into the area, half of them from abroad, each at an
+    address not in ``taken``."""
     people = max(1, round(_ARRIVALS * int(present.sum())))
     kind, n_adults, size = _draw_households(people, rng)
     new = _build_population(
@@ -1126,6 +1169,7 @@ def _arrivals(
         reference=day,
         non_british_share=_ARRIVAL_NON_BRITISH,
         status_probs=_ARRIVAL_STATUS_PROBS,
+        taken=taken,
     )
     return _Population(
         **{f: getattr(new, f) for f in _FIELDS if f != "household"},
