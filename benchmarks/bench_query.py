@@ -42,18 +42,18 @@ resident set of this process, servers included. The Paillier rates of ``phe``
 and Headcount are measured in the same run, after the query, and used to
 estimate how much of the query time the per-ciphertext arithmetic explains.
 
-Three defects this benchmark found are worked around while the project still has
+Defects this benchmark found are worked around while the project still has
 them (each workaround turns itself off once the project is fixed, ``--as-is``
 turns all off, and the report lists those applied): servers that drop calls
-longer than about three minutes, an unindexed self-join that makes the query
-quadratic in the number of links, and a linkage epoch whose memory grows with
-the square of the records. See the comments under "workarounds" below.
+longer than about three minutes, and an unindexed self-join that makes the
+query quadratic in the number of links. See the comments under "workarounds"
+below. (A third, a linkage epoch whose memory grew with the square of the
+records, is fixed in the engine; its workaround is gone.)
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -89,7 +89,6 @@ from headcount.crypto import paillier
 from headcount.departments import ADULT_AGE_BANDS, ATTRIBUTES, IDENTITY_COLUMNS, columns
 from headcount.errors import HeadcountError
 from headcount.federation import CONFIG_NAME, InitOptions, init_federation
-from headcount.linkage.schema import dumps_schema, load_schema
 from headcount.query import Condition, Predicate, QuerySpec
 from headcount.synth import REFERENCE_DATE, generate_population
 from party_node import server as node_server
@@ -166,25 +165,6 @@ def _index_links_by_cluster(database: Path) -> bool:
                 return False
         db.execute("CREATE INDEX bench_links_by_cluster ON links (epoch_id, cluster)")
         db.commit()
-    return True
-
-
-# The linkage epoch scores every pair down to the schema's candidate_floor (0.5)
-# to fit its quality estimate: about 3.5% of all pairs, so memory grows with
-# N^2 (3.5e8 candidates per department pair at 100,000 records; this benchmark's
-# process was OOM-killed at 18.7 GB). The query does not depend on the estimate,
-# so the workaround raises the floor to just under the threshold (0.8).
-BENCH_CANDIDATE_FLOOR = 0.79
-
-
-def _raise_candidate_floor(path: Path) -> bool:
-    """Rewrite the federation's linkage schema with ``BENCH_CANDIDATE_FLOOR``."""
-    schema = load_schema(path)
-    if schema.candidate_floor >= BENCH_CANDIDATE_FLOOR:
-        return False
-    path.write_text(
-        dumps_schema(dataclasses.replace(schema, candidate_floor=BENCH_CANDIDATE_FLOOR))
-    )
     return True
 
 
@@ -542,8 +522,6 @@ def main() -> None:
     timings: dict[str, float] = {}
     try:
         cfg = _init(fed_dir, bits)
-        if not args.as_is and cfg.linkage_schema and _raise_candidate_floor(cfg.linkage_schema):
-            workarounds.append(f"linkage candidate_floor {BENCH_CANDIDATE_FLOOR} (not 0.5)")
         start = time.perf_counter()
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             own_kept = pool.submit(
