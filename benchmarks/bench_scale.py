@@ -30,13 +30,14 @@ Pipeline, as the federation runs it:
 
 - nodes: one child process per department (each department runs its own
   node) reads the CSV with ``party_node.data.load_identity_file`` (the node's
-  checks and normalisation), then ``encode_clks`` (default 1024-bit schema)
+  checks and normalisation), then ``encode_clks`` (the default schema: 1024-bit, XOR-folded to 512)
   and ``match_keys`` (default 7 levels), all under one linkage secret; the
   keys are saved as ``matchkeys.key_digests`` arrays (computed in numpy from
   the 16-byte keys the wire carries);
 - coordinator: one child process loads every department's CLKs and match-key
   digests and calls ``link_parties`` as the coordinator does for an epoch
-  (threshold 0.8, floor 0.5, match-keys), with LSH blocking (default 64 bands
+  (the default schema: XOR-folded CLKs, threshold 0.7, floor 0.6, match-keys),
+  with LSH blocking (default 64 bands
   of 18 bits) under a fixed key for a reproducible run, forced on every pair
   (``min_blocked_pairs=0``; by default the engine blocks pairs of 1e10 record
   pairs and up, i.e. from two departments of 100,000): an EM quality estimate
@@ -48,7 +49,7 @@ Pipeline, as the federation runs it:
   score >= 0.5, so the sample has some 37 million candidates per pair at
   N = 1M, nearly all chance pairs). In its own process, the benchmark fits the
   first pair's estimate on every candidate and checks it equals the engine's;
-  the estimate is reported at 0.8, the threshold the links are cut at (what
+  the estimate is reported at 0.7, the threshold the links are cut at (what
   ``LinkResult.quality`` holds);
 - ``link_parties`` with blocking method ``"none"`` (every pair compared) also
   runs on the same records when that is small enough (up to 7e10 pairs, i.e.
@@ -121,7 +122,7 @@ from headcount.linkage.engine import QUALITY_SAMPLE_ROWS, QUALITY_TOP_CANDIDATES
 from headcount.linkage.matchkeys import KEY_BYTES, match_keys
 from headcount.linkage.normalise import normalise_postcode
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
-from headcount.linkage.schema import BlockingSpec
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, BlockingSpec
 from party_node.data import (
     LINK_FILE_COLUMNS,
     DepartmentData,
@@ -129,8 +130,9 @@ from party_node.data import (
     load_identity_file,
 )
 
-THRESHOLD = 0.8
-FLOOR = 0.5
+# The federation's default schema: XOR-folded CLKs linked at 0.7 (docs/attacks.md).
+THRESHOLD = DEFAULT_LINKAGE_SCHEMA.threshold
+FLOOR = DEFAULT_LINKAGE_SCHEMA.candidate_floor
 COVERAGE = 0.97  # share of the population each department holds (health's, in synth)
 LINKAGE_SECRET = bytes(range(32))
 BLOCKING_KEY = bytes(range(32, 64))
@@ -239,7 +241,7 @@ def node_stage(dept: str, out: str) -> dict[str, Any]:
     start = time.perf_counter()
     _, identities = load_identity_file(base.with_suffix(".csv"))
     loaded = time.perf_counter()
-    clks = encode_clks(identities, LINKAGE_SECRET)
+    clks = encode_clks(identities, LINKAGE_SECRET, DEFAULT_LINKAGE_SCHEMA.clk)
     encoded = time.perf_counter()
     keys = match_keys(identities, LINKAGE_SECRET)
     keyed = time.perf_counter()
