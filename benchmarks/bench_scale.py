@@ -764,7 +764,7 @@ def print_stage_table(runs: Sequence[SizeRun], em_sample: int) -> None:
         peak_row(stage)
     mb_row(f"  {EM_UNTRIMMED}: peak RSS, own process", lambda r: r.untrimmed["peak"])
     mb_row("  RSS of an idle child process (imports)", lambda r: r.blocked["rss_start"])
-    count_row("CLK candidates >= 0.8 (6 pairs)", lambda r: pair_sum(r, "candidates"))
+    count_row(f"CLK candidates >= {THRESHOLD} (6 pairs)", lambda r: pair_sum(r, "candidates"))
     count_row("match-key links (6 pairs)", lambda r: pair_sum(r, "key_links"))
     count_row("pairs scored by blocking (6 pairs)", lambda r: pair_sum(r, "pairs_compared"))
     count_row("all pairs (6 pairs)", lambda r: pair_sum(r, "pairs_total"))
@@ -861,12 +861,12 @@ def print_pair_table(run: SizeRun, em_sample: int) -> None:
         "pair",
         "true pairs",
         "key links",
-        "CLK >= 0.8",
+        f"CLK >= {THRESHOLD}",
         "links",
         "precision",
         "recall",
         "F1",
-        "EM est. at 0.8: P / R / F1",
+        f"EM est. at {THRESHOLD}: P / R / F1",
     ]
     _table(header, rows)
 
