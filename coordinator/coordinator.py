@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +240,7 @@ class Coordinator:
         self.nodes = nodes or NodeClients(federation)
         self.parties = federation.party_names
         self.schema = federation.load_linkage_schema()
+        self._pooled: list[paillier.Encryptor] = []
         self._close_unfinished()
 
     def _close_unfinished(self) -> None:
@@ -505,6 +506,7 @@ class Coordinator:
             score_histograms={pair: h.to_json() for pair, h in histograms.items()},
         )
         info = self.store.epoch(epoch_id)
+        self._warm_pools(info.records)
         self.log(
             "epoch",
             {
@@ -965,4 +967,31 @@ class Coordinator:
         )
 
     def close(self) -> None:
+        for enc in self._pooled:
+            enc.stop_pool()
         self.nodes.close()
+
+    def pools(self) -> list[paillier.RandomiserPool]:
+        """The randomiser pools this coordinator keeps (for benchmarks and status)."""
+        return [enc.pool for enc in self._pooled if enc.pool is not None]
+
+    def _warm_pools(self, records: Mapping[str, int]) -> None:
+        """Keep randomisers ready for the next queries' alignments.
+
+        Each alignment draws one randomiser per record of the hop it feeds
+        (fresh E(0) or re-randomisation, under the origin's key, which may be
+        any party's), so each party key's pool is sized to twice the largest
+        department (two alignments in a three-hop chain), capped at
+        ``paillier.pool_limit``. Filling happens in a low-priority child
+        process; a query that comes first computes any shortfall online.
+        """
+        need = 2 * max(records.values(), default=0)
+        for party in self.parties:
+            try:
+                key = self._origin_key(party)
+            except InvalidRequest:
+                continue
+            enc = paillier.shared_encryptor(key)
+            enc.start_pool(min(need, paillier.pool_limit(key)))
+            if enc not in self._pooled:
+                self._pooled.append(enc)

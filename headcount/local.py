@@ -43,6 +43,7 @@ class LocalFederation:
         self.coordinator.coordinator.close()
         for n in self.nodes.values():
             n.server.stop(grace=None)
+            n.node.close()
 
     def __enter__(self) -> LocalFederation:
         return self

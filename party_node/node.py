@@ -117,6 +117,11 @@ class PartyNode:
         # The owner encrypts with CRT over p and q: its own per-record
         # encryptions are the most numerous, and CRT makes them ~30% cheaper.
         self._encryptor = paillier.Encryptor.for_private_key(self._paillier_priv)
+        # Randomiser pools (see _warm_pools): the other parties' keys, from the
+        # latest key ceremony, and one public-key encryptor per origin key.
+        self._pool_lock = threading.Lock()
+        self._peer_keys: tuple[paillier.PublicKey, ...] = ()
+        self._peer_encryptors: dict[int, paillier.Encryptor] = {}
         self.schema = federation.load_linkage_schema()
         if self.schema.decoy_share:
             raise ConfigError(
@@ -132,6 +137,10 @@ class PartyNode:
             self.config.tls.cert.read_bytes(),
             load_private_key(self.config.tls.key),
         )
+        # After a restart: own key now, the others' after the next ceremony.
+        epochs = self.store.epochs()
+        if epochs:
+            self._warm_pools(epochs[-1].records)
 
     # -- keys -------------------------------------------------------------------
     def _load_or_create_x25519(self) -> x25519.X25519PrivateKey:
@@ -293,6 +302,12 @@ class PartyNode:
     ) -> tuple[Commitment, list[Envelope]]:
         _check_id("ceremony_id", ceremony_id)
         by_party = self._check_roster(identities)
+        with self._pool_lock:
+            self._peer_keys = tuple(
+                paillier.PublicKey.from_bytes(i.paillier_n)
+                for name, i in sorted(by_party.items())
+                if name != self.name
+            )
         contribution = ceremony.new_contribution()
         roster = json.dumps(
             [
@@ -407,7 +422,51 @@ class PartyNode:
         )
         self.store.save_epoch(epoch, salt, tokens, order, households)
         log.info("%s: epoch %s encoded %d records", self.name, epoch_id, data.records)
+        self._warm_pools(data.records)
         return EncodedEpoch(epoch, tokens, clks, households, keys, levels)
+
+    def _warm_pools(self, records: int) -> None:
+        """Start keeping randomisers ready for a query over ``records`` records.
+
+        As origin this node encrypts one value per record under its own key; as
+        a filter hop it re-randomises or replaces one ciphertext per record
+        under the origin's key, which may be any other party's. So each pool is
+        sized to this node's record count, capped at ``paillier.pool_limit``
+        (128 MiB of randomisers per key). Building the tables and filling the
+        pools happens in background threads and a nice-19 child process
+        (``paillier.RandomiserPool``); serving does not wait for it.
+        """
+
+        def warm() -> None:
+            with self._pool_lock:
+                peers = self._peer_keys
+            for enc in (self._encryptor, *(self._peer_encryptor(k) for k in peers)):
+                enc.start_pool(min(records, paillier.pool_limit(enc.public_key)))
+
+        threading.Thread(target=warm, name=f"{self.name}-pool-warm", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop keeping randomisers ready (the pools' threads and their memory)."""
+        with self._pool_lock:
+            encryptors = [self._encryptor, *self._peer_encryptors.values()]
+        for enc in encryptors:
+            enc.stop_pool()
+
+    def _peer_encryptor(self, key: paillier.PublicKey) -> paillier.Encryptor:
+        """This node's encryptor for another party's key, which may carry a pool.
+
+        Only keys from the latest ceremony's roster get their own encryptor (and
+        pool), so a hop header naming any other key cannot make the node hold
+        more tables or pools; such keys use the process's shared encryptor.
+        """
+        with self._pool_lock:
+            if key not in self._peer_keys:
+                return paillier.shared_encryptor(key)
+            enc = self._peer_encryptors.get(key.n)
+            if enc is None:
+                enc = paillier.Encryptor.for_public_key(key)
+                self._peer_encryptors[key.n] = enc
+            return enc
 
     def _encodings(
         self, ordered: Sequence[Person], secret: bytes, seed: bytes
@@ -644,9 +703,11 @@ class PartyNode:
         data = self._data_for(h)
         keep = self._mask(data, range(data.records), h.filters)
         key = h.origin_key
+        # Draws on the origin key's randomiser pool if _warm_pools started one.
+        enc = self._peer_encryptor(key)
         for seq, items, last in self._hop_records(h, chunks):
-            kept = paillier.rerandomise(key, [c for _, c in items])
-            zeros = iter(paillier.encrypt_zeros(key, sum(1 for r, _ in items if not keep[r])))
+            kept = enc.rerandomise([c for _, c in items])
+            zeros = iter(enc.encrypt_zeros(sum(1 for r, _ in items if not keep[r])))
             out = [
                 paillier.to_bytes(key, fresh if keep[row] else next(zeros))
                 for (row, _), fresh in zip(items, kept, strict=True)
@@ -674,7 +735,7 @@ class PartyNode:
         sums = [paillier.add_all(key, acc[g]) for g in groups]
         # Re-randomise: otherwise the coordinator, which knows every ciphertext
         # it sent, could find which subset multiplies to each sum.
-        fresh = paillier.rerandomise(key, sums)
+        fresh = self._peer_encryptor(key).rerandomise(sums)
         return [(g, paillier.to_bytes(key, c)) for g, c in zip(groups, fresh, strict=True)]
 
     def decrypt(

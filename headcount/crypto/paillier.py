@@ -21,6 +21,12 @@ ways to draw it (see ``Encryptor``):
 
 The module-level ``encrypt``, ``encrypt_zeros`` and ``rerandomise`` use the short
 exponent by default, with one table per key cached per process.
+
+Since R does not depend on the plaintext, it can also be drawn ahead of time: an
+``Encryptor`` with a ``RandomiserPool`` attached (``Encryptor.start_pool``) keeps
+short-exponent randomisers ready, computed in the background by a low-priority
+child process, and its encrypt, encrypt_zeros and rerandomise then cost one
+modular multiplication each online.
 """
 
 from __future__ import annotations
@@ -28,11 +34,17 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import operator
 import os
 import secrets
+import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
@@ -43,8 +55,12 @@ import phe
 
 from headcount.errors import InvalidCiphertext, InvalidRequest
 
+log = logging.getLogger(__name__)
+
 # gmpy2 ships no type stubs; values of this alias are gmpy2.mpz.
 Mpz: TypeAlias = Any
+# What rebuilds an Encryptor in another process: n, p, q, r0, exponent_bits.
+_Params: TypeAlias = tuple[int, int | None, int | None, int, int]
 T = TypeVar("T")
 
 # Length in bits of the random exponent x of a short-exponent randomiser h^x.
@@ -95,6 +111,34 @@ _DRAW_BATCH = 4096
 _SHARED_TABLES = 8
 
 _MAX_WORKERS = 64
+
+# Tables kept by the refill process: one per pool it serves (each encryptor has
+# its own base), 5 MiB each at 2048 bits.
+_REFILL_TABLES = 16
+
+# A randomiser pool holds at most this many bytes of randomisers per key: 128 MiB
+# is 262,144 randomisers at 2048 bits (512 bytes each, ~540 bytes as gmpy2
+# objects), enough for the coordinator's two alignments over 100,000-record
+# departments. A node sizes its pools to its own records (one pass), so at
+# 100,000 records each of its pools holds ~54 MB.
+POOL_MAX_BYTES = 128 * 2**20
+
+# The refill thread asks for this many randomisers at a time (~80 ms of work at
+# 2048 bits), so stop() and a resumed query are noticed quickly.
+_POOL_BATCH = 512
+
+# Refill threads pause while any pool in the process was drawn on in the last
+# this-many seconds, so pools refill between queries rather than compete with
+# one for the CPU.
+_POOL_IDLE_S = 0.5
+
+# A shortfall smaller than this is computed in the calling thread even when
+# workers are allowed: starting worker processes (~0.3 s) would cost more.
+_POOL_SHORTFALL_WORKERS_FROM = 4096
+
+_POOL_START_LOCK = threading.Lock()
+
+_last_take_s = 0.0  # time.monotonic() of the latest take() from any pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +266,10 @@ class Encryptor:
 
     ``workers`` > 1 spreads a batch over that many processes (forkserver, each
     rebuilding the table from this object's parameters, ~0.3 s to start), so use
-    it for batches of thousands. Instances are immutable and safe to share
-    between threads. Raises ``InvalidRequest`` on out-of-range arguments.
+    it for batches of thousands. Instances are safe to share between threads;
+    apart from the optional ``RandomiserPool`` (``start_pool``), which the
+    default (short-exponent) methods then draw from, they are immutable.
+    Raises ``InvalidRequest`` on out-of-range arguments.
     """
 
     __slots__ = (
@@ -232,6 +278,7 @@ class Encryptor:
         "_n",
         "_nsq",
         "_p",
+        "_pool",
         "_pub",
         "_q",
         "_r0",
@@ -274,6 +321,7 @@ class Encryptor:
         self._p = p
         self._q = q
         self._r0 = r0
+        self._pool: RandomiserPool | None = None
         self._exponent_bytes = exponent_bits // _WINDOW_BITS
         windows = self._exponent_bytes
         self._tables: tuple[_FixedBase, ...]
@@ -326,16 +374,51 @@ class Encryptor:
             f"exponent_bits={self.exponent_bits})"
         )
 
-    def __reduce__(self) -> tuple[Any, tuple[int, int | None, int | None, int, int]]:
+    def __reduce__(self) -> tuple[Any, _Params]:
         # Pickle the parameters, not the 5 MiB table: a worker rebuilds it. The
         # pickle of an owner encryptor holds p and q; it exists only to reach this
         # process's own workers, never storage or the wire.
-        return (Encryptor, (int(self._n), self._p, self._q, self._r0, self.exponent_bits))
+        return (Encryptor, self._params())
+
+    def _params(self) -> _Params:
+        return (int(self._n), self._p, self._q, self._r0, self.exponent_bits)
 
     def check_key(self, pub: PublicKey) -> None:
         """Raise ``InvalidRequest`` unless this encryptor is for ``pub``."""
         if pub.n != self._pub.n:
             raise InvalidRequest("this encryptor's table was built for another key")
+
+    @property
+    def pool(self) -> RandomiserPool | None:
+        """The attached randomiser pool, if ``start_pool`` was called."""
+        return self._pool
+
+    def start_pool(self, capacity: int, *, refill_in_process: bool = True) -> RandomiserPool:
+        """Attach a ``RandomiserPool`` that keeps up to ``capacity`` randomisers ready.
+
+        ``refill_in_process`` (default): the randomisers are computed in a
+        low-priority child process (see ``RandomiserPool``); False computes them
+        in the refill thread itself.
+
+        If a running pool is attached already, its capacity is raised to
+        ``capacity`` if that is larger and the same pool is returned. Raises
+        ``InvalidRequest`` if ``capacity`` is negative or above ``pool_limit``.
+        """
+        with _POOL_START_LOCK:  # two callers must not both attach a pool
+            pool = self._pool
+            if pool is not None and pool.running:
+                pool.grow(capacity)
+                return pool
+            pool = RandomiserPool(self, capacity, refill_in_process=refill_in_process)
+            self._pool = pool
+            return pool
+
+    def stop_pool(self) -> None:
+        """Stop and detach the pool (if any), dropping its randomisers."""
+        with _POOL_START_LOCK:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
 
     def randomisers(self, count: int, *, secure_randomiser: bool = False) -> list[int]:
         """``count`` fresh n-th residues mod n^2, i.e. fresh encryptions of 0."""
@@ -350,6 +433,11 @@ class Encryptor:
         nothing is encrypted then.
         """
         plain = _check_plaintexts(self._pub, values)
+        pool = self._pool
+        if pool is not None and not secure_randomiser:
+            n, nsq = self._n, self._nsq
+            rs = pool.take(len(plain), workers=workers)
+            return [int(_seal(n, nsq, m, r)) for m, r in zip(plain, rs, strict=True)]
         if _check_workers(workers) > 1 and len(plain) > 1:
             return self._in_pool("encrypt", plain, secure_randomiser, workers)
         return self._encrypt(plain, secure_randomiser)
@@ -359,6 +447,9 @@ class Encryptor:
     ) -> list[int]:
         """``count`` fresh, independent encryptions of 0."""
         count = _check_count(count)
+        pool = self._pool
+        if pool is not None and not secure_randomiser:
+            return [int(r) for r in pool.take(count, workers=workers)]
         if _check_workers(workers) > 1 and count > 1:
             return self._in_pool("zeros", count, secure_randomiser, workers)
         return self.randomisers(count, secure_randomiser=secure_randomiser)
@@ -375,6 +466,10 @@ class Encryptor:
         for c in cts:
             if not 0 < c < nsq:
                 raise InvalidCiphertext("ciphertext is out of range for this key")
+        pool = self._pool
+        if pool is not None and not secure_randomiser:
+            rs = pool.take(len(cts), workers=workers)
+            return [int(gmpy2.mpz(c) * r % nsq) for c, r in zip(cts, rs, strict=True)]
         if _check_workers(workers) > 1 and len(cts) > 1:
             return self._in_pool("rerandomise", cts, secure_randomiser, workers)
         return self._rerandomise(cts, secure_randomiser)
@@ -413,6 +508,12 @@ class Encryptor:
                     yield crt.combine(self._tables[0].power(digits), self._tables[1].power(digits))
             done += batch
 
+    def _fresh(self, count: int, workers: int) -> list[Mpz]:
+        """``count`` short-exponent randomisers computed now (in ``workers`` processes)."""
+        if workers > 1 and count > 1:
+            return self._in_pool("zeros", count, False, workers)
+        return list(self._randomisers(count, False))
+
     def _full_randomiser(self) -> Mpz:
         crt = self._crt
         if crt is None:
@@ -448,6 +549,269 @@ class Encryptor:
             for part in pool.map(_pool_run, tasks):
                 out.extend(part)
         return out
+
+
+def pool_limit(pub: PublicKey) -> int:
+    """The largest pool capacity allowed for ``pub`` (``POOL_MAX_BYTES`` of randomisers)."""
+    return POOL_MAX_BYTES // pub.ciphertext_bytes
+
+
+class RandomiserPool:
+    """Short-exponent randomisers of one ``Encryptor``, computed ahead of time.
+
+    A randomiser R (an encryption of 0) does not depend on the data, so a daemon
+    thread has them computed in the background and keeps up to ``capacity``
+    ready; encrypting, drawing E(0) or re-randomising then costs one
+    modular multiplication online. ``take`` hands each randomiser out exactly once
+    (reusing one would link two ciphertexts and leak the ratio of their
+    plaintexts) and computes any shortfall on the spot, so a cold or empty pool
+    is only slower, never wrong. The randomisers are as secret as the plaintexts
+    they will hide: they live in this object's memory only (and, briefly, the
+    refill process's) and are never logged, pickled to storage, stored or sent.
+
+    The arithmetic runs in a child process at the lowest priority (nice 19),
+    one per parent process shared by all its pools and using all cores but one:
+    in a refill thread it would hold the GIL, which the threads serving requests
+    need, for most of its time. The child rebuilds each key's table from the
+    encryptor's parameters (p and q for the owner, as ``workers`` > 1 already
+    does) and returns plain integers over a local pipe. With
+    ``refill_in_process=False``, or if no child process can be started, the
+    refill thread computes them itself, at the lowest thread priority (Linux).
+    Either way refilling pauses while any pool in the process was drawn on in
+    the last ``_POOL_IDLE_S`` seconds. Build one with ``Encryptor.start_pool``.
+    Thread-safe.
+    """
+
+    __slots__ = (
+        "_capacity",
+        "_computed",
+        "_cond",
+        "_encryptor",
+        "_in_process",
+        "_ready",
+        "_refill_cpu_s",
+        "_stopping",
+        "_thread",
+    )
+
+    def __init__(
+        self, encryptor: Encryptor, capacity: int, *, refill_in_process: bool = True
+    ) -> None:
+        self._capacity = _check_capacity(encryptor.public_key, capacity)
+        self._encryptor = encryptor
+        self._in_process = refill_in_process
+        self._ready: deque[Mpz] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._computed = 0
+        self._refill_cpu_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="paillier-pool", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"RandomiserPool(ready={self.ready}, capacity={self.capacity})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a randomiser pool holds secrets and is never pickled")
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def ready(self) -> int:
+        """Randomisers computed and not yet handed out."""
+        with self._cond:
+            return len(self._ready)
+
+    @property
+    def running(self) -> bool:
+        """True until ``stop`` has ended the refill thread."""
+        return self._thread.is_alive() and not self._stopping
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def refills_in_process(self) -> bool:
+        """True while randomisers are computed in the refill process, not the thread."""
+        return self._in_process
+
+    @property
+    def refill_cpu_s(self) -> float:
+        """CPU seconds spent computing this pool's randomisers (child process or thread)."""
+        with self._cond:
+            return self._refill_cpu_s
+
+    @property
+    def computed(self) -> int:
+        """Randomisers the refill thread has computed so far."""
+        with self._cond:
+            return self._computed
+
+    def grow(self, capacity: int) -> None:
+        """Raise the capacity to ``capacity`` (never lowers it); InvalidRequest if too large."""
+        capacity = _check_capacity(self._encryptor.public_key, capacity)
+        with self._cond:
+            if capacity > self._capacity:
+                self._capacity = capacity
+                self._cond.notify_all()
+
+    def take(self, count: int, *, workers: int = 1) -> list[Mpz]:
+        """``count`` randomisers, each handed out by this pool once and never again.
+
+        Ready ones first; any shortfall is computed now with the encryptor's
+        fast path (in ``workers`` processes if > 1 and the shortfall is at
+        least ``_POOL_SHORTFALL_WORKERS_FROM``). Raises ``InvalidRequest``
+        for a bad ``count`` or ``workers``.
+        """
+        global _last_take_s
+        count = _check_count(count)
+        workers = _check_workers(workers)
+        with self._cond:
+            # Removed under the lock: no other caller can receive these.
+            got = min(count, len(self._ready))
+            out = [self._ready.popleft() for _ in range(got)]
+            _last_take_s = time.monotonic()
+            self._cond.notify_all()
+        short = count - got
+        if short:
+            out.extend(
+                self._encryptor._fresh(
+                    short, workers if short >= _POOL_SHORTFALL_WORKERS_FROM else 1
+                )
+            )
+        return out
+
+    def wait_full(self, timeout_s: float | None = None) -> bool:
+        """Block until ``capacity`` randomisers are ready; False on timeout or stop."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while len(self._ready) < self._capacity:
+                if self._stopping:
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        """Stop the refill thread and drop every ready randomiser."""
+        with self._cond:
+            self._stopping = True
+            self._ready.clear()
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        _lower_thread_priority()
+        while True:
+            with self._cond:
+                while not self._stopping and len(self._ready) >= self._capacity:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                want = min(_POOL_BATCH, self._capacity - len(self._ready))
+            busy_s = _POOL_IDLE_S - (time.monotonic() - _last_take_s)
+            if busy_s > 0:
+                with self._cond:
+                    if not self._stopping:
+                        self._cond.wait(busy_s)
+                continue
+            computed = self._compute(want)
+            if computed is None:
+                return
+            batch, spent = computed
+            with self._cond:
+                if self._stopping:
+                    return
+                room = self._capacity - len(self._ready)
+                self._ready.extend(batch[:room])
+                self._computed += len(batch)
+                self._refill_cpu_s += spent
+                self._cond.notify_all()
+
+    def _compute(self, count: int) -> tuple[list[Mpz], float] | None:
+        """``count`` fresh randomisers and the CPU seconds they took; None at exit."""
+        if self._in_process:
+            try:
+                future = _refill_executor().submit(_refill_run, self._encryptor._params(), count)
+                ints, spent = future.result()
+                return [gmpy2.mpz(r) for r in ints], spent
+            except RuntimeError:
+                # The interpreter is exiting and takes no new tasks: nothing to refill for.
+                return None
+            except (BrokenProcessPool, OSError) as exc:
+                log.warning(
+                    "randomiser pool: no refill process (%s); refilling in a thread",
+                    type(exc).__name__,
+                )
+                self._in_process = False
+        cpu = time.thread_time()
+        batch = list(self._encryptor._randomisers(count, False))
+        return batch, time.thread_time() - cpu
+
+
+_REFILL_LOCK = threading.Lock()
+_REFILL_EXECUTOR: ProcessPoolExecutor | None = None
+_REFILL_ENCRYPTORS: dict[_Params, Encryptor] = {}  # in the refill process
+
+
+def _refill_executor() -> ProcessPoolExecutor:
+    """This process's refill process pool (all cores but one), started on first use."""
+    global _REFILL_EXECUTOR
+    with _REFILL_LOCK:
+        if _REFILL_EXECUTOR is None:
+            # forkserver, not fork: nodes and the coordinator run gRPC threads.
+            method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
+            _REFILL_EXECUTOR = ProcessPoolExecutor(
+                max_workers=max(1, min((os.cpu_count() or 1) - 1, _MAX_WORKERS)),
+                mp_context=get_context(method),
+                initializer=_refill_init,
+            )
+        return _REFILL_EXECUTOR
+
+
+def _refill_init() -> None:
+    try:
+        os.nice(19)
+    except OSError:  # pragma: no cover - already at the lowest priority or forbidden
+        pass
+
+
+def _refill_run(params: _Params, count: int) -> tuple[list[int], float]:
+    """In the refill process: ``count`` randomisers and the CPU seconds they took."""
+    cpu = time.process_time()
+    enc = _REFILL_ENCRYPTORS.get(params)
+    if enc is None:
+        if len(_REFILL_ENCRYPTORS) >= _REFILL_TABLES:
+            del _REFILL_ENCRYPTORS[next(iter(_REFILL_ENCRYPTORS))]  # the oldest
+        enc = _REFILL_ENCRYPTORS[params] = Encryptor(*params)
+    out = enc.randomisers(count)
+    return out, time.process_time() - cpu
+
+
+def _check_capacity(pub: PublicKey, capacity: int) -> int:
+    limit = pool_limit(pub)
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 0 <= capacity <= limit:
+        raise InvalidRequest(f"pool capacity must be an int from 0 to {limit}, got {capacity!r}")
+    return capacity
+
+
+def _lower_thread_priority() -> None:
+    """Give the calling thread the lowest scheduling priority, where the OS allows it.
+
+    On Linux, setpriority on a thread id changes only that thread; elsewhere the
+    id would name a process, so nothing is done.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:  # pragma: no cover - e.g. a sandbox forbidding it
+            pass
 
 
 class _Crt:
