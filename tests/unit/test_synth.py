@@ -168,6 +168,9 @@ def test_households_look_like_households(truth: pd.DataFrame) -> None:
     assert (by_household["age"].max() >= 18).all()
     assert (by_household["postcode"].nunique() == 1).all()
     assert (by_household["address"].nunique() == 1).all()
+    # ... and no two households share an address (else keyed addresses merge them).
+    homes = by_household[["address", "postcode"]].first()
+    assert not homes.duplicated().any()
     sizes = by_household.size()
     assert sizes.min() == 1
     assert sizes.max() >= 5
