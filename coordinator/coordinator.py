@@ -46,6 +46,7 @@ from headcount.errors import (
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
+from headcount.linkage.matchkeys import wire_digests
 from headcount.measures import clamp_noise, make_packing
 from headcount.projects import ProjectDoc, verify_decision
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
@@ -204,15 +205,7 @@ class _Upload:
         clks = np.frombuffer(b"".join(c.clks for c in self.chunks), dtype=np.uint8).reshape(
             len(tokens), self.width
         )
-        raw_keys = b"".join(c.match_keys for c in self.chunks)
-        key_width = self.levels * MATCH_KEY_BYTES
-        absent = bytes(MATCH_KEY_BYTES)
-        keys: list[list[bytes | None]] = [[] for _ in range(self.levels)]
-        for i in range(len(tokens)):
-            for level in range(self.levels):
-                at = i * key_width + level * MATCH_KEY_BYTES
-                key = raw_keys[at : at + MATCH_KEY_BYTES]
-                keys[level].append(None if key == absent else key)
+        keys = wire_digests(b"".join(c.match_keys for c in self.chunks), len(tokens), self.levels)
         encodings = PartyEncodings(party, tokens, clks, commitment, households, keys)
         return encodings, self.fingerprint
 

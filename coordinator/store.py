@@ -79,9 +79,10 @@ class PartyEncodings:
     clks: np.ndarray  # uint8 (records, filter_bytes)
     commitment: bytes
     households: list[bytes]  # keyed household key per token, b"" if unknown
-    # Keyed match-keys per level, per token (None: no key). Used for linkage
-    # in memory only; never stored.
-    match_keys: list[list[bytes | None]] = field(default_factory=list)
+    # Keyed match-key digests, (levels, tokens) uint64, 0 meaning no key
+    # (headcount.linkage.matchkeys.wire_digests). Used for linkage in memory
+    # only; never stored.
+    match_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint64))
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,12 +263,38 @@ def key_digests(keys: MatchKeyLevels | np.ndarray) -> np.ndarray:
         if any(k is not None and len(k) != KEY_BYTES for k in values):
             raise ValueError(f"match-keys must be {KEY_BYTES} bytes")
         raw = np.frombuffer(b"".join(absent if k is None else k for k in values), dtype="<u8")
-        first = raw.reshape(n, KEY_BYTES // 8)[:, 0].copy()
         present = np.fromiter((k is not None for k in values), dtype=np.bool_, count=n)
-        first[present & (first == 0)] = 1
-        first[~present] = 0
-        out[level] = first
+        out[level] = _first_words(raw.reshape(n, KEY_BYTES // 8), present)
     return out
+
+
+def wire_digests(raw: bytes, records: int, levels: int) -> np.ndarray:
+    """`key_digests` of match-keys as the wire carries them: per record, ``levels``
+    16-byte keys back to back, all zeros meaning "no key".
+
+    Builds the ``(levels, records)`` array straight from the bytes, with no
+    Python object per key (a million records carry seven million keys).
+
+    Raises:
+        ValueError: ``raw`` is not ``records * levels`` keys long.
+    """
+    if len(raw) != records * levels * KEY_BYTES:
+        raise ValueError(f"{len(raw)} bytes are not {records} x {levels} match-keys")
+    words = np.frombuffer(raw, dtype="<u8").reshape(records, levels, KEY_BYTES // 8)
+    present: np.ndarray = np.any(words, axis=2)
+    digests = np.empty((levels, records), dtype=np.uint64)
+    for level in range(levels):
+        digests[level] = _first_words(words[:, level, :], present[:, level])
+    return digests
+
+
+def _first_words(words: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Each key's first 8 bytes (rows of ``words``); 1 for a present key whose
+    first 8 bytes are zero, 0 for an absent one."""
+    first = words[:, 0].copy()
+    first[present & (first == 0)] = 1
+    first[~present] = 0
+    return first
 
 
 @dataclass(frozen=True, slots=True)

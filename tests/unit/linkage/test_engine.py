@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 
 from headcount.linkage.dice import score_order, score_pairs
 from headcount.linkage.engine import LinkResult, link_parties
-from headcount.linkage.matchkeys import key_digests, link_by_key_digests, match_by_keys
+from headcount.linkage.matchkeys import (
+    key_digests,
+    link_by_key_digests,
+    match_by_keys,
+    wire_digests,
+)
 from headcount.linkage.schema import BlockingSpec
 from headcount.linkage.solve import Edge, EdgeBlock, cluster_parties, cluster_records
 
@@ -230,6 +235,34 @@ def test_digests_keep_absent_and_zero_prefixed_keys_apart() -> None:
         key_digests([[b"short"]])
     with pytest.raises(ValueError):
         key_digests(np.zeros((2, 3), dtype=np.int64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.binary(min_size=16, max_size=16).filter(any),
+                st.just(bytes(8) + b"\x01" * 8),
+            ),
+            min_size=3,
+            max_size=3,
+        ),
+        max_size=20,
+    )
+)
+def test_wire_digests_equal_key_digests_of_the_same_keys(keys: list[list[bytes | None]]) -> None:
+    """What the coordinator builds from the wire (records x levels of 16 bytes,
+    zeros for none) equals key_digests of the same keys as lists."""
+    levels = [[record[level] for record in keys] for level in range(3)]
+    raw = b"".join(k or bytes(16) for record in keys for k in record)
+    got = wire_digests(raw, len(keys), 3)
+    assert got.shape == (3, len(keys))
+    if keys:
+        assert np.array_equal(got, key_digests(levels))
+    with pytest.raises(ValueError):
+        wire_digests(raw + b"\x00", len(keys), 3)
 
 
 # --- clustering: compiled union-find against the tuple reference ----------------------
