@@ -180,13 +180,13 @@ class PartyNode:
         nodes of the chain keep their charges: they cannot know the origin did
         not decrypt.
         """
-        before = len(self.audit.events())
         for event in events:
             self.audit.import_event(event)
-        stored = self.audit.events()
-        for event in stored[before:]:
+        # Abandoning is idempotent, so events resent in a batch are harmless.
+        for event in events:
             if event.kind in ("refusal", "query_aborted") and "query_id" in event.body:
                 self._abandon(str(event.body["query_id"]))
+        stored = self.audit.events()
         return len(stored), stored[-1].hash if stored else GENESIS_HASH
 
     def _abandon(self, query_id: str) -> None:
