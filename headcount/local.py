@@ -5,6 +5,7 @@ benchmarks and tests: the real servers over mutual TLS, started by the same
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,31 @@ class LocalFederation:
 
     def analyst(self) -> Client:
         return Client(self.config, analyst=self.config.analysts[0].name)
+
+    def approve_project(
+        self,
+        project_id: str,
+        title: str,
+        purpose: str,
+        *,
+        parties: Sequence[str] | None = None,
+        expires: dt.date | None = None,
+    ) -> None:
+        """Propose a project as the first analyst and approve it as the steward of
+        each department it names (all by default; expiring in 30 days by default):
+        here one process stands in for every steward."""
+        parties = list(parties or self.config.party_names)
+        with self.analyst() as analyst:
+            analyst.propose_project(
+                project_id,
+                title,
+                purpose,
+                parties,
+                expires or dt.date.today() + dt.timedelta(days=30),
+            )
+        for party in parties:
+            with Client(self.config, steward=party) as steward:
+                steward.approve_project(project_id)
 
     def stop(self) -> None:
         if self._stopped:

@@ -141,18 +141,12 @@ def start_period_federation(
 def approve_project(fed: LocalFederation, expires: dt.date | None = None) -> None:
     """Propose :data:`PROJECT` as the federation's first analyst and have every
     department's steward approve it (a demo stands in for all of them)."""
-    cfg = fed.config
-    with fed.analyst() as analyst:
-        analyst.propose_project(
-            PROJECT,
-            PROJECT_TITLE,
-            PROJECT_PURPOSE,
-            cfg.party_names,
-            expires or dt.date.today() + dt.timedelta(days=365),
-        )
-    for party in cfg.party_names:
-        with Client(cfg, steward=party) as steward:
-            steward.approve_project(PROJECT)
+    fed.approve_project(
+        PROJECT,
+        PROJECT_TITLE,
+        PROJECT_PURPOSE,
+        expires=expires or dt.date.today() + dt.timedelta(days=365),
+    )
 
 
 def run_longitudinal_queries(

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from headcount.client import Client
 from headcount.demo import DEMO_PROJECT, DEMO_PROJECT_PURPOSE, DEMO_PROJECT_TITLE, DEMO_QUERIES
 from headcount.errors import BudgetExhausted, PolicyRefused
 from headcount.local import start_local_federation
@@ -44,21 +43,15 @@ def _populate(directory: Path, people: int, seed: int) -> Path:
     """Run a federation with the demo project and queries; return its config file."""
     fed = start_local_federation(directory, people=people, seed=seed, require_projects=True)
     try:
-        cfg = fed.config
         with fed.operator() as op:
             op.run_ceremony()
             op.run_linkage()
-        with fed.analyst() as analyst:
-            analyst.propose_project(
-                DEMO_PROJECT,
-                DEMO_PROJECT_TITLE,
-                DEMO_PROJECT_PURPOSE,
-                list(cfg.party_names),
-                dt.date.today() + dt.timedelta(days=365),
-            )
-        for party in cfg.party_names:
-            with Client(cfg, steward=party) as steward:
-                steward.approve_project(DEMO_PROJECT)
+        fed.approve_project(
+            DEMO_PROJECT,
+            DEMO_PROJECT_TITLE,
+            DEMO_PROJECT_PURPOSE,
+            expires=dt.date.today() + dt.timedelta(days=365),
+        )
         with fed.analyst() as analyst:
             for _, spec in DEMO_QUERIES:
                 try:

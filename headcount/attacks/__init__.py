@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from headcount.client import Client
 from headcount.errors import InvalidRequest
 from headcount.local import LocalFederation, start_local_federation
 
@@ -87,19 +86,11 @@ def _registry() -> dict[str, Attack]:
 
 
 def _approve_project(fed: LocalFederation) -> None:
-    import datetime as dt
-
-    with fed.analyst() as analyst:
-        analyst.propose_project(
-            ATTACK_PROJECT,
-            "Attack suite",
-            "Demonstrate that the federation refuses attempts to single out a person.",
-            fed.config.party_names,
-            dt.date.today() + dt.timedelta(days=30),
-        )
-    for party in fed.config.party_names:
-        with Client(fed.config, steward=party) as steward:
-            steward.approve_project(ATTACK_PROJECT)
+    fed.approve_project(
+        ATTACK_PROJECT,
+        "Attack suite",
+        "Demonstrate that the federation refuses attempts to single out a person.",
+    )
 
 
 def attack_names() -> list[str]:

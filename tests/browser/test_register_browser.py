@@ -25,7 +25,6 @@ import pytest
 from harness import make_federation
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from headcount.client import Client
 from headcount.query import QuerySpec
 from headcount.register import build_register, load_register, make_server
 from headcount.register.model import Register
@@ -89,17 +88,13 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site
         with fed.operator() as op:
             op.run_ceremony()
             op.run_linkage()
-        with fed.analyst() as analyst:
-            analyst.propose_project(
-                PROJECT,
-                "School support",
-                "Plan school support by immigration status and GP registration.",
-                ["education", "health", "immigration"],
-                dt.date.today() + dt.timedelta(days=60),
-            )
-        for party in ("education", "health", "immigration"):
-            with Client(fed.config, steward=party) as steward:
-                steward.approve_project(PROJECT)
+        fed.approve_project(
+            PROJECT,
+            "School support",
+            "Plan school support by immigration status and GP registration.",
+            parties=["education", "health", "immigration"],
+            expires=dt.date.today() + dt.timedelta(days=60),
+        )
         with fed.analyst() as analyst:
             for purpose, group_party, group_by in (
                 (HOSTILE_PURPOSE, "immigration", "immigration_status"),

@@ -3,7 +3,6 @@ self-contained, and subgroup rates (from protected queries) close to the truth."
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
 import re
@@ -19,7 +18,6 @@ from click.testing import CliRunner
 from harness import Federation, make_federation
 
 from headcount.cli import cli
-from headcount.client import Client
 from headcount.errors import InvalidRequest
 from headcount.protect.sdc import SdcPolicy
 from headcount.report import SubgroupPlan, build_quality_report
@@ -50,17 +48,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Federatio
         with fed.operator() as op:
             op.run_ceremony()
             op.run_linkage()
-        with fed.analyst() as analyst:
-            analyst.propose_project(
-                PROJECT,
-                "Linkage quality",
-                "Measure whether linkage works equally well for every group of children.",
-                list(PARTIES),
-                dt.date.today() + dt.timedelta(days=30),
-            )
-        for party in PARTIES:
-            with Client(fed.config, steward=party) as steward:
-                steward.approve_project(PROJECT)
+        fed.approve_project(
+            PROJECT,
+            "Linkage quality",
+            "Measure whether linkage works equally well for every group of children.",
+            parties=PARTIES,
+        )
         path = build_quality_report(
             fed.config, root / "reports", project_id=PROJECT, subgroups=PLAN
         )

@@ -25,7 +25,6 @@ from harness import make_federation
 
 from headcount.audit import event_hash, sign_event_hash
 from headcount.cli import cli
-from headcount.client import Client
 from headcount.config import FederationConfig
 from headcount.errors import FailedPrecondition, PolicyRefused
 from headcount.query import Predicate, QuerySpec
@@ -70,17 +69,13 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
         with fed.operator() as op:
             op.run_ceremony()
             op.run_linkage()
-        with fed.analyst() as analyst:
-            analyst.propose_project(
-                PROJECT,
-                HOSTILE_TITLE,
-                "Plan school support by immigration status and GP registration.",
-                ["education", "health", "immigration"],
-                dt.date.today() + dt.timedelta(days=60),
-            )
-        for party in ("education", "health", "immigration"):
-            with Client(fed.config, steward=party) as steward:
-                steward.approve_project(PROJECT)
+        fed.approve_project(
+            PROJECT,
+            HOSTILE_TITLE,
+            "Plan school support by immigration status and GP registration.",
+            parties=["education", "health", "immigration"],
+            expires=dt.date.today() + dt.timedelta(days=60),
+        )
         edu = pd.read_csv(fed.config.party("education").data, dtype=str, keep_default_na=False)
         keys = ["local_authority", "year_group", "sen", "fsm"]
         smallest = cast(tuple[str, ...], edu.groupby(keys).size().idxmin())
