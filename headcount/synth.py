@@ -737,13 +737,7 @@ def _attributes(
         # Gamma(1.2, 0.04) has mean ~0.05 and a long right tail of persistent absence.
         absence = rng.gamma(1.2, 0.04, size=n) + 0.015 * fsm
         absence = np.clip(absence, 0.0, 1.0)
-        return {
-            "year_group": _obj(str(a) for a in np.clip(pop.age[idx] - 4, 0, 13)),
-            "attainment_band": _pick(("below", "expected", "above"), band),
-            "sen": _pick(("none", "support", "ehcp"), sen),
-            "fsm": _pick(departments.YES_NO, np.where(fsm, 0, 1)),
-            "absence_rate": _obj(f"{a:.3f}" for a in absence),
-        }
+        return _education_columns(pop.age[idx], band, sen, fsm, absence)
     if dept == "health":
         no_leave = ~pop.british[idx] & (pop.status[idx] == departments.STATUSES.index("no_leave"))
         gp = rng.random(n) < np.where(no_leave, 0.70, 0.955)
@@ -1230,8 +1224,15 @@ def _period_attributes(
     # for children whose family's status is precarious that year.
     absence = latent.absence[idx] + rng.gamma(1.2, 0.012, size=n) + 0.015 * fsm + 0.02 * precarious
     absence = np.clip(absence, 0.0, 1.0)
+    return _education_columns(pop.age[idx], band, sen, fsm, absence)
+
+
+def _education_columns(
+    age: np.ndarray, band: np.ndarray, sen: np.ndarray, fsm: np.ndarray, absence: np.ndarray
+) -> dict[str, StrArray]:
+    """The education file's attribute columns from drawn bands, SEN, FSM and absence."""
     return {
-        "year_group": _obj(str(a) for a in np.clip(pop.age[idx] - 4, 0, 13)),
+        "year_group": _obj(str(a) for a in np.clip(age - 4, 0, 13)),
         "attainment_band": _pick(("below", "expected", "above"), band),
         "sen": _pick(("none", "support", "ehcp"), sen),
         "fsm": _pick(departments.YES_NO, np.where(fsm, 0, 1)),
