@@ -30,10 +30,8 @@ import dataclasses
 import itertools
 import os
 import platform
-import sqlite3
 import tempfile
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -46,31 +44,16 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _record_ids(fed: LocalFederation, party: str, epoch_id: str) -> dict[bytes, str]:
-    tokens, rows = fed.nodes[party].node.store.token_rows(epoch_id)
-    ids = pd.read_csv(fed.config.party(party).data, dtype=str, keep_default_na=False)["record_id"]
-    return {t: ids.iloc[r] for t, r in zip(tokens, rows, strict=True)}
-
-
 def _quality(fed: LocalFederation, epoch_id: str) -> list[tuple[str, str, int, float, float]]:
     truth = pd.read_csv(fed.ground_truth, dtype=str, keep_default_na=False)
     out = []
-    with closing(sqlite3.connect(fed.config.coordinator.database)) as db:
-        for a, b in itertools.combinations(sorted(fed.config.party_names), 2):
-            true = {
-                (x, y) for x, y in zip(truth[f"{a}_id"], truth[f"{b}_id"], strict=True) if x and y
-            }
-            if not true:
-                continue
-            rows = db.execute(
-                "SELECT l.token, r.token FROM links l JOIN links r ON l.epoch_id = r.epoch_id"
-                " AND l.cluster = r.cluster WHERE l.epoch_id = ? AND l.party = ? AND r.party = ?",
-                (epoch_id, a, b),
-            ).fetchall()
-            ids_a, ids_b = _record_ids(fed, a, epoch_id), _record_ids(fed, b, epoch_id)
-            found = {(ids_a[bytes(x)], ids_b[bytes(y)]) for x, y in rows}
-            hits = len(found & true)
-            out.append((a, b, len(true), hits / max(1, len(found)), hits / len(true)))
+    for a, b in itertools.combinations(sorted(fed.config.party_names), 2):
+        true = {(x, y) for x, y in zip(truth[f"{a}_id"], truth[f"{b}_id"], strict=True) if x and y}
+        if not true:
+            continue
+        found = fed.linked_record_ids(epoch_id, a, b)
+        hits = len(found & true)
+        out.append((a, b, len(true), hits / max(1, len(found)), hits / len(true)))
     return out
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from coordinator import server as coordinator_server
 from headcount import rpc
 from headcount.client import Client
@@ -35,6 +37,22 @@ class LocalFederation:
 
     def analyst(self) -> Client:
         return Client(self.config, analyst=self.config.analysts[0].name)
+
+    def record_ids(self, party: str, epoch_id: str) -> dict[bytes, str]:
+        """``party``'s token -> record id in the epoch, from the node's own state.
+
+        For evaluation only: in a real federation only the node can map its
+        tokens to records; this process holds every node."""
+        tokens, rows = self.nodes[party].node.store.token_rows(epoch_id)
+        ids = pd.read_csv(self.config.party(party).data, dtype=str, keep_default_na=False)
+        return {t: ids["record_id"].iloc[r] for t, r in zip(tokens, rows, strict=True)}
+
+    def linked_record_ids(self, epoch_id: str, a: str, b: str) -> set[tuple[str, str]]:
+        """The (record id at ``a``, record id at ``b``) pairs the epoch linked
+        (for evaluation against ground truth, as `record_ids`)."""
+        linked = self.coordinator.coordinator.store.linked(epoch_id, a, b)
+        ids_a, ids_b = self.record_ids(a, epoch_id), self.record_ids(b, epoch_id)
+        return {(ids_a[left], ids_b[right]) for right, left in linked.items()}
 
     def approve_project(
         self,

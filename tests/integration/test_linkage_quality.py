@@ -4,9 +4,7 @@ and the quality the coordinator estimates without it."""
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 
 import pandas as pd
 import pytest
@@ -25,25 +23,6 @@ def epoch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Federation
         fed.stop()
 
 
-def _record_ids(fed: Federation, party: str, epoch_id: str) -> dict[bytes, str]:
-    """token -> record_id, read from the node's own state (as only the node can)."""
-    node = fed.nodes[party].node
-    tokens, rows = node.store.token_rows(epoch_id)
-    ids = pd.read_csv(fed.config.party(party).data, dtype=str, keep_default_na=False)["record_id"]
-    return {t: ids.iloc[r] for t, r in zip(tokens, rows, strict=True)}
-
-
-def _links(fed: Federation, epoch_id: str, a: str, b: str) -> set[tuple[str, str]]:
-    with closing(sqlite3.connect(fed.config.coordinator.database)) as db:
-        rows = db.execute(
-            "SELECT l.token, r.token FROM links l JOIN links r ON l.epoch_id = r.epoch_id"
-            " AND l.cluster = r.cluster WHERE l.epoch_id = ? AND l.party = ? AND r.party = ?",
-            (epoch_id, a, b),
-        ).fetchall()
-    ids_a, ids_b = _record_ids(fed, a, epoch_id), _record_ids(fed, b, epoch_id)
-    return {(ids_a[bytes(x)], ids_b[bytes(y)]) for x, y in rows}
-
-
 def test_person_links_match_ground_truth_and_the_estimate(epoch: tuple[Federation, object]) -> None:
     fed, summary = epoch
     truth = pd.read_csv(fed.ground_truth, dtype=str, keep_default_na=False)
@@ -53,7 +32,7 @@ def test_person_links_match_ground_truth_and_the_estimate(epoch: tuple[Federatio
         true = {(x, y) for x, y in zip(truth[f"{a}_id"], truth[f"{b}_id"], strict=True) if x and y}
         if len(true) < 50:
             continue
-        found = _links(fed, summary.epoch_id, a, b)  # type: ignore[attr-defined]
+        found = fed.linked_record_ids(summary.epoch_id, a, b)  # type: ignore[attr-defined]
         precision = len(found & true) / len(found)
         recall = len(found & true) / len(true)
         f1 = 2 * precision * recall / (precision + recall)

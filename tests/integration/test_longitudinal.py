@@ -67,24 +67,6 @@ def _truth(fed: Federation) -> pd.DataFrame:
     return pd.read_csv(fed.ground_truth, dtype=str, keep_default_na=False)
 
 
-def _record_ids(fed: Federation, party: str, epoch_id: str) -> dict[bytes, str]:
-    """token -> record_id, from the node's own state (as only the node can)."""
-    tokens, rows = fed.nodes[party].node.store.token_rows(epoch_id)
-    ids = _read(fed, party).index
-    return {t: ids[r] for t, r in zip(tokens, rows, strict=True)}
-
-
-def _links(fed: Federation, epoch_id: str, a: str, b: str) -> set[tuple[str, str]]:
-    with closing(sqlite3.connect(fed.config.coordinator.database)) as db:
-        rows = db.execute(
-            "SELECT l.token, r.token FROM links l JOIN links r ON l.epoch_id = r.epoch_id"
-            " AND l.cluster = r.cluster WHERE l.epoch_id = ? AND l.party = ? AND r.party = ?",
-            (epoch_id, a, b),
-        ).fetchall()
-    ids_a, ids_b = _record_ids(fed, a, epoch_id), _record_ids(fed, b, epoch_id)
-    return {(ids_a[bytes(x)], ids_b[bytes(y)]) for x, y in rows}
-
-
 def _f1(found: set[tuple[str, str]], true: set[tuple[str, str]]) -> float:
     precision = len(found & true) / len(found)
     recall = len(found & true) / len(true)
@@ -109,7 +91,7 @@ def test_links_across_periods_match_ground_truth(
     truth = _truth(fed)
     true = {(x, y) for x, y in zip(truth[f"{a}_id"], truth[f"{b}_id"], strict=True) if x and y}
     assert len(true) >= 40
-    found = _links(fed, epoch_id, a, b)
+    found = fed.linked_record_ids(epoch_id, a, b)
     assert _f1(found, true) >= 0.98, (a, b, len(found & true), len(found), len(true))
 
 
@@ -121,7 +103,7 @@ def test_every_pair_of_parties_links_well(exact: tuple[Federation, str]) -> None
         true = {(x, y) for x, y in zip(truth[f"{a}_id"], truth[f"{b}_id"], strict=True) if x and y}
         if len(true) < 40:
             continue
-        assert _f1(_links(fed, epoch_id, a, b), true) >= 0.98, (a, b)
+        assert _f1(fed.linked_record_ids(epoch_id, a, b), true) >= 0.98, (a, b)
         checked += 1
     assert checked >= 15
 
@@ -282,7 +264,7 @@ def test_nothing_stored_links_one_epoch_to_another(
     position = {(e, bytes(t)): pos for e, _, pos, t, _, _ in encodings}
     same_cluster = same_position = compared = 0
     for party in fed.config.party_names:
-        ids = {e: _record_ids(fed, party, e) for e in (first, second)}
+        ids = {e: fed.record_ids(party, e) for e in (first, second)}
         token_of = {e: {r: t for t, r in ids[e].items()} for e in ids}
         for record, t1 in token_of[first].items():
             t2 = token_of[second][record]
