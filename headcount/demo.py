@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from headcount.client import Client, Release
 from headcount.config import FederationConfig
 from headcount.departments import ADULT_AGE_BANDS
 from headcount.errors import BudgetExhausted, FailedPrecondition, PeerUnavailable, PolicyRefused
-from headcount.federation import CONFIG_NAME, InitOptions, init_federation
+from headcount.federation import CONFIG_NAME, InitOptions, free_ports, init_federation
 from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.register import build_register
 from headcount.synth import REFERENCE_DATE, generate_population
@@ -293,7 +292,7 @@ def run_demo(
     )
     logs = directory / "logs"
     register_dir = directory / "register"
-    port = register_port or _free_port()
+    port = register_port or free_ports("127.0.0.1", 1)[0]
     result.register_url = f"http://127.0.0.1:{port}/"
     with _processes(cfg_path, cfg, logs, (register_dir, port)) as procs:
         with Client(cfg) as operator:
@@ -403,12 +402,6 @@ def run_demo(
         "or run the demo with --serve)"
     )
     return result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:

@@ -75,7 +75,8 @@ class InitOptions:
     period_departments: tuple[str, ...] = ("education", "immigration")
 
 
-def _free_ports(host: str, count: int) -> list[int]:
+def free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` right now."""
     # Bind all at once so the kernel hands out distinct ports; they are released
     # before the servers start, which is fine on a loopback demo.
     socks = []
@@ -191,7 +192,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
     ports = (
         list(range(opts.base_port, opts.base_port + n))
         if opts.base_port
-        else _free_ports(opts.host, n)
+        else free_ports(opts.host, n)
     )
     doc: dict[str, Any] = {
         "name": opts.name,
