@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from headcount import config as config_mod
+from headcount.cli_options import config_option
 from headcount.errors import ConfigError, HeadcountError
 from headcount.log import configure
 from headcount.register.cli import register
@@ -19,7 +20,6 @@ from headcount.report.cli import report
 log = logging.getLogger(__name__)
 
 DEFAULT_DEMO_PEOPLE = 20_000  # large enough that most demo cells pass the small-number rule
-CONFIG_HELP = "Federation config file (default: $HEADCOUNT_CONFIG or ./federation.toml)."
 
 
 def _fail(exc: HeadcountError) -> NoReturn:
@@ -32,11 +32,6 @@ def _load(path: Path | None) -> config_mod.FederationConfig:
         return config_mod.load(path)
     except HeadcountError as exc:
         _fail(exc)
-
-
-config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
-)
 
 
 def _metrics_options(fn: Any) -> Any:

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import click
 
+from headcount.cli_options import config_option
+
 log = logging.getLogger(__name__)
 
-_CONFIG_HELP = "Federation config file (default: $HEADCOUNT_CONFIG or ./federation.toml)."
 _OUT_HELP = "Directory the site is written to (created if missing); only its pages are replaced."
 _DB_HELP = (
     "Read this copy of the audit log instead of the coordinator's state file "
     "(e.g. a department's replica)."
 )
 
-_config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=_CONFIG_HELP
-)
 _out_option = click.option(
     "--out",
     "out_dir",
@@ -74,7 +72,7 @@ def register() -> None:
 
 
 @register.command("build")
-@_config_option
+@config_option
 @_out_option
 @_db_option
 def register_build(config_path: Path | None, out_dir: Path, db_path: Path | None) -> None:
@@ -97,7 +95,7 @@ This page will list every project, epoch and query once it has.</p></body></html
 
 
 @register.command("serve")
-@_config_option
+@config_option
 @_out_option
 @_db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from headcount import config as config_mod
+from headcount.cli_options import config_option
 from headcount.report.subgroups import (
     DEFAULT_ATTRIBUTES,
     DEFAULT_EPSILON,
@@ -30,12 +31,7 @@ def report() -> None:
 
 
 @report.command("quality")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Federation config file (default: $HEADCOUNT_CONFIG or ./federation.toml).",
-)
+@config_option
 @click.option(
     "--out",
     "out_dir",
