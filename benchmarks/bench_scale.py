@@ -69,17 +69,21 @@ against the ground truth (two records are a true pair when the same person is
 behind both), beside the EM estimate.
 
 Household placement: a synthetic population (``generate_population``,
-``--household-people``, default 20,000, seed 1); the education and health
-files are loaded with ``load_department_file``, keyed household keys computed
-with ``household_keys`` under one secret as the node computes them (a record
+``--household-people``, default 20,000, seed 1); the four department files are
+loaded with ``load_department_file``, keyed household keys computed with
+``household_keys`` under one secret as the node computes them (a record
 without a postcode borrowing its file's unambiguous one within its local
-authority), and each child in education is placed with the health records of
-adults (18 or over by the record's own date of birth) that share its
-household key. Truth: the people of the child's ``household_id`` aged 18 or
-over who have a health record. Each miss is put down to its first cause
-(a record moved, without a postcode, formatted in a way the normaliser
-misses, ...), and every record's key is checked against its person's true
-one. ``--household-only`` runs just this part, in seconds.
+authority), and linked with ``link_parties`` on the default schema as an epoch
+links them. Each child in education is placed with the health records of
+adults (18 or over by the record's own date of birth) that a household hop
+reaches: first by each record's own key ("own key"), then by the keys the
+coordinator resolves through person links (``resolve_households``, summing one
+raw key's records per household as ``household_groups`` does: "resolved").
+Truth: the people of the child's ``household_id`` aged 18 or over who have a
+health record. Each miss is put down to its first cause (a record moved,
+without a postcode, formatted in a way the normaliser misses, left out of its
+household's sum, ...), and every record's key is checked against its person's
+true one. ``--household-only`` runs just this part, in seconds.
 """
 
 from __future__ import annotations
@@ -119,13 +123,13 @@ from headcount.linkage.blocking import (
 from headcount.linkage.clk import encode_clks
 from headcount.linkage.dice import score_pairs
 from headcount.linkage.engine import QUALITY_SAMPLE_ROWS, QUALITY_TOP_CANDIDATES, link_parties
+from headcount.linkage.households import household_groups, resolve_households
 from headcount.linkage.matchkeys import KEY_BYTES, match_keys
 from headcount.linkage.normalise import normalise_postcode
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, BlockingSpec
 from party_node.data import (
     LINK_FILE_COLUMNS,
-    DepartmentData,
     load_department_file,
     load_identity_file,
 )
@@ -456,17 +460,26 @@ def prf(hits: int, predicted: int, true: int) -> dict[str, float]:
 
 
 @dataclass
+class Placement:
+    """Education children against the health records a household hop reaches."""
+
+    exact: int = 0
+    right_no_wrong: int = 0
+    without_adults_exact: int = 0
+    link_precision: float = 1.0
+    link_recall: float = 1.0
+    causes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class HouseholdResult:
     people: int
     children: int
     with_adults: int  # children with at least one true co-resident adult in health
-    exact: int
-    right_no_wrong: int
-    without_adults_exact: int
-    link_precision: float
-    link_recall: float
-    causes: dict[str, int]
-    records: dict[str, int]  # "department: cause" -> records
+    raw: Placement  # each record's own household key
+    resolved: Placement  # one key per person cluster (headcount.linkage.households)
+    person_f1: float  # of the linkage run the resolution used, all pairs
+    records: dict[str, int]  # "department: key: cause" -> records
     seconds: float
 
 
@@ -475,23 +488,48 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
     out = work / "household"
     synth.generate_population(people, SEED, out)
     reference = synth.REFERENCE_DATE
-    edu = load_department_file(out / "education.csv", "education", reference)
-    health = load_department_file(out / "health.csv", "health", reference)
+    data = {
+        dept: load_department_file(out / f"{dept}.csv", dept, reference)
+        for dept in sorted(DEPARTMENTS)
+    }
     # As the node calls it (party_node/node.py encode): a record without a
     # postcode may borrow one from its own file, within its local authority.
-    edu_keys = household_keys(
-        edu.addresses,
-        [i.postcode for i in edu.identities],
-        LINKAGE_SECRET,
-        edu.attributes["local_authority"].astype(str).tolist(),
+    raw = {
+        dept: household_keys(
+            d.addresses,
+            [i.postcode for i in d.identities],
+            LINKAGE_SECRET,
+            d.attributes["local_authority"].astype(str).tolist(),
+        )
+        for dept, d in data.items()
+    }
+    # The person links the coordinator would hold: the engine on the four
+    # files with the default schema, as an epoch runs it.
+    schema = DEFAULT_LINKAGE_SCHEMA
+    clks = {
+        dept: encode_clks(d.identities, LINKAGE_SECRET, schema.clk, rng=np.random.default_rng(SEED))
+        for dept, d in data.items()
+    }
+    keys = {
+        dept: match_keys(d.identities, LINKAGE_SECRET, schema.match_keys)
+        for dept, d in data.items()
+    }
+    result = link_parties(
+        clks,
+        THRESHOLD,
+        floor=FLOOR,
+        auto_threshold=schema.auto_threshold,
+        match_keys=keys,
+        blocking=schema.blocking,
+        blocking_key=BLOCKING_KEY,
     )
-    health_keys = household_keys(
-        health.addresses,
-        [i.postcode for i in health.identities],
-        LINKAGE_SECRET,
-        health.attributes["local_authority"].astype(str).tolist(),
-    )
+    resolved = resolve_households(result.parties, result.members, raw)
+
     truth = pd.read_csv(out / "ground_truth.csv", dtype=str, keep_default_na=False)
+    person_of = {  # department -> file row -> person (truth row)
+        dept: person_rows(out / f"{dept}.csv", truth[f"{dept}_id"].tolist()) for dept in data
+    }
+    person_f1 = _person_f1(result, person_of)
     # Each person's key at their true address: a record whose key differs was
     # recorded at another address (a move), without a postcode, or formatted
     # in a way the normaliser does not undo.
@@ -500,97 +538,130 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
     true_keys = household_keys(true_addresses, true_postcodes, LINKAGE_SECRET)
     household = truth["household_id"].tolist()
     age = truth["age"].astype(int).tolist()
-    person_of = {  # department -> file row -> person (truth row)
-        dept: person_rows(out / f"{dept}.csv", truth[f"{dept}_id"].tolist())
-        for dept in ("education", "health")
-    }
+    health = data["health"]
     health_person = person_of["health"]
 
-    def record_cause(data: DepartmentData, keys: Sequence[bytes], row: int, p: int) -> str:
-        """Why a record's key is not its person's true key ("" when it is)."""
-        if keys[row] == true_keys[p]:
+    def record_cause(dept: str, row: int, p: int) -> str:
+        """Why a record's own key is not its person's true key ("" when it is)."""
+        d = data[dept]
+        if raw[dept][row] == true_keys[p]:
             return ""
-        postcode = data.identities[row].postcode
-        digits = re.findall(r"[0-9]+", data.addresses[row])
+        postcode = d.identities[row].postcode
+        digits = re.findall(r"[0-9]+", d.addresses[row])
         if digits != re.findall(r"[0-9]+", true_addresses[p]) or (
             postcode and postcode != true_postcodes[p]
         ):
             return "at another address (moved)"
         if not postcode:
-            if keys[row]:
+            if raw[dept][row]:
                 return "no postcode, borrowed a wrong one from its file"
             return "no postcode, none to borrow from its file"
         return "address formatted in a way the normaliser misses"
 
-    # What the service sees: health records by household key, adult by their own DOB.
+    def key_cause(dept: str, keys: Sequence[bytes], row: int, p: int) -> str:
+        """Why the key used for a record is not its person's true one ("" when it is)."""
+        if keys[row] == true_keys[p]:
+            return ""
+        own = record_cause(dept, row, p)
+        if keys is raw[dept]:
+            return own
+        if own:
+            return f"{own}, not corrected by a linked record"
+        return "its own key was right, its linked records outvoted it"
+
+    # What the service sees: health records of adults by their own DOB.
     adult_record = [
         recorded_age(i.date_of_birth, reference) >= ADULT_AGE for i in health.identities
     ]
-    by_key: dict[bytes, set[int]] = defaultdict(set)
-    for row, key in enumerate(health_keys):
-        if key and adult_record[row]:
-            by_key[key].add(row)
     # The truth: health records of each household's adults.
     adults_of: dict[str, set[int]] = defaultdict(set)
     for row, p in health_person.items():
         if age[p] >= ADULT_AGE:
             adults_of[household[p]].add(row)
 
-    def miss_cause(row: int, child: int, placed: set[int], true: set[int]) -> str:
-        """The first reason, in this order, why a placement differs from the truth."""
-        cause = record_cause(edu, edu_keys, row, child)
-        if cause:
-            return f"child's record: {cause}"
-        for adult in true - placed:
-            cause = record_cause(health, health_keys, adult, health_person[adult])
-            if cause:
-                return f"an adult's health record: {cause}"
-            if not adult_record[adult]:
-                return "an adult's recorded date of birth is missing or under 18"
-        for adult in placed - true:
-            p = health_person[adult]
-            if household[p] != household[child] and true_keys[p] == true_keys[child]:
-                return "another household has the same address (synthetic data)"
-            if age[p] < ADULT_AGE:
-                return "a co-resident under 18 is recorded as 18 or over"
-            return "another person's health record was moved onto this address"
-        return "other"
+    def place(child_keys: Sequence[bytes], health_keys: Sequence[bytes]) -> Placement:
+        # A household hop sums, per key of the child, the health records of
+        # household_groups (one raw key's records per resolved household).
+        groups = household_groups(raw["health"], health_keys)
+        reached = {k: {r for r in rows if adult_record[r]} for k, rows in groups.items()}
+        grouped = {r for rows in groups.values() for r in rows}
 
-    causes: dict[str, int] = defaultdict(int)
-    exact = right_no_wrong = with_adults = without_adults_exact = 0
-    hits = predicted_links = true_links = 0
-    for row, child in person_of["education"].items():
-        key = edu_keys[row]
-        placed = by_key.get(key, set()) if key else set()
-        true = adults_of.get(household[child], set())
-        hits += len(placed & true)
-        predicted_links += len(placed)
-        true_links += len(true)
-        if not true:
-            without_adults_exact += not placed
-            continue
-        with_adults += 1
-        exact += placed == true
-        right_no_wrong += bool(placed & true) and placed <= true
-        if placed != true:
-            causes[miss_cause(row, child, placed, true)] += 1
-    records: dict[str, int] = defaultdict(int)  # each record's own key against the truth
-    for dept, data, keys in (("education", edu, edu_keys), ("health", health, health_keys)):
-        for row, p in person_of[dept].items():
-            records[f"{dept}: {record_cause(data, keys, row, p) or 'true key'}"] += 1
+        def miss_cause(row: int, child: int, placed: set[int], true: set[int]) -> str:
+            """The first reason, in this order, why a placement differs from the truth."""
+            cause = key_cause("education", child_keys, row, child)
+            if cause:
+                return f"child's record: {cause}"
+            for adult in true - placed:
+                cause = key_cause("health", health_keys, adult, health_person[adult])
+                if cause:
+                    return f"an adult's health record: {cause}"
+                if not adult_record[adult]:
+                    return "an adult's recorded date of birth is missing or under 18"
+                if adult not in grouped:
+                    return "an adult's record left out: its household sums another raw key"
+            for adult in placed - true:
+                p = health_person[adult]
+                if household[p] != household[child] and true_keys[p] == true_keys[child]:
+                    return "another household has the same address (synthetic data)"
+                if age[p] < ADULT_AGE:
+                    return "a co-resident under 18 is recorded as 18 or over"
+                return "another person's health record was placed at this address"
+            return "other"
+
+        result = Placement()
+        causes: dict[str, int] = defaultdict(int)
+        hits = predicted_links = true_links = 0
+        for row, child in person_of["education"].items():
+            key = child_keys[row]
+            placed = reached.get(key, set()) if key else set()
+            true = adults_of.get(household[child], set())
+            hits += len(placed & true)
+            predicted_links += len(placed)
+            true_links += len(true)
+            if not true:
+                result.without_adults_exact += not placed
+                continue
+            result.exact += placed == true
+            result.right_no_wrong += bool(placed & true) and placed <= true
+            if placed != true:
+                causes[miss_cause(row, child, placed, true)] += 1
+        result.link_precision = hits / predicted_links if predicted_links else 1.0
+        result.link_recall = hits / true_links if true_links else 1.0
+        result.causes = dict(causes)
+        return result
+
+    with_adults = sum(
+        1 for child in person_of["education"].values() if adults_of.get(household[child])
+    )
+    records: dict[str, int] = defaultdict(int)  # each record's key against the truth
+    for dept in ("education", "health"):
+        for name, keys in (("own key", raw[dept]), ("resolved", resolved[dept])):
+            for row, p in person_of[dept].items():
+                cause = key_cause(dept, keys, row, p) or "true key"
+                records[f"{dept}, {name}: {cause}"] += 1
     return HouseholdResult(
         people=people,
         children=len(person_of["education"]),
         with_adults=with_adults,
-        exact=exact,
-        right_no_wrong=right_no_wrong,
-        without_adults_exact=without_adults_exact,
-        link_precision=hits / predicted_links if predicted_links else 1.0,
-        link_recall=hits / true_links if true_links else 1.0,
-        causes=dict(causes),
+        raw=place(raw["education"], raw["health"]),
+        resolved=place(resolved["education"], resolved["health"]),
+        person_f1=person_f1,
         records=dict(records),
         seconds=time.perf_counter() - start,
     )
+
+
+def _person_f1(result: engine.LinkResult, person_of: Mapping[str, Mapping[int, int]]) -> float:
+    """F1 of all linked record pairs against the truth (same person behind both)."""
+    hits = predicted = 0
+    for a, i, b, j in result.pairs():
+        predicted += 1
+        pa, pb = person_of[a].get(i), person_of[b].get(j)
+        hits += pa is not None and pa == pb
+    true = 0
+    for a, b in itertools.combinations(sorted(person_of), 2):
+        true += len(set(person_of[a].values()) & set(person_of[b].values()))
+    return prf(hits, predicted, true)["f1"]
 
 
 def person_rows(path: Path, truth_ids: Sequence[str]) -> dict[int, int]:
@@ -627,7 +698,7 @@ def main() -> None:
     parser.add_argument(
         "--household-only",
         action="store_true",
-        help="only household placement and its miss diagnosis (seconds, no linkage runs)",
+        help="only household placement and its miss diagnosis (seconds: one small linkage run)",
     )
     args = parser.parse_args()
     records = args.records or (20_000 if args.quick else 100_000)
@@ -897,33 +968,41 @@ def print_household(h: HouseholdResult) -> None:
     print(
         f"Household placement: synthetic population of {h.people:,} (seed {SEED}); "
         f"{h.children:,} children in education, {h.with_adults:,} of them with at least one "
-        "co-resident adult holding a health record"
+        'co-resident adult holding a health record. "own key": each record\'s household '
+        'key as its node sent it; "resolved": one key per person, chosen by the '
+        f"coordinator from the person's linked records (person-link F1 {h.person_f1:.4f})"
     )
+
+    def share(n: int) -> str:
+        return f"{n:,} ({n / h.with_adults:.1%})"
+
     rows = [
-        ["placed with exactly the right adults", f"{h.exact:,}", f"{h.exact / h.with_adults:.1%}"],
+        ["placed with exactly the right adults", share(h.raw.exact), share(h.resolved.exact)],
         [
             "at least one right adult and no wrong one",
-            f"{h.right_no_wrong:,}",
-            f"{h.right_no_wrong / h.with_adults:.1%}",
+            share(h.raw.right_no_wrong),
+            share(h.resolved.right_no_wrong),
         ],
         [
             "child-adult links: precision / recall",
-            "",
-            f"{h.link_precision:.4f} / {h.link_recall:.4f}",
+            f"{h.raw.link_precision:.4f} / {h.raw.link_recall:.4f}",
+            f"{h.resolved.link_precision:.4f} / {h.resolved.link_recall:.4f}",
         ],
     ]
-    _table(["measure", "children", "share"], rows)
-    missed = h.with_adults - h.exact
-    print(f"why the {missed:,} children not placed exactly were missed (first cause found):")
-    for cause, n in sorted(h.causes.items(), key=lambda kv: -kv[1]):
-        print(f"  {n:5,}  {cause}")
+    _table(["measure (children)", "own key", "resolved"], rows)
+    for name, placement in (("own key", h.raw), ("resolved", h.resolved)):
+        missed = h.with_adults - placement.exact
+        print(f"{name}: why the {missed:,} children not placed exactly were missed (first cause):")
+        for cause, n in sorted(placement.causes.items(), key=lambda kv: -kv[1]):
+            print(f"  {n:5,}  {cause}")
     print("each record's household key against its person's true one:")
     for cause, n in sorted(h.records.items()):
         print(f"  {n:6,}  {cause}")
     no_adult = h.children - h.with_adults
     print(
         f"({no_adult:,} children have no co-resident adult with a health record; "
-        f"{h.without_adults_exact:,} of them correctly get none. {h.seconds:.1f} s)"
+        f"{h.raw.without_adults_exact:,} (own key) and {h.resolved.without_adults_exact:,} "
+        f"(resolved) of them correctly get none. {h.seconds:.1f} s)"
     )
 
 
@@ -941,7 +1020,7 @@ def print_goals(small: SizeRun, big: SizeRun, h: HouseholdResult) -> None:
     nodes_ratio = nodes_serial / sum(node_seconds(n) for n in small.nodes.values())
     q = big.quality["blocked"]
     worst = min(q[f"{a}|{b}"]["f1"] for a, b in PAIRS)
-    placed = h.exact / h.with_adults
+    placed = h.resolved.exact / h.with_adults
     at = "" if big.records == 1_000_000 else f" (goal at 1M; measured at N = {big.records:,})"
 
     def met(ok: bool) -> str:
@@ -976,8 +1055,10 @@ def print_goals(small: SizeRun, big: SizeRun, h: HouseholdResult) -> None:
         ],
         [
             ">= 95% of children with the right adults",
-            f"{placed:.1%} exactly; {h.right_no_wrong / h.with_adults:.1%} >= 1 right, 0 wrong",
-            met(placed >= 0.95),
+            f"{placed:.1%} exactly; "
+            f"{h.resolved.right_no_wrong / h.with_adults:.1%} >= 1 right, 0 wrong",
+            f"{met(placed >= 0.95)} exactly, "
+            f"{met(h.resolved.right_no_wrong / h.with_adults >= 0.95)} >= 1 right, 0 wrong",
         ],
     ]
     _table(["goal", "measured", "met"], rows)

@@ -46,6 +46,7 @@ from headcount.errors import (
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
+from headcount.linkage.households import household_groups, resolve_households
 from headcount.linkage.matchkeys import wire_digests
 from headcount.measures import clamp_noise, make_packing
 from headcount.projects import ProjectDoc, verify_decision
@@ -477,6 +478,13 @@ class Coordinator:
             }
             for a, b in result.links
         }
+        # One household per person, from the person's linked records' keys, so
+        # a record at an out-of-date address is placed where the person lives.
+        resolved = resolve_households(
+            result.parties,
+            result.members,
+            {p: e.households for p, e in encodings.items()},
+        )
         clusters = result.clusters
         token_clusters = [{p: encodings[p].tokens[i] for p, i in c.items()} for c in clusters]
         pair_links = result.links
@@ -497,6 +505,7 @@ class Coordinator:
             pair_links,
             quality,
             score_histograms={pair: h.to_json() for pair, h in histograms.items()},
+            resolved_households=resolved,
         )
         info = self.store.epoch(epoch_id)
         self._warm_pools(info.records)
@@ -750,7 +759,8 @@ class Coordinator:
         """Ciphertexts for each of the next node's tokens, in its token order.
 
         Linked positions carry the previous hop's ciphertext (for a household
-        link: the sum over the household), re-randomised; every other position
+        link: the sum over the resolved household, of one raw key's records),
+        re-randomised; every other position
         a fresh E(0), so the next node cannot tell which of its records are
         linked.
         """
@@ -759,13 +769,21 @@ class Coordinator:
             link = self.store.linked(epoch_id, prev_party, hop.party)
             source = {t: current[link[t]] for t in next_tokens if t in link}
         else:
-            prev_hh = self.store.households(epoch_id, prev_party)
-            by_household: dict[bytes, list[int]] = {}
-            for tok, c in current.items():
-                if tok in prev_hh:
-                    by_household.setdefault(prev_hh[tok], []).append(c)
-            sums = {hh: paillier.add_all(key, cs) for hh, cs in by_household.items()}
-            next_hh = self.store.households(epoch_id, hop.party)
+            # Households as resolved through person links; each sums the
+            # records of one raw key, so a sum is still a 0/1 flag
+            # (headcount.linkage.households.household_groups).
+            prev_raw = self.store.households(epoch_id, prev_party)
+            prev_resolved = self.store.resolved_households(epoch_id, prev_party)
+            prev_tokens = [t for t in current if t in prev_raw]
+            groups = household_groups(
+                [prev_raw[t] for t in prev_tokens],
+                [prev_resolved.get(t, b"") for t in prev_tokens],
+            )
+            sums = {
+                hh: paillier.add_all(key, [current[prev_tokens[i]] for i in rows])
+                for hh, rows in groups.items()
+            }
+            next_hh = self.store.resolved_households(epoch_id, hop.party)
             source = {t: sums[next_hh[t]] for t in next_tokens if next_hh.get(t) in sums}
         positions = [i for i, t in enumerate(next_tokens) if t in source]
         encryptor = paillier.shared_encryptor(key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS encodings (
     epoch_id TEXT NOT NULL, party TEXT NOT NULL, position INTEGER NOT NULL,
     token BLOB NOT NULL, clk BLOB NOT NULL, household BLOB NOT NULL,
     PRIMARY KEY (epoch_id, party, position));
+CREATE TABLE IF NOT EXISTS resolved_households (
+    epoch_id TEXT NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL, household BLOB NOT NULL,
+    PRIMARY KEY (epoch_id, party, token));
 CREATE TABLE IF NOT EXISTS links (
     epoch_id TEXT NOT NULL, cluster INTEGER NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL,
     PRIMARY KEY (epoch_id, party, token));
@@ -164,8 +167,13 @@ class CoordinatorStore:
         pair_links: dict[tuple[str, str], int],
         quality: dict[str, dict[str, Any]] | None = None,
         score_histograms: dict[tuple[str, str], dict[str, Any]] | None = None,
+        resolved_households: Mapping[str, Sequence[bytes]] | None = None,
     ) -> None:
         """Store an epoch, its encodings and its graph in one transaction.
+
+        ``resolved_households``: per party, each token's household key as
+        resolved through its person links (`headcount.linkage.households`),
+        in token order, ``b""`` for none; household hops use these.
 
         ``score_histograms``: per party pair, binned link scores as JSON
         (`headcount.report.scores`): unprotected aggregates, kept here and out
@@ -194,6 +202,20 @@ class CoordinatorStore:
                     (
                         (epoch_id, enc.party, i, tok, enc.clks[i].tobytes(), enc.households[i])
                         for i, tok in enumerate(enc.tokens)
+                    ),
+                )
+            for enc in encodings:
+                resolved = (resolved_households or {}).get(enc.party)
+                if resolved is None:
+                    continue
+                if len(resolved) != len(enc.tokens):
+                    raise ValueError(f"{enc.party}: one resolved household per token expected")
+                db.executemany(
+                    "INSERT INTO resolved_households VALUES (?, ?, ?, ?)",
+                    (
+                        (epoch_id, enc.party, tok, hh)
+                        for tok, hh in zip(enc.tokens, resolved, strict=True)
+                        if hh
                     ),
                 )
             db.executemany(
@@ -290,6 +312,21 @@ class CoordinatorStore:
                     (epoch_id, party),
                 )
             }
+
+    def resolved_households(self, epoch_id: str, party: str) -> dict[bytes, bytes]:
+        """``party``'s token -> household key resolved through person links.
+
+        An epoch stored before resolution existed has none: its tokens keep
+        their own keys (`households`).
+        """
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT token, household FROM resolved_households WHERE epoch_id = ? AND party = ?",
+                (epoch_id, party),
+            ).fetchall()
+        if not rows:
+            return self.households(epoch_id, party)
+        return {bytes(r[0]): bytes(r[1]) for r in rows}
 
     def linked(self, epoch_id: str, left: str, right: str) -> dict[bytes, bytes]:
         """right-party token -> left-party token, for clusters holding both."""

@@ -11,8 +11,9 @@ household.
 
 Exact keys (rather than a Bloom filter) because a household is defined by
 sharing one address; fuzzy address matching would merge neighbours. A person
-recorded at an old address in one department is, correctly, not placed in the
-household of the new one.
+recorded at an old address in one department gets that address's key here;
+the coordinator later resolves one household per person from the keys of the
+person's linked records (`headcount.linkage.households`).
 """
 
 from __future__ import annotations
