@@ -635,9 +635,9 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
     )
     records: dict[str, int] = defaultdict(int)  # each record's key against the truth
     for dept in ("education", "health"):
-        for name, keys in (("own key", raw[dept]), ("resolved", resolved[dept])):
+        for name, dept_keys in (("own key", raw[dept]), ("resolved", resolved[dept])):
             for row, p in person_of[dept].items():
-                cause = key_cause(dept, keys, row, p) or "true key"
+                cause = key_cause(dept, dept_keys, row, p) or "true key"
                 records[f"{dept}, {name}: {cause}"] += 1
     return HouseholdResult(
         people=people,
