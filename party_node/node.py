@@ -764,7 +764,9 @@ class PartyNode:
         packing = Packing.from_json(record.packing)
         decoded = [(g, packing.read(v)) for g, v in zip(names, plain, strict=True)]
         cells, total, two_way = protect_release(packing, decoded, policy)
-        column = packing.group_by if two_way else ""
+        # Qualified by this node's name: in a transition table both dimensions
+        # are often the same attribute, of two periods' parties.
+        column = f"{self.name}.{packing.group_by}" if two_way else ""
         return cells, total, record.epsilon, column, packing.measure_attribute
 
 

@@ -211,12 +211,13 @@ def rates_from_release(
     """Per-subgroup link rates from a released two-way table (`Client.query`'s frame).
 
     ``table`` has columns ``group`` (B's categories, "not known to B", "Total"),
-    ``query.attribute`` (A's subgroups, "Total"), ``count`` and ``status``.
+    ``A.attribute`` (A's subgroups, "Total"; the population node names a
+    two-way table's column with its party), ``count`` and ``status``.
 
     Raises:
         InvalidRequest: the table lacks the subgroup column or the unlinked row.
     """
-    attribute = query.attribute
+    attribute = f"{query.population}.{query.attribute}"
     if attribute not in table.columns:
         raise InvalidRequest(f"the release is not broken down by {attribute!r}")
     unlinked_label = unlinked_group(query.partner)

@@ -123,11 +123,14 @@ def _transition_truth(fed: Federation) -> dict[tuple[str, str], int]:
 
 
 def _two_way(table: pd.DataFrame) -> dict[tuple[str, str], tuple[int | None, str]]:
-    cells = table[(table.group != "Total") & (table.immigration_status != "Total")]
+    # The column dimension is the population's own attribute, named with its party.
+    column = "immigration-2024.immigration_status"
+    assert list(table.columns[:2]) == ["group", column]
+    cells = table[(table.group != "Total") & (table[column] != "Total")]
     return {
         (g, s): (None if pd.isna(c) else int(c), status)
         for g, s, c, status in zip(
-            cells.group, cells.immigration_status, cells["count"], cells.status, strict=True
+            cells.group, cells[column], cells["count"], cells.status, strict=True
         )
     }
 
@@ -137,7 +140,12 @@ def test_transition_table_matches_ground_truth(exact: tuple[Federation, str]) ->
     fed, _ = exact
     with fed.analyst() as analyst:
         release = analyst.query(TRANSITION_QUERY)
-    assert list(release.table.columns) == ["group", "immigration_status", "count", "status"]
+    assert list(release.table.columns) == [
+        "group",
+        "immigration-2024.immigration_status",
+        "count",
+        "status",
+    ]
     got = _two_way(release.table)
     want = _transition_truth(fed)
     assert len(got) == 6 * 5  # five statuses and "not known" by five statuses

@@ -86,7 +86,7 @@ def test_small_bins_are_withheld_and_cannot_be_recovered_from_the_total() -> Non
 
 
 def _two_way(partner: str) -> pd.DataFrame:
-    """A released frame as `Client.query` returns it for A by age_band against B."""
+    """A released frame as `Client.query` returns it for education by age_band against B."""
     unlinked = unlinked_group(partner)
     rows = [
         ("all", "0-4", 85, RELEASED),
@@ -102,7 +102,7 @@ def _two_way(partner: str) -> pd.DataFrame:
         (TOTAL, "18-24", None, PRIMARY),
         (TOTAL, TOTAL, 410, RELEASED),
     ]
-    frame = pd.DataFrame(rows, columns=["group", "age_band", "count", "status"])
+    frame = pd.DataFrame(rows, columns=["group", "education.age_band", "count", "status"])
     frame["count"] = pd.array(frame["count"].tolist(), dtype="Int64")
     return frame
 
