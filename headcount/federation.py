@@ -3,8 +3,9 @@
 Everything a federation needs to start is written under one directory:
 
     ca/ca.pem, ca/ca.key            the federation CA (keep ca.key offline)
-    certs/<name>.pem|.key           one per party, coordinator, operator, analyst
-    certs/coordinator-audit.key     Ed25519 key signing the audit log (public half in the config)
+    certs/<name>.pem                one per party, coordinator, operator, analyst (public)
+    keys/<name>.key                 each certificate's private key
+    keys/coordinator-audit.key      Ed25519 key signing the audit log (public half in the config)
     data/<party>.csv                where each node reads its department file
     linkage-schema.toml             fields, weights, hardening, match-keys (shared by all)
     state/<name>.sqlite             each process's own state
@@ -12,6 +13,9 @@ Everything a federation needs to start is written under one directory:
 
 On a real deployment each department generates its own key and the CA signs a
 request; this command creates all keys in one place for demos and tests.
+Certificates and private keys live in separate folders so a deployment can
+give every process all the certificates and only its own key
+(docker/compose.yaml does).
 """
 
 from __future__ import annotations
@@ -173,9 +177,10 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
     directory.mkdir(parents=True, exist_ok=True)
     ca = create_ca(directory / "ca", opts.name)
     certs = directory / "certs"
+    keys = directory / "keys"
 
     def cred(name: str, role: Role) -> dict[str, str]:
-        issued = issue(ca, certs, name, role)
+        issued = issue(ca, certs, name, role, key_directory=keys)
         return {
             "cert": str(issued.cert_path.relative_to(directory)),
             "key": str(issued.key_path.relative_to(directory)),
@@ -183,7 +188,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
 
     audit_key = Ed25519PrivateKey.generate()
     write_private(
-        certs / "coordinator-audit.key",
+        keys / "coordinator-audit.key",
         audit_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
     )
     audit_public = audit_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
@@ -216,7 +221,7 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
             "address": f"{'coordinator' if opts.service_hosts else opts.host}:{ports[0]}",
             "tls": cred("coordinator", Role.COORDINATOR),
             "database": "state/coordinator.sqlite",
-            "audit_key": "certs/coordinator-audit.key",
+            "audit_key": "keys/coordinator-audit.key",
         },
         "operator": cred("operator", Role.OPERATOR),
         "parties": [

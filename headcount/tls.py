@@ -121,8 +121,13 @@ def issue(
     role: Role,
     *,
     hostnames: tuple[str, ...] = ("localhost",),
+    key_directory: Path | None = None,
 ) -> IssuedCredential:
-    """Issue a certificate for ``name`` in ``role``, usable as client and server."""
+    """Issue a certificate for ``name`` in ``role``, usable as client and server.
+
+    The certificate goes to ``directory/name.pem`` and the private key to
+    ``key_directory/name.key`` (default: beside the certificate).
+    """
     ca_cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -157,7 +162,9 @@ def issue(
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    cred = IssuedCredential(directory / f"{name}.pem", directory / f"{name}.key")
+    keys = key_directory or directory
+    keys.mkdir(parents=True, exist_ok=True)
+    cred = IssuedCredential(directory / f"{name}.pem", keys / f"{name}.key")
     cred.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     write_private(cred.key_path, _key_pem(key))
     return cred

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from cryptography import x509
 
 from coordinator import server as coordinator_server
 from headcount.cli import cli
-from headcount.config import FederationConfig, load
+from headcount.config import load
 from headcount.federation import InitOptions, init_federation
 from party_node import server as node_server
 
@@ -99,7 +100,8 @@ def test_command_parses_with_the_real_cli(service: str) -> None:
 def test_certificates_read_only_and_state_on_its_own_named_volume(service: str) -> None:
     declared = set(COMPOSE["volumes"])
     entries = mounts(service)
-    assert ("./federation", "/fed", True) in entries
+    for shared in ("federation.toml", "linkage-schema.toml", "ca/ca.pem", "certs"):
+        assert (f"./federation/{shared}", f"/fed/{shared}", True) in entries
     for source, _target, read_only in entries:
         if source.startswith((".", "/")):
             assert read_only, f"{service}: bind mount {source} must be read-only"
@@ -111,6 +113,72 @@ def test_certificates_read_only_and_state_on_its_own_named_volume(service: str) 
     data = [(s, t) for s, t, _ in entries if t == "/fed/data"]
     # A node sees its own department's file only; nobody else sees any.
     assert data == ([(f"./data/{service}", "/fed/data")] if service in PARTIES else [])
+
+
+# The private keys each service's process needs, and no others.
+OWN_KEYS = {
+    **{p: {f"keys/{p}.key"} for p in PARTIES},
+    # The operator's key too: the operator runs `docker compose exec coordinator
+    # headcount ceremony`.
+    "coordinator": {"keys/coordinator.key", "keys/coordinator-audit.key", "keys/operator.key"},
+    "register": set(),
+}
+
+
+def materialise(service: str, federation: Path, root: Path) -> Path:
+    """The service's /fed as compose assembles it from ``federation`` (the
+    directory `headcount federation init` wrote as docker/federation); named
+    volumes and data folders start empty. Returns the config path inside it."""
+    fed = root / service
+    for source, target, _ in mounts(service):
+        if not target.startswith("/fed"):
+            continue
+        dest = fed / Path(target).relative_to("/fed")
+        if Path(source).parts[0] == "federation":
+            src = federation / Path(*Path(source).parts[1:])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dest)
+            else:
+                shutil.copy2(src, dest)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+    return fed / "federation.toml"
+
+
+def private_keys(root: Path) -> set[str]:
+    """Every file under ``root`` holding a private key, relative to ``root``."""
+    return {
+        str(f.relative_to(root))
+        for f in root.rglob("*")
+        if f.is_file() and b"PRIVATE KEY" in f.read_bytes()
+    }
+
+
+@pytest.fixture(scope="module")
+def federation_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("compose-init") / "federation"
+    init_federation(
+        directory,
+        InitOptions(paillier_bits=1024, insecure_test_keys=True, service_hosts=True),
+    )
+    return directory
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_service_holds_only_its_own_private_keys(
+    service: str, federation_dir: Path, tmp_path: Path
+) -> None:
+    config = materialise(service, federation_dir, tmp_path)
+    assert private_keys(config.parent) == OWN_KEYS[service]
+    assert "ca/ca.key" in private_keys(federation_dir)  # it exists, and stays outside
+    cfg = load(config)  # loads with every certificate and only its own key
+    needed = {
+        **{p.name: {p.tls.key} for p in cfg.parties},
+        "coordinator": {cfg.coordinator.tls.key, cfg.coordinator.audit_key, cfg.operator.key},
+        "register": set(),
+    }[service]
+    assert {str(k.relative_to(config.parent)) for k in needed} == OWN_KEYS[service]
 
 
 def test_no_named_volume_is_writable_by_two_services() -> None:
@@ -204,13 +272,16 @@ def test_dockerfile_copies_what_exists_and_installs_every_package() -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FederationConfig]:
-    directory = tmp_path_factory.mktemp("compose") / "fed"
-    cfg = init_federation(directory, InitOptions(paillier_bits=1024, insecure_test_keys=True))
-    node = node_server.start(cfg, "education")
-    coord = coordinator_server.start(cfg)
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """The education node and the coordinator, each started from its own
+    service's mounts only (its own key, every certificate)."""
+    root = tmp_path_factory.mktemp("compose")
+    init_federation(root / "fed", InitOptions(paillier_bits=1024, insecure_test_keys=True))
+    configs = {s: materialise(s, root / "fed", root / "services") for s in SERVICES}
+    node = node_server.start(load(configs["education"]), "education")
+    coord = coordinator_server.start(load(configs["coordinator"]))
     try:
-        yield cfg
+        yield configs
     finally:
         coord.server.stop(grace=None)
         coord.coordinator.close()
@@ -223,19 +294,27 @@ def _run_healthcheck(service: str, config: Path, *extra: str) -> Any:
     return CliRunner().invoke(cli, [*args, *extra])
 
 
-def test_healthchecks_pass_against_serving_processes(live: FederationConfig) -> None:
-    config = live.ca_cert.parent.parent / "federation.toml"
+def test_healthchecks_pass_against_serving_processes(live: dict[str, Path]) -> None:
     for service in ("education", "coordinator"):
-        result = _run_healthcheck(service, config)
+        result = _run_healthcheck(service, live[service])
         assert result.exit_code == 0, result.output
         assert "serving" in result.output
 
 
-def test_healthcheck_fails_when_the_node_is_down(live: FederationConfig) -> None:
-    config = live.ca_cert.parent.parent / "federation.toml"
-    result = _run_healthcheck("health", config, "--timeout", "1")
+def test_healthcheck_fails_when_the_node_is_down(live: dict[str, Path]) -> None:
+    result = _run_healthcheck("health", live["health"], "--timeout", "1")
     assert result.exit_code == 1
     assert "health" in result.output
+
+
+def test_the_operator_can_run_commands_inside_the_coordinator(live: dict[str, Path]) -> None:
+    """`docker compose exec coordinator headcount ...` runs as the operator with
+    the coordinator's mounts: it reaches the coordinator (status lists the
+    nodes, the down ones as unreachable)."""
+    result = CliRunner().invoke(cli, ["status", "--config", str(live["coordinator"])])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"education\s+healthy", result.output), result.output
+    assert re.search(r"health\s+DOWN", result.output), result.output
 
 
 def test_federation_init_can_address_processes_by_service_name(tmp_path: Path) -> None:
