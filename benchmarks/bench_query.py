@@ -96,6 +96,7 @@ from headcount.crypto import paillier
 from headcount.departments import ADULT_AGE_BANDS, ATTRIBUTES, IDENTITY_COLUMNS, columns
 from headcount.errors import HeadcountError
 from headcount.federation import CONFIG_NAME, InitOptions, init_federation
+from headcount.linkage.households import household_groups
 from headcount.query import Condition, Predicate, QuerySpec
 from headcount.synth import REFERENCE_DATE, generate_population
 from party_node import server as node_server
@@ -621,13 +622,20 @@ def _setup(fed: Federation, timings: dict[str, float]) -> dict[str, tuple[int, i
         with Client(fed.cfg, steward=party) as steward:
             steward.approve_project(PROJECT_ID)
     # Positions that get a linked (re-randomised) ciphertext at each alignment,
-    # computed as the coordinator's _align does: education records at a keyed
-    # address where justice has a record; immigration records linked to education.
+    # computed as the coordinator's _align does: education records in a
+    # resolved household that sums justice records; immigration records linked
+    # to education.
     store = fed.coordinator.coordinator.store
     records = dict(summary.records)
-    justice_hh = set(store.households(summary.epoch_id, "justice").values())
-    edu_hh = store.households(summary.epoch_id, "education")
-    edu_linked = sum(1 for h in edu_hh.values() if h in justice_hh)
+    justice_raw = store.households(summary.epoch_id, "justice")
+    justice_resolved = store.resolved_households(summary.epoch_id, "justice")
+    justice_tokens = list(justice_raw)
+    justice_groups = household_groups(
+        [justice_raw[t] for t in justice_tokens],
+        [justice_resolved.get(t, b"") for t in justice_tokens],
+    )
+    edu_hh = store.resolved_households(summary.epoch_id, "education")
+    edu_linked = sum(1 for h in edu_hh.values() if h in justice_groups)
     imm_linked = next(
         p.links for p in summary.pairs if {p.left, p.right} == {"education", "immigration"}
     )
