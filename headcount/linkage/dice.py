@@ -17,7 +17,7 @@ import pandas as pd
 
 from headcount.linkage import _kernel
 
-__all__ = ["Candidates", "dice_reference", "score_order", "score_pairs"]
+__all__ = ["Candidates", "best_pairs", "dice_reference", "score_order", "score_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,74 @@ def score_pairs(
     )
     log.debug("scored %d x %d CLKs: %d pairs >= %.3f", n_left, n_right, len(candidates), threshold)
     return candidates
+
+
+def best_pairs(
+    left: np.ndarray,
+    right: np.ndarray,
+    threshold: float,
+    k: int,
+    *,
+    threads: int | None = None,
+) -> Candidates:
+    """Each left row's ``k`` best pairs at Dice >= ``threshold``.
+
+    The same pairs as taking, from `score_pairs` of the same arguments, the
+    first ``k`` of each left row in its (score descending, left, right) order,
+    that is each row's best scores with ties going to the lower right row;
+    but the kernel keeps only those (`_kernel.best_per_row`), so the pairs
+    that pass the threshold are never held, however many there are. Every
+    left row is compared with every right row: cost ``n_left * n_right``
+    comparisons, memory ``O(n_left * k)`` besides a packed copy of each side.
+
+    Args:
+        left: ``uint8`` array ``(n_left, width_bytes)``, one CLK a row.
+        right: ``uint8`` array ``(n_right, width_bytes)``.
+        threshold: minimum Dice score kept, in (0, 1].
+        k: most pairs kept per left row, a positive int.
+        threads: worker threads, as for `score_pairs`.
+
+    Returns:
+        `Candidates` sorted by (score descending, left, right); scores are
+        bit-for-bit those of `dice_reference`.
+
+    Raises:
+        ValueError: as `score_pairs`, or ``k`` is not a positive int.
+    """
+    check_clks(left, "left")
+    check_clks(right, "right")
+    if left.shape[1] != right.shape[1]:
+        raise ValueError(
+            f"left and right CLK widths differ: {left.shape[1]} and {right.shape[1]} bytes"
+        )
+    threshold = check_threshold(threshold)
+    check_positive_int(k, "k")
+    n_left, n_right = left.shape[0], right.shape[0]
+    n_threads = resolve_threads(threads, n_left * n_right)
+    if n_left == 0 or n_right == 0:
+        return Candidates.empty()
+    left_rows = _kernel.pack_rows(left)
+    left_counts = np.zeros(len(left_rows), dtype=np.int64)
+    left_counts[:n_left] = np.bitwise_count(left).sum(axis=1, dtype=np.int64)
+    right_t = _kernel.pack_columns(right)
+    right_counts = np.bitwise_count(right).sum(axis=1, dtype=np.int64)
+    best_right, best_shared, best_total, found = _kernel.best_per_row(
+        left_rows,
+        left_counts,
+        right_t,
+        right_counts,
+        threshold,
+        k,
+        rows=n_left,
+        threads=n_threads,
+    )
+    held = np.arange(k) < found[:, None]
+    return candidates_from_hits(
+        np.repeat(np.arange(n_left, dtype=np.int64), found),
+        best_right[held],
+        best_shared[held],
+        best_total[held],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Where the comparisons run is the executor's business
 (`headcount.linkage.executor`): in this process by default, or on a Dask
 cluster; the blocks are merged back so the result is the same either way.
 Pairs of large parties are blocked (keyed LSH, `headcount.linkage.blocking`)
-and scored in this process.
+and scored in this process, as is the quality estimate's sample.
 
 Everything that grows with the number of records stays in numpy arrays:
 candidates, match-key digests and their joins, the edge list and the
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from headcount.linkage.blocking import MIN_SEED_KEY_BYTES, candidate_pairs_blocked
-from headcount.linkage.dice import Candidates, dice_reference, score_order
+from headcount.linkage.blocking import MIN_SEED_KEY_BYTES, candidate_pairs_blocked_many
+from headcount.linkage.dice import Candidates, best_pairs, dice_reference
 from headcount.linkage.executor import (
     CompareTask,
     Executor,
@@ -55,15 +55,10 @@ QUALITY_SAMPLE_ROWS = 1000  # left records per pair scored down to the floor for
 # Some 3.7% of all pairs score >= 0.5, nearly all of them chance pairs: at a
 # million records a sampled record has ~37,000, which would cost gigabytes per
 # pair; its link and runner-up are among its first few. The scale benchmark
-# checks the estimate is the same as from every candidate.
+# checks the estimate is the same as from every candidate. The kernel keeps
+# only these (`dice.best_pairs`), so the sample's cost is its comparisons,
+# QUALITY_SAMPLE_ROWS x the other side: linear in the records.
 QUALITY_TOP_CANDIDATES = 32
-# Candidates at the floor held at once before trimming: sampled records are
-# scored in steps of about this many candidates (3.7% of pairs on synthetic
-# data, so ~54 records a step against a million, all 1,000 against 50,000),
-# which bounds memory (score_pairs needs ~120 bytes a candidate) while
-# keeping the steps few, since each step repacks the other side.
-_SAMPLE_CANDIDATES = 2_000_000
-_SAMPLE_SHARE = 0.037
 # Pairs of parties with at least this many record pairs are blocked when the
 # blocking method is "lsh": below it, comparing every pair takes a few seconds
 # at most and loses nothing (at 1.4e9 pairs, full comparison took 0.4 s and
@@ -171,51 +166,23 @@ def _compare_all(
     return [merge_candidates(results[span]) for span in spans]
 
 
-def _best_per_left(found: Candidates, k: int) -> Candidates:
-    """Each left row's ``k`` best candidates, in the input's (score desc, left,
-    right) order."""
-    # A stable sort by left keeps each row's candidates best first, so a rank
-    # below k within its row picks its k best.
-    order = np.argsort(found.left, kind="stable")
-    by_left = found.left[order]
-    rank = np.arange(len(order)) - np.searchsorted(by_left, by_left, side="left")
-    keep = np.sort(order[rank < k])
-    return Candidates(found.left[keep], found.right[keep], found.score[keep])
-
-
 def _sample_candidates(
-    runner: Executor, jobs: Sequence[tuple[np.ndarray, np.ndarray]], floor: float
+    jobs: Sequence[tuple[np.ndarray, np.ndarray]], floor: float
 ) -> list[Candidates]:
     """Candidates >= ``floor`` of each job's (sampled) left rows, each row's best
-    `QUALITY_TOP_CANDIDATES`, scored a step of rows at a time (all jobs of a
-    step in one executor call)."""
-    if not jobs:
-        return []
-    widest = max(len(right) for _, right in jobs)
-    step = max(1, int(_SAMPLE_CANDIDATES / (_SAMPLE_SHARE * max(1, widest))))
-    rows = max(len(left) for left, _ in jobs)
-    parts: list[list[Candidates]] = [[] for _ in jobs]
-    for start in range(0, rows, step):
-        live = [k for k, (left, _) in enumerate(jobs) if start < len(left)]
-        found = _compare_all(
-            runner, [(jobs[k][0][start : start + step], jobs[k][1]) for k in live], floor
-        )
-        for k, cands in zip(live, found, strict=True):
-            best = _best_per_left(cands, QUALITY_TOP_CANDIDATES)
-            parts[k].append(Candidates(best.left + start, best.right, best.score))
-        del found
-    return [_in_order(p) for p in parts]
+    `QUALITY_TOP_CANDIDATES`, sorted by (score desc, left, right).
 
-
-def _in_order(parts: Sequence[Candidates]) -> Candidates:
-    """Concatenate candidates and sort them by (score desc, left, right)."""
-    if not parts:
-        return Candidates.empty()
-    left = np.concatenate([p.left for p in parts])
-    right = np.concatenate([p.right for p in parts])
-    score = np.concatenate([p.score for p in parts])
-    order = score_order(score, left, right)
-    return Candidates(left[order], right[order], score[order])
+    Scored in this process whatever the executor: 1,000 sampled rows against
+    a million took about a quarter of a second on two cores
+    (`dice.best_pairs`), less than shipping the million rows to a cluster.
+    Before the kernel kept each row's best itself, the sample was scored on
+    the executor in steps of rows bounded by the candidates they emit, each
+    step repacking the whole other side; the steps grew in number with the
+    other side, so the cost grew with its square: 14.4 s for six pairs at a
+    million records, 38 times the cost at 100,000, against 1.7-2.9 s now
+    (8-10 times; measured on the shared 2-core machine).
+    """
+    return [best_pairs(left, right, floor, QUALITY_TOP_CANDIDATES) for left, right in jobs]
 
 
 def pair_score(clks: Mapping[str, np.ndarray], a: str, i: int, b: str, j: int) -> float:
@@ -290,7 +257,7 @@ def link_parties(
         for a, b in pairs:
             small, large = (a, b) if len(clks[a]) <= len(clks[b]) else (b, a)
             jobs.append((clks[small][_sample_rows(len(clks[small]))], clks[large]))
-        sampled = _sample_candidates(runner, jobs, floor)
+        sampled = _sample_candidates(jobs, floor)
         for (a, b), cands in zip(pairs, sampled, strict=True):
             quality[(a, b)], thresholds[(a, b)] = _estimate(
                 cands, floor, threshold, auto_threshold, f"{a} x {b}"
@@ -304,6 +271,7 @@ def link_parties(
         blocking_key = secrets.token_bytes(MIN_SEED_KEY_BYTES)
         log.info("blocking under a fresh random key")
     full = [p for p in pairs if not blocked[p]]
+    index = {p: k for k, p in enumerate(parties)}
     scored = dict(
         zip(
             full,
@@ -313,28 +281,34 @@ def link_parties(
             strict=True,
         )
     )
+    # Every blocked pair at once: each party's block keys are then made and
+    # sorted once a band, not once for each pair it is in.
+    blocked_pairs = [p for p in pairs if blocked[p]]
+    if blocked_pairs:
+        assert blocking_key is not None
+        scored.update(
+            zip(
+                blocked_pairs,
+                candidate_pairs_blocked_many(
+                    [clks[p] for p in parties],
+                    [(index[a], index[b], thresholds[(a, b)]) for a, b in blocked_pairs],
+                    seed_key=blocking_key,
+                    bands=spec.bands,
+                    bits_per_band=spec.bits_per_band,
+                ),
+                strict=True,
+            )
+        )
     digests = (
         None
         if match_keys is None
         else {p: _party_digests(match_keys[p], clks[p], p) for p in parties}
     )
-    index = {p: k for k, p in enumerate(parties)}
     blocks: list[EdgeBlock] = []
     candidates: dict[tuple[str, str], int] = {}
     key_links: dict[tuple[str, str], int] = {}
     for a, b in pairs:
-        if blocked[(a, b)]:
-            assert blocking_key is not None
-            cands = candidate_pairs_blocked(
-                clks[a],
-                clks[b],
-                thresholds[(a, b)],
-                seed_key=blocking_key,
-                bands=spec.bands,
-                bits_per_band=spec.bits_per_band,
-            )
-        else:
-            cands = scored.pop((a, b))
+        cands = scored.pop((a, b))
         candidates[(a, b)] = len(cands)
         if digests is not None:
             keyed = link_by_key_digests(digests[a], digests[b])

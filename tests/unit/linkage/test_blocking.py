@@ -28,6 +28,7 @@ from headcount.linkage.blocking import (
     BlockingStats,
     blocking_stats,
     candidate_pairs_blocked,
+    candidate_pairs_blocked_many,
     lsh_blocks,
 )
 from headcount.linkage.clk import encode_clks
@@ -220,6 +221,53 @@ def test_blocking_stats_checks_its_fields() -> None:
         BlockingStats(10, 1, 1.5)
     with pytest.raises(ValueError, match="reduction_ratio"):
         BlockingStats(10, 1, float("nan"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_blocked_cases(), st.integers(0, 30), st.sampled_from([1, 2]))
+def test_many_pairs_at_once_equal_each_pair_alone(
+    case: tuple[np.ndarray, np.ndarray, float, int, int], n_third: int, threads: int
+) -> None:
+    left, right, threshold, bands, bits_per_band = case
+    rng = np.random.default_rng(n_third)
+    third = np.packbits(rng.random((n_third, left.shape[1] * 8)) < 0.3, axis=1)
+    if len(left):  # some near-copies, so the third party links too
+        third[: n_third // 2] = left[rng.integers(len(left), size=n_third // 2)]
+    parties = [left, right, third]
+    pairs = [(0, 1, threshold), (0, 2, 0.5), (2, 1, threshold), (1, 0, 0.9)]
+    together = candidate_pairs_blocked_many(
+        parties,
+        pairs,
+        seed_key=KEY,
+        bands=bands,
+        bits_per_band=bits_per_band,
+        threads=threads,
+        max_block_bytes=64,
+    )
+    assert len(together) == len(pairs)
+    for (a, b, cut), got in zip(pairs, together, strict=True):
+        alone = candidate_pairs_blocked(
+            parties[a], parties[b], cut, seed_key=KEY, bands=bands, bits_per_band=bits_per_band
+        )
+        np.testing.assert_array_equal(got.left, alone.left)
+        np.testing.assert_array_equal(got.right, alone.right)
+        np.testing.assert_array_equal(got.score, alone.score)
+
+
+def test_many_pairs_check_their_parties() -> None:
+    narrow = np.ones((3, 8), dtype=np.uint8)
+    wide = np.ones((3, 16), dtype=np.uint8)
+    assert candidate_pairs_blocked_many([narrow], [], seed_key=KEY) == []
+    with pytest.raises(ValueError, match="out of range"):
+        candidate_pairs_blocked_many([narrow, narrow], [(0, 2, 0.8)], seed_key=KEY)
+    with pytest.raises(ValueError, match="widths differ"):
+        candidate_pairs_blocked_many([narrow, wide], [(0, 1, 0.8)], seed_key=KEY)
+    with pytest.raises(ValueError, match="widths differ"):
+        candidate_pairs_blocked_many(
+            [narrow, narrow, wide, wide], [(0, 1, 0.8), (2, 3, 0.8)], seed_key=KEY
+        )
+    with pytest.raises(ValueError, match="threshold"):
+        candidate_pairs_blocked_many([narrow, narrow], [(0, 1, 1.5)], seed_key=KEY)
 
 
 def test_concurrent_callers_get_their_own_results() -> None:

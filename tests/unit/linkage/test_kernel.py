@@ -9,7 +9,9 @@ one or two threads, and concurrent callers.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headcount.linkage import _kernel
-from headcount.linkage.dice import Candidates, dice_reference, score_pairs
+from headcount.linkage.dice import Candidates, best_pairs, dice_reference, score_pairs
 
 
 def _reference(
@@ -182,3 +184,126 @@ def test_scaled_threshold_never_exceeds_the_threshold(threshold: float) -> None:
     scaled = _kernel.scale_threshold(threshold)
     assert scaled / 2**24 <= threshold
     assert threshold - scaled / 2**24 < 2**-24
+
+
+# --- best_pairs: each left row's k best, kept in the kernel ------------------------
+
+
+def _best_reference(
+    left: np.ndarray, right: np.ndarray, threshold: float, k: int
+) -> list[tuple[float, int, int]]:
+    """Per left row, its pairs >= threshold by (score desc, right), the first k of
+    them; all rows together sorted by (score desc, left, right)."""
+    kept = []
+    for i, a in enumerate(left):
+        row = []
+        for j, b in enumerate(right):
+            score = dice_reference(a.tobytes(), b.tobytes())
+            if score >= threshold:
+                row.append((-score, i, j))
+        kept.extend(sorted(row, key=lambda t: (t[0], t[2]))[:k])
+    return sorted(kept)
+
+
+def _as_rows(result: Candidates) -> list[tuple[float, int, int]]:
+    return list(
+        zip((-result.score).tolist(), result.left.tolist(), result.right.tolist(), strict=True)
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(_clk_sets(), st.integers(1, 6), st.sampled_from([1, 2]))
+def test_best_pairs_are_each_rows_best_of_the_reference(
+    case: tuple[np.ndarray, np.ndarray, float], k: int, threads: int
+) -> None:
+    left, right, threshold = case
+    got = best_pairs(left, right, threshold, k, threads=threads)
+    assert _as_rows(got) == _best_reference(left, right, threshold, k)
+
+
+def test_best_pairs_break_ties_towards_the_lower_right_row() -> None:
+    # Many right rows tie on score (copies, and subsets with equal Dice), and
+    # there are more right rows than one run of the kernel (BLOCK_COLS), so
+    # ties found in a later run must not displace earlier ones.
+    rng = np.random.default_rng(3)
+    left = np.packbits(rng.random((9, 256)) < 0.4, axis=1)
+    right = np.concatenate([left[rng.integers(0, 9, 1500)], left[rng.integers(0, 9, 500)] & 0xF0])
+    right = right[rng.permutation(len(right))]
+    for k in (1, 5, 32, 400):
+        got = best_pairs(left, right, 0.5, k)
+        assert _as_rows(got) == _best_reference(left, right, 0.5, k)
+        # The same as trimming score_pairs' output, which is in (score desc,
+        # left, right) order, to each row's first k (what the engine did).
+        seen: Counter[int] = Counter()
+        first = []
+        for row in _as_rows(score_pairs(left, right, 0.5)):
+            seen[row[1]] += 1
+            if seen[row[1]] <= k:
+                first.append(row)
+        assert _as_rows(got) == first
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True])
+def test_best_pairs_rejects_a_bad_k(k: object) -> None:
+    ones = np.ones((2, 8), dtype=np.uint8)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        best_pairs(ones, ones, 0.5, k)  # type: ignore[arg-type]
+
+
+def test_best_pairs_of_empty_sides_are_empty() -> None:
+    ones = np.ones((3, 8), dtype=np.uint8)
+    assert len(best_pairs(ones[:0], ones, 0.5, 4)) == 0
+    assert len(best_pairs(ones, ones[:0], 0.5, 4)) == 0
+
+
+# --- radix sort and run merging (blocking) ------------------------------------------
+
+
+@st.composite
+def _keys(draw: st.DrawFn) -> tuple[np.ndarray, int]:
+    """Keys below 2**bits, often with few distinct values (long runs of ties)."""
+    bits = draw(st.integers(1, 64))
+    dtype = draw(st.sampled_from([np.uint32, np.uint64] if bits <= 32 else [np.uint64]))
+    n = draw(st.integers(0, 400))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    raw = rng.integers(0, 2**63, n, dtype=np.uint64) >> np.uint64(64 - min(bits, 63))
+    if bits == 64:
+        raw = raw << np.uint64(1) | rng.integers(0, 2, n, dtype=np.uint64)
+    if draw(st.booleans()):  # only a handful of distinct keys
+        raw = rng.choice(raw[:5], n) if n else raw
+    return raw.astype(dtype), bits
+
+
+@settings(max_examples=200, deadline=None)
+@given(_keys())
+def test_radix_argsort_is_numpys_stable_argsort(case: tuple[np.ndarray, int]) -> None:
+    keys, bits = case
+    sorted_keys, order = _kernel.radix_argsort(keys, bits)
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    np.testing.assert_array_equal(sorted_keys, keys[order])
+    assert sorted_keys.dtype == keys.dtype
+
+
+@settings(max_examples=100, deadline=None)
+@given(_keys(), st.lists(st.integers(0, 400), max_size=5))
+def test_radix_argsort_sorts_each_segment_on_its_own(
+    case: tuple[np.ndarray, int], cuts: list[int]
+) -> None:
+    keys, bits = case
+    starts = np.array([0, *sorted(min(c, len(keys)) for c in cuts), len(keys)], dtype=np.int64)
+    sorted_keys, order = _kernel.radix_argsort_segments(keys, starts, bits)
+    for a, b in itertools.pairwise(starts.tolist()):
+        np.testing.assert_array_equal(order[a:b], np.argsort(keys[a:b], kind="stable"))
+        np.testing.assert_array_equal(sorted_keys[a:b], np.sort(keys[a:b]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(0, 20)), st.lists(st.integers(0, 20)))
+def test_shared_runs_are_the_keys_both_sides_hold(left: list[int], right: list[int]) -> None:
+    left_sorted = np.sort(np.array(left, dtype=np.uint64))
+    right_sorted = np.sort(np.array(right, dtype=np.uint64))
+    runs = _kernel.shared_runs(left_sorted, right_sorted)
+    expected = [(left.count(key), right.count(key)) for key in sorted(set(left) & set(right))]
+    assert [(int(l1 - l0), int(r1 - r0)) for l0, l1, r0, r1 in runs.tolist()] == expected
+    for l0, l1, r0, r1 in runs.tolist():
+        assert len(set(left_sorted[l0:l1].tolist()) | set(right_sorted[r0:r1].tolist())) == 1
