@@ -67,6 +67,7 @@ __all__ = [
     "blocking_stats",
     "candidate_pairs_blocked",
     "candidate_pairs_blocked_many",
+    "check_blocked_pairs",
     "lsh_blocks",
 ]
 
@@ -216,6 +217,7 @@ def candidate_pairs_blocked_many(
     bits_per_band: int = DEFAULT_BITS_PER_BAND,
     max_block_bytes: int = 64 * 2**20,
     threads: int | None = None,
+    band_range: tuple[int, int] | None = None,
 ) -> list[Candidates]:
     """`candidate_pairs_blocked` for several pairs of parties at once.
 
@@ -230,32 +232,32 @@ def candidate_pairs_blocked_many(
             into ``clks``, threshold in (0, 1].
         seed_key, bands, bits_per_band, max_block_bytes, threads: as for
             `candidate_pairs_blocked`.
+        band_range: ``(first, stop)``, to score only the pairs whose first
+            shared band is in ``first..stop-1`` (``None``: every band). Ranges
+            that cover ``0..bands`` without overlap split the work exactly:
+            each pair is reported in its first shared band, whichever range
+            that falls in, so merging the ranges' results (`merge_candidates`
+            in `headcount.linkage.executor`) gives the whole run's, bit for
+            bit. This is how an executor spreads blocked scoring over machines.
 
     Returns:
         For each pair, in order, what `candidate_pairs_blocked` gives for it.
 
     Raises:
-        ValueError: as `candidate_pairs_blocked`, or a party index is out of
-            range.
+        ValueError: as `candidate_pairs_blocked`, a party index is out of
+            range, or ``band_range`` is not within ``0..bands``.
     """
-    for k, party in enumerate(clks):
-        check_clks(party, f"clks[{k}]")
-    cuts = []
-    for a, b, threshold in pairs:
-        if not (0 <= a < len(clks) and 0 <= b < len(clks)):
-            raise ValueError(f"party index out of range in pair ({a}, {b})")
-        if clks[a].shape[1] != clks[b].shape[1]:
-            raise ValueError(
-                f"left and right CLK widths differ: {clks[a].shape[1]} and {clks[b].shape[1]} bytes"
-            )
-        cuts.append(check_threshold(threshold))
+    cuts = check_blocked_pairs(
+        clks, pairs, seed_key=seed_key, bands=bands, bits_per_band=bits_per_band
+    )
     check_positive_int(max_block_bytes, "max_block_bytes")
     resolve_threads(threads, 0)  # reject a bad count before any work
+    first, stop = (0, bands) if band_range is None else band_range
+    if not (0 <= first <= stop <= bands):
+        raise ValueError(f"band_range must lie within 0..{bands}, got {band_range}")
     if not pairs:
         return []
     width = clks[pairs[0][0]].shape[1]
-    if any(clks[p].shape[1] != width for a, b, _ in pairs for p in (a, b)):
-        raise ValueError("CLK widths differ between the pairs' parties")
     positions = _band_positions(seed_key, width * 8, bands, bits_per_band)
     live = [k for k, (a, b, _) in enumerate(pairs) if len(clks[a]) and len(clks[b])]
     if not live:
@@ -276,7 +278,7 @@ def candidate_pairs_blocked_many(
     # only in the first band it shares.
     found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in pairs]
     keys = np.empty(int(starts[-1]), dtype=_key_dtype(bits_per_band))
-    for band in range(bands):
+    for band in range(first, stop):
         for p in used:
             _kernel.band_keys(data[p], *_band_bytes(positions[band]), keys[span[p]])
         sorted_keys, order = _kernel.radix_argsort_segments(keys, starts, bits_per_band)
@@ -330,6 +332,42 @@ def candidate_pairs_blocked_many(
             cuts[k],
         )
     return out
+
+
+def check_blocked_pairs(
+    clks: Sequence[np.ndarray],
+    pairs: Sequence[tuple[int, int, float]],
+    *,
+    seed_key: bytes,
+    bands: int,
+    bits_per_band: int,
+) -> list[float]:
+    """Check `candidate_pairs_blocked_many`'s inputs without scoring anything.
+
+    Returns:
+        Each pair's threshold, checked.
+
+    Raises:
+        ValueError: as `candidate_pairs_blocked_many`.
+    """
+    for k, party in enumerate(clks):
+        check_clks(party, f"clks[{k}]")
+    cuts = []
+    for a, b, threshold in pairs:
+        if not (0 <= a < len(clks) and 0 <= b < len(clks)):
+            raise ValueError(f"party index out of range in pair ({a}, {b})")
+        if clks[a].shape[1] != clks[b].shape[1]:
+            raise ValueError(
+                f"left and right CLK widths differ: {clks[a].shape[1]} and {clks[b].shape[1]} bytes"
+            )
+        cuts.append(check_threshold(threshold))
+    if pairs:
+        width = clks[pairs[0][0]].shape[1]
+        if any(clks[p].shape[1] != width for a, b, _ in pairs for p in (a, b)):
+            raise ValueError("CLK widths differ between the pairs' parties")
+        # The key, band count and band width, as the bands will be drawn.
+        _band_positions(seed_key, width * 8, bands, bits_per_band)
+    return cuts
 
 
 def blocking_stats(

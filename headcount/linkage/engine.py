@@ -7,7 +7,8 @@ Where the comparisons run is the executor's business
 (`headcount.linkage.executor`): in this process by default, or on a Dask
 cluster; the blocks are merged back so the result is the same either way.
 Pairs of large parties are blocked (keyed LSH, `headcount.linkage.blocking`)
-and scored in this process, as is the quality estimate's sample.
+and scored on the executor too, all together, split by ranges of bands on a
+cluster; the quality estimate's sample is scored in this process.
 
 Everything that grows with the number of records stays in numpy arrays:
 candidates, match-key digests and their joins, the edge list and the
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from headcount.linkage.blocking import MIN_SEED_KEY_BYTES, candidate_pairs_blocked_many
+from headcount.linkage.blocking import MIN_SEED_KEY_BYTES
 from headcount.linkage.dice import Candidates, best_pairs, dice_reference
 from headcount.linkage.executor import (
+    BlockedJob,
     CompareTask,
     Executor,
     LocalExecutor,
@@ -286,19 +288,14 @@ def link_parties(
     blocked_pairs = [p for p in pairs if blocked[p]]
     if blocked_pairs:
         assert blocking_key is not None
-        scored.update(
-            zip(
-                blocked_pairs,
-                candidate_pairs_blocked_many(
-                    [clks[p] for p in parties],
-                    [(index[a], index[b], thresholds[(a, b)]) for a, b in blocked_pairs],
-                    seed_key=blocking_key,
-                    bands=spec.bands,
-                    bits_per_band=spec.bits_per_band,
-                ),
-                strict=True,
-            )
+        job = BlockedJob(
+            tuple(clks[p] for p in parties),
+            tuple((index[a], index[b], thresholds[(a, b)]) for a, b in blocked_pairs),
+            blocking_key,
+            spec.bands,
+            spec.bits_per_band,
         )
+        scored.update(zip(blocked_pairs, runner.map_blocked(job), strict=True))
     digests = (
         None
         if match_keys is None

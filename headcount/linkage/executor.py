@@ -2,8 +2,11 @@
 
 `headcount.linkage.engine.link_parties` cuts every party pair's comparison
 into `CompareTask` blocks (`plan_compare`), hands them all to an `Executor`,
-and merges each pair's results back (`merge_candidates`). Clustering then runs
-on the caller's machine as before, so which executor ran the comparisons never
+and merges each pair's results back (`merge_candidates`). Pairs large enough
+to be LSH-blocked go to the executor as one `BlockedJob`, which it may split
+into ranges of bands (each pair is reported in its first shared band, so the
+ranges' results merge into exactly the whole job's). Clustering then runs on
+the caller's machine as before, so which executor ran the comparisons never
 changes the links, only where the CPU time is spent.
 
 - `LocalExecutor` (spec ``"local"``, the default) scores in this process on
@@ -46,6 +49,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import ipaddress
+import itertools
 import logging
 import string
 import urllib.parse
@@ -56,6 +60,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
+from headcount.linkage.blocking import candidate_pairs_blocked_many, check_blocked_pairs
 from headcount.linkage.dice import (
     Candidates,
     check_clks,
@@ -66,6 +71,7 @@ from headcount.linkage.dice import (
 
 __all__ = [
     "DEFAULT_BLOCK_ROWS",
+    "BlockedJob",
     "CompareTask",
     "DaskExecutor",
     "Executor",
@@ -89,6 +95,9 @@ DEFAULT_BLOCK_ROWS = 50_000
 # block already delivered while it scores the current one, but no more, so the
 # cluster holds a bounded number of blocks and results at any time.
 _IN_FLIGHT_PER_THREAD = 2
+# Band ranges per worker for a blocked job: two, so a worker that finishes
+# early takes over part of a slower one's share.
+_BAND_RANGES_PER_WORKER = 2
 _DASK_SCHEME = "dask"
 # Characters of a DNS name or an IPv4/IPv6 literal (brackets already removed).
 _HOST_CHARS = frozenset(string.ascii_lowercase + string.digits + "-.:_")
@@ -131,6 +140,54 @@ class CompareTask:
             raise ValueError("left_start must be a non-negative int")
         object.__setattr__(self, "left_start", int(start))
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BlockedJob:
+    """Every LSH-blocked party pair of a run, scored together band by band.
+
+    Attributes:
+        clks: each party's ``uint8`` ``(records, width_bytes)`` CLKs.
+        pairs: ``(left, right, threshold)``, parties as indices into ``clks``.
+        seed_key: the blocking secret (at least 32 bytes).
+        bands, bits_per_band: the LSH shape.
+
+    An executor returns, per pair, what
+    `headcount.linkage.blocking.candidate_pairs_blocked_many` gives for it.
+
+    Raises:
+        ValueError: as `candidate_pairs_blocked_many` (checked on creation,
+            so bad input fails before anything is sent anywhere).
+    """
+
+    clks: tuple[np.ndarray, ...]
+    pairs: tuple[tuple[int, int, float], ...]
+    seed_key: bytes
+    bands: int
+    bits_per_band: int
+
+    def __post_init__(self) -> None:
+        check_blocked_pairs(
+            self.clks,
+            self.pairs,
+            seed_key=self.seed_key,
+            bands=self.bands,
+            bits_per_band=self.bits_per_band,
+        )
+
+    def run(
+        self, band_range: tuple[int, int] | None = None, threads: int | None = None
+    ) -> list[Candidates]:
+        """Score the job, or the part of it whose first shared band is in ``band_range``."""
+        return candidate_pairs_blocked_many(
+            list(self.clks),
+            list(self.pairs),
+            seed_key=self.seed_key,
+            bands=self.bands,
+            bits_per_band=self.bits_per_band,
+            threads=threads,
+            band_range=band_range,
+        )
 
 
 def plan_compare(
@@ -209,7 +266,8 @@ class Executor(Protocol):
 
     ``block_rows`` tells `plan_compare` how many left rows to put in a task
     (``None``: a whole pair per task). ``map_compare`` returns one `Candidates`
-    per task, equal to ``compare_block(task)``, in the order of ``tasks``; it
+    per task, equal to ``compare_block(task)``, in the order of ``tasks``;
+    ``map_blocked`` returns, per pair of the job, what ``job.run()`` does. Both
     raises what the comparison raises (ValueError for bad input), and
     `headcount.errors.PeerUnavailable` when remote workers are lost or cannot
     be reached. ``close`` releases connections; the caller who made the
@@ -220,6 +278,8 @@ class Executor(Protocol):
     def block_rows(self) -> int | None: ...
 
     def map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]: ...
+
+    def map_blocked(self, job: BlockedJob) -> list[Candidates]: ...
 
     def close(self) -> None: ...
 
@@ -253,6 +313,9 @@ class LocalExecutor:
     def map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]:
         return [compare_block(task, self._threads) for task in tasks]
 
+    def map_blocked(self, job: BlockedJob) -> list[Candidates]:
+        return job.run(threads=self._threads)
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -274,6 +337,20 @@ def _compare_remote(
     """
     found = compare_block(CompareTask(left, right, left_start, threshold), threads)
     return found.left, found.right, found.score
+
+
+def _blocked_remote(
+    clks: list[np.ndarray],
+    pairs: list[tuple[int, int, float]],
+    seed_key: bytes,
+    bands: int,
+    bits_per_band: int,
+    band_range: tuple[int, int],
+    threads: int | None,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One band range of a `BlockedJob` as a Dask task: plain arrays out."""
+    job = BlockedJob(tuple(clks), tuple(pairs), seed_key, bands, bits_per_band)
+    return [(c.left, c.right, c.score) for c in job.run(band_range, threads)]
 
 
 class DaskExecutor:
@@ -365,6 +442,53 @@ class DaskExecutor:
         except (OSError, concurrent.futures.CancelledError, self._dask.KilledWorker) as exc:
             # OSError covers lost connections and "no workers" timeouts.
             raise PeerUnavailable(f"Dask cluster at {self._address} failed: {exc}") from exc
+
+    def map_blocked(self, job: BlockedJob) -> list[Candidates]:
+        """The job's candidates per pair, its bands split over the cluster.
+
+        Every party's CLKs go to every worker once; each task scores a range
+        of bands (two ranges per worker), and the ranges' results are merged
+        per pair, which gives exactly what ``job.run()`` gives.
+
+        Raises:
+            PeerUnavailable: as `map_compare`.
+        """
+        if not job.pairs:
+            return []
+        try:
+            return self._map_blocked(job)
+        except (OSError, concurrent.futures.CancelledError, self._dask.KilledWorker) as exc:
+            raise PeerUnavailable(f"Dask cluster at {self._address} failed: {exc}") from exc
+
+    def _map_blocked(self, job: BlockedJob) -> list[Candidates]:
+        client = self._client
+        workers = max(1, len(client.nthreads()))
+        ranges = max(1, min(job.bands, workers * _BAND_RANGES_PER_WORKER))
+        cuts = [job.bands * i // ranges for i in range(ranges + 1)]
+        shared = [client.scatter(c, broadcast=True, hash=False) for c in job.clks]
+        futures = [
+            client.submit(
+                _blocked_remote,
+                shared,
+                list(job.pairs),
+                job.seed_key,
+                job.bands,
+                job.bits_per_band,
+                (first, stop),
+                self._threads,
+                pure=False,
+            )
+            for first, stop in itertools.pairwise(cuts)
+        ]
+        parts = client.gather(futures)
+        del futures, shared  # lets the scheduler free the CLKs on every worker
+        log.debug(
+            "dask executor: %d bands in %d ranges over %d workers", job.bands, ranges, workers
+        )
+        return [
+            merge_candidates([Candidates(*part[k]) for part in parts])
+            for k in range(len(job.pairs))
+        ]
 
     def _map_compare(self, tasks: Sequence[CompareTask]) -> list[Candidates]:
         if not tasks:

@@ -7,6 +7,7 @@ executor's, array for array.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -27,6 +28,7 @@ from headcount.errors import InvalidRequest, PeerUnavailable
 from headcount.linkage.dice import Candidates, score_pairs
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import (
+    BlockedJob,
     CompareTask,
     DaskExecutor,
     LocalExecutor,
@@ -230,7 +232,69 @@ def test_a_cluster_without_workers_is_unavailable() -> None:
         assert time.monotonic() - started < 5
 
 
+# -- blocked jobs split by bands ---------------------------------------------------------------
+
+BLOCKING_KEY = bytes(range(32))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    cuts=st.lists(st.integers(0, 16), max_size=5),
+)
+def test_band_ranges_merge_to_the_whole_job(seed: int, cuts: list[int]) -> None:
+    """However the bands are cut, merging each range's pairs gives the whole job."""
+    clks = _planted_clks(seed, {"a": 80, "b": 70, "c": 40})
+    job = BlockedJob(
+        (clks["a"], clks["b"], clks["c"]),
+        ((0, 1, THRESHOLD), (0, 2, 0.7), (1, 2, THRESHOLD)),
+        BLOCKING_KEY,
+        16,
+        8,
+    )
+    whole = job.run()
+    edges = sorted({0, 16, *cuts})
+    parts = [job.run((first, stop)) for first, stop in itertools.pairwise(edges)]
+    for k, expected in enumerate(whole):
+        _assert_same(merge_candidates([part[k] for part in parts]), expected)
+    # Ranges do not overlap: no pair is reported by two of them.
+    for k in range(len(whole)):
+        assert sum(len(part[k]) for part in parts) == len(whole[k])
+    assert len(whole[0]) > 0
+
+
+def test_a_blocked_job_checks_its_input_when_made() -> None:
+    a = np.zeros((3, 16), np.uint8)
+    with pytest.raises(ValueError, match="out of range"):
+        BlockedJob((a,), ((0, 1, THRESHOLD),), BLOCKING_KEY, 8, 8)
+    with pytest.raises(ValueError, match="widths differ"):
+        BlockedJob((a, np.zeros((3, 8), np.uint8)), ((0, 1, THRESHOLD),), BLOCKING_KEY, 8, 8)
+    with pytest.raises(ValueError, match="seed_key"):
+        BlockedJob((a, a), ((0, 1, THRESHOLD),), b"short", 8, 8)
+    with pytest.raises(ValueError, match="bands"):
+        BlockedJob((a, a), ((0, 1, THRESHOLD),), BLOCKING_KEY, 0, 8)
+    job = BlockedJob((a, a), ((0, 1, THRESHOLD),), BLOCKING_KEY, 8, 8)
+    with pytest.raises(ValueError, match="band_range"):
+        job.run((4, 9))
+
+
 # -- Dask against local -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dask_blocked_links_exactly_as_local(
+    scheduler: str, parties: dict[str, np.ndarray]
+) -> None:
+    """Every pair LSH-blocked (as at national volumes), its bands spread over
+    both workers: the same links as the local executor."""
+    blocked = {"min_blocked_pairs": 0, "blocking_key": BLOCKING_KEY}
+    local = link_parties(parties, THRESHOLD, **blocked)
+    assert all(local.blocked.values())
+    with DaskExecutor(scheduler) as executor:
+        remote = link_parties(parties, THRESHOLD, executor=executor, **blocked)
+        assert executor.map_blocked(BlockedJob((), (), BLOCKING_KEY, 4, 8)) == []
+    assert remote == local
+    assert remote.candidates == local.candidates and sum(remote.candidates.values()) > 0
 
 
 @pytest.mark.slow
@@ -302,6 +366,15 @@ def test_dask_leaves_no_data_on_the_cluster(scheduler: str, parties: dict[str, n
         assert _keys_held(client, 0) == 0
         with DaskExecutor(scheduler, block_rows=200) as executor:
             link_parties(parties, THRESHOLD, executor=executor)
+            assert _keys_held(client, 0) == 0
+            # Blocked: every party's CLKs went to both workers, and are gone.
+            link_parties(
+                parties,
+                THRESHOLD,
+                executor=executor,
+                min_blocked_pairs=0,
+                blocking_key=BLOCKING_KEY,
+            )
         assert _keys_held(client, 0) == 0
 
 
