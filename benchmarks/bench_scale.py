@@ -44,8 +44,8 @@ Pipeline, as the federation runs it:
   on a sample, blocked Dice candidates, match-keys first, greedy clustering;
 - EM quality estimate: the engine scores its sample of the smaller side's
   records (``QUALITY_SAMPLE_ROWS``, 1,000) against every record of the other
-  side down to the floor 0.5, unblocked, in steps of about 2 million
-  candidates, keeping each sampled record's 32 best (about 3.7% of all pairs
+  side down to the floor, unblocked, with a kernel that keeps only each
+  sampled record's 32 best as it goes (``dice.best_pairs``; about 3.7% of all pairs
   score >= 0.5, so the sample has some 37 million candidates per pair at
   N = 1M, nearly all chance pairs). In its own process, the benchmark fits the
   first pair's estimate on every candidate and checks it equals the engine's;
