@@ -461,8 +461,9 @@ def prf(hits: int, predicted: int, true: int) -> dict[str, float]:
 
 @dataclass
 class Placement:
-    """Education children against the health records a household hop reaches."""
+    """Education children against one department's adult records a household hop reaches."""
 
+    with_adults: int = 0  # children with at least one true co-resident adult there
     exact: int = 0
     right_no_wrong: int = 0
     without_adults_exact: int = 0
@@ -478,6 +479,7 @@ class HouseholdResult:
     with_adults: int  # children with at least one true co-resident adult in health
     raw: Placement  # each record's own household key
     resolved: Placement  # one key per person cluster (headcount.linkage.households)
+    other_departments: dict[str, tuple[Placement, Placement]]  # adults there: own key, resolved
     person_f1: float  # of the linkage run the resolution used, all pairs
     records: dict[str, int]  # "department: key: cause" -> records
     seconds: float
@@ -538,8 +540,6 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
     true_keys = household_keys(true_addresses, true_postcodes, LINKAGE_SECRET)
     household = truth["household_id"].tolist()
     age = truth["age"].astype(int).tolist()
-    health = data["health"]
-    health_person = person_of["health"]
 
     def record_cause(dept: str, row: int, p: int) -> str:
         """Why a record's own key is not its person's true key ("" when it is)."""
@@ -569,20 +569,24 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
             return f"{own}, not corrected by a linked record"
         return "its own key was right, its linked records outvoted it"
 
-    # What the service sees: health records of adults by their own DOB.
-    adult_record = [
-        recorded_age(i.date_of_birth, reference) >= ADULT_AGE for i in health.identities
-    ]
-    # The truth: health records of each household's adults.
-    adults_of: dict[str, set[int]] = defaultdict(set)
-    for row, p in health_person.items():
-        if age[p] >= ADULT_AGE:
-            adults_of[household[p]].add(row)
+    def adults_by_household(dept: str) -> dict[str, set[int]]:
+        """The truth: ``dept``'s records of each household's adults."""
+        adults_of: dict[str, set[int]] = defaultdict(set)
+        for row, p in person_of[dept].items():
+            if age[p] >= ADULT_AGE:
+                adults_of[household[p]].add(row)
+        return adults_of
 
-    def place(child_keys: Sequence[bytes], health_keys: Sequence[bytes]) -> Placement:
-        # A household hop sums, per key of the child, the health records of
-        # household_groups (one raw key's records per resolved household).
-        groups = household_groups(raw["health"], health_keys)
+    def place(dept: str, child_keys: Sequence[bytes], adult_keys: Sequence[bytes]) -> Placement:
+        """Education's children against ``dept``'s adult records a household hop
+        reaches: per key of the child, the records of household_groups (one raw
+        key's records per resolved household), adults by their own recorded DOB."""
+        adult_person = person_of[dept]
+        adult_record = [
+            recorded_age(i.date_of_birth, reference) >= ADULT_AGE for i in data[dept].identities
+        ]
+        adults_of = adults_by_household(dept)
+        groups = household_groups(raw[dept], adult_keys)
         reached = {k: {r for r in rows if adult_record[r]} for k, rows in groups.items()}
         grouped = {r for rows in groups.values() for r in rows}
 
@@ -592,20 +596,20 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
             if cause:
                 return f"child's record: {cause}"
             for adult in true - placed:
-                cause = key_cause("health", health_keys, adult, health_person[adult])
+                cause = key_cause(dept, adult_keys, adult, adult_person[adult])
                 if cause:
-                    return f"an adult's health record: {cause}"
+                    return f"an adult's {dept} record: {cause}"
                 if not adult_record[adult]:
                     return "an adult's recorded date of birth is missing or under 18"
                 if adult not in grouped:
                     return "an adult's record left out: its household sums another raw key"
             for adult in placed - true:
-                p = health_person[adult]
+                p = adult_person[adult]
                 if household[p] != household[child] and true_keys[p] == true_keys[child]:
                     return "another household has the same address (synthetic data)"
                 if age[p] < ADULT_AGE:
                     return "a co-resident under 18 is recorded as 18 or over"
-                return "another person's health record was placed at this address"
+                return f"another person's {dept} record was placed at this address"
             return "other"
 
         result = Placement()
@@ -621,6 +625,7 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
             if not true:
                 result.without_adults_exact += not placed
                 continue
+            result.with_adults += 1
             result.exact += placed == true
             result.right_no_wrong += bool(placed & true) and placed <= true
             if placed != true:
@@ -630,21 +635,29 @@ def household_placement(people: int, work: Path) -> HouseholdResult:
         result.causes = dict(causes)
         return result
 
-    with_adults = sum(
-        1 for child in person_of["education"].values() if adults_of.get(household[child])
-    )
     records: dict[str, int] = defaultdict(int)  # each record's key against the truth
     for dept in ("education", "health"):
         for name, dept_keys in (("own key", raw[dept]), ("resolved", resolved[dept])):
             for row, p in person_of[dept].items():
                 cause = key_cause(dept, dept_keys, row, p) or "true key"
                 records[f"{dept}, {name}: {cause}"] += 1
+    health_raw = place("health", raw["education"], raw["health"])
     return HouseholdResult(
         people=people,
         children=len(person_of["education"]),
-        with_adults=with_adults,
-        raw=place(raw["education"], raw["health"]),
-        resolved=place(resolved["education"], resolved["health"]),
+        with_adults=health_raw.with_adults,
+        raw=health_raw,
+        resolved=place("health", resolved["education"], resolved["health"]),
+        # The departments a household condition usually names (the origin of
+        # "children living with an adult in custody"): their adults nearly
+        # all hold a health record too, which resolution can draw on.
+        other_departments={
+            dept: (
+                place(dept, raw["education"], raw[dept]),
+                place(dept, resolved["education"], resolved[dept]),
+            )
+            for dept in ("justice", "immigration")
+        },
         person_f1=person_f1,
         records=dict(records),
         seconds=time.perf_counter() - start,
@@ -998,6 +1011,28 @@ def print_household(h: HouseholdResult) -> None:
     print("each record's household key against its person's true one:")
     for cause, n in sorted(h.records.items()):
         print(f"  {n:6,}  {cause}")
+    print(
+        "the same children against the adults of the departments a household condition "
+        "usually names (most of whose adults also hold a health record):"
+    )
+    rows = []
+    for dept, (own, res) in h.other_departments.items():
+        n = res.with_adults
+
+        def pct(k: int, n: int = n) -> str:
+            return f"{k:,} ({k / n:.1%})" if n else "-"
+
+        rows.append([dept, f"{n:,}", pct(own.exact), pct(res.exact), pct(res.right_no_wrong)])
+    _table(
+        [
+            "adults in",
+            "children with one there",
+            "exactly right, own key",
+            "exactly right, resolved",
+            ">= 1 right, 0 wrong, resolved",
+        ],
+        rows,
+    )
     no_adult = h.children - h.with_adults
     print(
         f"({no_adult:,} children have no co-resident adult with a health record; "
