@@ -1056,6 +1056,7 @@ def print_goals(small: SizeRun, big: SizeRun, h: HouseholdResult) -> None:
     q = big.quality["blocked"]
     worst = min(q[f"{a}|{b}"]["f1"] for a, b in PAIRS)
     placed = h.resolved.exact / h.with_adults
+    justice = h.other_departments["justice"][1]
     at = "" if big.records == 1_000_000 else f" (goal at 1M; measured at N = {big.records:,})"
 
     def met(ok: bool) -> str:
@@ -1090,9 +1091,10 @@ def print_goals(small: SizeRun, big: SizeRun, h: HouseholdResult) -> None:
         ],
         [
             ">= 95% of children with the right adults",
-            f"{placed:.1%} exactly; "
-            f"{h.resolved.right_no_wrong / h.with_adults:.1%} >= 1 right, 0 wrong",
-            f"{met(placed >= 0.95)} exactly, "
+            f"adults in health: {placed:.1%} exactly, "
+            f"{h.resolved.right_no_wrong / h.with_adults:.1%} >= 1 right, 0 wrong; "
+            f"in justice: {justice.exact / max(1, justice.with_adults):.1%} exactly",
+            f"{met(placed >= 0.95)} exactly (health), "
             f"{met(h.resolved.right_no_wrong / h.with_adults >= 0.95)} >= 1 right, 0 wrong",
         ],
     ]
