@@ -173,7 +173,9 @@ class CoordinatorStore:
 
         ``resolved_households``: per party, each token's household key as
         resolved through its person links (`headcount.linkage.households`),
-        in token order, ``b""`` for none; household hops use these.
+        in token order, ``b""`` for none; household hops use these. Only the
+        tokens whose resolved key differs from their own are stored (a few
+        per cent of them), the rest being read from ``encodings``.
 
         ``score_histograms``: per party pair, binned link scores as JSON
         (`headcount.report.scores`): unprotected aggregates, kept here and out
@@ -214,8 +216,8 @@ class CoordinatorStore:
                     "INSERT INTO resolved_households VALUES (?, ?, ?, ?)",
                     (
                         (epoch_id, enc.party, tok, hh)
-                        for tok, hh in zip(enc.tokens, resolved, strict=True)
-                        if hh
+                        for tok, hh, own in zip(enc.tokens, resolved, enc.households, strict=True)
+                        if hh != own
                     ),
                 )
             db.executemany(
@@ -314,19 +316,21 @@ class CoordinatorStore:
             }
 
     def resolved_households(self, epoch_id: str, party: str) -> dict[bytes, bytes]:
-        """``party``'s token -> household key resolved through person links.
-
-        An epoch stored before resolution existed has none: its tokens keep
-        their own keys (`households`).
-        """
+        """``party``'s token -> household key resolved through person links,
+        for tokens that have one: its own key unless resolution changed it (an
+        epoch stored before resolution existed keeps every token's own key)."""
+        keys = self.households(epoch_id, party)
         with self._tx() as db:
-            rows = db.execute(
+            changed = db.execute(
                 "SELECT token, household FROM resolved_households WHERE epoch_id = ? AND party = ?",
                 (epoch_id, party),
             ).fetchall()
-        if not rows:
-            return self.households(epoch_id, party)
-        return {bytes(r[0]): bytes(r[1]) for r in rows}
+        for token, household in changed:
+            if household:
+                keys[bytes(token)] = bytes(household)
+            else:
+                keys.pop(bytes(token), None)
+        return keys
 
     def linked(self, epoch_id: str, left: str, right: str) -> dict[bytes, bytes]:
         """right-party token -> left-party token, for clusters holding both."""
