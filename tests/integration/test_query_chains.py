@@ -171,6 +171,45 @@ def test_household_chain_children_with_an_adult_in_custody(exact: Federation) ->
     assert sum(want.values()) >= own
 
 
+def test_household_keys_never_reach_a_node(exact: Federation) -> None:
+    """Households are resolved and summed at the coordinator: no node receives
+    a household key (its own, another's, or a resolved one), and the
+    population node gets one ciphertext for each of its tokens, so it cannot
+    tell which of its records sit in a flagged household."""
+    store = exact.coordinator.coordinator.store
+    epoch = store.latest_epoch()
+    parties = exact.config.party_names
+    own = {p: store.households(epoch, p) for p in parties}
+    resolved = {p: store.resolved_households(epoch, p) for p in parties}
+    assert any(resolved[p] != own[p] for p in parties), "resolution changed no record"
+    keys = {k for p in parties for k in (*own[p].values(), *resolved[p].values())}
+    mark = len(exact.recorder.messages)
+    spec = QuerySpec(
+        PURPOSE,
+        "education",
+        "education",
+        "local_authority",
+        conditions=(
+            Condition("justice", (Predicate("sentence", ("custody",)),), link="household"),
+        ),
+        epsilon=1.0,
+    )
+    with exact.analyst() as analyst:
+        analyst.query(spec)
+    received = [(w, m, msg) for w, m, msg in exact.recorder.messages[mark:] if w != "coordinator"]
+    assert {m for _, m, _ in received} >= {"EncryptIndicators", "AggregateByGroup"}
+    for party in parties:
+        blob = b"".join(msg.SerializeToString() for w, _, msg in received if w == party)
+        assert not [k for k in keys if k in blob], party
+    tokens = [
+        t
+        for w, m, msg in received
+        if w == "education" and m == "AggregateByGroup" and msg.HasField("chunk")
+        for t in msg.chunk.tokens
+    ]
+    assert sorted(tokens) == sorted(store.tokens(epoch, "education"))
+
+
 def _own_address_count(fed: Federation, custody: set[str]) -> int:
     """Pupils whose own recorded address and postcode equal those of an adult
     in custody as justice records them (households without person links)."""
