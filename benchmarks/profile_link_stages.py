@@ -9,7 +9,7 @@ stages by wrapping the functions it calls for them:
 
 - EM sample: ``engine._sample_candidates`` (each sampled record's best candidates);
 - blocked Dice: ``candidate_pairs_blocked_many``, as the executor calls it;
-- match-key joins: ``engine.link_by_key_digests``;
+- match-key joins: ``engine.index_digests`` and ``engine.link_indexed``;
 - clustering: ``engine.cluster_parties``.
 
 Each stage's peak is the resident set's high-water mark during it less the
@@ -50,7 +50,8 @@ from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, BlockingSpec
 STAGES = {
     (engine, "_sample_candidates"): "EM sample",
     (executor, "candidate_pairs_blocked_many"): "blocked Dice",
-    (engine, "link_by_key_digests"): "match-key joins",
+    (engine, "index_digests"): "match-key joins",
+    (engine, "link_indexed"): "match-key joins",
     (engine, "cluster_parties"): "clustering",
 }
 

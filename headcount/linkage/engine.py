@@ -36,7 +36,7 @@ from headcount.linkage.executor import (
     merge_candidates,
     plan_compare,
 )
-from headcount.linkage.matchkeys import MatchKeyLevels, key_digests, link_by_key_digests
+from headcount.linkage.matchkeys import MatchKeyLevels, index_digests, key_digests, link_indexed
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 from headcount.linkage.schema import BlockingSpec
 from headcount.linkage.solve import EdgeBlock, cluster_parties
@@ -296,10 +296,11 @@ def link_parties(
             spec.bits_per_band,
         )
         scored.update(zip(blocked_pairs, runner.map_blocked(job), strict=True))
-    digests = (
+    # Each party's digests sorted once, then joined with each partner.
+    indexed = (
         None
         if match_keys is None
-        else {p: _party_digests(match_keys[p], clks[p], p) for p in parties}
+        else {p: index_digests(_party_digests(match_keys[p], clks[p], p)) for p in parties}
     )
     blocks: list[EdgeBlock] = []
     candidates: dict[tuple[str, str], int] = {}
@@ -307,8 +308,8 @@ def link_parties(
     for a, b in pairs:
         cands = scored.pop((a, b))
         candidates[(a, b)] = len(cands)
-        if digests is not None:
-            keyed = link_by_key_digests(digests[a], digests[b])
+        if indexed is not None:
+            keyed = link_indexed(indexed[a], indexed[b])
             key_links[(a, b)] = len(keyed)
             # Exact keyed matches go first: score 1.0 puts them ahead of
             # every CLK edge in the greedy clustering.

@@ -37,11 +37,14 @@ __all__ = [
     "DEFAULT_MATCH_KEYS",
     "KEY_BYTES",
     "MATCHKEY_VERSION",
+    "DigestIndex",
     "KeyLinks",
     "MatchKeySpec",
     "agreement_levels",
+    "index_digests",
     "key_digests",
     "link_by_key_digests",
+    "link_indexed",
     "match_by_keys",
     "match_keys",
 ]
@@ -321,20 +324,63 @@ def link_by_key_digests(left: np.ndarray, right: np.ndarray) -> KeyLinks:
         ValueError: the sides have different numbers of levels or are not
             2-D ``uint64`` arrays.
     """
-    left, right = key_digests(left), key_digests(right)
-    if left.shape[0] != right.shape[0]:
+    return link_indexed(index_digests(left), index_digests(right))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestIndex:
+    """One party's match-key digests, sorted for joining: per level, the key
+    values held by exactly one record (sorted) and that record's row.
+
+    A party in several pairs is indexed once (`index_digests`) and joined
+    with each partner (`link_indexed`): its sorts are not repeated per pair,
+    which made the joins grow faster than the records (13x for 10x at a
+    million records a party).
+    """
+
+    records: int
+    keys: tuple[np.ndarray, ...]
+    rows: tuple[np.ndarray, ...]
+
+
+def index_digests(digests: np.ndarray) -> DigestIndex:
+    """Index a ``(levels, records)`` `key_digests` array for `link_indexed`.
+
+    Raises:
+        ValueError: as `key_digests`.
+    """
+    digests = key_digests(digests)
+    levels = [_unique_digests(digests[level]) for level in range(digests.shape[0])]
+    return DigestIndex(digests.shape[1], tuple(k for k, _ in levels), tuple(r for _, r in levels))
+
+
+def link_indexed(left: DigestIndex, right: DigestIndex) -> KeyLinks:
+    """`link_by_key_digests` on two indexed parties.
+
+    Raises:
+        ValueError: the sides have different numbers of levels.
+    """
+    if len(left.keys) != len(right.keys):
         raise ValueError(
-            f"left has {left.shape[0]} match-key levels and right has {right.shape[0]}"
+            f"left has {len(left.keys)} match-key levels and right has {len(right.keys)}"
         )
-    linked_left = np.zeros(left.shape[1], dtype=np.bool_)
-    linked_right = np.zeros(right.shape[1], dtype=np.bool_)
+    linked_left = np.zeros(left.records, dtype=np.bool_)
+    linked_right = np.zeros(right.records, dtype=np.bool_)
     found_left: list[np.ndarray] = []
     found_right: list[np.ndarray] = []
     found_level: list[np.ndarray] = []
-    for level in range(left.shape[0]):
-        keys_l, rows_l = _unique_digests(left[level])
-        keys_r, rows_r = _unique_digests(right[level])
-        _, at_l, at_r = np.intersect1d(keys_l, keys_r, assume_unique=True, return_indices=True)
+    for level, (keys_l, rows_l, keys_r, rows_r) in enumerate(
+        zip(left.keys, left.rows, right.keys, right.rows, strict=True)
+    ):
+        # Both sides sorted and unique: a binary search of each left key in
+        # the right keys finds the shared ones in key order, as intersect1d
+        # would, without concatenating and re-sorting both.
+        if len(keys_r):
+            at = np.minimum(np.searchsorted(keys_r, keys_l), len(keys_r) - 1)
+            hit = keys_r[at] == keys_l
+            at_l, at_r = np.flatnonzero(hit), at[hit]
+        else:
+            at_l = at_r = np.zeros(0, dtype=np.int64)
         i, j = rows_l[at_l], rows_r[at_r]
         free = ~linked_left[i] & ~linked_right[j]
         i, j = i[free], j[free]
@@ -352,14 +398,16 @@ def link_by_key_digests(left: np.ndarray, right: np.ndarray) -> KeyLinks:
         np.concatenate(found_right) if found_right else empty,
         np.concatenate(found_level) if found_level else empty,
     )
-    log.debug("match-keys linked %d of %d x %d records", len(links), left.shape[1], right.shape[1])
+    log.debug("match-keys linked %d of %d x %d records", len(links), left.records, right.records)
     return links
 
 
 def _unique_digests(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted key values held by exactly one record, that record's row), no-key excluded."""
     rows = np.flatnonzero(keys)
-    order = np.argsort(keys[rows], kind="stable")
+    # Not a stable sort: records sharing a key are all dropped below, so their
+    # order does not matter (introsort is 1.5-2x faster on a million keys).
+    order = np.argsort(keys[rows])
     rows = rows[order]
     values = keys[rows]
     if not len(values):
