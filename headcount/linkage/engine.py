@@ -326,6 +326,9 @@ def link_parties(
             " (blocked)" if blocked[(a, b)] else "",
         )
         del cands
+    # The indexes (16 bytes a record and level) are not needed by clustering,
+    # whose peak is the engine's: freed first, they do not add to it.
+    del indexed
     members = cluster_parties([len(clks[p]) for p in parties], blocks)
     del blocks
     links = {
