@@ -36,7 +36,13 @@ from headcount.linkage.executor import (
     merge_candidates,
     plan_compare,
 )
-from headcount.linkage.matchkeys import MatchKeyLevels, index_digests, key_digests, link_indexed
+from headcount.linkage.matchkeys import (
+    KeyLinks,
+    MatchKeyLevels,
+    index_digests,
+    key_digests,
+    link_indexed,
+)
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 from headcount.linkage.schema import BlockingSpec
 from headcount.linkage.solve import EdgeBlock, cluster_parties
@@ -272,6 +278,14 @@ def link_parties(
     if any(blocked.values()) and blocking_key is None:
         blocking_key = secrets.token_bytes(MIN_SEED_KEY_BYTES)
         log.info("blocking under a fresh random key")
+    # Match-keys first: each party's digests sorted once and joined with each
+    # partner, the indexes (16 bytes a record and level) freed before any CLK
+    # candidate exists, so they never add to the engine's peak.
+    keyed_links: dict[tuple[str, str], KeyLinks] = {}
+    if match_keys is not None:
+        indexed = {p: index_digests(_party_digests(match_keys[p], clks[p], p)) for p in parties}
+        keyed_links = {(a, b): link_indexed(indexed[a], indexed[b]) for a, b in pairs}
+        del indexed
     full = [p for p in pairs if not blocked[p]]
     index = {p: k for k, p in enumerate(parties)}
     scored = dict(
@@ -296,20 +310,14 @@ def link_parties(
             spec.bits_per_band,
         )
         scored.update(zip(blocked_pairs, runner.map_blocked(job), strict=True))
-    # Each party's digests sorted once, then joined with each partner.
-    indexed = (
-        None
-        if match_keys is None
-        else {p: index_digests(_party_digests(match_keys[p], clks[p], p)) for p in parties}
-    )
     blocks: list[EdgeBlock] = []
     candidates: dict[tuple[str, str], int] = {}
     key_links: dict[tuple[str, str], int] = {}
     for a, b in pairs:
         cands = scored.pop((a, b))
         candidates[(a, b)] = len(cands)
-        if indexed is not None:
-            keyed = link_indexed(indexed[a], indexed[b])
+        if match_keys is not None:
+            keyed = keyed_links.pop((a, b))
             key_links[(a, b)] = len(keyed)
             # Exact keyed matches go first: score 1.0 puts them ahead of
             # every CLK edge in the greedy clustering.
@@ -326,9 +334,6 @@ def link_parties(
             " (blocked)" if blocked[(a, b)] else "",
         )
         del cands
-    # The indexes (16 bytes a record and level) are not needed by clustering,
-    # whose peak is the engine's: freed first, they do not add to it.
-    del indexed
     members = cluster_parties([len(clks[p]) for p in parties], blocks)
     del blocks
     links = {
