@@ -183,22 +183,6 @@ def _quad_counts(
             )
 
 
-@numba.njit(cache=True, nogil=True)
-def _seen_in_earlier_band(
-    left: np.ndarray, i: int, right_t: np.ndarray, j: int, masks: np.ndarray
-) -> bool:  # pragma: no cover - compiled
-    """Whether rows agree on every sampled bit of some band in ``masks``."""
-    for band in range(masks.shape[0]):
-        agree = True
-        for x in range(left.shape[1]):
-            if (left[i, x] ^ right_t[x, j]) & masks[band, x]:
-                agree = False
-                break
-        if agree:
-            return True
-    return False
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def scan_rectangles(
     left: np.ndarray,
@@ -208,7 +192,6 @@ def scan_rectangles(
     min_shared: np.ndarray,
     threshold_scaled: int,
     rects: np.ndarray,
-    seen_masks: np.ndarray,
     next_rect: np.ndarray,
     out_left: np.ndarray,
     out_right: np.ndarray,
@@ -226,9 +209,7 @@ def scan_rectangles(
     least the largest rectangle's pair count, or a worker never progresses.
 
     A pair ``(i, j)`` is kept when ``popcount(left[i] & right[j])`` is at
-    least ``min_shared[left_counts[i] + right_counts[j]]`` and, if
-    ``seen_masks`` has rows, the two filters differ on some masked bit of every
-    row (a pair that agrees on an earlier LSH band was reported in that band).
+    least ``min_shared[left_counts[i] + right_counts[j]]``.
     ``threshold_scaled`` is `scale_threshold` of the same threshold, for a
     vectorised prefilter that never drops a qualifying pair.
 
@@ -281,10 +262,6 @@ def scan_rectangles(
                             col = j0 + k2
                             shared = accq[k2]
                             if shared < min_shared[ca + right_counts[col]]:
-                                continue
-                            if seen_masks.shape[0] and _seen_in_earlier_band(
-                                left, row, right_t, col, seen_masks
-                            ):
                                 continue
                             out_left[base + used] = row
                             out_right[base + used] = col
@@ -1097,7 +1074,6 @@ def collect_pairs(
     right_counts: np.ndarray,
     threshold: float,
     rect_batches: Iterator[np.ndarray],
-    seen_masks: np.ndarray,
     *,
     threads: int,
     capacity: int,
@@ -1105,7 +1081,7 @@ def collect_pairs(
     """Run `scan_rectangles` over batches of rectangles, draining the buffers.
 
     Args:
-        left_rows, left_counts, right_t, right_counts, seen_masks: as for
+        left_rows, left_counts, right_t, right_counts: as for
             `scan_rectangles`.
         threshold: minimum Dice score kept, in (0, 1].
         rect_batches: ``int64`` ``(m, 4)`` arrays of rectangles, made lazily so
@@ -1141,7 +1117,6 @@ def collect_pairs(
                         min_shared,
                         threshold_scaled,
                         rects,
-                        seen_masks,
                         next_rect,
                         out_left,
                         out_right,

@@ -148,12 +148,7 @@ def score_pairs(
             threshold is outside (0, 1], ``max_block_bytes`` is not a positive
             int, or ``threads`` is not a positive int.
     """
-    check_clks(left, "left")
-    check_clks(right, "right")
-    if left.shape[1] != right.shape[1]:
-        raise ValueError(
-            f"left and right CLK widths differ: {left.shape[1]} and {right.shape[1]} bytes"
-        )
+    check_clk_pair(left, right)
     threshold = check_threshold(threshold)
     check_positive_int(max_block_bytes, "max_block_bytes")
     n_left, n_right = left.shape[0], right.shape[0]
@@ -185,7 +180,6 @@ def score_pairs(
         right_counts,
         threshold,
         batches,
-        np.zeros((0, left_rows.shape[1]), dtype=np.uint64),
         threads=n_threads,
         capacity=plan.capacity,
     )
@@ -231,12 +225,7 @@ def best_pairs(
     Raises:
         ValueError: as `score_pairs`, or ``k`` is not a positive int.
     """
-    check_clks(left, "left")
-    check_clks(right, "right")
-    if left.shape[1] != right.shape[1]:
-        raise ValueError(
-            f"left and right CLK widths differ: {left.shape[1]} and {right.shape[1]} bytes"
-        )
+    check_clk_pair(left, right)
     threshold = check_threshold(threshold)
     check_positive_int(k, "k")
     n_left, n_right = left.shape[0], right.shape[0]
@@ -421,6 +410,16 @@ def _popcount_window_rectangles(
 def check_positive_int(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int")
+
+
+def check_clk_pair(left: np.ndarray, right: np.ndarray) -> None:
+    """`check_clks` on both sides, and their widths equal (ValueError if not)."""
+    check_clks(left, "left")
+    check_clks(right, "right")
+    if left.shape[1] != right.shape[1]:
+        raise ValueError(
+            f"left and right CLK widths differ: {left.shape[1]} and {right.shape[1]} bytes"
+        )
 
 
 def check_clks(clks: np.ndarray, name: str) -> None:
