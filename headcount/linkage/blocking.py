@@ -53,6 +53,7 @@ from headcount.linkage import _kernel
 from headcount.linkage.dice import (
     Candidates,
     candidates_from_hits,
+    check_clk_pair,
     check_clks,
     check_positive_int,
     check_threshold,
@@ -356,10 +357,7 @@ def check_blocked_pairs(
     for a, b, threshold in pairs:
         if not (0 <= a < len(clks) and 0 <= b < len(clks)):
             raise ValueError(f"party index out of range in pair ({a}, {b})")
-        if clks[a].shape[1] != clks[b].shape[1]:
-            raise ValueError(
-                f"left and right CLK widths differ: {clks[a].shape[1]} and {clks[b].shape[1]} bytes"
-            )
+        check_clk_pair(clks[a], clks[b])
         cuts.append(check_threshold(threshold))
     if pairs:
         width = clks[pairs[0][0]].shape[1]
@@ -385,12 +383,7 @@ def blocking_stats(
     Raises:
         ValueError: as `candidate_pairs_blocked`.
     """
-    check_clks(left, "left")
-    check_clks(right, "right")
-    if left.shape[1] != right.shape[1]:
-        raise ValueError(
-            f"left and right CLK widths differ: {left.shape[1]} and {right.shape[1]} bytes"
-        )
+    check_clk_pair(left, right)
     positions = _band_positions(seed_key, left.shape[1] * 8, bands, bits_per_band)
     total = left.shape[0] * right.shape[0]
     compared = 0

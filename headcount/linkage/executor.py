@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import ipaddress
 import itertools
 import logging
 import string
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,6 +64,7 @@ from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
 from headcount.linkage.blocking import candidate_pairs_blocked_many, check_blocked_pairs
 from headcount.linkage.dice import (
     Candidates,
+    check_clk_pair,
     check_clks,
     check_positive_int,
     check_threshold,
@@ -128,13 +130,7 @@ class CompareTask:
     threshold: float
 
     def __post_init__(self) -> None:
-        check_clks(self.left, "left")
-        check_clks(self.right, "right")
-        if self.left.shape[1] != self.right.shape[1]:
-            raise ValueError(
-                "left and right CLK widths differ: "
-                f"{self.left.shape[1]} and {self.right.shape[1]} bytes"
-            )
+        check_clk_pair(self.left, self.right)
         start = self.left_start
         if isinstance(start, bool) or not isinstance(start, int | np.integer) or start < 0:
             raise ValueError("left_start must be a non-negative int")
@@ -437,11 +433,8 @@ class DaskExecutor:
             PeerUnavailable: the scheduler or workers were lost, or there are
                 no workers to scatter to.
         """
-        try:
+        with self._cluster_failures():
             return self._map_compare(tasks)
-        except (OSError, concurrent.futures.CancelledError, self._dask.KilledWorker) as exc:
-            # OSError covers lost connections and "no workers" timeouts.
-            raise PeerUnavailable(f"Dask cluster at {self._address} failed: {exc}") from exc
 
     def map_blocked(self, job: BlockedJob) -> list[Candidates]:
         """The job's candidates per pair, its bands split over the cluster.
@@ -455,9 +448,16 @@ class DaskExecutor:
         """
         if not job.pairs:
             return []
-        try:
+        with self._cluster_failures():
             return self._map_blocked(job)
+
+    @contextlib.contextmanager
+    def _cluster_failures(self) -> Iterator[None]:
+        """A lost scheduler or worker as PeerUnavailable, naming the cluster."""
+        try:
+            yield
         except (OSError, concurrent.futures.CancelledError, self._dask.KilledWorker) as exc:
+            # OSError covers lost connections and "no workers" timeouts.
             raise PeerUnavailable(f"Dask cluster at {self._address} failed: {exc}") from exc
 
     def _map_blocked(self, job: BlockedJob) -> list[Candidates]:
