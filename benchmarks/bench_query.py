@@ -628,7 +628,7 @@ def _setup(fed: Federation, timings: dict[str, float]) -> dict[str, tuple[int, i
     store = fed.coordinator.coordinator.store
     records = dict(summary.records)
     justice_raw = store.households(summary.epoch_id, "justice")
-    justice_resolved = store.resolved_households(summary.epoch_id, "justice")
+    justice_resolved = store.resolved_households(summary.epoch_id, "justice", justice_raw)
     justice_tokens = list(justice_raw)
     justice_groups = household_groups(
         [justice_raw[t] for t in justice_tokens],

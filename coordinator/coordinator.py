@@ -760,9 +760,8 @@ class Coordinator:
 
         Linked positions carry the previous hop's ciphertext (for a household
         link: the sum over the resolved household, of one raw key's records),
-        re-randomised; every other position
-        a fresh E(0), so the next node cannot tell which of its records are
-        linked.
+        re-randomised; every other position a fresh E(0), so the next node
+        cannot tell which of its records are linked.
         """
         source: dict[bytes, int] = {}
         if hop.link == "person":
@@ -773,7 +772,7 @@ class Coordinator:
             # records of one raw key, so a sum is still a 0/1 flag
             # (headcount.linkage.households.household_groups).
             prev_raw = self.store.households(epoch_id, prev_party)
-            prev_resolved = self.store.resolved_households(epoch_id, prev_party)
+            prev_resolved = self.store.resolved_households(epoch_id, prev_party, prev_raw)
             prev_tokens = [t for t in current if t in prev_raw]
             groups = household_groups(
                 [prev_raw[t] for t in prev_tokens],

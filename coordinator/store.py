@@ -315,11 +315,14 @@ class CoordinatorStore:
                 )
             }
 
-    def resolved_households(self, epoch_id: str, party: str) -> dict[bytes, bytes]:
+    def resolved_households(
+        self, epoch_id: str, party: str, own: Mapping[bytes, bytes] | None = None
+    ) -> dict[bytes, bytes]:
         """``party``'s token -> household key resolved through person links,
         for tokens that have one: its own key unless resolution changed it (an
-        epoch stored before resolution existed keeps every token's own key)."""
-        keys = self.households(epoch_id, party)
+        epoch stored before resolution existed keeps every token's own key).
+        ``own``: `households` of the same party, when the caller already read it."""
+        keys = dict(self.households(epoch_id, party) if own is None else own)
         with self._tx() as db:
             changed = db.execute(
                 "SELECT token, household FROM resolved_households WHERE epoch_id = ? AND party = ?",
