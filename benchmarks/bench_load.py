@@ -126,7 +126,7 @@ def main() -> None:
             people=args.people,
             seed=1,
             require_projects=False,
-            epsilon_per_epoch=100.0,
+            epsilon_per_period=100.0,
         )
         try:
             with fed.operator() as op:

@@ -460,7 +460,7 @@ def _init(directory: Path, bits: int) -> config.FederationConfig:
             insecure_test_keys=bits == 1024,
             reference_date=REFERENCE_DATE,
             # One query per run, but never refused for budget.
-            epsilon_per_epoch=100.0,
+            epsilon_per_period=100.0,
         ),
     )
     path = directory / CONFIG_NAME

@@ -30,7 +30,7 @@ from headcount import rpc, tls
 from headcount.audit import AuditLog
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony, paillier
-from headcount.crypto.dp import sample_noise
+from headcount.crypto.attest import Abandonment, NoiseAttestation, verify_abandonment
 from headcount.crypto.paillier import bulk_workers
 from headcount.errors import (
     BudgetExhausted,
@@ -48,7 +48,10 @@ from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import household_groups, resolve_households
 from headcount.linkage.matchkeys import wire_digests
-from headcount.measures import clamp_noise, make_packing
+from headcount.measures import Packing, clamp_noise, make_packing
+from headcount.privacy.accountant import compose, period_of
+from headcount.privacy.noise import draw_share
+from headcount.privacy.sensitivity import NoisePlan, plan_noise
 from headcount.projects import ProjectDoc, verify_decision
 from headcount.query import QuerySpec, spec_to_json, unlinked_group
 from headcount.report.scores import score_histograms
@@ -517,10 +520,10 @@ class Coordinator:
                 "records": info.records,
                 "commitments": {p: e.commitment.hex() for p, e in encodings.items()},
                 "schema_fingerprint": info.schema_fingerprint,
+                # The configured threshold only: every linkage statistic (links,
+                # clusters, quality estimates, per-pair thresholds) depends on
+                # the data and stays in this coordinator's store (docs/privacy.md).
                 "threshold": threshold,
-                "clusters": info.clusters,
-                # Estimated from score distributions: no ground truth exists.
-                "link_quality": quality,
             },
         )
         log.info(
@@ -624,26 +627,59 @@ class Coordinator:
         ident = common_pb2.PartyIdentity.FromString(raw)
         return paillier.PublicKey.from_bytes(ident.paillier_n)
 
-    def budget_remaining(self, epoch_id: str, party: str) -> float:
-        """Epsilon ``party`` has left in the epoch, mirroring the nodes' own ledgers."""
-        spent = sum(
-            float(q["epsilon"]) for q in self.store.charged_specs(epoch_id) if party in q["parties"]
-        )
-        return self.federation.privacy.epsilon_per_epoch - spent
+    def current_period(self) -> str:
+        return period_of(dt.datetime.now(dt.UTC).date(), self.federation.privacy.period)
 
-    def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
+    def budget_spent(self, party: str, period: str | None = None) -> float:
+        """Epsilon charged to ``party`` in ``period`` (default: the current one).
+
+        Mirrors each node's own ledger: every query announced to the party
+        counts unless it was refused before any node took part. Composed by
+        OpenDP's accountant (headcount.privacy.accountant)."""
+        period = period or self.current_period()
+        kind = self.federation.privacy.period
+        return compose(
+            [
+                float(q["epsilon"])
+                for q, day in self.store.charged_specs_with_dates()
+                if party in q["parties"] and period_of(day, kind) == period
+            ]
+        )
+
+    def budget_remaining(self, party: str, period: str | None = None) -> float:
+        """Epsilon ``party`` has left in ``period`` (default: the current one)."""
+        left = self.federation.privacy.epsilon_per_period - self.budget_spent(party, period)
+        return max(0.0, left)
+
+    def _refuse(self, query_id: str, analyst: str, purpose: str, reason: str, **extra: Any) -> None:
+        """Record a refusal in the audit log: every refusal is public, and each
+        depends only on the query, the catalogue, projects and the ledgers."""
+        self.log(
+            "refusal",
+            {"query_id": query_id, "analyst": analyst, "purpose": purpose, "reason": reason}
+            | extra,
+        )
+
+    def _admit(
+        self, spec: QuerySpec, analyst: str
+    ) -> tuple[Plan, str, float, dict[str, Any], NoisePlan, Packing]:
+        """Everything decided before a query is announced: nothing is charged yet."""
         plan = plan_query(spec, self.parties)
         parties = plan.parties
         self.check_project(spec.project_id, analyst, parties)
         epoch_id = self.store.latest_epoch()
         epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
+        budget = self.federation.privacy.epsilon_per_period
         for party in parties:
-            left = self.budget_remaining(epoch_id, party)
-            if epsilon > left + 1e-12:
+            spent = self.budget_spent(party)
+            if compose([spent, epsilon]) > budget + 1e-9:
                 raise BudgetExhausted(
-                    f"{party}'s privacy budget for this epoch has {left:.3g} left; "
-                    f"the query needs {epsilon:.3g}"
+                    f"{party}'s privacy budget for {self.current_period()} has "
+                    f"{max(0.0, budget - spent):.3g} left; the query needs {epsilon:.3g}"
                 )
+        spec_json = {**spec_to_json(spec), "epsilon": epsilon, "parties": parties}
+        noise = plan_noise(parties, spec_json, household_cap=self.federation.privacy.household_cap)
+        packing = self._packing(epoch_id, plan, epsilon, noise)
         # Every node in the chain must answer before anything is announced or
         # charged, so a node that is down costs nobody any budget.
         down = [p for p in parties if not self.nodes.healthy(p)]
@@ -652,8 +688,46 @@ class Coordinator:
                 f"{', '.join(down)}: not reachable; the query was not started "
                 "and no budget was charged"
             )
+        return plan, epoch_id, epsilon, spec_json, noise, packing
+
+    def _certificate_party(self, pem: bytes) -> str:
+        principal = tls.verify_issued_by(pem, self.federation.ca_cert)
+        if principal.role is not Role.PARTY:
+            raise InvalidProof("not a party certificate")
+        return principal.name
+
+    def _abandon(self, query_id: str, origin: str) -> Abandonment | None:
+        """Ask the origin of a failed query to abandon it; None if it cannot (it
+        is down, or it decrypted), in which case every charge stands."""
+        try:
+            reply = self.nodes.call(
+                origin,
+                lambda s: s.AbandonQuery(
+                    party_node_pb2.AbandonRequest(query_id=query_id),
+                    timeout=self.nodes.timeout_s,
+                ),
+            )
+            abandonment = Abandonment(
+                reply.query_id, reply.party, reply.signature, reply.certificate_pem
+            )
+            if abandonment.query_id != query_id:
+                raise InvalidProof(f"{origin} abandoned another query")
+            verify_abandonment(abandonment, origin, certificate_party=self._certificate_party)
+        except HeadcountError as exc:
+            log.warning(
+                "query %s: %s did not abandon it (%s); charges stand", query_id, origin, exc
+            )
+            return None
+        return abandonment
+
+    def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
+        try:
+            plan, epoch_id, epsilon, spec_json, noise, packing = self._admit(spec, analyst)
+        except (PolicyRefused, BudgetExhausted, NotAuthorised, PeerUnavailable) as exc:
+            self._refuse(uuid.uuid4().hex, analyst, spec.purpose, str(exc))
+            raise
+        parties = plan.parties
         query_id = uuid.uuid4().hex
-        spec_json = {**spec_to_json(spec), "epsilon": epsilon, "parties": parties}
         self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
         try:
             self.log(
@@ -668,47 +742,25 @@ class Coordinator:
                     "parties": parties,
                     "epsilon": epsilon,
                     "spec": spec_json,
+                    # Re-derived by every node before it takes part.
+                    "noise": noise.to_json(),
+                    "packing": packing.to_json(),
                 },
                 required=parties,
             )
-            outcome = self._execute(query_id, epoch_id, spec, plan, epsilon)
-        except HeadcountError as exc:
-            # A node that fails mid-chain may already have charged its budget
-            # for the hops it ran: "failed" queries stay counted, refusals not.
-            failed = isinstance(exc, PeerUnavailable)
-            self.store.finish_query(query_id, "failed" if failed else "refused", None)
-            self.log(
-                "refusal",
-                {
-                    "query_id": query_id,
-                    "analyst": analyst,
-                    "purpose": spec.purpose,
-                    "reason": str(exc),
-                },
-            )
+            outcome = self._execute(query_id, epoch_id, spec, plan, epsilon, packing, noise)
+        except Exception as exc:
+            # Nodes of the chain may have charged their ledgers. With the
+            # origin's signed promise never to decrypt, every node refunds and
+            # the query charged nothing anywhere; without it, every charge
+            # stands (the origin may have decrypted) and so does the mirror.
+            abandonment = self._abandon(query_id, plan.origin)
+            self.store.finish_query(query_id, "refused" if abandonment else "failed", None)
+            reason = str(exc) if isinstance(exc, HeadcountError) else "internal error"
+            extra = {"abandonment": abandonment.to_json()} if abandonment else {}
+            self._refuse(query_id, analyst, spec.purpose, reason, **extra)
             raise
-        except Exception:
-            self.store.finish_query(query_id, "failed", None)
-            raise
-        release = {
-            "title": outcome.title,
-            "cells": [
-                {
-                    "group": c.group,
-                    "column": c.column,
-                    "value": c.value if c.status == "released" else None,
-                    "status": c.status,
-                    "mean": c.mean if c.has_mean else None,
-                    "sum": c.sum if c.has_sum else None,
-                }
-                for c in outcome.table.cells
-            ],
-            "column_attribute": outcome.table.column_attribute,
-            "measure_attribute": outcome.table.measure_attribute,
-            "total": None if outcome.table.total_suppressed else outcome.table.total,
-            "epsilon": outcome.table.epsilon,
-            "noise_scale": outcome.table.noise_scale,
-        }
+        release = release_json(outcome.title, outcome.table)
         self.store.finish_query(query_id, "released", release)
         self.log(
             "release",
@@ -719,12 +771,27 @@ class Coordinator:
                 "purpose": spec.purpose,
                 "parties": parties,
                 "epsilon": epsilon,
-                "budget_remaining": {p: self.budget_remaining(epoch_id, p) for p in parties},
+                "period": self.current_period(),
+                "budget_remaining": {p: self.budget_remaining(p) for p in parties},
                 "table": release,
             },
         )
-        remaining = min(self.budget_remaining(epoch_id, p) for p in parties)
+        remaining = min(self.budget_remaining(p) for p in parties)
         return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
+
+    def _packing(self, epoch_id: str, plan: Plan, epsilon: float, noise: NoisePlan) -> Packing:
+        # No aggregate can add more per-record plaintexts than the epoch has
+        # records, so that bound keeps packed slots from carrying.
+        return make_packing(
+            self.federation.party(plan.hops[0].party).department,
+            plan.origin_group_by,
+            plan.measure_attribute,
+            n_bits=self._origin_key(plan.hops[0].party).n.bit_length(),
+            max_summands=sum(self.store.epoch(epoch_id).records.values()),
+            epsilon=epsilon,
+            sensitivity=noise.sensitivity,
+            shareholders=len(noise.shareholders),
+        )
 
     def _hop_requests(
         self,
@@ -783,7 +850,17 @@ class Coordinator:
                 for hh, rows in groups.items()
             }
             next_hh = self.store.resolved_households(epoch_id, hop.party)
-            source = {t: sums[next_hh[t]] for t in next_tokens if next_hh.get(t) in sums}
+            # At most household_cap of the next party's records per household
+            # carry its flag (the first in token order, which is random), so
+            # one flagged adult moves a count by at most the cap the query's
+            # sensitivity is charged for (headcount.privacy.sensitivity).
+            cap = self.federation.privacy.household_cap
+            taken: dict[bytes, int] = {}
+            for t in next_tokens:
+                hh = next_hh.get(t)
+                if hh in sums and taken.get(hh, 0) < cap:
+                    taken[hh] = taken.get(hh, 0) + 1
+                    source[t] = sums[hh]
         positions = [i for i, t in enumerate(next_tokens) if t in source]
         encryptor = paillier.shared_encryptor(key)
         workers = bulk_workers(len(next_tokens))
@@ -818,21 +895,18 @@ class Coordinator:
         )
 
     def _execute(
-        self, query_id: str, epoch_id: str, spec: QuerySpec, plan: Plan, epsilon: float
+        self,
+        query_id: str,
+        epoch_id: str,
+        spec: QuerySpec,
+        plan: Plan,
+        epsilon: float,
+        packing: Packing,
+        noise: NoisePlan,
     ) -> QueryOutcome:
         origin = plan.hops[0]
         key = self._origin_key(origin.party)
         origin_tokens = self.store.tokens(epoch_id, origin.party)
-        # No aggregate can add more per-record plaintexts than the epoch has
-        # records, so that bound keeps packed slots from carrying.
-        packing = make_packing(
-            self.federation.party(origin.party).department,
-            plan.origin_group_by,
-            plan.measure_attribute,
-            n_bits=key.n.bit_length(),
-            max_summands=sum(self.store.epoch(epoch_id).records.values()),
-            epsilon=epsilon,
-        )
 
         # Hop 1: the origin encrypts an indicator for every record it holds.
         chunks = self.nodes.call(
@@ -913,23 +987,47 @@ class Coordinator:
             )
             sums.append((unlinked_group(last.party), unlinked))
 
-        # Noise is added under encryption, slot by slot: the decrypting node
-        # only ever sees noisy aggregates, and no single party can remove it.
-        specs = packing.noise_specs()
-        noise = [sample_noise(spec, len(sums)) for spec in specs]  # [slot][cell]
-        bound = packing.layout.noise_bound
-        noisy = [
+        # Noise is added under encryption, slot by slot, in shares: this
+        # coordinator's, then each share-holding node's, which signs what it
+        # did. The origin checks the signatures before it decrypts, so its
+        # noisy aggregates carry noise that no single party knows.
+        holders = len(noise.shareholders)
+        shares = [draw_share(s.scale, holders, len(sums)) for s in packing.noise_specs()]
+        bound = packing.share_bound
+        groups = [
             (
                 g,
-                paillier.add_plain(
+                paillier.to_bytes(
                     key,
-                    c,
-                    packing.layout.pack_noise(clamp_noise([z[i] for z in noise], bound)),
+                    paillier.add_plain(
+                        key,
+                        c,
+                        packing.layout.pack_noise(clamp_noise([z[i] for z in shares], bound)),
+                    ),
                 ),
             )
             for i, (g, c) in enumerate(sums)
         ]
-        noise_spec = specs[0]
+        attestations: list[NoiseAttestation] = []
+        for holder in noise.nodes:
+            request = party_node_pb2.NoiseRequest(
+                query_id=query_id,
+                paillier_n=key.to_bytes(),
+                groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in groups],
+            )
+
+            def add_noise(
+                stub: party_node_pb2_grpc.PartyNodeStub,
+                request: party_node_pb2.NoiseRequest = request,
+            ) -> party_node_pb2.NoisedAggregate:
+                return stub.AddNoise(request, timeout=self.nodes.timeout_s)
+
+            reply = self.nodes.call(holder, add_noise)
+            returned = [(g.group, g.ciphertext) for g in reply.groups]
+            if [g for g, _ in returned] != [g for g, _ in groups]:
+                raise InvalidRequest(f"{holder}: noised other groups than it was sent")
+            groups = returned
+            attestations.append(cv.attestation_from_pb(reply.attestation))
 
         # Final step: the origin decrypts the noisy aggregates and applies SDC.
         table = self.nodes.call(
@@ -937,12 +1035,8 @@ class Coordinator:
             lambda s: s.DecryptAggregate(
                 party_node_pb2.DecryptRequest(
                     query_id=query_id,
-                    groups=[
-                        common_pb2.GroupCiphertext(group=g, ciphertext=paillier.to_bytes(key, c))
-                        for g, c in noisy
-                    ],
-                    noise_scale=noise_spec.scale,
-                    mechanism=noise_spec.mechanism,
+                    groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in groups],
+                    attestations=[cv.attestation_to_pb(a) for a in attestations],
                 ),
                 timeout=self.nodes.timeout_s,
             ),
@@ -968,12 +1062,18 @@ class Coordinator:
             epoch_id=epoch_id,
             parties=[
                 coordinator_pb2.PartyStatus(
-                    party=p, healthy=self.nodes.healthy(p), records=records.get(p, 0)
+                    party=p,
+                    healthy=self.nodes.healthy(p),
+                    records=records.get(p, 0),
+                    epsilon_spent=self.budget_spent(p),
+                    epsilon_left=self.budget_remaining(p),
                 )
                 for p in self.parties
             ],
             queries=self.store.query_count(),
             audit_head=self.audit.head(),
+            period=self.current_period(),
+            epsilon_per_period=self.federation.privacy.epsilon_per_period,
         )
 
     def close(self) -> None:
@@ -1005,3 +1105,36 @@ class Coordinator:
             enc.start_pool(min(need, paillier.pool_limit(key)))
             if enc not in self._pooled:
                 self._pooled.append(enc)
+
+
+def release_json(title: str, table: common_pb2.ProtectedTable) -> dict[str, Any]:
+    """A released table as the audit log and the store keep it."""
+
+    def interval(c: common_pb2.ProtectedCell) -> list[int] | None:
+        return [c.interval_low, c.interval_high] if c.has_interval else None
+
+    return {
+        "title": title,
+        "cells": [
+            {
+                "group": c.group,
+                "column": c.column,
+                "value": c.value if c.status == "released" else None,
+                "status": c.status,
+                "mean": c.mean if c.has_mean else None,
+                "sum": c.sum if c.has_sum else None,
+                "interval": interval(c),
+                "mean_interval": [c.mean_low, c.mean_high] if c.has_mean_interval else None,
+            }
+            for c in table.cells
+        ],
+        "column_attribute": table.column_attribute,
+        "measure_attribute": table.measure_attribute,
+        "total": None if table.total_suppressed else table.total,
+        "total_interval": None if table.total_suppressed else [table.total_low, table.total_high],
+        "epsilon": table.epsilon,
+        "noise_scale": table.noise_scale,
+        "shareholders": table.shareholders,
+        "sensitivity": table.sensitivity,
+        "interval_coverage": table.interval_coverage,
+    }

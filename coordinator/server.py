@@ -43,10 +43,8 @@ def _state(coordinator: Coordinator) -> Iterator[Reading]:
         )
         yield Reading(
             "coordinator_budget_remaining_epsilon",
-            "Privacy budget (epsilon) each party has left in the latest epoch.",
-            coordinator.budget_remaining(epoch_id, party)
-            if epoch_id
-            else coordinator.federation.privacy.epsilon_per_epoch,
+            "Privacy budget (epsilon) each party has left in the current period.",
+            coordinator.budget_remaining(party),
             party,
         )
     yield Reading(

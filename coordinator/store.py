@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -387,15 +387,16 @@ class CoordinatorStore:
             raise UnknownJob(f"no query {query_id}")
         return str(row[0])
 
-    def charged_specs(self, epoch_id: str) -> list[dict[str, Any]]:
-        """Specs of queries in the epoch that were (or may have been) charged to budgets."""
+    def charged_specs_with_dates(self) -> list[tuple[dict[str, Any], date]]:
+        """Specs of every query that was (or may have been) charged, with its UTC day.
+
+        A refused query never reached a node, so it charged nothing."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT spec FROM queries WHERE epoch_id = ?"
-                " AND status IN ('released', 'running', 'failed', 'aborted')",
-                (epoch_id,),
+                "SELECT spec, created_at FROM queries"
+                " WHERE status IN ('released', 'running', 'failed', 'aborted')"
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [(json.loads(r[0]), datetime.fromisoformat(r[1]).date()) for r in rows]
 
     # -- projects --------------------------------------------------------------------
     def add_project(self, project_id: str, doc: dict[str, Any]) -> None:

@@ -470,9 +470,11 @@ def status(config_path: Path | None, analyst: str | None) -> None:
         s = c.status()
     click.echo(f"federation {s.federation}")
     click.echo(f"  ceremony {s.ceremony_id or '(none)'}   epoch {s.epoch_id or '(none)'}")
+    click.echo(f"  privacy budget per department for {s.period}: epsilon {s.epsilon_per_period:g}")
     for p in s.parties:
         click.echo(
             f"  {p.party:<12} {'healthy' if p.healthy else 'DOWN':<8} {p.records:>8} records"
+            f"   epsilon spent {p.epsilon_spent:.3g}, left {p.epsilon_left:.3g}"
         )
     click.echo(f"  {s.queries} queries; audit head {s.audit_head[:16]}")
 

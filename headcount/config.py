@@ -9,6 +9,7 @@ module reads the environment (``HEADCOUNT_CONFIG``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -27,6 +28,8 @@ from pydantic import (
 from headcount.departments import ATTRIBUTES, attributes
 from headcount.errors import ConfigError, NotAuthorised
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema, load_schema
+
+log = logging.getLogger(__name__)
 
 ALLOWED_PAILLIER_BITS = (2048, 3072)
 # 1024-bit keys exist only so the test suite runs in reasonable time on two
@@ -58,16 +61,40 @@ class OutputPolicy(_Frozen):
     secondary_suppression: bool = True
 
 
-class PrivacyPolicy(_Frozen):
-    """Differential privacy: budget per node per epoch, default per query."""
+# Each department's privacy loss per period: e^1/(1+e^1), nobody can be more
+# than 73% sure of a fact about a child that a coin toss gives at 50%.
+DEFAULT_EPSILON_PER_PERIOD = 1.0
+DEFAULT_QUERY_EPSILON = 0.25
+PERIODS = ("year", "quarter", "month")
 
-    epsilon_per_epoch: float = Field(2.0, gt=0, le=100)
-    default_query_epsilon: float = Field(0.5, gt=0, le=100)
+
+class PrivacyPolicy(_Frozen):
+    """Differential privacy: each department's budget per period (a calendar year
+    by default), across epochs, analysts and projects; the default per query;
+    the most population records one flagged household may add to a count."""
+
+    epsilon_per_period: float = Field(DEFAULT_EPSILON_PER_PERIOD, gt=0, le=100)
+    period: str = "year"
+    default_query_epsilon: float = Field(DEFAULT_QUERY_EPSILON, gt=0, le=100)
+    household_cap: int = Field(1, ge=1, le=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_epoch_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "epsilon_per_epoch" in data:
+            raise ValueError(
+                "epsilon_per_epoch is gone: a budget per epoch reset with every epoch. "
+                "Set epsilon_per_period (the budget of each department per calendar year "
+                "by default; docs/privacy.md)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _query_fits_budget(self) -> Self:
-        if self.default_query_epsilon > self.epsilon_per_epoch:
-            raise ValueError("default_query_epsilon exceeds epsilon_per_epoch")
+        if self.period not in PERIODS:
+            raise ValueError(f"period is one of {PERIODS}, not {self.period!r}")
+        if self.default_query_epsilon > self.epsilon_per_period:
+            raise ValueError("default_query_epsilon exceeds epsilon_per_period")
         return self
 
 
@@ -87,13 +114,19 @@ class PartyConfig(_Frozen):
     reference_date: dt.date | None = None
     approved_attributes: tuple[str, ...] = ()  # may be filtered and grouped on
     approved_measures: tuple[str, ...] = ()  # numeric attributes that may be averaged
-    min_population: int = Field(10, ge=1)
     metrics_port: MetricsPort = 0
     metrics_host: MetricsHost = DEFAULT_METRICS_HOST
 
     @model_validator(mode="before")
     @classmethod
     def _department_defaults_to_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_population" in data:
+            # An exact minimum-population refusal was an oracle on the data
+            # (docs/privacy.md); small populations are protected by the noise.
+            log.warning(
+                "party %s: min_population is no longer used and is ignored", data.get("name")
+            )
+            data = {k: v for k, v in data.items() if k != "min_population"}
         if isinstance(data, dict) and not data.get("department") and "name" in data:
             return {**data, "department": data["name"]}
         return data

@@ -29,6 +29,7 @@ from headcount.config import FederationConfig
 from headcount.departments import ADULT_AGE_BANDS
 from headcount.errors import BudgetExhausted, FailedPrecondition, PeerUnavailable, PolicyRefused
 from headcount.federation import CONFIG_NAME, InitOptions, free_ports, init_federation
+from headcount.privacy.noise import guessing_bound
 from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.register import build_register
 from headcount.synth import REFERENCE_DATE, generate_population
@@ -37,9 +38,12 @@ from headcount.wire import coordinator_pb2
 MARKER = ".headcount-demo"
 READY_TIMEOUT_S = 180.0
 STEPS = 8
-# Each department's privacy budget per epoch: the four questions spend 2.0 at
-# education, and the quality report's subgroup link rates 0.9 more.
-DEMO_EPOCH_BUDGET = 3.5
+# The demo runs on the product's default budget (config.DEFAULT_EPSILON_PER_PERIOD
+# per department per year): its four questions spend 4 x 0.2 at education and
+# the quality report's subgroup link rates 2 x 0.1 more, the whole year's budget.
+DEMO_QUERY_EPSILON = 0.2
+DEMO_SUBGROUP_QUERIES = 2
+DEMO_SUBGROUP_EPSILON = 0.1
 
 DEMO_PROJECT = "childrens-commissioner-2026"
 DEMO_PROJECT_TITLE = "Children's Commissioner: children across departments"
@@ -272,10 +276,16 @@ def run_demo(
             paillier_bits=paillier_bits,
             insecure_test_keys=paillier_bits < 2048,
             reference_date=REFERENCE_DATE,
-            epsilon_per_epoch=DEMO_EPOCH_BUDGET,
+            default_query_epsilon=DEMO_QUERY_EPSILON,
         ),
     )
     cfg_path = directory / CONFIG_NAME
+    eps = cfg.privacy.epsilon_per_period
+    echo(
+        f"    privacy: each department's budget is epsilon {eps:g} per {cfg.privacy.period}, "
+        f"across every epoch: nobody can be more than {100 * guessing_bound(eps):.1f}% sure "
+        "of a fact about a child that a coin toss gives at 50%"
+    )
     steps.update()
 
     echo(f"2/{STEPS} synthetic population: {people} people, seed {seed}")
@@ -352,7 +362,11 @@ def run_demo(
             cfg,
             directory / "reports",
             project_id=DEMO_PROJECT,
-            subgroups=SubgroupPlan(populations=("education",)),
+            subgroups=SubgroupPlan(
+                populations=("education",),
+                epsilon=DEMO_SUBGROUP_EPSILON,
+                max_queries=DEMO_SUBGROUP_QUERIES,
+            ),
         )
         echo(f"    linkage quality report: {result.quality_report}")
         steps.update()
@@ -425,10 +439,21 @@ def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:
 def format_release(r: Release) -> str:
     table = r.table.copy()
     table["count"] = table["count"].astype("object").where(table["count"].notna(), "[suppressed]")
+    released = table["low"].notna()
+    table["95% interval"] = ""
+    table.loc[released, "95% interval"] = [
+        f"{lo}-{hi}" for lo, hi in zip(table["low"][released], table["high"][released], strict=True)
+    ]
+    # A cell whose interval is wider than its value is dominated by the noise.
+    dominated = released & ((table["high"] - table["low"]) > table["count"].where(released, 0))
+    table["note"] = ""
+    table.loc[dominated.fillna(False).astype(bool), "note"] = "noise dominates"
+    table = table.drop(columns=["low", "high", "noise_scale"])
     body = table.to_string(index=False)
     return (
-        f"\n  {r.title}\n  (epsilon {r.epsilon:g}, discrete Laplace scale {r.noise_scale:g}; "
-        f"counts below 10 suppressed, others rounded to 5; budget left {r.budget_remaining:g})\n"
+        f"\n  {r.title}\n  (epsilon {r.epsilon:g}; noise in shares, discrete Laplace scale "
+        f"{r.noise_scale:g} per count; counts below 10 suppressed, others rounded to 5; "
+        f"each department's budget left this year {r.budget_remaining:g})\n"
         + "\n".join("    " + line for line in body.splitlines())
         + "\n"
     )

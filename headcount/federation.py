@@ -36,7 +36,12 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from headcount.config import FederationConfig, load
+from headcount.config import (
+    DEFAULT_EPSILON_PER_PERIOD,
+    DEFAULT_QUERY_EPSILON,
+    FederationConfig,
+    load,
+)
 from headcount.departments import ATTRIBUTES, DEPARTMENTS, attributes
 from headcount.errors import InvalidRequest
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, dumps_schema
@@ -68,8 +73,9 @@ class InitOptions:
     rounding_base: int = 5
     secondary_suppression: bool = True
     require_projects: bool = True
-    epsilon_per_epoch: float = 2.0
-    default_query_epsilon: float = 0.5
+    epsilon_per_period: float = DEFAULT_EPSILON_PER_PERIOD
+    default_query_epsilon: float = DEFAULT_QUERY_EPSILON
+    household_cap: int = 1
     # Period snapshots: each department in period_departments becomes one
     # party per label ("immigration-2024", "immigration-2025", ...), all
     # following that department's file contract. A label that is a year puts
@@ -120,7 +126,6 @@ def _party_doc(
             doc["reference_date"] = snapshot_date
     doc["approved_attributes"] = _approved(spec.department)
     doc["approved_measures"] = [a.name for a in attributes(spec.department) if a.is_numeric]
-    doc["min_population"] = 10
     return doc
 
 
@@ -214,8 +219,10 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
             "secondary_suppression": opts.secondary_suppression,
         },
         "privacy": {
-            "epsilon_per_epoch": opts.epsilon_per_epoch,
+            "epsilon_per_period": opts.epsilon_per_period,
+            "period": "year",
             "default_query_epsilon": opts.default_query_epsilon,
+            "household_cap": opts.household_cap,
         },
         "coordinator": {
             "address": f"{'coordinator' if opts.service_hosts else opts.host}:{ports[0]}",

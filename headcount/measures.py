@@ -14,13 +14,14 @@ and the origin checks the layout it is sent against its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from headcount.crypto.dp import NoiseSpec
 from headcount.crypto.packing import SlotLayout
 from headcount.departments import attribute
 from headcount.errors import InvalidRequest
+from headcount.privacy.noise import interval_halfwidth
 from headcount.protect.sdc import TOTAL, SdcPolicy, protect_counts, protect_counts_2d
 
 COUNT, VALUED, SUM = 0, 1, 2
@@ -45,6 +46,10 @@ class Packing:
     scale: int  # measured values are summed as round(value * scale)
     epsilon: float  # the query's whole privacy loss, split over the slot kinds
     layout: SlotLayout
+    # L1 sensitivity of the count slots (headcount.privacy.sensitivity) and the
+    # number of parties whose noise shares are added to each slot.
+    sensitivity: int = 1
+    shareholders: int = 1
 
     @property
     def kinds(self) -> int:
@@ -54,15 +59,22 @@ class Packing:
         return kind * len(self.categories) + category
 
     def noise_specs(self) -> list[NoiseSpec]:
-        """One noise spec per slot. Each person adds at most 1 to one count and
-        one valued slot and at most ``max_value`` to one sum slot, so each kind
-        gets epsilon / kinds with that sensitivity (basic composition)."""
+        """One noise spec per slot. One person's record moves the count and
+        valued slots by at most ``sensitivity`` and the sum slots by at most
+        ``max_value * sensitivity`` (L1), so each kind gets epsilon / kinds with
+        that sensitivity (basic composition)."""
         share = self.epsilon / self.kinds
         specs = []
         for kind in range(self.kinds):
-            sensitivity = self.layout.max_value if kind == SUM else 1
+            per_record = self.layout.max_value if kind == SUM else 1
+            sensitivity = per_record * self.sensitivity
             specs += [NoiseSpec(epsilon=share, sensitivity=sensitivity)] * len(self.categories)
         return specs
+
+    @property
+    def share_bound(self) -> int:
+        """The largest |noise share| one share-holder adds to a slot."""
+        return self.layout.noise_bound // max(1, self.shareholders)
 
     def row(self, passes: bool, category: str, value: str) -> list[int]:
         """One record's slot values: zeros unless it passes the origin's filters."""
@@ -106,6 +118,8 @@ class Packing:
             "max_summands": self.layout.max_summands,
             "max_value": self.layout.max_value,
             "noise_bound": self.layout.noise_bound,
+            "sensitivity": self.sensitivity,
+            "shareholders": self.shareholders,
         }
 
     @classmethod
@@ -127,6 +141,8 @@ class Packing:
                 max_value=num("max_value"),
                 noise_bound=num("noise_bound"),
             ),
+            sensitivity=num("sensitivity") if "sensitivity" in data else 1,
+            shareholders=num("shareholders") if "shareholders" in data else 1,
         )
 
 
@@ -164,11 +180,15 @@ def make_packing(
     n_bits: int,
     max_summands: int,
     epsilon: float,
+    sensitivity: int = 1,
+    shareholders: int = 1,
 ) -> Packing:
     """The layout for a query's origin ``party``; InvalidRequest if it cannot fit.
 
     ``max_summands`` bounds how many per-record plaintexts any aggregate adds
-    (the epoch's total record count is always safe).
+    (the epoch's total record count is always safe). ``sensitivity`` and
+    ``shareholders`` come from the query's noise plan: each of the
+    share-holders adds a share clamped to 60 scales of the full noise.
     """
     categories: tuple[str, ...] = ("",)
     if group_by:
@@ -183,8 +203,8 @@ def make_packing(
         scale = attr.scale
         max_value = max(1, math.ceil(attr.maximum * scale))
     kinds = 3 if measure_attribute else 1
-    biggest_scale = max(1, max_value) * kinds / epsilon
-    noise_bound = math.ceil(NOISE_BOUND_SCALES * biggest_scale) + 1
+    biggest_scale = max(1, max_value) * sensitivity * kinds / epsilon
+    noise_bound = (math.ceil(NOISE_BOUND_SCALES * biggest_scale) + 1) * max(1, shareholders)
     try:
         layout = SlotLayout.fit(
             kinds * len(categories),
@@ -198,7 +218,9 @@ def make_packing(
             f"{len(categories)} categories x {kinds} counters do not fit one "
             f"{n_bits}-bit plaintext ({exc})"
         ) from None
-    return Packing(group_by, categories, measure_attribute, scale, epsilon, layout)
+    return Packing(
+        group_by, categories, measure_attribute, scale, epsilon, layout, sensitivity, shareholders
+    )
 
 
 def clamp_noise(noise: Sequence[int], bound: int) -> list[int]:
@@ -208,7 +230,11 @@ def clamp_noise(noise: Sequence[int], bound: int) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class ReleasedCell:
-    """One cell of a released table; margins have group or column "Total"."""
+    """One cell of a released table; margins have group or column "Total".
+
+    ``interval`` holds the true count in 95% of releases (noise and rounding);
+    ``mean_interval`` likewise for the mean. Both None when withheld.
+    """
 
     group: str
     column: str  # "" for a one-way table
@@ -216,6 +242,9 @@ class ReleasedCell:
     status: str
     mean: float | None = None
     sum: float | None = None  # of the measured attribute, in its own units
+    noise_scale: float = 0.0  # discrete Laplace scale of the count's noise
+    interval: tuple[int, int] | None = None
+    mean_interval: tuple[float, float] | None = None
 
 
 ALL_GROUP = "all"  # the one group of a hop that sums without grouping
@@ -236,7 +265,14 @@ def protect_release(
     if packing.group_by and [g for g, _ in groups] == [ALL_GROUP]:
         by_category = [(cat, {"": cell}) for cat, cell in groups[0][1].items()]
         flat = Packing(
-            "", ("",), packing.measure_attribute, packing.scale, packing.epsilon, packing.layout
+            "",
+            ("",),
+            packing.measure_attribute,
+            packing.scale,
+            packing.epsilon,
+            packing.layout,
+            packing.sensitivity,
+            packing.shareholders,
         )
         cells, total, _ = protect_release(flat, by_category, policy)
         return cells, total, False
@@ -244,11 +280,9 @@ def protect_release(
     def mean(cell: Cell) -> float | None:
         if not packing.measure_attribute or cell.valued < policy.threshold:
             return None
-        # Every encoded value lies in [0, max_value], so the true mean does
-        # too; clamping the noisy one there is post-processing (no privacy
-        # cost) and keeps a small cell from showing an impossible mean.
-        ratio = min(max(cell.total / cell.valued, 0.0), float(packing.layout.max_value))
-        return round(ratio / packing.scale, 3)
+        # The noisy sum over the noisy count, as it is: its interval
+        # (with_intervals) says how far it may be from the truth.
+        return round(cell.total / cell.valued / packing.scale, 3)
 
     def summed(cell: Cell) -> float | None:
         # Post-processing of the same noisy slots: costs no further privacy.
@@ -288,3 +322,100 @@ def protect_release(
     out += [ReleasedCell(m.group, TOTAL, m.value, m.status) for m in table2.row_totals]
     out += [ReleasedCell(TOTAL, m.group, m.value, m.status) for m in table2.column_totals]
     return out, table2.total, True
+
+
+COVERAGE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class WithIntervals:
+    cells: list[ReleasedCell]
+    total_interval: tuple[int, int] | None
+    noise_scale: float  # of each count cell
+
+
+def with_intervals(
+    packing: Packing,
+    cells: Sequence[ReleasedCell],
+    total: int | None,
+    policy: SdcPolicy,
+    decoded: Mapping[tuple[str, str], Cell] | None = None,
+) -> WithIntervals:
+    """Each released cell with its noise scale and a 95% interval for the truth.
+
+    A count's noise is the sum of every share-holder's share
+    (``headcount.privacy.noise``); rounding adds at most half the rounding
+    base. A margin sums k noisy cells (negatives as 0, which only moves each
+    towards the truth), so its interval is k cell intervals at coverage
+    1 - 0.05/k each (a union bound). A mean's interval divides the sum's
+    interval by the count's, each at 97.5%, within the attribute's declared
+    range. Post-processing only: it costs no privacy.
+    """
+    specs = packing.noise_specs()
+    count_scale = specs[0].scale
+    holders = max(2, packing.shareholders)
+    slack = policy.rounding_base // 2
+    width = len(packing.categories)
+
+    def around(value: int, k: int) -> tuple[int, int]:
+        h = k * interval_halfwidth(count_scale, holders, 1 - (1 - COVERAGE) / k)
+        return max(0, value - h - k * slack), value + h + k * slack
+
+    def mean_bounds(cell: Cell) -> tuple[float, float] | None:
+        if not packing.measure_attribute:
+            return None
+        sum_scale = specs[SUM * width].scale
+        h_sum = interval_halfwidth(sum_scale, holders, 1 - (1 - COVERAGE) / 2)
+        h_count = interval_halfwidth(count_scale, holders, 1 - (1 - COVERAGE) / 2)
+        top = float(packing.layout.max_value)
+        low = (cell.total - h_sum) / (cell.valued + h_count) if cell.valued + h_count > 0 else 0.0
+        low = max(0.0, low)
+        high = (cell.total + h_sum) / (cell.valued - h_count) if cell.valued - h_count > 0 else top
+        high = min(top, max(high, 0.0))
+        return round(min(low, high) / packing.scale, 3), round(high / packing.scale, 3)
+
+    out = []
+    for c in cells:
+        k = 1
+        if c.group == TOTAL or c.column == TOTAL:
+            k = sum(
+                1
+                for x in cells
+                if TOTAL not in (x.group, x.column)
+                and (x.group == c.group if c.column == TOTAL else x.column == c.column)
+            )
+        interval = around(c.value, max(1, k)) if c.value is not None else None
+        cell = decoded.get((c.group, c.column)) if decoded is not None else None
+        out.append(
+            ReleasedCell(
+                c.group,
+                c.column,
+                c.value,
+                c.status,
+                c.mean,
+                c.sum,
+                count_scale,
+                interval,
+                mean_bounds(cell) if cell is not None and c.mean is not None else None,
+            )
+        )
+    inner = sum(1 for x in cells if TOTAL not in (x.group, x.column))
+    total_interval = around(total, max(1, inner)) if total is not None else None
+    return WithIntervals(out, total_interval, count_scale)
+
+
+def decoded_cells(
+    packing: Packing, groups: Sequence[tuple[str, dict[str, Cell]]]
+) -> dict[tuple[str, str], Cell]:
+    """Decoded slots keyed as ``protect_release`` names its cells: (group, column)."""
+    by_origin = bool(packing.group_by) and [g for g, _ in groups] == [ALL_GROUP]
+    out: dict[tuple[str, str], Cell] = {}
+    for g, per_category in groups:
+        for cat, cell in per_category.items():
+            if by_origin:
+                out[(cat, "")] = cell
+            elif not packing.group_by:
+                out[(g, "")] = cell
+            else:
+                out[(g, cat)] = cell
+    return out

@@ -39,6 +39,15 @@ from cryptography.hazmat.primitives.serialization import (
 from headcount.audit import GENESIS_HASH, AuditEvent, AuditLog, verify_chain
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import ceremony, paillier
+from headcount.crypto.attest import (
+    Abandonment,
+    NoiseAttestation,
+    digest_groups,
+    sign_abandonment,
+    sign_noise,
+    verify_abandonment,
+    verify_noise_chain,
+)
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.errors import (
     ConfigError,
@@ -56,14 +65,19 @@ from headcount.measures import (
     Packing,
     PackingRequest,
     ReleasedCell,
+    clamp_noise,
+    decoded_cells,
     make_packing,
     protect_release,
+    with_intervals,
 )
+from headcount.privacy.accountant import PeriodLedger
+from headcount.privacy.noise import draw_share
+from headcount.privacy.sensitivity import NoisePlan, plan_noise
 from headcount.projects import ProjectDoc, verify_decision
-from headcount.protect.budget import BudgetLedger
-from headcount.protect.sdc import SdcPolicy, protect_counts
+from headcount.protect.sdc import SdcPolicy
 from headcount.query import Predicate, check_group_by, check_measure, check_predicates
-from headcount.tls import load_private_key
+from headcount.tls import Role, load_private_key, verify_issued_by
 from party_node.data import DepartmentData, file_digest, load_department_file
 from party_node.store import Epoch, NodeStore
 
@@ -107,8 +121,12 @@ class PartyNode:
         self.config: PartyConfig = federation.party(party)
         self.name = party
         self.store = NodeStore(self.config.database)
-        self.ledger = BudgetLedger(
-            self.config.database, epsilon_per_epoch=federation.privacy.epsilon_per_epoch
+        # One ledger for this department's data over the period (a calendar
+        # year by default): epochs come and go, the ledger does not reset.
+        self.ledger = PeriodLedger(
+            self.config.database,
+            epsilon_per_period=federation.privacy.epsilon_per_period,
+            period=federation.privacy.period,
         )
         # This node's replica of the coordinator's signed audit log.
         self.audit = AuditLog(self.config.database, verifier=federation.audit_verifier)
@@ -176,9 +194,9 @@ class PartyNode:
 
         A query the log records as refused or aborted is abandoned here if this
         node encrypted for it and has not decrypted it: it will never decrypt
-        it, so nothing of it can be released, and its budget is refunded. Other
-        nodes of the chain keep their charges: they cannot know the origin did
-        not decrypt.
+        it. A refusal carrying the origin's signed abandonment refunds this
+        node's charge for it (``_refund_abandoned``); without one, every node
+        keeps its charge, since none can know the origin did not decrypt.
         """
         for event in events:
             self.audit.import_event(event)
@@ -186,19 +204,65 @@ class PartyNode:
         for event in events:
             if event.kind in ("refusal", "query_aborted") and "query_id" in event.body:
                 self._abandon(str(event.body["query_id"]))
+            if event.kind == "refusal" and "abandonment" in event.body:
+                self._refund_abandoned(str(event.body.get("query_id", "")), event.body)
         stored = self.audit.events()
         return len(stored), stored[-1].hash if stored else GENESIS_HASH
 
     def _abandon(self, query_id: str) -> None:
-        epoch_id = self.store.abandon_origin_query(query_id)
-        if epoch_id is not None:
-            refunded = self.ledger.refund(epoch_id, query_id)
-            log.info(
-                "%s: query %s failed before decryption; abandoned, %g refunded",
-                self.name,
-                query_id,
-                refunded,
+        # The log records the query's failure: never decrypt it. The charge
+        # stays: only a signed abandonment (abandon_query), which every node of
+        # the chain sees, refunds, so every ledger and the coordinator's mirror
+        # agree on what was charged.
+        if self.store.abandon_origin_query(query_id) is not None:
+            log.info("%s: query %s failed before decryption; abandoned", self.name, query_id)
+
+    def _refund_abandoned(self, query_id: str, body: Mapping[str, Any]) -> None:
+        """Refund this node's charge for a query its origin signed it will never decrypt.
+
+        Only the origin's own signature counts: a coordinator alone cannot make
+        nodes refund a query whose result it may hold.
+        """
+        origin = ""
+        for event in self.audit.events():
+            if event.kind == "query" and event.body.get("query_id") == query_id:
+                parties = event.body.get("parties") or [""]
+                origin = str(parties[0])
+                break
+        if not origin or not self.ledger.charged(query_id):
+            return
+        try:
+            verify_abandonment(
+                Abandonment.from_json(query_id, body["abandonment"]),
+                origin,
+                certificate_party=self._certificate_party,
             )
+        except InvalidProof as exc:
+            log.warning("%s: abandonment of %s not accepted: %s", self.name, query_id, exc)
+            return
+        refunded = self.ledger.refund(query_id)
+        log.info("%s: query %s abandoned by its origin; %g refunded", self.name, query_id, refunded)
+
+    def abandon_query(self, query_id: str) -> Abandonment:
+        """As the origin of a failed query: never decrypt it, refund, sign the promise.
+
+        Raises PolicyRefused if this node is not the announced query's origin,
+        FailedPrecondition if it already decrypted it.
+        """
+        _check_id("query_id", query_id)
+        body = self._announced("query", "query_id", query_id)
+        parties = body.get("parties") or [""]
+        if parties[0] != self.name:
+            raise PolicyRefused(f"{self.name} is not the origin of query {query_id}")
+        self.store.abandon(query_id, str(body.get("epoch_id", "")))
+        refunded = self.ledger.refund(query_id)
+        log.info("%s: query %s abandoned; %g refunded", self.name, query_id, refunded)
+        return sign_abandonment(
+            query_id,
+            self.name,
+            load_private_key(self.config.tls.key),
+            self.config.tls.cert.read_bytes(),
+        )
 
     def _announced(self, kind: str, key: str, value: str) -> Mapping[str, Any]:
         """The body of the signed ``kind`` event whose ``key`` is ``value``.
@@ -218,11 +282,56 @@ class PartyNode:
             f"{self.name} has no signed audit event announcing {kind} {value}; refusing"
         )
 
-    def _check_query_announced(self, query_id: str, epsilon: float, purpose: str) -> None:
+    def _check_query_announced(
+        self, query_id: str, epsilon: float, purpose: str
+    ) -> Mapping[str, Any]:
         body = self._announced("query", "query_id", query_id)
         if abs(float(body.get("epsilon", -1)) - epsilon) > 1e-12 or body.get("purpose") != purpose:
             raise PolicyRefused(f"query {query_id} differs from what the audit log announced")
         self._check_project(str(body.get("project_id", "")))
+        return body
+
+    def _noise_plan(self, body: Mapping[str, Any]) -> NoisePlan:
+        """The announced query's noise plan, refused unless it is the one this node derives.
+
+        The sensitivity comes from the query's join and the federation's
+        household cap, the share-holders from its chain: a coordinator cannot
+        announce less noise or fewer share-holders than the query needs.
+        """
+        parties = body.get("parties")
+        spec = body.get("spec")
+        if not isinstance(parties, list) or not isinstance(spec, dict):
+            raise PolicyRefused("the announced query names no chain")
+        own = plan_noise(
+            [str(p) for p in parties], spec, household_cap=self.federation.privacy.household_cap
+        )
+        if NoisePlan.from_json(body.get("noise")) != own:
+            raise PolicyRefused("the announced noise is not what the query needs")
+        return own
+
+    def _announced_packing(self, body: Mapping[str, Any], plan: NoisePlan, n_bits: int) -> Packing:
+        """The announced slot layout, re-derived here from public facts."""
+        raw = body.get("packing")
+        if not isinstance(raw, dict):
+            raise PolicyRefused("the announced query carries no slot layout")
+        try:
+            asked = Packing.from_json(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolicyRefused("the announced slot layout is malformed") from exc
+        origin = str(body["parties"][0])
+        own = make_packing(
+            self.federation.party(origin).department,
+            asked.group_by,
+            asked.measure_attribute,
+            n_bits=n_bits,
+            max_summands=asked.layout.max_summands,
+            epsilon=float(body["epsilon"]),
+            sensitivity=plan.sensitivity,
+            shareholders=len(plan.shareholders),
+        )
+        if own != asked:
+            raise PolicyRefused("the announced slot layout is not the one the query needs")
+        return own
 
     def _check_project(self, project_id: str) -> None:
         """Take part only in a project this node's own steward approved (Five Safes).
@@ -530,13 +639,14 @@ class PartyNode:
         0/1 flag; records with no household key carry 0.
         """
         _check_id("query_id", query_id)
-        self._check_query_announced(query_id, epsilon, purpose)
+        body = self._check_query_announced(query_id, epsilon, purpose)
+        plan = self._noise_plan(body)
         check_predicates(
             self.name, self.config.approved_attributes, filters, department=self.config.department
         )
         packing = None
         if packing_request is not None:
-            packing = self._check_packing(packing_request, epsilon)
+            packing = self._check_packing(packing_request, epsilon, plan)
         epoch = self.store.epoch(epoch_id)
         data = self.data(epoch.data_sha256)
         tokens, rows = self.store.token_rows(epoch_id)
@@ -549,11 +659,9 @@ class PartyNode:
                 indicator[i] = bool(passes and hh and hh not in flagged)
                 if indicator[i]:
                     flagged.add(hh)
-        if sum(indicator) < self.config.min_population:
-            raise PolicyRefused(
-                "the population is smaller than the minimum of "
-                f"{self.config.min_population} records"
-            )
+        # No minimum-population refusal: whether a population is small depends
+        # on the data, so refusing would answer a question for free. Small
+        # populations are protected by the noise (docs/privacy.md).
         if packing is None:
             plain = [int(b) for b in indicator]
         else:
@@ -568,7 +676,7 @@ class PartyNode:
                 packing.layout.pack(packing.row(passes, cats[row], vals[row]))
                 for passes, row in zip(indicator, rows, strict=True)
             ]
-        self.ledger.spend(epoch_id, query_id, epsilon)
+        self.ledger.spend(query_id, epsilon)
         self.store.record_query(
             query_id,
             epoch_id,
@@ -580,7 +688,7 @@ class PartyNode:
         cts = self._encryptor.encrypt(plain, workers=paillier.bulk_workers(len(plain)))
         return tokens, [paillier.to_bytes(self._paillier_pub, c) for c in cts]
 
-    def _check_packing(self, asked: PackingRequest, epsilon: float) -> Packing:
+    def _check_packing(self, asked: PackingRequest, epsilon: float, plan: NoisePlan) -> Packing:
         """The packing this node derives itself; refuse any other layout.
 
         The node recomputes the layout from public facts, so a coordinator
@@ -607,6 +715,8 @@ class PartyNode:
             n_bits=self._paillier_pub.n.bit_length(),
             max_summands=asked.max_summands,
             epsilon=epsilon,
+            sensitivity=plan.sensitivity,
+            shareholders=len(plan.shareholders),
         )
         if PackingRequest.of(own) != asked:
             raise PolicyRefused("the slot layout is not the one this node derives for the query")
@@ -688,7 +798,7 @@ class PartyNode:
     def _charge(self, h: HopHeader, role: str) -> None:
         """Charge the budget and record the hop: only once its whole stream is valid,
         so a malformed or truncated stream costs the node nothing."""
-        self.ledger.spend(h.epoch_id, h.query_id, h.epsilon)
+        self.ledger.spend(h.query_id, h.epsilon)
         self.store.record_query(h.query_id, h.epoch_id, role, h.purpose, h.epsilon)
 
     def apply_predicate(
@@ -738,14 +848,80 @@ class PartyNode:
         fresh = self._peer_encryptor(key).rerandomise(sums)
         return [(g, paillier.to_bytes(key, c)) for g, c in zip(groups, fresh, strict=True)]
 
+    def add_noise(
+        self, query_id: str, key: paillier.PublicKey, groups: Sequence[tuple[str, bytes]]
+    ) -> tuple[list[tuple[str, bytes]], NoiseAttestation]:
+        """Add this node's share of the query's noise to every aggregate; sign it.
+
+        Only for an announced query that names this node as a share-holder,
+        under another party's key, once per query (asked again, it refuses:
+        a second share would not help anyone but a party averaging shares).
+        Raises PolicyRefused or InvalidRequest otherwise.
+        """
+        _check_id("query_id", query_id)
+        if not groups or len(groups) > MAX_GROUPS:
+            raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
+        names = [g for g, _ in groups]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("group names must be unique")
+        body = self._announced("query", "query_id", query_id)
+        self._check_project(str(body.get("project_id", "")))
+        plan = self._noise_plan(body)
+        if self.name not in plan.nodes:
+            raise PolicyRefused(f"{self.name} holds no noise share of query {query_id}")
+        if key.n == self._paillier_pub.n:
+            raise PolicyRefused("aggregates under this node's own key are refused")
+        with self._pool_lock:
+            peers = self._peer_keys
+        if peers and key not in peers:
+            raise PolicyRefused("the key is not another party's from the latest ceremony")
+        packing = self._announced_packing(body, plan, key.n.bit_length())
+        values = [paillier.from_bytes(key, ct) for _, ct in groups]
+        self.store.claim_noise(query_id)
+        specs = packing.noise_specs()
+        # One share per slot per group, from the OS's CSPRNG ([slot][group]).
+        shares = [draw_share(spec.scale, len(plan.shareholders), len(groups)) for spec in specs]
+        bound = packing.share_bound
+        noisy = [
+            paillier.add_plain(
+                key, c, packing.layout.pack_noise(clamp_noise([z[i] for z in shares], bound))
+            )
+            for i, c in enumerate(values)
+        ]
+        fresh = self._peer_encryptor(key).rerandomise(noisy)
+        out = [(g, paillier.to_bytes(key, c)) for g, c in zip(names, fresh, strict=True)]
+        attestation = sign_noise(
+            query_id,
+            self.name,
+            digest_groups(groups),
+            digest_groups(out),
+            load_private_key(self.config.tls.key),
+            self.config.tls.cert.read_bytes(),
+        )
+        log.info(
+            "%s: noise share added to %d aggregates of query %s", self.name, len(out), query_id
+        )
+        return out, attestation
+
+    def _certificate_party(self, pem: bytes) -> str:
+        principal = verify_issued_by(pem, self.federation.ca_cert)
+        if principal.role is not Role.PARTY:
+            raise InvalidProof("a noise share is attested by a party certificate")
+        return principal.name
+
     def decrypt(
-        self, query_id: str, groups: Sequence[tuple[str, bytes]]
-    ) -> tuple[list[ReleasedCell], int | None, float, str, str]:
+        self,
+        query_id: str,
+        groups: Sequence[tuple[str, bytes]],
+        attestations: Sequence[NoiseAttestation] = (),
+    ) -> Decrypted:
         """Decrypt noisy aggregates of a query this node encrypted for, once; apply SDC.
 
-        Returns the released cells, the released total (None if withheld), the
-        epsilon charged, the column attribute of a two-way table ("" if one-way)
-        and the averaged attribute ("" if none).
+        Before decrypting, checks that every share-holding node of the
+        announced query added its noise share to exactly these aggregates
+        (``attestations``; InvalidProof otherwise), so the noise is one no
+        single party knows. Every released cell carries its noise scale and a
+        95% interval.
         """
         if not groups or len(groups) > MAX_GROUPS:
             raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
@@ -753,21 +929,54 @@ class PartyNode:
         if len(set(names)) != len(names):
             raise InvalidRequest("group names must be unique")
         values = [paillier.from_bytes(self._paillier_pub, ct) for _, ct in groups]
+        body = self._announced("query", "query_id", query_id)
+        plan = self._noise_plan(body)
+        verify_noise_chain(
+            query_id,
+            plan.nodes,
+            attestations,
+            digest_groups(groups),
+            certificate_party=self._certificate_party,
+        )
         record = self.store.claim_decryption(query_id)
         out = self.federation.output
         policy = SdcPolicy(out.suppress_below, out.rounding_base, out.secondary_suppression)
         plain = [paillier.decrypt(self._paillier_priv, c) for c in values]
         if not record.packing:
-            table = protect_counts(dict(zip(names, plain, strict=True)), policy)
-            cells = [ReleasedCell(c.group, "", c.value, c.status) for c in table.cells]
-            return cells, table.total, record.epsilon, "", ""
+            raise FailedPrecondition(f"query {query_id} has no slot layout at {self.name}")
         packing = Packing.from_json(record.packing)
         decoded = [(g, packing.read(v)) for g, v in zip(names, plain, strict=True)]
         cells, total, two_way = protect_release(packing, decoded, policy)
+        released = with_intervals(packing, cells, total, policy, decoded_cells(packing, decoded))
         # Qualified by this node's name: in a transition table both dimensions
         # are often the same attribute, of two periods' parties.
         column = f"{self.name}.{packing.group_by}" if two_way else ""
-        return cells, total, record.epsilon, column, packing.measure_attribute
+        return Decrypted(
+            released.cells,
+            total,
+            released.total_interval,
+            record.epsilon,
+            column,
+            packing.measure_attribute,
+            released.noise_scale,
+            packing.sensitivity,
+            packing.shareholders,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decrypted:
+    """What the origin releases for a query: protected cells and how they were made."""
+
+    cells: list[ReleasedCell]
+    total: int | None  # None: withheld
+    total_interval: tuple[int, int] | None
+    epsilon: float
+    column_attribute: str  # "" for a one-way table
+    measure_attribute: str  # "" when no mean
+    noise_scale: float  # of the count cells' full noise
+    sensitivity: int
+    shareholders: int
 
 
 def _flip_seed_name(epoch_id: str) -> str:

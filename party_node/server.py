@@ -39,8 +39,8 @@ def _state(node: PartyNode) -> Iterator[Reading]:
     yield Reading("node_stored_epochs", "Linkage epochs in this node's state.", len(epochs))
     yield Reading(
         "node_budget_remaining_epsilon",
-        "Privacy budget (epsilon) this node has left in the latest epoch.",
-        node.ledger.remaining(latest.epoch_id) if latest else node.ledger.epsilon_per_epoch,
+        "Privacy budget (epsilon) this node has left in the current period.",
+        node.ledger.remaining(),
         node.name,
     )
 

@@ -16,6 +16,7 @@ from party_node.node import MATCH_KEY_BYTES, ChunkIn, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
 MAX_AUDIT_BATCH = 1_000
+MAX_ATTESTATIONS = 64
 DEFAULT_CHUNK_RECORDS = 1_000
 
 
@@ -158,24 +159,54 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in sums],
         )
 
+    def AddNoise(
+        self, request: party_node_pb2.NoiseRequest, context: Any
+    ) -> party_node_pb2.NoisedAggregate:
+        key = paillier.PublicKey.from_bytes(request.paillier_n)
+        groups, attestation = self.node.add_noise(
+            request.query_id, key, [(g.group, g.ciphertext) for g in request.groups]
+        )
+        return party_node_pb2.NoisedAggregate(
+            groups=[common_pb2.GroupCiphertext(group=g, ciphertext=ct) for g, ct in groups],
+            attestation=cv.attestation_to_pb(attestation),
+        )
+
+    def AbandonQuery(
+        self, request: party_node_pb2.AbandonRequest, context: Any
+    ) -> party_node_pb2.Abandonment:
+        a = self.node.abandon_query(request.query_id)
+        return party_node_pb2.Abandonment(
+            query_id=a.query_id,
+            party=a.party,
+            signature=a.signature,
+            certificate_pem=a.certificate_pem,
+        )
+
     def DecryptAggregate(
         self, request: party_node_pb2.DecryptRequest, context: Any
     ) -> common_pb2.ProtectedTable:
-        cells, total, epsilon, column, measure = self.node.decrypt(
-            request.query_id, [(g.group, g.ciphertext) for g in request.groups]
+        if len(request.attestations) > MAX_ATTESTATIONS:
+            raise InvalidRequest(f"at most {MAX_ATTESTATIONS} noise attestations")
+        out = self.node.decrypt(
+            request.query_id,
+            [(g.group, g.ciphertext) for g in request.groups],
+            [cv.attestation_from_pb(a) for a in request.attestations],
         )
-        out = self.node.federation.output
+        policy = self.node.federation.output
         return cv.release_to_pb(
             request.query_id,
-            cells,
-            total,
-            epsilon=epsilon,
-            noise_scale=request.noise_scale,
-            mechanism=request.mechanism,
-            threshold=out.suppress_below,
-            rounding_base=out.rounding_base,
-            column_attribute=column,
-            measure_attribute=measure,
+            out.cells,
+            out.total,
+            epsilon=out.epsilon,
+            noise_scale=out.noise_scale,
+            mechanism="discrete_laplace",
+            threshold=policy.suppress_below,
+            rounding_base=policy.rounding_base,
+            column_attribute=out.column_attribute,
+            measure_attribute=out.measure_attribute,
+            total_interval=out.total_interval,
+            shareholders=out.shareholders,
+            sensitivity=out.sensitivity,
         )
 
     def SyncAudit(

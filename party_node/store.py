@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS queries (
     created_at TEXT NOT NULL,
     packing TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS noise_shares (
+    query_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -247,6 +251,39 @@ class NodeStore:
                 return None
             db.execute("UPDATE queries SET decrypted = -1 WHERE query_id = ?", (query_id,))
         return str(row[0])
+
+    def abandon(self, query_id: str, epoch_id: str) -> None:
+        """Promise never to decrypt ``query_id`` (as its origin), even if it never
+        encrypted for it; raise FailedPrecondition if it already decrypted it."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT role, decrypted FROM queries WHERE query_id = ?", (query_id,)
+            ).fetchone()
+            if row is None:
+                # Never encrypted here: the id is taken, so it can never start.
+                db.execute(
+                    "INSERT INTO queries (query_id, epoch_id, role, purpose, epsilon, decrypted,"
+                    " created_at) VALUES (?, ?, 'origin', '', 0.0, -1, ?)",
+                    (query_id, epoch_id, _now()),
+                )
+            elif row[0] != "origin":
+                raise FailedPrecondition(f"this node is not the origin of query {query_id}")
+            elif row[1] == 1:
+                raise FailedPrecondition(f"query {query_id} was decrypted; it cannot be abandoned")
+            else:
+                db.execute("UPDATE queries SET decrypted = -1 WHERE query_id = ?", (query_id,))
+
+    def claim_noise(self, query_id: str) -> None:
+        """Record that this node added its noise share to ``query_id``; refuse a second time."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM noise_shares WHERE query_id = ?", (query_id,)).fetchone():
+                raise FailedPrecondition(
+                    f"this node already added its noise share to query {query_id}"
+                )
+            db.execute(
+                "INSERT INTO noise_shares VALUES (?, ?)",
+                (query_id, _now()),
+            )
 
     def claim_decryption(self, query_id: str) -> QueryRecord:
         """Mark an origin query decrypted, once; refuse any other query or a second time."""

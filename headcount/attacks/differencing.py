@@ -145,7 +145,7 @@ def differencing(fed: LocalFederation) -> AttackResult:
     )
     rate = hits / TRIALS
     baseline = 1 / len(known)
-    budget = fed.config.privacy.epsilon_per_epoch / fed.config.privacy.default_query_epsilon
+    budget = fed.config.privacy.epsilon_per_period / fed.config.privacy.default_query_epsilon
     return AttackResult(
         "differencing",
         "analyst",

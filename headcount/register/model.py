@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from headcount.audit import AuditEvent, verify_chain
 from headcount.config import FederationConfig
 from headcount.errors import FailedPrecondition, HeadcountError, InvalidRequest
+from headcount.privacy.accountant import compose, period_of
 from headcount.projects import ProjectDoc, verify_decision
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,9 @@ class Project:
 
 @dataclass(frozen=True, slots=True)
 class BudgetLine:
-    """One department's privacy budget in one epoch (epsilon)."""
+    """One department's privacy budget in one period (epsilon), across every epoch."""
 
+    period: str
     party: str
     budget: float
     spent: float  # queries released or without outcome; refusals are not charged
@@ -122,11 +124,8 @@ class Epoch:
     seq: int  # the epoch event (epoch_started or epoch_aborted if it never completed)
     at: str
     status: str  # EPOCH_COMPLETED, EPOCH_ABORTED or EPOCH_RUNNING
-    records: Mapping[str, int]
-    clusters: int | None
+    records: Mapping[str, int]  # each department's own size, which it publishes
     threshold: float | None
-    link_quality: Mapping[str, Mapping[str, Any]]
-    budget: tuple[BudgetLine, ...]
     trusted: bool
 
 
@@ -181,13 +180,41 @@ class Query:
 class Register:
     federation: str
     built_at: str  # UTC ISO time
-    epsilon_per_epoch: float
+    epsilon_per_period: float
     verification: Verification
     events: tuple[AuditEvent, ...]
     malformed: tuple[int, ...]  # seqs of stored rows that are not events at all
     projects: tuple[Project, ...] = ()
     epochs: tuple[Epoch, ...] = ()
     queries: tuple[Query, ...] = ()
+    period: str = "year"
+    budgets: tuple[BudgetLine, ...] = ()  # newest period first
+
+
+def _budgets(
+    queries: Sequence[Query], parties: Sequence[str], budget: float, period: str
+) -> tuple[BudgetLine, ...]:
+    """Spent and left per department per period: every query that reached a
+    department counts (refusals charge nothing), whatever its epoch."""
+    by_period: dict[str, dict[str, list[float]]] = {}
+    for q in queries:
+        if q.status == REFUSED or q.epsilon is None:
+            continue
+        try:
+            day = dt.datetime.fromisoformat(q.at).date()
+        except ValueError:
+            continue
+        per_party = by_period.setdefault(period_of(day, period), {})
+        for party in q.parties:
+            per_party.setdefault(party, []).append(q.epsilon)
+    now = period_of(dt.datetime.now(dt.UTC).date(), period)
+    by_period.setdefault(now, {})
+    lines = []
+    for label in sorted(by_period, reverse=True):
+        for party in parties:
+            charges = by_period[label].get(party, [])
+            lines.append(BudgetLine(label, party, budget, compose(charges), len(charges)))
+    return tuple(lines)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -432,9 +459,7 @@ def _queries(events: Sequence[AuditEvent], ver: Verification) -> tuple[Query, ..
     return tuple(out)
 
 
-def _epochs(
-    events: Sequence[AuditEvent], queries: Sequence[Query], ver: Verification, budget: float
-) -> tuple[Epoch, ...]:
+def _epochs(events: Sequence[AuditEvent], ver: Verification) -> tuple[Epoch, ...]:
     started: dict[str, AuditEvent] = {}
     done: dict[str, AuditEvent] = {}
     aborted: dict[str, AuditEvent] = {}
@@ -460,19 +485,6 @@ def _epochs(
         records = {
             p: i for p, n in _mapping(body.get("records")).items() if (i := _int(n)) is not None
         }
-        parties = list(records) or list(_strs(body.get("parties")))
-        lines = []
-        for party in parties:
-            charged = [
-                q
-                for q in queries
-                if q.epoch_id == eid and party in q.parties and q.status != REFUSED
-            ]
-            spent = sum(q.epsilon or 0.0 for q in charged)
-            lines.append(BudgetLine(party, budget, spent, len(charged)))
-        quality = {
-            k: v for k, v in _mapping(body.get("link_quality")).items() if isinstance(v, dict)
-        }
         out.append(
             Epoch(
                 eid,
@@ -480,10 +492,7 @@ def _epochs(
                 event.at,
                 status,
                 records,
-                _int(body.get("clusters")),
                 _float(body.get("threshold")),
-                quality,
-                tuple(lines),
                 all(ver.trusted(found[eid].seq) for found in kinds.values() if eid in found),
             )
         )
@@ -505,15 +514,17 @@ def load_register(
     else:
         log.warning("register: audit log at %s fails verification: %s", path, ver.message)
     queries = _queries(events, ver)
-    budget = cfg.privacy.epsilon_per_epoch
+    budget = cfg.privacy.epsilon_per_period
     return Register(
+        period=cfg.privacy.period,
+        budgets=_budgets(queries, cfg.party_names, budget, cfg.privacy.period),
         federation=cfg.name,
         built_at=now.astimezone(dt.UTC).isoformat(timespec="seconds"),
-        epsilon_per_epoch=budget,
+        epsilon_per_period=budget,
         verification=ver,
         events=tuple(events),
         malformed=tuple(malformed),
         projects=_projects(events, ver, cfg, now.date()),
-        epochs=_epochs(events, queries, ver, budget),
+        epochs=_epochs(events, ver),
         queries=queries,
     )

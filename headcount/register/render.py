@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from headcount.audit import AuditEvent
+from headcount.privacy.noise import guessing_bound
 from headcount.register.model import (
     ABORTED,
     APPROVED,
@@ -386,21 +387,10 @@ def _projects(projects: Sequence[Project]) -> _Html:
     )
 
 
-def _epoch(e: Epoch, budget: float) -> _Html:
-    facts = _facts(
-        [
-            ("Epoch", _tag("code", e.epoch_id)),
-            ("Linked (UTC)", _when(e.at)),
-            (
-                "Status",
-                _badge(e.status, _EPOCH_BADGE.get(e.status, "muted")),
-            ),
-            ("Threshold", "—" if e.threshold is None else f"{e.threshold:.3g} (Dice)"),
-            ("Clusters", "—" if e.clusters is None else f"{e.clusters:,}"),
-        ]
-    )
+def _budget_table(reg: Register) -> _Html:
+    """Spent and left per department per period, newest period first."""
     rows = []
-    for line in e.budget:
+    for line in reg.budgets:
         left = max(line.left, 0.0)
         meter = _tag(
             "meter",
@@ -417,60 +407,42 @@ def _epoch(e: Epoch, budget: float) -> _Html:
         rows.append(
             (
                 [
+                    line.period,
                     line.party,
-                    "—" if line.party not in e.records else f"{e.records[line.party]:,}",
                     line.queries,
                     _eps(line.spent),
-                    _join([_eps(line.left), " ", meter]),
+                    _join([_eps(left), " ", meter]),
                 ],
                 "",
             )
         )
-    budget_table = _table(
-        ["Department", "Records", "Queries", "ε spent", f"ε left of {budget:.3g}"],
+    return _table(
+        ["Period", "Department", "Queries", "ε spent", f"ε left of {reg.epsilon_per_period:.3g}"],
         rows,
-        numeric=(1, 2, 3, 4),
-        caption="Privacy budget per department in this epoch",
-        table_id=f"budget-{e.seq}",
+        numeric=(2, 3, 4),
+        caption="Privacy budget per department per period (across every epoch)",
+        table_id="budget",
     )
-    quality_rows = []
-    for pair, q in sorted(e.link_quality.items()):
 
-        def pct(key: str, q: Mapping[str, Any] = q) -> str:
-            v = q.get(key)
-            return "—" if not isinstance(v, int | float) else f"{100 * v:.1f}%"
 
-        links = q.get("links")
-        quality_rows.append(
+def _epoch(e: Epoch) -> _Html:
+    facts = _facts(
+        [
+            ("Epoch", _tag("code", e.epoch_id)),
+            ("Linked (UTC)", _when(e.at)),
             (
-                [
-                    pair.replace("|", " ↔ "),
-                    f"{links:,}" if isinstance(links, int) else "—",
-                    pct("est_precision"),
-                    pct("est_recall"),
-                ],
-                "",
-            )
-        )
-    quality = (
-        _table(
-            ["Departments", "Links", "Est. precision", "Est. recall"],
-            quality_rows,
-            numeric=(1, 2, 3),
-            caption="Link quality, estimated from score distributions (no names are used)",
-        )
-        if quality_rows
-        else _Html("")
+                "Status",
+                _badge(e.status, _EPOCH_BADGE.get(e.status, "muted")),
+            ),
+            ("Threshold", "—" if e.threshold is None else f"{e.threshold:.3g} (Dice)"),
+        ]
     )
     return _tag(
         "div",
         _join(
             [
                 _tag("h3", _join([f"Epoch {_short(e.epoch_id)}", _unverified(e.trusted)])),
-                _tag("div", _join([facts, budget_table]), class_="grid"),
-                _tag("details", _join([_tag("summary", "Link quality"), quality]))
-                if quality_rows
-                else "",
+                _tag("div", facts, class_="grid"),
             ]
         ),
         class_="card epoch",
@@ -479,18 +451,23 @@ def _epoch(e: Epoch, budget: float) -> _Html:
 
 
 def _epochs(reg: Register) -> _Html:
+    eps = reg.epsilon_per_period
     intro = _tag(
         "p",
-        "A linkage epoch is one run of record linkage over every department's keyed "
-        "encodings. Each department has a privacy budget (ε) per epoch; every query spends "
-        "some of it, and a department refuses to take part once its budget is spent. A "
-        "query without a recorded outcome counts as spent, since a department may have "
-        "charged it.",
+        f"Each department has a privacy budget of ε = {eps:g} per {reg.period}, across "
+        "every linkage epoch, analyst and project: a new epoch resets nothing. With it, "
+        f"nobody can be more than {100 * guessing_bound(eps):.1f}% sure of a fact about a "
+        "child that a coin toss gives at 50%. Every query spends some of it, and a "
+        "department refuses to take part once its budget is spent. A query without a "
+        "recorded outcome counts as spent, since a department may have charged it. A "
+        "linkage epoch is one run of record linkage over every department's keyed "
+        "encodings; its linkage statistics stay with the coordinator.",
         class_="muted",
     )
+    budget = _budget_table(reg)
     if not reg.epochs:
-        return _join([intro, _tag("p", "No linkage epoch has run yet.")])
-    return _join([intro, _join(_epoch(e, reg.epsilon_per_epoch) for e in reversed(reg.epochs))])
+        return _join([intro, budget, _tag("p", "No linkage epoch has run yet.")])
+    return _join([intro, budget, _join(_epoch(e) for e in reversed(reg.epochs))])
 
 
 def _purpose_cell(q: Query) -> _Html:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.measures import Packing, PackingRequest, ReleasedCell
 from headcount.protect.sdc import TOTAL
@@ -72,6 +73,10 @@ def release_to_pb(
     rounding_base: int,
     column_attribute: str = "",
     measure_attribute: str = "",
+    total_interval: tuple[int, int] | None = None,
+    shareholders: int = 0,
+    sensitivity: int = 0,
+    coverage: float = 0.95,
 ) -> c.ProtectedTable:
     return c.ProtectedTable(
         query_id=query_id,
@@ -85,6 +90,13 @@ def release_to_pb(
                 has_mean=x.mean is not None,
                 sum=x.sum or 0.0,
                 has_sum=x.sum is not None,
+                noise_scale=x.noise_scale,
+                interval_low=x.interval[0] if x.interval else 0,
+                interval_high=x.interval[1] if x.interval else 0,
+                has_interval=x.interval is not None,
+                mean_low=x.mean_interval[0] if x.mean_interval else 0.0,
+                mean_high=x.mean_interval[1] if x.mean_interval else 0.0,
+                has_mean_interval=x.mean_interval is not None,
             )
             for x in cells
         ],
@@ -97,6 +109,27 @@ def release_to_pb(
         rounding_base=rounding_base,
         column_attribute=column_attribute,
         measure_attribute=measure_attribute,
+        shareholders=shareholders,
+        interval_coverage=coverage,
+        total_low=total_interval[0] if total_interval else 0,
+        total_high=total_interval[1] if total_interval else 0,
+        sensitivity=sensitivity,
+    )
+
+
+def attestation_to_pb(a: NoiseAttestation) -> pn.NoiseAttestation:
+    return pn.NoiseAttestation(
+        party=a.party,
+        input_digest=a.input_digest,
+        output_digest=a.output_digest,
+        signature=a.signature,
+        certificate_pem=a.certificate_pem,
+    )
+
+
+def attestation_from_pb(m: pn.NoiseAttestation) -> NoiseAttestation:
+    return NoiseAttestation(
+        m.party, m.input_digest, m.output_digest, m.signature, m.certificate_pem
     )
 
 
@@ -104,40 +137,53 @@ def release_frame(m: c.ProtectedTable) -> pd.DataFrame:
     """A released table as a DataFrame: one row per cell, then the total.
 
     Columns: ``group``, the column attribute (two-way tables only), ``count``
-    (nullable Int64, <NA> when suppressed), ``status``, and ``mean_<attribute>``
-    and ``sum_<attribute>`` when a measure was asked for.
+    (nullable Int64, <NA> when suppressed), ``status``, ``low`` and ``high``
+    (the interval holding the true count in 95% of releases), ``noise_scale``,
+    and ``mean_<attribute>`` with ``mean_low``/``mean_high`` and
+    ``sum_<attribute>`` when a measure was asked for.
     """
     rows: dict[str, list[Any]] = {"group": []}
     if m.column_attribute:
         rows[m.column_attribute] = []
-    rows["count"], rows["status"] = [], []
+    rows["count"], rows["status"], rows["low"], rows["high"] = [], [], [], []
+    rows["noise_scale"] = []
     mean_col = f"mean_{m.measure_attribute}" if m.measure_attribute else ""
     sum_col = f"sum_{m.measure_attribute}" if m.measure_attribute else ""
     if mean_col:
-        rows[mean_col] = []
-        rows[sum_col] = []
+        rows[mean_col], rows["mean_low"], rows["mean_high"], rows[sum_col] = [], [], [], []
     for x in m.cells:
         rows["group"].append(x.group)
         if m.column_attribute:
             rows[m.column_attribute].append(x.column)
-        rows["count"].append(x.value if x.status == "released" else None)
+        released = x.status == "released"
+        rows["count"].append(x.value if released else None)
         rows["status"].append(x.status)
+        rows["low"].append(x.interval_low if released and x.has_interval else None)
+        rows["high"].append(x.interval_high if released and x.has_interval else None)
+        rows["noise_scale"].append(x.noise_scale or m.noise_scale)
         if mean_col:
             rows[mean_col].append(x.mean if x.has_mean else None)
+            rows["mean_low"].append(x.mean_low if x.has_mean_interval else None)
+            rows["mean_high"].append(x.mean_high if x.has_mean_interval else None)
             rows[sum_col].append(x.sum if x.has_sum else None)
     rows["group"].append(TOTAL)
     if m.column_attribute:
         rows[m.column_attribute].append(TOTAL)
     rows["count"].append(None if m.total_suppressed else m.total)
     rows["status"].append("primary" if m.total_suppressed else "released")
+    has_total_interval = not m.total_suppressed and m.total_high > 0
+    rows["low"].append(m.total_low if has_total_interval else None)
+    rows["high"].append(m.total_high if has_total_interval else None)
+    rows["noise_scale"].append(m.noise_scale)
     if mean_col:
-        rows[mean_col].append(None)
-        rows[sum_col].append(None)
+        for col in (mean_col, "mean_low", "mean_high", sum_col):
+            rows[col].append(None)
     frame = pd.DataFrame(rows)
-    frame["count"] = pd.array(rows["count"], dtype="Int64")
+    for col in ("count", "low", "high"):
+        frame[col] = pd.array(rows[col], dtype="Int64")
     if mean_col:
-        frame[mean_col] = pd.array(rows[mean_col], dtype="Float64")
-        frame[sum_col] = pd.array(rows[sum_col], dtype="Float64")
+        for col in (mean_col, "mean_low", "mean_high", sum_col):
+            frame[col] = pd.array(rows[col], dtype="Float64")
     return frame
 
 

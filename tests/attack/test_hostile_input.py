@@ -23,7 +23,15 @@ CLEAN = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.PERMISSION_DENIED,
 }
-UNARY = ["GetIdentity", "Contribute", "Finish", "DecryptAggregate", "SyncAudit"]
+UNARY = [
+    "GetIdentity",
+    "Contribute",
+    "Finish",
+    "AddNoise",
+    "AbandonQuery",
+    "DecryptAggregate",
+    "SyncAudit",
+]
 SERVER_STREAM = ["Encode", "EncryptIndicators"]
 CLIENT_STREAM = ["AggregateByGroup"]
 BIDI = ["ApplyPredicate"]
@@ -45,7 +53,15 @@ def _state(fed: Federation) -> tuple[object, ...]:
     with closing(sqlite3.connect(node.store.path)) as db:
         counts = tuple(
             db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("ceremonies", "epochs", "tokens", "queries", "audit_events", "budget_charges")
+            for t in (
+                "ceremonies",
+                "epochs",
+                "tokens",
+                "queries",
+                "audit_events",
+                "privacy_charges",
+                "noise_shares",
+            )
         )
     return (*counts, node.audit.head())
 

@@ -19,9 +19,11 @@ from harness import TEST_PEOPLE, TEST_SEED, ClientRecorder, Federation, Recorder
 
 import coordinator.coordinator as coordinator_module
 from coordinator.coordinator import Coordinator
-from headcount.errors import FailedPrecondition, PeerUnavailable
+from headcount.crypto.attest import sign_abandonment
+from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
 from headcount.local import start_local_federation
 from headcount.query import QuerySpec
+from headcount.tls import load_private_key
 from party_node import server as node_server
 
 CUT_AFTER = 3  # chunks the dying node sends before it is killed
@@ -143,25 +145,26 @@ def _spec() -> QuerySpec:
 def test_a_node_down_at_query_time_charges_nothing(federation: Federation) -> None:
     with federation.operator() as op:
         op.run_ceremony()
-        epoch = op.run_linkage()
+        op.run_linkage()
     ledgers = {p: r.node.ledger for p, r in federation.nodes.items()}
-    before = {p: ledger.remaining(epoch.epoch_id) for p, ledger in ledgers.items()}
-    audit_before = federation.coordinator.coordinator.audit.head()
+    before = {p: ledger.remaining() for p, ledger in ledgers.items()}
     federation.nodes["immigration"].server.stop(grace=None).wait()
     with federation.analyst() as analyst:
         with pytest.raises(PeerUnavailable, match="immigration"):
             analyst.query(_spec())
-    assert {p: ledgers[p].remaining(epoch.epoch_id) for p in ledgers} == before
+    assert {p: ledgers[p].remaining() for p in ledgers} == before
     coord = federation.coordinator.coordinator
     assert coord.store.query_count() == 0  # refused before anything was announced
-    assert coord.audit.head() == audit_before
-    assert all(coord.budget_remaining(epoch.epoch_id, p) == before[p] for p in before)
+    # The refusal is public, like every refusal, and names no data.
+    last = coord.audit.events()[-1]
+    assert last.kind == "refusal" and "immigration" in last.body["reason"]
+    assert all(coord.budget_remaining(p) == before[p] for p in before)
 
 
 def test_a_node_dying_mid_query_releases_nothing(federation: Federation) -> None:
     """The grouping node dies after the origin has encrypted: the query fails as a
     whole, no table is released, the failure is recorded in the audit log, and
-    the origin refunds its charge and will never decrypt the query."""
+    the origin signs that it will never decrypt the query and refunds."""
     with federation.operator() as op:
         op.run_ceremony()
         op.run_linkage()
@@ -187,14 +190,76 @@ def test_a_node_dying_mid_query_releases_nothing(federation: Federation) -> None
     assert kinds[-1] == "refusal"
     failure = coord.audit.events()[-1]
     assert "immigration" in failure.body["reason"]
-    # The origin had charged its budget when it encrypted; on reading the
-    # failure in its replica it abandons the query (it will never decrypt it)
-    # and refunds: nothing was released, so nothing was spent.
+    assert failure.body["abandonment"]["party"] == "education"
+    # The origin had charged its budget when it encrypted; it abandoned the
+    # query (it will never decrypt it) and refunded: nothing was released, so
+    # nothing was spent, and the coordinator's mirror agrees.
     origin = federation.nodes["education"].node
-    epoch_id = coord.store.latest_epoch()
-    assert origin.ledger.spent(epoch_id) == 0.0
+    assert origin.ledger.spent() == 0.0
+    assert coord.budget_spent("education") == 0.0
     with pytest.raises(FailedPrecondition, match="abandoned"):
         origin.store.claim_decryption(failure.body["query_id"])
+
+
+def test_a_query_failing_after_every_hop_charges_nothing_anywhere(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node of the chain charged, then the query fails before decryption:
+    the origin's signed abandonment refunds every ledger, mirror included."""
+    with federation.operator() as op:
+        op.run_ceremony()
+        op.run_linkage()
+    coord = federation.coordinator.coordinator
+
+    def fails(*args: Any, **kwargs: Any) -> list[int]:
+        raise InvalidRequest("noise could not be drawn")
+
+    monkeypatch.setattr(coordinator_module, "draw_share", fails)
+    with federation.analyst() as analyst:
+        with pytest.raises(InvalidRequest, match="noise"):
+            analyst.query(_spec())
+    failure = coord.audit.events()[-1]
+    assert failure.kind == "refusal" and "abandonment" in failure.body
+    query_id = failure.body["query_id"]
+    for party in ("education", "immigration"):
+        ledger = federation.nodes[party].node.ledger
+        assert not ledger.charged(query_id), party
+        assert ledger.spent() == 0.0
+        assert coord.budget_spent(party) == 0.0
+    assert coord.store.query_status(query_id) == "refused"
+
+
+def test_a_forged_abandonment_refunds_nothing(federation: Federation) -> None:
+    """A coordinator cannot make nodes refund a query by claiming it failed: the
+    abandonment must carry the origin's own signature."""
+    with federation.operator() as op:
+        op.run_ceremony()
+        op.run_linkage()
+    coord = federation.coordinator.coordinator
+    with federation.analyst() as analyst:
+        release = analyst.query(_spec())
+    group = federation.nodes["immigration"].node
+    assert group.ledger.charged(release.query_id)
+    # The coordinator forges a refusal with an abandonment signed by another node.
+    health = federation.config.party("health")
+    fake = sign_abandonment(
+        release.query_id,
+        "education",
+        load_private_key(health.tls.key),
+        health.tls.cert.read_bytes(),
+    )
+    coord.log(
+        "refusal",
+        {
+            "query_id": release.query_id,
+            "analyst": "x",
+            "purpose": "forged",
+            "reason": "forged",
+            "abandonment": fake.to_json(),
+        },
+    )
+    assert group.ledger.charged(release.query_id)
+    assert federation.nodes["education"].node.ledger.charged(release.query_id)
 
 
 def test_a_coordinator_restarted_mid_query_aborts_it_cleanly(federation: Federation) -> None:
@@ -219,8 +284,8 @@ def test_a_coordinator_restarted_mid_query_aborts_it_cleanly(federation: Federat
         assert last.kind == "query_aborted"
         assert last.body["query_id"] == "deadbeef" * 4
         assert restarted.store.query_status("deadbeef" * 4) == "aborted"
-        assert restarted.budget_remaining(epoch.epoch_id, "education") == pytest.approx(
-            federation.config.privacy.epsilon_per_epoch - 0.1
+        assert restarted.budget_remaining("education") == pytest.approx(
+            federation.config.privacy.epsilon_per_period - 0.1
         )
     finally:
         restarted.close()

@@ -21,19 +21,19 @@ from headcount.query import QuerySpec
 
 QUERIES = 10
 ANALYST_THREADS = 5
-EPOCH_BUDGET = 1.0
-QUERY_EPSILON = 0.25  # so at most four queries fit in an epoch's budget
+PERIOD_BUDGET = 1.0
+QUERY_EPSILON = 0.25  # so at most four queries fit in a period's budget
 LATENCY_BOUND_S = 120.0  # a hang, not a slow machine, should trip this
 
 
 def test_concurrent_queries_lose_nothing_and_never_overspend(tmp_path: Path) -> None:
     fed = make_federation(
-        tmp_path / "fed", epsilon_per_epoch=EPOCH_BUDGET, default_query_epsilon=QUERY_EPSILON
+        tmp_path / "fed", epsilon_per_period=PERIOD_BUDGET, default_query_epsilon=QUERY_EPSILON
     )
     try:
         with fed.operator() as op:
             op.run_ceremony()
-            epoch = op.run_linkage()
+            op.run_linkage()
 
         def one(i: int) -> tuple[str, float]:
             spec = QuerySpec(
@@ -56,12 +56,12 @@ def test_concurrent_queries_lose_nothing_and_never_overspend(tmp_path: Path) -> 
 
         outcomes = Counter(o for o, _ in results)
         assert sum(outcomes.values()) == QUERIES
-        assert 1 <= outcomes["released"] <= EPOCH_BUDGET / QUERY_EPSILON
+        assert 1 <= outcomes["released"] <= PERIOD_BUDGET / QUERY_EPSILON
         assert max(t for _, t in results) < LATENCY_BOUND_S
 
         for party, running in fed.nodes.items():
-            spent = running.node.ledger.spent(epoch.epoch_id)
-            assert spent <= EPOCH_BUDGET + 1e-9, party
+            spent = running.node.ledger.spent()
+            assert spent <= PERIOD_BUDGET + 1e-9, party
 
         coord = fed.coordinator.coordinator
         coord.audit.verify()  # raises on a broken chain

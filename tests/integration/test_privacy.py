@@ -202,3 +202,136 @@ def test_the_decrypting_node_receives_only_aggregates(queried: Federation) -> No
                     assert msg.header.paillier_n != own_n, f"{party}: own key's ciphertexts"
     decrypts = [m for m, _ in queried.recorder.of("education") if m == "DecryptAggregate"]
     assert decrypts
+
+
+# -- every channel is a release: no exact linkage statistic leaves the coordinator -------
+
+# Names under which linkage statistics used to travel (audit log, register).
+_LINKAGE_KEYS = {
+    "links",
+    "clusters",
+    "link_quality",
+    "key_links",
+    "pair_links",
+    "est_precision",
+    "est_recall",
+    "est_f1",
+    "quality",
+    "thresholds",
+}
+# Integer fields a node or an analyst may receive: each is independent of the
+# data, a department's own published size, or a protected release.
+_PUBLIC_INT_FIELDS = {
+    "seq",
+    "next_seq",
+    "chunk_records",
+    "resume_from_seq",
+    "expected_records",
+    "records",
+    "total_records",
+    "slots",
+    "slot_bits",
+    "max_summands",
+    "max_value",
+    "noise_bound",
+    "queries",
+    "value",
+    "total",
+    "interval_low",
+    "interval_high",
+    "total_low",
+    "total_high",
+    "suppression_threshold",
+    "rounding_base",
+    "shareholders",
+    "sensitivity",
+    "match_key_levels",
+    "filter_bytes",
+}
+
+
+def _exact_linkage_statistics(fed: Federation) -> set[int]:
+    store = fed.coordinator.coordinator.store
+    info = store.epoch(store.latest_epoch())
+    stats: set[int] = {info.clusters, *info.pair_links.values()}
+    stats.update(int(q["key_links"]) for q in info.quality.values() if "key_links" in q)
+    # A department's own size is published by the department itself.
+    return {v for v in stats if v >= 20 and v not in set(info.records.values())}
+
+
+def _json_items(value: object, key: str = "") -> Iterator[tuple[str, object]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k), v
+            yield from _json_items(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _json_items(v, key)
+    else:
+        yield key, value
+
+
+def _proto_items(message: Message) -> Iterator[tuple[str, object]]:
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if not field.message_type.GetOptions().map_entry:
+                for v in values:
+                    yield from _proto_items(v)
+            continue
+        for v in values:
+            yield field.name, v
+            if field.name == "events_json":  # audit events relayed to a node
+                import json
+
+                yield from _json_items(json.loads(v))
+
+
+def _check_no_linkage_statistic(
+    where: str, items: Iterator[tuple[str, object]], stats: set[int]
+) -> int:
+    seen = 0
+    for key, value in items:
+        seen += 1
+        assert key not in _LINKAGE_KEYS, f"{where}: carries {key!r}"
+        if isinstance(value, int) and not isinstance(value, bool) and value in stats:
+            assert key in _PUBLIC_INT_FIELDS, f"{where}: {key}={value} is a linkage statistic"
+    return seen
+
+
+def test_no_exact_linkage_statistic_leaves_the_coordinator(
+    queried: Federation, tmp_path: Path
+) -> None:
+    """Audit log, register, node-facing messages and analyst responses of a full run
+    carry no link count, cluster count or quality estimate (docs/privacy.md)."""
+    from headcount.register import build_register
+
+    stats = _exact_linkage_statistics(queried)
+    assert stats, "the epoch linked nothing to look for"
+    # The coordinator does hold them: they exist, and stay in its store.
+    coordinator = queried.coordinator.coordinator
+    with queried.analyst() as analyst:
+        events, _ = analyst.audit_log()
+        status = analyst.status()
+    assert {e.kind for e in events} >= {"epoch", "query", "release"}
+    for event in events:
+        _check_no_linkage_statistic(f"audit {event.kind}", _json_items(event.body), stats)
+    assert coordinator.audit.events()[-1].hash == events[-1].hash
+    _check_no_linkage_statistic("status", _proto_items(status), stats)
+    # Every message every node received in the session.
+    for party in queried.config.party_names:
+        received = queried.recorder.of(party)
+        assert received
+        for method, msg in received:
+            _check_no_linkage_statistic(f"{party} {method}", _proto_items(msg), stats)
+    # Every table the analyst was sent (the coordinator forwards the origin's).
+    tables = [msg for m, msg in queried.recorder.of("coordinator") if m == "DecryptAggregate"]
+    assert tables
+    for table in tables:
+        _check_no_linkage_statistic("release", _proto_items(table), stats)
+    # The public register's pages: no linkage statistic is named on any page.
+    index = build_register(queried.config, tmp_path / "register")
+    pages = "\n".join(p.read_text() for p in index.parent.glob("*.html"))
+    assert "Privacy budget per department per period" in pages
+    for label in ("Clusters", "Link quality", "Est. precision", "Est. recall"):
+        assert label not in pages

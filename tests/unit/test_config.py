@@ -36,7 +36,7 @@ def test_every_problem_is_reported_at_once(fed_dir: Path, tmp_path: Path) -> Non
     text = (fed_dir / "federation.toml").read_text()
     text = text.replace("rounding_base = 5", "rounding_base = 0")
     text = text.replace("suppress_below = 10", "suppress_below = 0")
-    text = text.replace("epsilon_per_epoch = 2.0", "epsilon_per_epoch = -1")
+    text = text.replace("epsilon_per_period = 1.0", "epsilon_per_period = -1")
     bad = tmp_path / "federation.toml"
     bad.write_text(text)
     for sub in ("ca", "certs", "linkage-schema.toml"):
@@ -45,7 +45,7 @@ def test_every_problem_is_reported_at_once(fed_dir: Path, tmp_path: Path) -> Non
         config.load(bad)
     msg = str(info.value)
     assert "3 problem(s)" in msg
-    assert "rounding_base" in msg and "suppress_below" in msg and "epsilon_per_epoch" in msg
+    assert "rounding_base" in msg and "suppress_below" in msg and "epsilon_per_period" in msg
 
 
 def test_test_keys_need_an_explicit_flag(fed_dir: Path, tmp_path: Path) -> None:
@@ -89,3 +89,22 @@ def test_a_machine_needs_only_its_own_private_key(fed_dir: Path) -> None:
     finally:
         for key in others:
             key.with_suffix(".away").rename(key)
+
+
+def test_an_epoch_budget_is_refused_with_the_reason(fed_dir: Path, tmp_path: Path) -> None:
+    """A budget per epoch reset with every epoch: an old config must not load."""
+    text = (fed_dir / "federation.toml").read_text()
+    text = text.replace("epsilon_per_period = 1.0", "epsilon_per_epoch = 2.0")
+    bad = tmp_path / "federation.toml"
+    bad.write_text(text)
+    for sub in ("ca", "certs", "linkage-schema.toml"):
+        (tmp_path / sub).symlink_to(fed_dir / sub)
+    with pytest.raises(ConfigError, match="epsilon_per_period"):
+        config.load(bad)
+
+
+def test_budgets_are_per_period_with_a_meaningful_default(fed_dir: Path) -> None:
+    cfg = config.load(fed_dir / "federation.toml")
+    assert cfg.privacy.period == "year"
+    assert cfg.privacy.epsilon_per_period == 1.0
+    assert cfg.privacy.household_cap == 1

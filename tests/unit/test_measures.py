@@ -11,8 +11,10 @@ from headcount.measures import (
     ALL_GROUP,
     Cell,
     clamp_noise,
+    decoded_cells,
     make_packing,
     protect_release,
+    with_intervals,
 )
 from headcount.protect.sdc import SdcPolicy
 
@@ -87,18 +89,64 @@ def test_release_of_a_mean_needs_enough_values() -> None:
     assert by["asylum_seeker"].value is None and by["asylum_seeker"].mean is None
 
 
-def test_a_noisy_mean_is_clamped_to_the_attributes_range() -> None:
-    """Noise can push a small cell's sum below zero or above count x maximum; the
-    released mean still lies in [0, 1] for a rate."""
-    p = make_packing("education", "", "absence_rate", n_bits=2048, max_summands=1000, epsilon=1.0)
+def test_a_noisy_mean_is_shown_as_it_is_with_an_honest_interval() -> None:
+    """Noise can push a small cell's sum below zero or above count x maximum: the
+    mean is the noisy sum over the noisy count, never silently clamped; its 95%
+    interval lies within the attribute's declared range."""
+    p = make_packing(
+        "education",
+        "",
+        "absence_rate",
+        n_bits=2048,
+        max_summands=1000,
+        epsilon=1.0,
+        sensitivity=2,
+        shareholders=2,
+    )
     groups = [
         ("low", {"": Cell(count=20, valued=20, total=-3000)}),
         ("high", {"": Cell(count=20, valued=20, total=10**6)}),
     ]
-    cells, _, _ = protect_release(p, groups, SdcPolicy(secondary=False))
+    policy = SdcPolicy(secondary=False)
+    cells, total, _ = protect_release(p, groups, policy)
     by = {c.group: c for c in cells}
-    assert by["low"].mean == 0.0
-    assert by["high"].mean == 1.0
+    assert by["low"].mean == pytest.approx(-3000 / 20 / p.scale, abs=1e-3)
+    assert by["high"].mean == pytest.approx(10**6 / 20 / p.scale, abs=1e-3)
+    out = with_intervals(p, cells, total, policy, decoded_cells(p, groups))
+    for cell in out.cells:
+        assert cell.mean_interval is not None
+        low, high = cell.mean_interval
+        assert 0.0 <= low <= high <= 1.0
+        assert cell.interval is not None and cell.interval[0] <= cell.value <= cell.interval[1]
+        assert cell.noise_scale == pytest.approx(2 * 3 / 1.0)
+
+
+def test_count_intervals_cover_the_truth_in_95_percent_of_releases() -> None:
+    """Synthetic truth, the real share sampler, the real small-number rule."""
+    from headcount.privacy.noise import draw_share
+
+    p = make_packing(
+        "education",
+        "",
+        "",
+        n_bits=2048,
+        max_summands=10_000,
+        epsilon=0.5,
+        sensitivity=2,
+        shareholders=3,
+    )
+    policy = SdcPolicy(secondary=False)
+    truth = 400
+    trials = 2000
+    scale = p.noise_specs()[0].scale
+    noise = [sum(z) for z in zip(*(draw_share(scale, 3, trials) for _ in range(3)), strict=True)]
+    covered = 0
+    for z in noise:
+        cells, total, _ = protect_release(p, [("all", {"": Cell(truth + z)})], policy)
+        out = with_intervals(p, cells, total, policy)
+        low, high = out.cells[0].interval  # type: ignore[misc]
+        covered += low <= truth <= high
+    assert 0.95 <= covered / trials <= 0.995
 
 
 def test_grouping_only_at_the_origin_gives_a_one_way_table() -> None:

@@ -173,7 +173,7 @@ def test_coordinator_counts_rpcs_epochs_and_queries(metered: Metered) -> None:
         assert value(text, "headcount_coordinator_epoch_records", party=party) > 0
     left = value(text, "headcount_coordinator_budget_remaining_epsilon", party="education")
     assert left == pytest.approx(
-        metered.config.privacy.epsilon_per_epoch - metered.config.privacy.default_query_epsilon
+        metered.config.privacy.epsilon_per_period - metered.config.privacy.default_query_epsilon
     )
 
 
@@ -194,7 +194,7 @@ def test_nodes_count_hops_and_report_their_size_and_budget(metered: Metered) -> 
     assert value(
         education, "headcount_node_budget_remaining_epsilon", party="education"
     ) == pytest.approx(
-        metered.config.privacy.epsilon_per_epoch - metered.config.privacy.default_query_epsilon
+        metered.config.privacy.epsilon_per_period - metered.config.privacy.default_query_epsilon
     )
 
 

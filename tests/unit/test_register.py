@@ -99,13 +99,15 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
                     project_id=PROJECT,
                 )
             )
-            with pytest.raises(PolicyRefused):  # the origin refuses a tiny population
+            # Refused on the project alone (justice is not in it): a refusal
+            # never depends on the data, and a tiny population is not refused.
+            with pytest.raises(PolicyRefused, match="does not cover"):
                 analyst.query(
                     QuerySpec(
-                        "One pupil, by immigration status",
+                        "One pupil, by custody status of the justice file",
                         "education",
-                        "immigration",
-                        "immigration_status",
+                        "justice",
+                        "custody",
                         population_filters=tuple(
                             Predicate(k, (str(v),)) for k, v in zip(keys, smallest, strict=True)
                         ),
@@ -163,16 +165,23 @@ def test_verified_log_lists_projects_epochs_queries_and_tables(
     assert {f"query-{q.seq}.html" for q in reg.queries} <= set(pages)
     assert page.count('<tr><td><a href="query-') == 3
     assert html.escape(PLAIN_PURPOSE) in page
-    # Budget per department per epoch: refusals are not charged.
+    # Budget per department per period, across epochs: refusals are not charged.
     (epoch,) = reg.epochs
-    budget = {line.party: (line.spent, line.left, line.queries) for line in epoch.budget}
-    assert budget["education"] == (0.75, 1.25, 2)
-    assert budget["immigration"] == (0.5, 1.5, 1)
-    assert budget["health"] == (0.25, 1.75, 1)
-    assert budget["justice"] == (0.0, 2.0, 0)
+    year = str(dt.datetime.now(dt.UTC).year)
+    assert {line.period for line in reg.budgets} == {year}
+    budget = {
+        line.party: (round(line.spent, 9), round(line.left, 9), line.queries)
+        for line in reg.budgets
+    }
+    assert budget["education"] == (0.5, 0.5, 2)
+    assert budget["immigration"] == (0.25, 0.75, 1)
+    assert budget["health"] == (0.25, 0.75, 1)
+    assert budget["justice"] == (0.0, 1.0, 0)
+    assert "Privacy budget per department per period" in page
+    assert "73.1% sure" in page  # the guessing bound of the default budget
     assert epoch.status == "completed" and epoch.records["education"] > 0
     released = reg.queries[1]
-    assert released.budget_left == {"education": 1.25, "health": 1.75}
+    assert released.budget_left == {"education": 0.5, "health": 0.75}
 
 
 def test_query_page_shows_the_released_table_and_who_asked(logged: Logged, tmp_path: Path) -> None:

@@ -125,6 +125,13 @@ class ProtectedCell(_message.Message):
     HAS_MEAN_FIELD_NUMBER: _builtins.int
     SUM_FIELD_NUMBER: _builtins.int
     HAS_SUM_FIELD_NUMBER: _builtins.int
+    NOISE_SCALE_FIELD_NUMBER: _builtins.int
+    INTERVAL_LOW_FIELD_NUMBER: _builtins.int
+    INTERVAL_HIGH_FIELD_NUMBER: _builtins.int
+    HAS_INTERVAL_FIELD_NUMBER: _builtins.int
+    MEAN_LOW_FIELD_NUMBER: _builtins.int
+    MEAN_HIGH_FIELD_NUMBER: _builtins.int
+    HAS_MEAN_INTERVAL_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     value: _builtins.int
     """meaningful only when status == "released" """
@@ -138,6 +145,18 @@ class ProtectedCell(_message.Message):
     sum: _builtins.float
     """sum of the measured attribute, when has_sum"""
     has_sum: _builtins.bool
+    noise_scale: _builtins.float
+    """The count's noise: discrete Laplace scale of the full noise any one party
+    cannot see through, and an interval that holds the true count in 95% of
+    releases (noise and rounding), when the cell is released.
+    """
+    interval_low: _builtins.int
+    interval_high: _builtins.int
+    has_interval: _builtins.bool
+    mean_low: _builtins.float
+    """The mean's 95% interval (noisy sum over noisy count), when has_mean_interval."""
+    mean_high: _builtins.float
+    has_mean_interval: _builtins.bool
     def __init__(
         self,
         *,
@@ -149,10 +168,17 @@ class ProtectedCell(_message.Message):
         has_mean: _builtins.bool = ...,
         sum: _builtins.float = ...,
         has_sum: _builtins.bool = ...,
+        noise_scale: _builtins.float = ...,
+        interval_low: _builtins.int = ...,
+        interval_high: _builtins.int = ...,
+        has_interval: _builtins.bool = ...,
+        mean_low: _builtins.float = ...,
+        mean_high: _builtins.float = ...,
+        has_mean_interval: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "group", b"group", "has_mean", b"has_mean", "has_sum", b"has_sum", "mean", b"mean", "status", b"status", "sum", b"sum", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "group", b"group", "has_interval", b"has_interval", "has_mean", b"has_mean", "has_mean_interval", b"has_mean_interval", "has_sum", b"has_sum", "interval_high", b"interval_high", "interval_low", b"interval_low", "mean", b"mean", "mean_high", b"mean_high", "mean_low", b"mean_low", "noise_scale", b"noise_scale", "status", b"status", "sum", b"sum", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,6 +203,11 @@ class ProtectedTable(_message.Message):
     ROUNDING_BASE_FIELD_NUMBER: _builtins.int
     COLUMN_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     MEASURE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    SHAREHOLDERS_FIELD_NUMBER: _builtins.int
+    INTERVAL_COVERAGE_FIELD_NUMBER: _builtins.int
+    TOTAL_LOW_FIELD_NUMBER: _builtins.int
+    TOTAL_HIGH_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     total: _builtins.int
     total_suppressed: _builtins.bool
@@ -191,6 +222,15 @@ class ProtectedTable(_message.Message):
     """the second dimension of a two-way table, if any"""
     measure_attribute: _builtins.str
     """the attribute whose mean is reported, if any"""
+    shareholders: _builtins.int
+    """parties whose noise shares were added"""
+    interval_coverage: _builtins.float
+    """e.g. 0.95, for every cell's interval"""
+    total_low: _builtins.int
+    """the total's interval, when not suppressed"""
+    total_high: _builtins.int
+    sensitivity: _builtins.int
+    """how far one person's record can move a count"""
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProtectedCell]: ...
     def __init__(
@@ -207,10 +247,15 @@ class ProtectedTable(_message.Message):
         rounding_base: _builtins.int = ...,
         column_attribute: _builtins.str = ...,
         measure_attribute: _builtins.str = ...,
+        shareholders: _builtins.int = ...,
+        interval_coverage: _builtins.float = ...,
+        total_low: _builtins.int = ...,
+        total_high: _builtins.int = ...,
+        sensitivity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "column_attribute", b"column_attribute", "epsilon", b"epsilon", "measure_attribute", b"measure_attribute", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id", "rounding_base", b"rounding_base", "suppression_threshold", b"suppression_threshold", "total", b"total", "total_suppressed", b"total_suppressed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "column_attribute", b"column_attribute", "epsilon", b"epsilon", "interval_coverage", b"interval_coverage", "measure_attribute", b"measure_attribute", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id", "rounding_base", b"rounding_base", "sensitivity", b"sensitivity", "shareholders", b"shareholders", "suppression_threshold", b"suppression_threshold", "total", b"total", "total_high", b"total_high", "total_low", b"total_low", "total_suppressed", b"total_suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

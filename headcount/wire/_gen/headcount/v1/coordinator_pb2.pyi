@@ -479,19 +479,26 @@ class PartyStatus(_message.Message):
     PARTY_FIELD_NUMBER: _builtins.int
     HEALTHY_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    EPSILON_SPENT_FIELD_NUMBER: _builtins.int
+    EPSILON_LEFT_FIELD_NUMBER: _builtins.int
     party: _builtins.str
     healthy: _builtins.bool
     records: _builtins.int
+    epsilon_spent: _builtins.float
+    """this department's privacy loss in the current period"""
+    epsilon_left: _builtins.float
     def __init__(
         self,
         *,
         party: _builtins.str = ...,
         healthy: _builtins.bool = ...,
         records: _builtins.int = ...,
+        epsilon_spent: _builtins.float = ...,
+        epsilon_left: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["healthy", b"healthy", "party", b"party", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon_left", b"epsilon_left", "epsilon_spent", b"epsilon_spent", "healthy", b"healthy", "party", b"party", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,11 +514,16 @@ class FederationStatus(_message.Message):
     PARTIES_FIELD_NUMBER: _builtins.int
     QUERIES_FIELD_NUMBER: _builtins.int
     AUDIT_HEAD_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    EPSILON_PER_PERIOD_FIELD_NUMBER: _builtins.int
     federation: _builtins.str
     ceremony_id: _builtins.str
     epoch_id: _builtins.str
     queries: _builtins.int
     audit_head: _builtins.str
+    period: _builtins.str
+    """e.g. "2026": budgets are per department per period"""
+    epsilon_per_period: _builtins.float
     @_builtins.property
     def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartyStatus]: ...
     def __init__(
@@ -523,10 +535,12 @@ class FederationStatus(_message.Message):
         parties: _abc.Iterable[Global___PartyStatus] | None = ...,
         queries: _builtins.int = ...,
         audit_head: _builtins.str = ...,
+        period: _builtins.str = ...,
+        epsilon_per_period: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head", "ceremony_id", b"ceremony_id", "epoch_id", b"epoch_id", "federation", b"federation", "parties", b"parties", "queries", b"queries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_head", b"audit_head", "ceremony_id", b"ceremony_id", "epoch_id", b"epoch_id", "epsilon_per_period", b"epsilon_per_period", "federation", b"federation", "parties", b"parties", "period", b"period", "queries", b"queries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -557,6 +557,147 @@ class GroupedCiphertexts(_message.Message):
 Global___GroupedCiphertexts: _TypeAlias = GroupedCiphertexts  # noqa: Y015
 
 @_typing.final
+class NoiseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    PAILLIER_N_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    paillier_n: _builtins.bytes
+    """the origin's public modulus"""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GroupCiphertext]:
+        """the aggregates so far, in order"""
+
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        paillier_n: _builtins.bytes = ...,
+        groups: _abc.Iterable[_common_pb2.GroupCiphertext] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "paillier_n", b"paillier_n", "query_id", b"query_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoiseRequest: _TypeAlias = NoiseRequest  # noqa: Y015
+
+@_typing.final
+class NoiseAttestation(_message.Message):
+    """A share-holder's signed statement that it added its noise share: ECDSA with
+    its federation certificate's key over
+    "headcount-noise-v1" | query id | party | input digest | output digest,
+    where a digest is SHA-256 over the groups' names and ciphertexts in order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    INPUT_DIGEST_FIELD_NUMBER: _builtins.int
+    OUTPUT_DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    input_digest: _builtins.bytes
+    output_digest: _builtins.bytes
+    signature: _builtins.bytes
+    certificate_pem: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        input_digest: _builtins.bytes = ...,
+        output_digest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        certificate_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem", "input_digest", b"input_digest", "output_digest", b"output_digest", "party", b"party", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoiseAttestation: _TypeAlias = NoiseAttestation  # noqa: Y015
+
+@_typing.final
+class NoisedAggregate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    ATTESTATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GroupCiphertext]: ...
+    @_builtins.property
+    def attestation(self) -> Global___NoiseAttestation: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[_common_pb2.GroupCiphertext] | None = ...,
+        attestation: Global___NoiseAttestation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoisedAggregate: _TypeAlias = NoisedAggregate  # noqa: Y015
+
+@_typing.final
+class AbandonRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query_id", b"query_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonRequest: _TypeAlias = AbandonRequest  # noqa: Y015
+
+@_typing.final
+class Abandonment(_message.Message):
+    """ECDSA with the origin's federation certificate key over
+    "headcount-abandon-v1" | query id | party.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    query_id: _builtins.str
+    party: _builtins.str
+    signature: _builtins.bytes
+    certificate_pem: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        query_id: _builtins.str = ...,
+        party: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        certificate_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem", "party", b"party", "query_id", b"query_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Abandonment: _TypeAlias = Abandonment  # noqa: Y015
+
+@_typing.final
 class DecryptRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -564,11 +705,19 @@ class DecryptRequest(_message.Message):
     GROUPS_FIELD_NUMBER: _builtins.int
     NOISE_SCALE_FIELD_NUMBER: _builtins.int
     MECHANISM_FIELD_NUMBER: _builtins.int
+    ATTESTATIONS_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     noise_scale: _builtins.float
+    """ignored: the origin derives the noise from the announced query"""
     mechanism: _builtins.str
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GroupCiphertext]: ...
+    @_builtins.property
+    def attestations(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoiseAttestation]:
+        """One per share-holding node, in the order the shares were added; the last
+        one's output digest is the digest of `groups`.
+        """
+
     def __init__(
         self,
         *,
@@ -576,10 +725,11 @@ class DecryptRequest(_message.Message):
         groups: _abc.Iterable[_common_pb2.GroupCiphertext] | None = ...,
         noise_scale: _builtins.float = ...,
         mechanism: _builtins.str = ...,
+        attestations: _abc.Iterable[Global___NoiseAttestation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestations", b"attestations", "groups", b"groups", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

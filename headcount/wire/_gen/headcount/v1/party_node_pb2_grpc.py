@@ -70,6 +70,16 @@ class PartyNodeStub:
                 request_serializer=headcount_dot_v1_dot_party__node__pb2.HopInput.SerializeToString,
                 response_deserializer=headcount_dot_v1_dot_party__node__pb2.GroupedCiphertexts.FromString,
                 _registered_method=True)
+        self.AddNoise = channel.unary_unary(
+                '/headcount.v1.PartyNode/AddNoise',
+                request_serializer=headcount_dot_v1_dot_party__node__pb2.NoiseRequest.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_party__node__pb2.NoisedAggregate.FromString,
+                _registered_method=True)
+        self.AbandonQuery = channel.unary_unary(
+                '/headcount.v1.PartyNode/AbandonQuery',
+                request_serializer=headcount_dot_v1_dot_party__node__pb2.AbandonRequest.SerializeToString,
+                response_deserializer=headcount_dot_v1_dot_party__node__pb2.Abandonment.FromString,
+                _registered_method=True)
         self.DecryptAggregate = channel.unary_unary(
                 '/headcount.v1.PartyNode/DecryptAggregate',
                 request_serializer=headcount_dot_v1_dot_party__node__pb2.DecryptRequest.SerializeToString,
@@ -146,6 +156,26 @@ class PartyNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddNoise(self, request, context):
+        """Noise in shares: a node of the query's chain that does not decrypt adds
+        its own share of the noise to every aggregate (under the origin's key),
+        re-randomises, and signs (query, digest in, digest out), so the origin can
+        check that every share-holder's share is in what it decrypts. Once per
+        query per node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbandonQuery(self, request, context):
+        """A query that failed after it was announced: the origin promises never to
+        decrypt it (refused if it already has), refunds its own charge and signs
+        the promise, so every other node of the chain can refund its charge too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DecryptAggregate(self, request, context):
         """Final hop at the origin: decrypt noisy per-group aggregates of a query it
         encrypted for, apply the small-number rule, return the protected table.
@@ -201,6 +231,16 @@ def add_PartyNodeServicer_to_server(servicer, server):
                     servicer.AggregateByGroup,
                     request_deserializer=headcount_dot_v1_dot_party__node__pb2.HopInput.FromString,
                     response_serializer=headcount_dot_v1_dot_party__node__pb2.GroupedCiphertexts.SerializeToString,
+            ),
+            'AddNoise': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNoise,
+                    request_deserializer=headcount_dot_v1_dot_party__node__pb2.NoiseRequest.FromString,
+                    response_serializer=headcount_dot_v1_dot_party__node__pb2.NoisedAggregate.SerializeToString,
+            ),
+            'AbandonQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonQuery,
+                    request_deserializer=headcount_dot_v1_dot_party__node__pb2.AbandonRequest.FromString,
+                    response_serializer=headcount_dot_v1_dot_party__node__pb2.Abandonment.SerializeToString,
             ),
             'DecryptAggregate': grpc.unary_unary_rpc_method_handler(
                     servicer.DecryptAggregate,
@@ -402,6 +442,60 @@ class PartyNode:
             '/headcount.v1.PartyNode/AggregateByGroup',
             headcount_dot_v1_dot_party__node__pb2.HopInput.SerializeToString,
             headcount_dot_v1_dot_party__node__pb2.GroupedCiphertexts.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddNoise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.PartyNode/AddNoise',
+            headcount_dot_v1_dot_party__node__pb2.NoiseRequest.SerializeToString,
+            headcount_dot_v1_dot_party__node__pb2.NoisedAggregate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headcount.v1.PartyNode/AbandonQuery',
+            headcount_dot_v1_dot_party__node__pb2.AbandonRequest.SerializeToString,
+            headcount_dot_v1_dot_party__node__pb2.Abandonment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,18 @@ class PartyNodeStub:
     encrypted sum per group of the approved attribute (one group, "all", when
     no attribute is named).
     """
+    AddNoise: _grpc.UnaryUnaryMultiCallable[_party_node_pb2.NoiseRequest, _party_node_pb2.NoisedAggregate]
+    """Noise in shares: a node of the query's chain that does not decrypt adds
+    its own share of the noise to every aggregate (under the origin's key),
+    re-randomises, and signs (query, digest in, digest out), so the origin can
+    check that every share-holder's share is in what it decrypts. Once per
+    query per node.
+    """
+    AbandonQuery: _grpc.UnaryUnaryMultiCallable[_party_node_pb2.AbandonRequest, _party_node_pb2.Abandonment]
+    """A query that failed after it was announced: the origin promises never to
+    decrypt it (refused if it already has), refunds its own charge and signs
+    the promise, so every other node of the chain can refund its charge too.
+    """
     DecryptAggregate: _grpc.UnaryUnaryMultiCallable[_party_node_pb2.DecryptRequest, _common_pb2.ProtectedTable]
     """Final hop at the origin: decrypt noisy per-group aggregates of a query it
     encrypted for, apply the small-number rule, return the protected table.
@@ -111,6 +123,18 @@ class PartyNodeAsyncStub(PartyNodeStub):
     node's tokens; the node applies its own predicate and returns one
     encrypted sum per group of the approved attribute (one group, "all", when
     no attribute is named).
+    """
+    AddNoise: _aio.UnaryUnaryMultiCallable[_party_node_pb2.NoiseRequest, _party_node_pb2.NoisedAggregate]  # type: ignore[assignment]
+    """Noise in shares: a node of the query's chain that does not decrypt adds
+    its own share of the noise to every aggregate (under the origin's key),
+    re-randomises, and signs (query, digest in, digest out), so the origin can
+    check that every share-holder's share is in what it decrypts. Once per
+    query per node.
+    """
+    AbandonQuery: _aio.UnaryUnaryMultiCallable[_party_node_pb2.AbandonRequest, _party_node_pb2.Abandonment]  # type: ignore[assignment]
+    """A query that failed after it was announced: the origin promises never to
+    decrypt it (refused if it already has), refunds its own charge and signs
+    the promise, so every other node of the chain can refund its charge too.
     """
     DecryptAggregate: _aio.UnaryUnaryMultiCallable[_party_node_pb2.DecryptRequest, _common_pb2.ProtectedTable]  # type: ignore[assignment]
     """Final hop at the origin: decrypt noisy per-group aggregates of a query it
@@ -196,6 +220,30 @@ class PartyNodeServicer(metaclass=_abc_1.ABCMeta):
         node's tokens; the node applies its own predicate and returns one
         encrypted sum per group of the approved attribute (one group, "all", when
         no attribute is named).
+        """
+
+    @_abc_1.abstractmethod
+    def AddNoise(
+        self,
+        request: _party_node_pb2.NoiseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_party_node_pb2.NoisedAggregate, _abc.Awaitable[_party_node_pb2.NoisedAggregate]]:
+        """Noise in shares: a node of the query's chain that does not decrypt adds
+        its own share of the noise to every aggregate (under the origin's key),
+        re-randomises, and signs (query, digest in, digest out), so the origin can
+        check that every share-holder's share is in what it decrypts. Once per
+        query per node.
+        """
+
+    @_abc_1.abstractmethod
+    def AbandonQuery(
+        self,
+        request: _party_node_pb2.AbandonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_party_node_pb2.Abandonment, _abc.Awaitable[_party_node_pb2.Abandonment]]:
+        """A query that failed after it was announced: the origin promises never to
+        decrypt it (refused if it already has), refunds its own charge and signs
+        the promise, so every other node of the chain can refund its charge too.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,1 @@
+"""Differential-privacy kernel: noise in shares, the per-period accountant, attack-game bounds."""
