@@ -53,7 +53,14 @@ from headcount.privacy.accountant import compose, period_of
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
 from headcount.projects import ProjectDoc, verify_decision
-from headcount.query import QuerySpec, spec_to_json, unlinked_group
+from headcount.query import (
+    QuerySpec,
+    check_group_by,
+    check_measure,
+    check_predicates,
+    spec_to_json,
+    unlinked_group,
+)
 from headcount.report.scores import score_histograms
 from headcount.tls import Principal, Role
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
@@ -666,6 +673,7 @@ class Coordinator:
         """Everything decided before a query is announced: nothing is charged yet."""
         plan = plan_query(spec, self.parties)
         parties = plan.parties
+        self._check_catalogue(plan)
         self.check_project(spec.project_id, analyst, parties)
         epoch_id = self.store.latest_epoch()
         epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
@@ -689,6 +697,33 @@ class Coordinator:
                 "and no budget was charged"
             )
         return plan, epoch_id, epsilon, spec_json, noise, packing
+
+    def _check_catalogue(self, plan: Plan) -> None:
+        """Refuse, before anything is stored or published, a filter, group-by or
+        measure that a department's policy does not approve or whose values are
+        not its categories: names, dates, postcodes or free text never enter
+        the store or the audit log. Each node checks again for itself."""
+        for hop in plan.hops:
+            party = self.federation.party(hop.party)
+            approved, dept = party.approved_attributes, party.department
+            check_predicates(hop.party, approved, hop.filters, department=dept)
+            if hop.group_by:
+                check_group_by(hop.party, approved, hop.group_by, department=dept)
+        origin = self.federation.party(plan.origin)
+        if plan.origin_group_by:
+            check_group_by(
+                plan.origin,
+                origin.approved_attributes,
+                plan.origin_group_by,
+                department=origin.department,
+            )
+        if plan.measure_attribute:
+            check_measure(
+                plan.origin,
+                origin.approved_measures,
+                plan.measure_attribute,
+                department=origin.department,
+            )
 
     def _certificate_party(self, pem: bytes) -> str:
         principal = tls.verify_issued_by(pem, self.federation.ca_cert)

@@ -35,12 +35,15 @@ class Release:
     epoch_id: str
     title: str
     # Columns: group, [the population's own attribute, for a two-way table],
-    # count (nullable Int64, <NA> when suppressed), status, [mean_<attribute>];
-    # the last row is the total.
+    # count (nullable Int64, <NA> when suppressed), status, low and high (the
+    # 95% interval of the true count), noise_scale, [mean_<attribute>, mean_low,
+    # mean_high, sum_<attribute>]; the last row is the total.
     table: pd.DataFrame
     epsilon: float
-    noise_scale: float
-    budget_remaining: float
+    noise_scale: float  # discrete Laplace scale of the full noise on each count
+    budget_remaining: float  # the least any department of the query has left this period
+    shareholders: int = 2  # parties whose noise shares make up the noise
+    sensitivity: int = 2  # how far one person's record moves the count vector
 
 
 class Client:
@@ -116,6 +119,8 @@ class Client:
             epsilon=reply.table.epsilon,
             noise_scale=reply.table.noise_scale,
             budget_remaining=reply.budget_remaining,
+            shareholders=reply.table.shareholders,
+            sensitivity=reply.table.sensitivity,
         )
 
     # -- projects (Five Safes) ------------------------------------------------------

@@ -21,7 +21,7 @@ from headcount.crypto.dp import NoiseSpec
 from headcount.crypto.packing import SlotLayout
 from headcount.departments import attribute
 from headcount.errors import InvalidRequest
-from headcount.privacy.noise import interval_halfwidth
+from headcount.privacy.noise import interval_halfwidth, margin_bounds
 from headcount.protect.sdc import TOTAL, SdcPolicy, protect_counts, protect_counts_2d
 
 COUNT, VALUED, SUM = 0, 1, 2
@@ -288,7 +288,8 @@ def protect_release(
         # Post-processing of the same noisy slots: costs no further privacy.
         if not packing.measure_attribute or cell.valued < policy.threshold:
             return None
-        return round(max(0, cell.total) / packing.scale, 1)
+        # As it is, like the mean: negative when noise outweighs a small sum.
+        return round(cell.total / packing.scale, 1)
 
     if not packing.group_by:
         table = protect_counts({g: cells[""].count for g, cells in groups}, policy)
@@ -345,9 +346,9 @@ def with_intervals(
 
     A count's noise is the sum of every share-holder's share
     (``headcount.privacy.noise``); rounding adds at most half the rounding
-    base. A margin sums k noisy cells (negatives as 0, which only moves each
-    towards the truth), so its interval is k cell intervals at coverage
-    1 - 0.05/k each (a union bound). A mean's interval divides the sum's
+    base. A margin sums k noisy cells, negatives as 0; its interval comes from
+    the exact distributions of the k noises' sum and of their positive parts'
+    sum (``margin_bounds``). A mean's interval divides the sum's
     interval by the count's, each at 97.5%, within the attribute's declared
     range. Post-processing only: it costs no privacy.
     """
@@ -358,8 +359,11 @@ def with_intervals(
     width = len(packing.categories)
 
     def around(value: int, k: int) -> tuple[int, int]:
-        h = k * interval_halfwidth(count_scale, holders, 1 - (1 - COVERAGE) / k)
-        return max(0, value - h - k * slack), value + h + k * slack
+        if k == 1:
+            h = interval_halfwidth(count_scale, holders, COVERAGE)
+            return max(0, value - h - slack), value + h + slack
+        above, below = margin_bounds(count_scale, holders, k, COVERAGE)
+        return max(0, value - above - slack), value + below + slack
 
     def mean_bounds(cell: Cell) -> tuple[float, float] | None:
         if not packing.measure_attribute:

@@ -123,8 +123,11 @@ def check_predicates(
         attr = known[p.attribute]
         bad = [v for v in p.values if v not in attr.categories]
         if bad:
+            # The values are not quoted: a refusal may be logged and published,
+            # and a value that is not a category could be anything (a name).
             raise InvalidRequest(
-                f"{party}.{p.attribute} has no value(s) {bad}; allowed: {list(attr.categories)}"
+                f"{party}.{p.attribute}: {len(bad)} value(s) are not among its categories; "
+                f"allowed: {list(attr.categories)}"
             )
 
 

@@ -314,6 +314,48 @@ def interval_halfwidth(scale: float, shareholders: int | None, coverage: float =
     return _interval_halfwidth(scale, shareholders, coverage)
 
 
+@functools.lru_cache(maxsize=1024)
+def _margin_bounds(scale: float, shareholders: int, cells: int, coverage: float) -> tuple[int, int]:
+    tail = (1.0 - coverage) / 2.0
+    bound = _interval_halfwidth(scale, shareholders, 1.0 - 1e-12)
+    one = total_noise_pmf(scale, shareholders, bound)
+    positive = np.concatenate([[one[: bound + 1].sum()], one[bound + 1 :]])
+    total, parts = one, positive
+    for _ in range(cells - 1):
+        total = np.convolve(total, one)
+        parts = np.convolve(parts, positive)
+    # Sum of the cells' noise: symmetric around 0; its upper quantile bounds
+    # how far the released margin can sit below the truth.
+    centre = (len(total) - 1) // 2
+    # First j with P(sum >= j) <= tail, so P(sum > j - 1) <= tail.
+    first = int(np.flatnonzero(np.cumsum(total[centre:][::-1])[::-1] <= tail)[0])
+    below = max(0, first - 1)
+    above = int(np.flatnonzero(np.cumsum(parts) >= 1.0 - tail)[0])
+    return above, below
+
+
+def margin_bounds(
+    scale: float, shareholders: int, cells: int, coverage: float = 0.95
+) -> tuple[int, int]:
+    """How far a margin of ``cells`` noisy cells, each clipped at 0, may be from the truth.
+
+    A margin adds ``max(count_i + noise_i, 0)``; since every true count is >= 0,
+    each term's error lies between ``noise_i`` and ``max(noise_i, 0)``. So the
+    truth lies in ``[margin - above, margin + below]`` with probability at least
+    ``coverage``, where ``above`` is the upper ``(1 - coverage) / 2`` quantile of
+    the sum of the positive parts of the noises and ``below`` that of the sum
+    of the noises (each cell's noise as ``total_noise_pmf``). Returns
+    ``(above, below)``; cached. Raises ``InvalidRequest`` on a bad argument.
+    """
+    scale = _check_scale(scale)
+    coverage = _check_coverage(coverage)
+    n = _check_shareholders(shareholders)
+    k = _check_count("cells", cells)
+    if k < 1:
+        raise InvalidRequest("a margin adds at least one cell")
+    return _margin_bounds(scale, n, k, coverage)
+
+
 def guessing_bound(epsilon: float) -> float:
     """Best success rate, e^eps / (1 + e^eps), of guessing a uniform secret bit from
     an ``epsilon``-DP release (finite, >= 0; raises ``InvalidRequest`` otherwise)."""

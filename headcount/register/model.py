@@ -137,6 +137,8 @@ class Cell:
     status: str  # released, primary or secondary
     mean: float | None
     sum: float | None
+    interval: tuple[int, int] | None = None  # holds the true count in 95% of releases
+    mean_interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,22 @@ class Table:
     total: int | None
     epsilon: float | None
     noise_scale: float | None
+    total_interval: tuple[int, int] | None = None
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _int_pair(value: Any) -> tuple[int, int] | None:
+    pair = _pair(value)
+    return None if pair is None else (int(pair[0]), int(pair[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +340,8 @@ def _table(raw: Any) -> Table | None:
                 _str(c, "status"),
                 _float(c.get("mean")),
                 _float(c.get("sum")),
+                _int_pair(c.get("interval")),
+                _pair(c.get("mean_interval")),
             )
         )
     return Table(
@@ -332,6 +352,7 @@ def _table(raw: Any) -> Table | None:
         _int(raw.get("total")),
         _float(raw.get("epsilon")),
         _float(raw.get("noise_scale")),
+        _int_pair(raw.get("total_interval")),
     )
 
 

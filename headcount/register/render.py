@@ -560,9 +560,13 @@ def _released_table(table: Table, spec: Mapping[str, Any]) -> _Html:
     headers: list[object] = [group_label]
     if table.column_attribute:
         headers.append(table.column_attribute)
-    headers.append("Count")
+    headers += ["Count", "95% interval"]
     if table.measure_attribute:
-        headers += [f"Mean {table.measure_attribute}", f"Sum {table.measure_attribute}"]
+        headers += [
+            f"Mean {table.measure_attribute}",
+            "95% interval of the mean",
+            f"Sum {table.measure_attribute}",
+        ]
     headers.append("Status")
     numeric_from = 2 if table.column_attribute else 1
     numeric = tuple(range(numeric_from, len(headers) - 1))
@@ -570,22 +574,29 @@ def _released_table(table: Table, spec: Mapping[str, Any]) -> _Html:
     def value(v: float | None, fmt: str) -> object:
         return _tag("span", "suppressed", class_="supp") if v is None else format(v, fmt)
 
+    def interval(pair: tuple[float, float] | None, fmt: str) -> object:
+        return "—" if pair is None else f"{pair[0]:{fmt}} – {pair[1]:{fmt}}"
+
     rows = []
     for c in table.cells:
         cells: list[object] = [c.group]
         if table.column_attribute:
             cells.append(c.column)
-        cells.append(value(c.value, ","))
+        cells += [value(c.value, ","), interval(c.interval, ",")]
         if table.measure_attribute:
-            cells += [value(c.mean, ",.2f"), value(c.sum, ",.0f")]
+            cells += [
+                value(c.mean, ",.2f"),
+                interval(c.mean_interval, ",.2f"),
+                value(c.sum, ",.0f"),
+            ]
         cells.append(_status(c.status))
         rows.append((cells, ""))
     foot: list[object] = ["Total"]
     if table.column_attribute:
         foot.append("")
-    foot.append(value(table.total, ","))
+    foot += [value(table.total, ","), interval(table.total_interval, ",")]
     if table.measure_attribute:
-        foot += ["", ""]
+        foot += ["", "", ""]
     foot.append(_status("released" if table.total is not None else "primary"))
     return _table(
         headers, rows, numeric=numeric, foot=foot, caption=table.title, table_id="released-table"
@@ -694,7 +705,9 @@ def render_query(reg: Register, q: Query) -> str:
         )
     if q.table is not None:
         noise = (
-            f" Noise: discrete Laplace, scale {q.table.noise_scale:.3g}."
+            f" Noise: discrete Laplace, scale {q.table.noise_scale:.3g}, the sum of shares "
+            "from parties that do not decrypt. Each interval holds the true count in 95% "
+            "of releases (noise and rounding)."
             if q.table.noise_scale is not None
             else ""
         )

@@ -31,6 +31,7 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f2f4f5; }
 td.withheld { color: #777; font-style: italic; }
 .note { color: #444; font-size: 0.9rem; }
+.warning { background: #fff4e5; border-left: 4px solid #b85c00; padding: 0.5rem 0.75rem; }
 .meta { color: #555; font-size: 0.9rem; }
 .grid { display: flex; flex-wrap: wrap; gap: 1rem; }
 .grid figure { margin: 0; }
@@ -294,6 +295,11 @@ def render_report(
         "encodings, supplied the link counts, scores and household counts; the subgroup "
         "rates are protected query results. Throughout, "
         f"{escape(rule)}. Rates are computed from the rounded counts shown.</p>"
+        '<p class="warning" id="trust-domain"><b>For the coordinator\'s operator.</b> '
+        "The link, cluster, household and score figures on this page are exact linkage "
+        "statistics, rounded and suppressed but not differentially private: they stay "
+        "within the coordinator's trust domain (docs/privacy.md). Only the subgroup link "
+        "rates are protected releases, charged to each department's budget.</p>"
     )
     how_to_read = (
         "<ul class='note'>"

@@ -192,13 +192,16 @@ def query_spec(query: SubgroupQuery, project_id: str, epsilon: float) -> QuerySp
     )
 
 
-def _noise_sd(noise_scale: float, cells: int, rounding_base: int) -> float:
+def _noise_sd(noise_scale: float, cells: int, rounding_base: int, shareholders: int = 2) -> float:
     """Standard deviation of a released sum of ``cells`` noisy cells, rounded once.
 
-    Discrete Laplace with scale b has variance about 2 b^2; rounding to a
-    multiple of ``base`` adds at most base^2 / 12 (uniform error).
+    Discrete Laplace with scale b has variance about 2 b^2; the noise on a cell
+    is the sum of n share-holders' shares, n/(n-1) times that
+    (``headcount.privacy.noise``); rounding to a multiple of ``base`` adds at
+    most base^2 / 12 (uniform error).
     """
-    return math.sqrt(cells * 2.0 * noise_scale**2 + rounding_base**2 / 12.0)
+    per_cell = 2.0 * noise_scale**2 * shareholders / max(1, shareholders - 1)
+    return math.sqrt(cells * per_cell + rounding_base**2 / 12.0)
 
 
 def rates_from_release(
@@ -207,6 +210,7 @@ def rates_from_release(
     *,
     noise_scale: float,
     policy: SdcPolicy,
+    shareholders: int = 2,
 ) -> tuple[SubgroupRate, ...]:
     """Per-subgroup link rates from a released two-way table (`Client.query`'s frame).
 
@@ -248,8 +252,8 @@ def rates_from_release(
             )
             continue
         rate = min(1.0, max(0.0, 1.0 - unlinked / total))
-        sd_unlinked = _noise_sd(noise_scale, 1, policy.rounding_base)
-        sd_total = _noise_sd(noise_scale, margin_cells, policy.rounding_base)
+        sd_unlinked = _noise_sd(noise_scale, 1, policy.rounding_base, shareholders)
+        sd_total = _noise_sd(noise_scale, margin_cells, policy.rounding_base, shareholders)
         # Delta method for 1 - U / T.
         sd_rate = math.sqrt((sd_unlinked / total) ** 2 + (unlinked * sd_total / total**2) ** 2)
         out.append(SubgroupRate(g, total, unlinked, rate, 1.96 * sd_rate))
@@ -277,7 +281,13 @@ def run_subgroup_queries(
             log.info("subgroup query %s x %s by %s refused", q.population, q.partner, q.attribute)
             results.append(SubgroupResult(q, refused=str(exc)))
             continue
-        rates = rates_from_release(release.table, q, noise_scale=release.noise_scale, policy=policy)
+        rates = rates_from_release(
+            release.table,
+            q,
+            noise_scale=release.noise_scale,
+            policy=policy,
+            shareholders=release.shareholders,
+        )
         results.append(
             SubgroupResult(
                 q,

@@ -335,3 +335,37 @@ def test_no_exact_linkage_statistic_leaves_the_coordinator(
     assert "Privacy budget per department per period" in pages
     for label in ("Clusters", "Link quality", "Est. precision", "Est. recall"):
         assert label not in pages
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("first_name", "Philippa-Quenby"), ("local_authority", "14 Quenby Gardens SE17 2QP")],
+)
+def test_identifying_values_in_a_query_are_refused_before_anything_is_stored(
+    linked_federation: Federation, attribute: str, value: str
+) -> None:
+    """A name, an address or a postcode in a filter is refused at the coordinator
+    before the query is stored or announced: it never reaches the store, the
+    audit log (so the register) or any node, and the refusal does not quote it."""
+    from headcount.errors import HeadcountError
+    from headcount.query import Predicate
+
+    coordinator = linked_federation.coordinator.coordinator
+    before = coordinator.store.query_count()
+    seen = len(linked_federation.recorder.messages)
+    spec = QuerySpec(
+        PURPOSE,
+        "education",
+        "immigration",
+        "immigration_status",
+        population_filters=(Predicate(attribute, (value,)),),
+    )
+    with linked_federation.analyst() as analyst, pytest.raises(HeadcountError) as info:
+        analyst.query(spec)
+    assert value not in str(info.value)
+    assert coordinator.store.query_count() == before
+    assert value.encode() not in _coordinator_files(linked_federation)
+    for event in coordinator.audit.events():
+        assert value not in event.to_json()
+    new = linked_federation.recorder.messages[seen:]
+    assert all(value.encode() not in msg.SerializeToString() for _, _, msg in new)

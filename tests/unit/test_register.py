@@ -104,10 +104,10 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
             with pytest.raises(PolicyRefused, match="does not cover"):
                 analyst.query(
                     QuerySpec(
-                        "One pupil, by custody status of the justice file",
+                        "One pupil, by sentence in the justice file",
                         "education",
                         "justice",
-                        "custody",
+                        "sentence",
                         population_filters=tuple(
                             Predicate(k, (str(v),)) for k, v in zip(keys, smallest, strict=True)
                         ),
@@ -195,10 +195,16 @@ def test_query_page_shows_the_released_table_and_who_asked(logged: Logged, tmp_p
     assert "education, health" in page
     body = page.split('id="released-table"', 1)[1].split("</table>", 1)[0]
     assert body.count("<tr") == 1 + len(query.table.cells) + 1  # header, cells, total
+    assert "95% interval" in page
     for cell in query.table.cells:
         assert f"<td>{html.escape(cell.group)}</td>" in body
         if cell.value is not None:
             assert f">{cell.value:,}</td>" in body
+            # Every released cell shows its 95% interval, around its value.
+            assert cell.interval is not None
+            low, high = cell.interval
+            assert low <= cell.value <= high
+            assert f"{low:,} – {high:,}" in body
     assert "suppressed" in body or all(c.value is not None for c in query.table.cells)
     refused = (tmp_path / reg.queries[2].page).read_text(encoding="utf-8")
     assert "Refused" in refused and 'id="reason"' in refused
