@@ -316,6 +316,10 @@ def run_demo(
             echo(f"5/{STEPS} linkage epoch")
             linkage = operator.run_linkage()
             result.records = dict(linkage.records)
+            echo(
+                "    the coordinator operator's view (exact linkage statistics: they stay "
+                "within the coordinator's trust domain, never in the audit log or register)"
+            )
             echo(link_table(linkage.pairs))
             echo(f"    {linkage.clusters} clusters (people seen by two or more departments)")
             steps.update()

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -369,3 +370,45 @@ def test_identifying_values_in_a_query_are_refused_before_anything_is_stored(
         assert value not in event.to_json()
     new = linked_federation.recorder.messages[seen:]
     assert all(value.encode() not in msg.SerializeToString() for _, _, msg in new)
+
+
+def test_origin_refuses_aggregates_without_every_noise_share(
+    linked_federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator that keeps its own noise share as the only noise (it skips
+    the share-holding node and forges its statement) gets nothing decrypted:
+    the origin checks every announced share-holder's signature first."""
+    from headcount.errors import InvalidProof
+    from headcount.wire import party_node_pb2
+
+    coordinator = linked_federation.coordinator.coordinator
+    nodes = coordinator.nodes
+    real_call = nodes.call
+    skipped: list[str] = []
+
+    def call(party: str, fn: Any) -> Any:
+        if getattr(fn, "__name__", "") == "add_noise":
+            (request,) = fn.__defaults__
+            skipped.append(party)
+            return party_node_pb2.NoisedAggregate(
+                groups=request.groups,
+                attestation=party_node_pb2.NoiseAttestation(
+                    party=party,
+                    input_digest=b"\0" * 32,
+                    output_digest=b"\0" * 32,
+                    signature=b"forged",
+                    certificate_pem=linked_federation.config.party(party).tls.cert.read_bytes(),
+                ),
+            )
+        return real_call(party, fn)
+
+    monkeypatch.setattr(nodes, "call", call)
+    releases_before = [e for e in coordinator.audit.events() if e.kind == "release"]
+    with linked_federation.analyst() as analyst, pytest.raises(InvalidProof):
+        analyst.query(QuerySpec(PURPOSE, "education", "immigration", "immigration_status"))
+    assert skipped == ["immigration"]
+    assert [e for e in coordinator.audit.events() if e.kind == "release"] == releases_before
+    failure = coordinator.audit.events()[-1]
+    assert failure.kind == "refusal"
+    origin = linked_federation.nodes["education"].node
+    assert not origin.ledger.charged(failure.body["query_id"])  # abandoned, never decrypted
