@@ -5,13 +5,18 @@ reports what the attacker knew and what it measurably achieved.
 TLS on loopback, synthetic data), runs the ceremony and one linkage epoch, then
 each requested attack. An attack that is refused reports success 0; one whose
 residual success can be measured reports it.
+
+The privacy games (``game-*``, ``headcount.attacks.games``) are attacks too,
+but run only when named (or with ``games=True``): each plays many trials and
+reports a measured lower bound on epsilon beside the published one.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +37,37 @@ class AttackResult:
     # The residual success the defaults are designed to allow: 0 for attacks
     # that must be refused outright, a stated target for measured ones.
     accepted: float = 0.0
+    # Privacy games only (headcount.attacks.games): secret bits guessed and
+    # guessed right, the Clopper-Pearson 95% lower bound on epsilon those
+    # imply, and the epsilon the federation publishes for the target's
+    # department per period. None for the other attacks.
+    trials: int | None = None
+    successes: int | None = None
+    epsilon_bound: float | None = None
+    epsilon_claimed: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.success_rate <= 1.0:
             raise ValueError("success_rate is in [0, 1]")
         if not 0.0 <= self.accepted <= 1.0:
             raise ValueError("accepted is in [0, 1]")
+        game = (self.trials, self.successes, self.epsilon_bound, self.epsilon_claimed)
+        if any(v is not None for v in game) and any(v is None for v in game):
+            raise ValueError("a game reports trials, successes and both epsilons, or none")
+        if self.trials is not None and self.successes is not None:
+            if self.trials < 1 or not 0 <= self.successes <= self.trials:
+                raise ValueError("a game has trials >= 1 and 0 <= successes <= trials")
+
+    @property
+    def is_game(self) -> bool:
+        return self.epsilon_bound is not None
 
     @property
     def defended(self) -> bool:
-        """Whether the attack stayed within what the defaults allow."""
+        """Whether the attack stayed within what the defaults allow: for a game,
+        whether its lower bound on epsilon stays within the published epsilon."""
+        if self.epsilon_bound is not None and self.epsilon_claimed is not None:
+            return self.epsilon_bound <= self.epsilon_claimed
         return self.success_rate <= self.accepted
 
 
@@ -58,19 +84,16 @@ def _registry() -> dict[str, Attack]:
         clk_frequency,
         clk_graph,
         clk_patterns,
-        differencing,
         encodings,
+        games,
         policy,
         protocol,
     )
 
     return {
         "no-project": policy.no_project,
-        "single-person": policy.single_person,
         "near-unique-group-by": policy.near_unique_group_by,
-        "probe-upload": policy.probe_upload,
         "tracker": policy.tracker,
-        "differencing": differencing.differencing,
         "forged-certificate": protocol.forged_certificate,
         "impersonation": protocol.impersonation,
         "replayed-ceremony": protocol.replayed_ceremony,
@@ -82,7 +105,12 @@ def _registry() -> dict[str, Attack]:
         "clk-frequency": clk_frequency.frequency,
         "clk-pattern-mining": clk_patterns.pattern_mining,
         "clk-graph-matching": clk_graph.graph_matching,
+        **games.games(),
     }
+
+
+def _is_game(name: str) -> bool:
+    return name.startswith("game-")
 
 
 def _approve_project(fed: LocalFederation) -> None:
@@ -94,7 +122,13 @@ def _approve_project(fed: LocalFederation) -> None:
 
 
 def attack_names() -> list[str]:
-    return list(_registry())
+    """The attacks run by default (every registered one but the games)."""
+    return [n for n in _registry() if not _is_game(n)]
+
+
+def game_names() -> list[str]:
+    """The privacy games (``game-*``), each run only when asked for."""
+    return [n for n in _registry() if _is_game(n)]
 
 
 def run_attacks(
@@ -104,26 +138,54 @@ def run_attacks(
     seed: int = 5,
     directory: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    games: bool = False,
+    trials: int | None = None,
 ) -> list[AttackResult]:
-    """Run the named attacks (all when empty) against a fresh local federation.
+    """Run the named attacks against a fresh local federation: when ``names`` is
+    empty, every attack but the games, or (``games``) every game.
 
-    Raises InvalidRequest naming an unknown attack.
+    Each game gets a federation of its own (same people and seed), so that one
+    game's trials, and the audit log they grow, neither slow nor touch the
+    next. ``trials`` overrides each game's own number of trials. Raises
+    InvalidRequest naming an unknown attack.
     """
+    from headcount.attacks.games import games as game_registry
+
     registry = _registry()
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise InvalidRequest(f"unknown attack(s) {unknown}; known: {list(registry)}")
-    chosen = list(names) or list(registry)
+    chosen = list(names) or (game_names() if games else attack_names())
+    played = game_registry()
+    results: dict[str, AttackResult] = {}
     with tempfile.TemporaryDirectory(prefix="headcount-attack-") as tmp:
         root = directory or Path(tmp)
-        progress(f"starting a local federation of {people} synthetic people")
-        with start_local_federation(root / "federation", people=people, seed=seed) as fed:
-            with fed.operator() as op:
-                op.run_ceremony()
-                op.run_linkage()
-            _approve_project(fed)
-            results = []
-            for name in chosen:
+        attacks = [n for n in chosen if not _is_game(n)]
+        if attacks:
+            with _linked_federation(root / "federation", people, seed, progress) as fed:
+                for name in attacks:
+                    progress(f"attack: {name}")
+                    results[name] = registry[name](fed)
+        for name in (n for n in chosen if _is_game(n)):
+            with _linked_federation(root / name, people, seed, progress) as fed:
                 progress(f"attack: {name}")
-                results.append(registry[name](fed))
-    return results
+                if trials is not None:
+                    results[name] = played[name](fed, trials=trials)
+                else:
+                    results[name] = registry[name](fed)
+    return [results[n] for n in chosen]
+
+
+@contextmanager
+def _linked_federation(
+    directory: Path, people: int, seed: int, progress: Callable[[str], None]
+) -> Iterator[LocalFederation]:
+    """A started federation after the ceremony and one epoch, with
+    ``ATTACK_PROJECT`` approved."""
+    progress(f"starting a local federation of {people} synthetic people")
+    with start_local_federation(directory, people=people, seed=seed) as fed:
+        with fed.operator() as op:
+            op.run_ceremony()
+            op.run_linkage()
+        _approve_project(fed)
+        yield fed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _party_of(ca: Path):  # type: ignore[no-untyped-def]
 def _chain(pki: PKI, stages: list[list[tuple[str, bytes]]]) -> list[NoiseAttestation]:
     _, creds = pki
     out = []
-    for party, (before, after) in zip(PARTIES, zip(stages, stages[1:], strict=False), strict=True):
+    for party, (before, after) in zip(PARTIES, itertools.pairwise(stages), strict=True):
         out.append(
             sign_noise(
                 QUERY,
