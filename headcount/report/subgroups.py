@@ -39,6 +39,7 @@ import pandas as pd
 from headcount.client import Client, Release
 from headcount.config import FederationConfig
 from headcount.errors import BudgetExhausted, InvalidRequest, PolicyRefused
+from headcount.privacy.noise import interval_halfwidth, margin_bounds
 from headcount.protect.sdc import RELEASED, TOTAL, SdcPolicy
 from headcount.query import QuerySpec, unlinked_group
 
@@ -126,8 +127,9 @@ class SubgroupRate:
     ``total``: released count of A's records in the subgroup (None: withheld).
     ``unlinked``: released count of those with no link into B (None: withheld).
     ``rate``: ``1 - unlinked / total``, clipped to [0, 1]; None when either is
-    withheld. ``half_width``: approximate 95% half-width of the rate from the
-    noise scale and rounding (None with the rate). ``note`` explains a gap.
+    withheld. ``half_width``: the half-width of an interval that holds the true
+    rate in 95% of releases, from the exact noise quantiles and the rounding
+    (None with the rate). ``note`` explains a gap.
     """
 
     group: str
@@ -192,16 +194,33 @@ def query_spec(query: SubgroupQuery, project_id: str, epsilon: float) -> QuerySp
     )
 
 
-def _noise_sd(noise_scale: float, cells: int, rounding_base: int, shareholders: int = 2) -> float:
-    """Standard deviation of a released sum of ``cells`` noisy cells, rounded once.
+def _rate_half_width(
+    rate: float,
+    total: int,
+    unlinked: int,
+    noise_scale: float,
+    shareholders: int,
+    margin_cells: int,
+    policy: SdcPolicy,
+) -> float:
+    """Half-width of an interval that holds the true rate in >= 95% of releases.
 
-    Discrete Laplace with scale b has variance about 2 b^2; the noise on a cell
-    is the sum of n share-holders' shares, n/(n-1) times that
-    (``headcount.privacy.noise``); rounding to a multiple of ``base`` adds at
-    most base^2 / 12 (uniform error).
+    From the exact noise quantiles (``headcount.privacy.noise``): the unlinked
+    cell's and the margin's own intervals at 97.5% each (a union bound), plus
+    half the rounding base on each; the rate's interval is what those allow,
+    within [0, 1], and the half-width its larger side around the rate.
     """
-    per_cell = 2.0 * noise_scale**2 * shareholders / max(1, shareholders - 1)
-    return math.sqrt(cells * per_cell + rounding_base**2 / 12.0)
+    slack = policy.rounding_base // 2
+    holders = max(2, shareholders)
+    h_unlinked = interval_halfwidth(noise_scale, holders, 0.975) + slack
+    above, below = margin_bounds(noise_scale, holders, margin_cells, 0.975)
+    total_low = max(1, total - above - slack)
+    total_high = total + below + slack
+    unlinked_low = max(0, unlinked - h_unlinked)
+    unlinked_high = unlinked + h_unlinked
+    low = max(0.0, 1.0 - unlinked_high / total_low)
+    high = min(1.0, 1.0 - unlinked_low / total_high)
+    return max(rate - low, high - rate, 0.0)
 
 
 def rates_from_release(
@@ -252,11 +271,17 @@ def rates_from_release(
             )
             continue
         rate = min(1.0, max(0.0, 1.0 - unlinked / total))
-        sd_unlinked = _noise_sd(noise_scale, 1, policy.rounding_base, shareholders)
-        sd_total = _noise_sd(noise_scale, margin_cells, policy.rounding_base, shareholders)
-        # Delta method for 1 - U / T.
-        sd_rate = math.sqrt((sd_unlinked / total) ** 2 + (unlinked * sd_total / total**2) ** 2)
-        out.append(SubgroupRate(g, total, unlinked, rate, 1.96 * sd_rate))
+        out.append(
+            SubgroupRate(
+                g,
+                total,
+                unlinked,
+                rate,
+                _rate_half_width(
+                    rate, total, unlinked, noise_scale, shareholders, margin_cells, policy
+                ),
+            )
+        )
     return tuple(out)
 
 
