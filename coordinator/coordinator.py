@@ -48,7 +48,7 @@ from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import household_groups, resolve_households
 from headcount.linkage.matchkeys import wire_digests
-from headcount.measures import Packing, clamp_noise, make_packing
+from headcount.measures import Packing, make_packing
 from headcount.privacy.accountant import compose, period_of
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
@@ -637,26 +637,36 @@ class Coordinator:
     def current_period(self) -> str:
         return period_of(dt.datetime.now(dt.UTC).date(), self.federation.privacy.period)
 
-    def budget_spent(self, party: str, period: str | None = None) -> float:
-        """Epsilon charged to ``party`` in ``period`` (default: the current one).
+    def budgets_spent(self, period: str | None = None) -> dict[str, float]:
+        """Epsilon charged to each party in ``period`` (default: the current one).
 
         Mirrors each node's own ledger: every query announced to the party
-        counts unless it was refused before any node took part. Composed by
-        OpenDP's accountant (headcount.privacy.accountant)."""
+        counts unless its origin abandoned it or it was refused before any
+        node took part. Composed by OpenDP's accountant
+        (headcount.privacy.accountant). One read of the store for every party."""
         period = period or self.current_period()
         kind = self.federation.privacy.period
-        return compose(
-            [
-                float(q["epsilon"])
-                for q, day in self.store.charged_specs_with_dates()
-                if party in q["parties"] and period_of(day, kind) == period
-            ]
-        )
+        charges: dict[str, list[float]] = {p: [] for p in self.parties}
+        for spec, day in self.store.charged_specs_with_dates():
+            if period_of(day, kind) == period:
+                for party in spec["parties"]:
+                    charges.setdefault(party, []).append(float(spec["epsilon"]))
+        return {party: compose(eps) for party, eps in charges.items()}
+
+    def budget_spent(self, party: str, period: str | None = None) -> float:
+        """Epsilon charged to ``party`` in ``period`` (default: the current one)."""
+        return self.budgets_spent(period).get(party, 0.0)
+
+    def _left(self, spent: float) -> float:
+        return max(0.0, self.federation.privacy.epsilon_per_period - spent)
+
+    def budgets_remaining(self, period: str | None = None) -> dict[str, float]:
+        """Epsilon each party has left in ``period`` (default: the current one)."""
+        return {p: self._left(spent) for p, spent in self.budgets_spent(period).items()}
 
     def budget_remaining(self, party: str, period: str | None = None) -> float:
         """Epsilon ``party`` has left in ``period`` (default: the current one)."""
-        left = self.federation.privacy.epsilon_per_period - self.budget_spent(party, period)
-        return max(0.0, left)
+        return self._left(self.budget_spent(party, period))
 
     def _refuse(self, query_id: str, analyst: str, purpose: str, reason: str, **extra: Any) -> None:
         """Record a refusal in the audit log: every refusal is public, and each
@@ -678,8 +688,9 @@ class Coordinator:
         epoch_id = self.store.latest_epoch()
         epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
         budget = self.federation.privacy.epsilon_per_period
+        spent_by = self.budgets_spent()
         for party in parties:
-            spent = self.budget_spent(party)
+            spent = spent_by.get(party, 0.0)
             if compose([spent, epsilon]) > budget + 1e-9:
                 raise BudgetExhausted(
                     f"{party}'s privacy budget for {self.current_period()} has "
@@ -725,12 +736,6 @@ class Coordinator:
                 department=origin.department,
             )
 
-    def _certificate_party(self, pem: bytes) -> str:
-        principal = tls.verify_issued_by(pem, self.federation.ca_cert)
-        if principal.role is not Role.PARTY:
-            raise InvalidProof("not a party certificate")
-        return principal.name
-
     def _abandon(self, query_id: str, origin: str) -> Abandonment | None:
         """Ask the origin of a failed query to abandon it; None if it cannot (it
         is down, or it decrypted), in which case every charge stands."""
@@ -747,7 +752,7 @@ class Coordinator:
             )
             if abandonment.query_id != query_id:
                 raise InvalidProof(f"{origin} abandoned another query")
-            verify_abandonment(abandonment, origin, certificate_party=self._certificate_party)
+            verify_abandonment(abandonment, origin, ca_cert=self.federation.ca_cert)
         except HeadcountError as exc:
             log.warning(
                 "query %s: %s did not abandon it (%s); charges stand", query_id, origin, exc
@@ -797,6 +802,8 @@ class Coordinator:
             raise
         release = release_json(outcome.title, outcome.table)
         self.store.finish_query(query_id, "released", release)
+        left_by = self.budgets_remaining()
+        left = {p: left_by[p] for p in parties}
         self.log(
             "release",
             {
@@ -807,11 +814,11 @@ class Coordinator:
                 "parties": parties,
                 "epsilon": epsilon,
                 "period": self.current_period(),
-                "budget_remaining": {p: self.budget_remaining(p) for p in parties},
+                "budget_remaining": left,
                 "table": release,
             },
         )
-        remaining = min(self.budget_remaining(p) for p in parties)
+        remaining = min(left.values())
         return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
 
     def _packing(self, epoch_id: str, plan: Plan, epsilon: float, noise: NoisePlan) -> Packing:
@@ -1028,19 +1035,8 @@ class Coordinator:
         # noisy aggregates carry noise that no single party knows.
         holders = len(noise.shareholders)
         shares = [draw_share(s.scale, holders, len(sums)) for s in packing.noise_specs()]
-        bound = packing.share_bound
         groups = [
-            (
-                g,
-                paillier.to_bytes(
-                    key,
-                    paillier.add_plain(
-                        key,
-                        c,
-                        packing.layout.pack_noise(clamp_noise([z[i] for z in shares], bound)),
-                    ),
-                ),
-            )
+            (g, paillier.to_bytes(key, paillier.add_plain(key, c, packing.pack_share(shares, i))))
             for i, (g, c) in enumerate(sums)
         ]
         attestations: list[NoiseAttestation] = []
@@ -1091,6 +1087,7 @@ class Coordinator:
             ceremony_id = self.store.latest_ceremony()
         except HeadcountError:
             ceremony_id = ""
+        spent_by = self.budgets_spent()
         return coordinator_pb2.FederationStatus(
             federation=self.federation.name,
             ceremony_id=ceremony_id,
@@ -1100,8 +1097,8 @@ class Coordinator:
                     party=p,
                     healthy=self.nodes.healthy(p),
                     records=records.get(p, 0),
-                    epsilon_spent=self.budget_spent(p),
-                    epsilon_left=self.budget_remaining(p),
+                    epsilon_spent=spent_by.get(p, 0.0),
+                    epsilon_left=self._left(spent_by.get(p, 0.0)),
                 )
                 for p in self.parties
             ],

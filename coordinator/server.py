@@ -34,6 +34,7 @@ def _state(coordinator: Coordinator) -> Iterator[Reading]:
     except FailedPrecondition:  # no epoch yet
         epoch_id = ""
     records = coordinator.store.epoch(epoch_id).records if epoch_id else {}
+    left = coordinator.budgets_remaining()
     for party in coordinator.parties:
         yield Reading(
             "coordinator_epoch_records",
@@ -44,7 +45,7 @@ def _state(coordinator: Coordinator) -> Iterator[Reading]:
         yield Reading(
             "coordinator_budget_remaining_epsilon",
             "Privacy budget (epsilon) each party has left in the current period.",
-            coordinator.budget_remaining(party),
+            left[party],
             party,
         )
     yield Reading(

@@ -76,6 +76,11 @@ class Packing:
         """The largest |noise share| one share-holder adds to a slot."""
         return self.layout.noise_bound // max(1, self.shareholders)
 
+    def pack_share(self, shares: Sequence[Sequence[int]], cell: int) -> int:
+        """One share-holder's noise for ``cell`` as a packed plaintext to add:
+        ``shares[slot][cell]`` for every slot, each clamped to ``share_bound``."""
+        return self.layout.pack_noise(clamp_noise([z[cell] for z in shares], self.share_bound))
+
     def row(self, passes: bool, category: str, value: str) -> list[int]:
         """One record's slot values: zeros unless it passes the origin's filters."""
         out = [0] * self.layout.slots

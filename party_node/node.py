@@ -65,7 +65,6 @@ from headcount.measures import (
     Packing,
     PackingRequest,
     ReleasedCell,
-    clamp_noise,
     decoded_cells,
     make_packing,
     protect_release,
@@ -77,7 +76,7 @@ from headcount.privacy.sensitivity import NoisePlan, plan_noise
 from headcount.projects import ProjectDoc, verify_decision
 from headcount.protect.sdc import SdcPolicy
 from headcount.query import Predicate, check_group_by, check_measure, check_predicates
-from headcount.tls import Role, load_private_key, verify_issued_by
+from headcount.tls import load_private_key
 from party_node.data import DepartmentData, file_digest, load_department_file
 from party_node.store import Epoch, NodeStore
 
@@ -223,19 +222,21 @@ class PartyNode:
         Only the origin's own signature counts: a coordinator alone cannot make
         nodes refund a query whose result it may hold.
         """
+        if not self.ledger.charged(query_id):
+            return
         origin = ""
         for event in self.audit.events():
             if event.kind == "query" and event.body.get("query_id") == query_id:
                 parties = event.body.get("parties") or [""]
                 origin = str(parties[0])
                 break
-        if not origin or not self.ledger.charged(query_id):
+        if not origin:
             return
         try:
             verify_abandonment(
                 Abandonment.from_json(query_id, body["abandonment"]),
                 origin,
-                certificate_party=self._certificate_party,
+                ca_cert=self.federation.ca_cert,
             )
         except InvalidProof as exc:
             log.warning("%s: abandonment of %s not accepted: %s", self.name, query_id, exc)
@@ -881,12 +882,8 @@ class PartyNode:
         specs = packing.noise_specs()
         # One share per slot per group, from the OS's CSPRNG ([slot][group]).
         shares = [draw_share(spec.scale, len(plan.shareholders), len(groups)) for spec in specs]
-        bound = packing.share_bound
         noisy = [
-            paillier.add_plain(
-                key, c, packing.layout.pack_noise(clamp_noise([z[i] for z in shares], bound))
-            )
-            for i, c in enumerate(values)
+            paillier.add_plain(key, c, packing.pack_share(shares, i)) for i, c in enumerate(values)
         ]
         fresh = self._peer_encryptor(key).rerandomise(noisy)
         out = [(g, paillier.to_bytes(key, c)) for g, c in zip(names, fresh, strict=True)]
@@ -902,12 +899,6 @@ class PartyNode:
             "%s: noise share added to %d aggregates of query %s", self.name, len(out), query_id
         )
         return out, attestation
-
-    def _certificate_party(self, pem: bytes) -> str:
-        principal = verify_issued_by(pem, self.federation.ca_cert)
-        if principal.role is not Role.PARTY:
-            raise InvalidProof("a noise share is attested by a party certificate")
-        return principal.name
 
     def decrypt(
         self,
@@ -936,7 +927,7 @@ class PartyNode:
             plan.nodes,
             attestations,
             digest_groups(groups),
-            certificate_party=self._certificate_party,
+            ca_cert=self.federation.ca_cert,
         )
         record = self.store.claim_decryption(query_id)
         out = self.federation.output

@@ -13,8 +13,9 @@ and keep its own draw as the only noise.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import load_pem_x509_certificate
 
 from headcount.errors import InvalidProof, InvalidRequest
+from headcount.tls import Role, verify_issued_by
 
 _DOMAIN = b"headcount-noise-v1"
 DIGEST_BYTES = 32
@@ -38,6 +40,15 @@ class NoiseAttestation:
     def __post_init__(self) -> None:
         if len(self.input_digest) != DIGEST_BYTES or len(self.output_digest) != DIGEST_BYTES:
             raise InvalidRequest("a noise attestation's digests are 32 bytes")
+
+
+def _party_named(certificate_pem: bytes, ca_cert: Path) -> str:
+    """The party a certificate names, once it chains to the federation CA with the
+    party role; InvalidProof otherwise."""
+    principal = verify_issued_by(certificate_pem, ca_cert)
+    if principal.role is not Role.PARTY:
+        raise InvalidProof("a statement about a query is signed with a party certificate")
+    return principal.name
 
 
 def digest_groups(groups: Sequence[tuple[str, bytes]]) -> bytes:
@@ -74,21 +85,17 @@ def verify_noise_chain(
     attestations: Sequence[NoiseAttestation],
     final_digest: bytes,
     *,
-    certificate_party: Callable[[bytes], str],
+    ca_cert: Path,
 ) -> None:
-    """Raise InvalidProof unless ``attestations`` prove every expected share was added.
-
-    ``certificate_party(pem) -> str`` returns the party a certificate names
-    once it has checked it chains to the federation CA with the party role
-    (``headcount.tls.verify_issued_by``), raising otherwise.
-    """
+    """Raise InvalidProof unless ``attestations`` prove every expected share was added,
+    each signed with a party certificate the federation CA (``ca_cert``) issued."""
     if [a.party for a in attestations] != list(expected_parties):
         raise InvalidProof(
             f"noise shares attested by {[a.party for a in attestations]}, "
             f"the query announced {list(expected_parties)}"
         )
     for i, a in enumerate(attestations):
-        named = certificate_party(a.certificate_pem)
+        named = _party_named(a.certificate_pem, ca_cert)
         if named != a.party:
             raise InvalidProof(f"the noise attestation for {a.party} carries {named}'s certificate")
         key = load_pem_x509_certificate(a.certificate_pem).public_key()
@@ -156,13 +163,11 @@ def sign_abandonment(
     return Abandonment(query_id, party, signature, certificate_pem)
 
 
-def verify_abandonment(
-    abandonment: Abandonment, origin: str, *, certificate_party: Callable[[bytes], str]
-) -> None:
+def verify_abandonment(abandonment: Abandonment, origin: str, *, ca_cert: Path) -> None:
     """Raise InvalidProof unless ``origin`` itself signed the abandonment."""
     if abandonment.party != origin:
         raise InvalidProof(f"the query's origin is {origin}, not {abandonment.party}")
-    if certificate_party(abandonment.certificate_pem) != origin:
+    if _party_named(abandonment.certificate_pem, ca_cert) != origin:
         raise InvalidProof("the abandonment carries another party's certificate")
     key = load_pem_x509_certificate(abandonment.certificate_pem).public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):

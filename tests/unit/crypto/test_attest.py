@@ -33,16 +33,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return ca.cert_path, creds
 
 
-def _party_of(ca: Path):  # type: ignore[no-untyped-def]
-    def check(pem: bytes) -> str:
-        principal = tls.verify_issued_by(pem, ca)
-        if principal.role is not Role.PARTY:
-            raise InvalidProof("not a party")
-        return principal.name
-
-    return check
-
-
 def _chain(pki: PKI, stages: list[list[tuple[str, bytes]]]) -> list[NoiseAttestation]:
     _, creds = pki
     out = []
@@ -74,7 +64,7 @@ def test_a_complete_chain_verifies(pki: PKI) -> None:
         PARTIES,
         _chain(pki, STAGES),
         digest_groups(STAGES[-1]),
-        certificate_party=_party_of(ca),
+        ca_cert=ca,
     )
 
 
@@ -82,9 +72,7 @@ def test_a_missing_share_holder_is_refused(pki: PKI) -> None:
     ca, _ = pki
     chain = _chain(pki, STAGES)
     with pytest.raises(InvalidProof, match="announced"):
-        verify_noise_chain(
-            QUERY, PARTIES, chain[:1], digest_groups(STAGES[1]), certificate_party=_party_of(ca)
-        )
+        verify_noise_chain(QUERY, PARTIES, chain[:1], digest_groups(STAGES[1]), ca_cert=ca)
 
 
 def test_other_aggregates_than_the_last_noised_are_refused(pki: PKI) -> None:
@@ -96,7 +84,7 @@ def test_other_aggregates_than_the_last_noised_are_refused(pki: PKI) -> None:
             PARTIES,
             _chain(pki, STAGES),
             digest_groups(STAGES[0]),
-            certificate_party=_party_of(ca),
+            ca_cert=ca,
         )
 
 
@@ -110,7 +98,7 @@ def test_a_broken_chain_is_refused(pki: PKI) -> None:
             PARTIES,
             [first, other],
             digest_groups(STAGES[1]),
-            certificate_party=_party_of(ca),
+            ca_cert=ca,
         )
     del second
 
@@ -125,7 +113,7 @@ def test_a_forged_or_misattributed_signature_is_refused(pki: PKI) -> None:
             PARTIES,
             [first, forged],
             digest_groups(STAGES[-1]),
-            certificate_party=_party_of(ca),
+            ca_cert=ca,
         )
     # health signs in immigration's name with its own certificate.
     impostor = replace(second, certificate_pem=creds["health"].cert_path.read_bytes())
@@ -135,7 +123,7 @@ def test_a_forged_or_misattributed_signature_is_refused(pki: PKI) -> None:
             PARTIES,
             [first, impostor],
             digest_groups(STAGES[-1]),
-            certificate_party=_party_of(ca),
+            ca_cert=ca,
         )
     # The coordinator's own certificate is no share-holder's.
     coordinator = sign_noise(
@@ -152,7 +140,7 @@ def test_a_forged_or_misattributed_signature_is_refused(pki: PKI) -> None:
             PARTIES,
             [first, coordinator],
             digest_groups(STAGES[-1]),
-            certificate_party=_party_of(ca),
+            ca_cert=ca,
         )
 
 
@@ -164,7 +152,7 @@ def test_an_attestation_for_another_query_is_refused(pki: PKI) -> None:
             PARTIES,
             _chain(pki, STAGES),
             digest_groups(STAGES[-1]),
-            certificate_party=_party_of(ca),
+            ca_cert=ca,
         )
 
 
