@@ -242,6 +242,8 @@ _PUBLIC_INT_FIELDS = {
     "interval_high",
     "total_low",
     "total_high",
+    "total_interval",
+    "interval",  # a released cell's 95% interval: DP
     "suppression_threshold",
     "rounding_base",
     "shareholders",
