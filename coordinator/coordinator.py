@@ -273,7 +273,7 @@ class Coordinator:
 
         def sync(stub: party_node_pb2_grpc.PartyNodeStub) -> int:
             head = stub.SyncAudit(party_node_pb2.AuditBatch(), timeout=self.nodes.timeout_s)
-            missing = self.audit.events()[head.next_seq :]
+            missing = self.audit.events(since=head.next_seq)
             for start in range(0, len(missing), 500):
                 head = stub.SyncAudit(
                     party_node_pb2.AuditBatch(

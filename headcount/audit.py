@@ -193,8 +193,16 @@ def check_signature(key: Ed25519PublicKey, event: AuditEvent) -> None:
         ) from None
 
 
-def verify_chain(events: Sequence[AuditEvent], public_key: Ed25519PublicKey | None = None) -> str:
+def verify_chain(
+    events: Sequence[AuditEvent],
+    public_key: Ed25519PublicKey | None = None,
+    *,
+    start: tuple[int, str] = (0, GENESIS_HASH),
+) -> str:
     """Check that ``events`` form one unbroken chain from seq 0; return the head hash.
+
+    ``start`` (next seq, head hash) continues a chain already verified up to
+    that head, so a replica checks only what arrived since.
 
     With ``public_key``, every event must also carry a valid signature by it.
 
@@ -203,8 +211,8 @@ def verify_chain(events: Sequence[AuditEvent], public_key: Ed25519PublicKey | No
     wholly rewritten tail verifies, with a different head: compare heads with a
     replica to catch it. An empty chain has head ``GENESIS_HASH``.
     """
-    head = GENESIS_HASH
-    for position, event in enumerate(events):
+    first, head = start
+    for position, event in enumerate(events, start=first):
         if event.seq != position:
             raise InvalidProof(
                 f"audit chain broken at seq {position}: found an event numbered {event.seq}"
@@ -339,14 +347,31 @@ class AuditLog:
                 raise
         log.info("audit: imported seq %d (%s)", event.seq, event.kind)
 
-    def events(self) -> list[AuditEvent]:
-        """All events in seq order."""
+    def events(self, since: int = 0) -> list[AuditEvent]:
+        """The events numbered ``since`` and after (all by default), in seq order."""
         with closing(self._connect()) as conn:
             rows = conn.execute(
                 "SELECT seq, kind, body, at, prev_hash, hash, signature FROM audit_events"
-                " ORDER BY seq"
+                " WHERE seq >= ? ORDER BY seq",
+                (since,),
             ).fetchall()
         return [_row_to_event(row) for row in rows]
+
+    def find(self, kind: str, path: str, value: str) -> list[AuditEvent]:
+        """The ``kind`` events whose body holds ``value`` at JSON ``path`` (e.g.
+        ``$.query_id``), in seq order: a lookup that does not read the whole log."""
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT seq, kind, body, at, prev_hash, hash, signature FROM audit_events"
+                " WHERE kind = ? AND json_extract(body, ?) = ? ORDER BY seq",
+                (kind, path, value),
+            ).fetchall()
+        return [_row_to_event(row) for row in rows]
+
+    def next_head(self) -> tuple[int, str]:
+        """(next seq, head hash) as stored (unverified)."""
+        with closing(self._connect()) as conn:
+            return self._last(conn)
 
     def head(self) -> str:
         """Hash of the last stored event, or ``GENESIS_HASH`` for an empty log (unverified)."""

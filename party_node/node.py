@@ -129,6 +129,9 @@ class PartyNode:
         )
         # This node's replica of the coordinator's signed audit log.
         self.audit = AuditLog(self.config.database, verifier=federation.audit_verifier)
+        # (next seq, head) of the replica as last verified whole (_verify_replica).
+        self._verified: tuple[int, str] = (0, GENESIS_HASH)
+        self._verified_lock = threading.Lock()
         self._x25519 = self._load_or_create_x25519()
         self._paillier_pub, self._paillier_priv = self._load_or_create_paillier()
         # The owner encrypts with CRT over p and q: its own per-record
@@ -205,8 +208,7 @@ class PartyNode:
                 self._abandon(str(event.body["query_id"]))
             if event.kind == "refusal" and "abandonment" in event.body:
                 self._refund_abandoned(str(event.body.get("query_id", "")), event.body)
-        stored = self.audit.events()
-        return len(stored), stored[-1].hash if stored else GENESIS_HASH
+        return self.audit.next_head()
 
     def _abandon(self, query_id: str) -> None:
         # The log records the query's failure: never decrypt it. The charge
@@ -225,11 +227,9 @@ class PartyNode:
         if not self.ledger.charged(query_id):
             return
         origin = ""
-        for event in self.audit.events():
-            if event.kind == "query" and event.body.get("query_id") == query_id:
-                parties = event.body.get("parties") or [""]
-                origin = str(parties[0])
-                break
+        for event in self.audit.find("query", "$.query_id", query_id)[:1]:
+            parties = event.body.get("parties") or [""]
+            origin = str(parties[0])
         if not origin:
             return
         try:
@@ -268,20 +268,27 @@ class PartyNode:
     def _announced(self, kind: str, key: str, value: str) -> Mapping[str, Any]:
         """The body of the signed ``kind`` event whose ``key`` is ``value``.
 
-        The whole replica is verified first (chain and signatures). Raises
+        The replica is verified first (chain and signatures): the events that
+        arrived since the last check, from the head verified then, so the cost
+        of a query step does not grow with the log's age. Raises
         FailedPrecondition when no such event exists: a node takes part only in
         work the public audit log already records.
         """
-        events = self.audit.events()
-        verify_chain(events, self.federation.audit_verifier)
-        for event in reversed(events):
-            if event.kind == kind and event.body.get(key) == value:
-                if self.name not in event.body.get("parties", ()):
-                    raise PolicyRefused(f"{kind} {value} does not list {self.name} as a party")
-                return event.body
+        self._verify_replica()
+        for event in reversed(self.audit.find(kind, f"$.{key}", value)):
+            if self.name not in event.body.get("parties", ()):
+                raise PolicyRefused(f"{kind} {value} does not list {self.name} as a party")
+            return event.body
         raise FailedPrecondition(
             f"{self.name} has no signed audit event announcing {kind} {value}; refusing"
         )
+
+    def _verify_replica(self) -> None:
+        """Verify the replica's events since the last verified head (InvalidProof)."""
+        with self._verified_lock:
+            fresh = self.audit.events(since=self._verified[0])
+            head = verify_chain(fresh, self.federation.audit_verifier, start=self._verified)
+            self._verified = (self._verified[0] + len(fresh), head)
 
     def _check_query_announced(
         self, query_id: str, epsilon: float, purpose: str
@@ -347,12 +354,18 @@ class PartyNode:
             return
         doc: ProjectDoc | None = None
         approved = revoked = False
-        for event in self.audit.events():
+        events = sorted(
+            [
+                *self.audit.find("project_proposed", "$.project.project_id", project_id),
+                *self.audit.find("project_approved", "$.project_id", project_id),
+                *self.audit.find("project_revoked", "$.project_id", project_id),
+            ],
+            key=lambda e: e.seq,
+        )
+        for event in events:
             body = event.body
-            if event.kind == "project_proposed" and body["project"]["project_id"] == project_id:
+            if event.kind == "project_proposed":
                 doc = ProjectDoc.from_json(dict(body["project"]))
-            elif body.get("project_id") != project_id:
-                continue
             elif event.kind == "project_revoked":
                 revoked = True
             elif event.kind == "project_approved" and body.get("party") == self.name and doc:

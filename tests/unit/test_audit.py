@@ -152,6 +152,27 @@ def test_truncated_head_verifies_with_a_different_head(log: AuditLog) -> None:
     assert verify_chain(events[:-1]) == events[-2].hash
 
 
+def test_a_verified_prefix_is_continued_not_reread(log: AuditLog) -> None:
+    events = log.events()
+    full_head = verify_chain(events)
+    assert log.events(since=3) == events[3:]
+    assert log.next_head() == (5, full_head)
+    assert verify_chain(events[3:], start=(3, events[2].hash)) == full_head
+    # A tail that does not extend the verified head, or starts at another seq, fails.
+    with pytest.raises(InvalidProof, match=r"seq 3\b"):
+        verify_chain(events[3:], start=(3, events[1].hash))
+    with pytest.raises(InvalidProof, match=r"seq 2\b"):
+        verify_chain(events[3:], start=(2, events[2].hash))
+
+
+def test_find_looks_events_up_by_a_body_field(log: AuditLog) -> None:
+    (query,) = log.find("query", "$.query_id", "q1")
+    assert query.seq == 2
+    assert [e.seq for e in log.find("release", "$.query_id", "q1")] == [3]
+    assert log.find("query", "$.query_id", "q2") == []
+    assert log.find("refusal", "$.query_id", "q2")[0].body["note"] == "élève"
+
+
 def test_sqlite_refuses_update_and_delete(log: AuditLog, tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "audit.sqlite")) as conn:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
