@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from headcount.client import Release
 from headcount.federation import party_specs
 from headcount.local import LocalFederation, start_local_federation
 from headcount.longitudinal import period_options, start_period_federation
@@ -181,3 +182,24 @@ def make_federation(
     return Federation(
         fed.directory, fed.config, fed.nodes, fed.coordinator, fed.ground_truth, recorder=recorder
     )
+
+
+def mean_bounds(
+    values: list[float], release: Release, *, linkage_slack: int = 2
+) -> tuple[float, float] | None:
+    """Where a released mean of ``values`` must lie, or None when it may be anything.
+
+    The sum and the count of values each carry discrete Laplace noise of scale
+    sensitivity * kinds / epsilon (three slot kinds share epsilon; a person adds
+    at most 1.0 to the sum). Twelve scales bound either with probability
+    1 - 1e-5; ``linkage_slack`` records of linkage error move both. When the
+    noisy count may come near zero the mean is unbounded: None.
+    """
+    n, total = len(values), sum(values)
+    bound = 12 * release.sensitivity * 3 / release.epsilon
+    slack = linkage_slack * max(values)
+    if n - bound - linkage_slack <= 0:
+        return None
+    low = (total - bound - slack) / (n + bound + linkage_slack)
+    high = (total + bound + slack) / (n - bound - linkage_slack)
+    return low - 0.0005, high + 0.0005  # released means are rounded to 3 decimals

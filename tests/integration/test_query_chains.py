@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from harness import Federation, make_federation
+from harness import Federation, make_federation, mean_bounds
 
 from headcount.departments import ADULT_AGE_BANDS
 from headcount.linkage.households import household_groups
@@ -390,21 +390,15 @@ def test_mean_of_a_numeric_attribute(exact: Federation) -> None:
         if pd.isna(mean):
             assert len(values.get(group, [])) < 30 or group == "Total"
             continue
-        n = len(values[group])
         total = sum(values[group])
-        # The sum and the count of values each carry discrete Laplace noise of
-        # scale sensitivity * kinds / epsilon (three slot kinds share epsilon; a
-        # person adds at most 1.0 to the sum). Twelve scales bound either with
-        # probability 1 - 1e-5; a record or two of linkage error moves both.
-        bound = 12 * release.sensitivity * 3 / release.epsilon
-        slack = 2 * max(values[group])
         summed = float(table.loc[table.group == group, "sum_absence_rate"].iloc[0])
-        assert abs(summed - total) <= bound + slack + 0.05, (group, summed, total)
-        if n - bound - 2 <= 0:
+        # The sum's noise: twelve scales (see harness.mean_bounds) plus linkage error.
+        bound = 12 * release.sensitivity * 3 / release.epsilon + 2 * max(values[group])
+        assert abs(summed - total) <= bound + 0.05, (group, summed, total)
+        bounds = mean_bounds(values[group], release)
+        if bounds is None:
             continue  # the noisy count may be near zero: the mean is unbounded
-        low = (total - bound - slack) / (n + bound + 2)
-        high = (total + bound + slack) / (n - bound - 2)
-        assert low - 0.0005 <= float(mean) <= high + 0.0005, (group, mean, total / n, n)
+        assert bounds[0] <= float(mean) <= bounds[1], (group, mean, bounds)
         checked += 1
     assert checked >= 2
 
