@@ -9,6 +9,7 @@ Nothing leaves the machine; the secret is discarded after the run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -19,9 +20,14 @@ from headcount.errors import InvalidRequest
 from headcount.linkage.clk import encode_clks
 from headcount.linkage.engine import LinkResult, link_parties, pair_score
 from headcount.linkage.executor import dask_address, executor_from_spec
-from headcount.linkage.matchkeys import match_keys
+from headcount.linkage.matchkeys import (
+    MatchKeySpec,
+    derive_match_keys,
+    match_keys,
+    present_fields,
+)
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema
-from party_node.data import load_identity_file
+from party_node.data import IdentityFile, ReadOptions, ReadReport, read_identity_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,13 @@ class LinkFilesSummary:
     clusters: int
     out: Path
     result: LinkResult  # per pair: thresholds, estimated quality, match-key links
+    reports: dict[str, ReadReport]  # party -> date order, blanked values, absent fields
+    match_keys: tuple[MatchKeySpec, ...]  # the hierarchy derived for these files
+
+
+# A file to link needs record_id and names; the other fields may be absent
+# (read as blank: the match-key hierarchy is derived without them).
+OPTIONAL_FIELDS = frozenset({"date_of_birth", "sex", "postcode"})
 
 
 def _party_names(paths: Sequence[Path]) -> list[str]:
@@ -41,6 +54,31 @@ def _party_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
+def _seeded(seed: int | None, what: bytes) -> bytes:
+    """32 key bytes: fresh random ones, or derived from ``seed`` for a repeatable run."""
+    if seed is None:
+        return os.urandom(32)
+    return hashlib.sha256(b"headcount-link-files/" + what + b"/" + str(seed).encode()).digest()
+
+
+def prepare_output(out: Path) -> None:
+    """Create ``out``'s directory, or refuse, before any work is done.
+
+    Raises InvalidRequest when ``out`` is a directory, its directory cannot be
+    created, or is not writable.
+    """
+    if out.is_dir():
+        raise InvalidRequest(f"--out {out} is a directory; name the CSV file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequest(
+            f"cannot create the output directory {out.parent}: {exc.strerror}"
+        ) from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InvalidRequest(f"the output directory {out.parent} is not writable")
+
+
 def link_files(
     paths: Sequence[Path],
     out: Path,
@@ -49,11 +87,19 @@ def link_files(
     schema: LinkageSchema = DEFAULT_LINKAGE_SCHEMA,
     progress: Callable[[str], None] = lambda _: None,
     executor: str = "local",
+    seed: int | None = None,
+    options: ReadOptions | None = None,
 ) -> LinkFilesSummary:
     """Link ``paths`` (two or more CSV files) and write the linked pairs to ``out``.
 
     Two files: columns ``id_a,id_b,score``. More: ``party_a,id_a,party_b,id_b,score``,
-    one row per linked pair. ``executor`` is where the comparisons run:
+    one row per linked pair, each oriented by the order of ``paths`` (id_a from
+    the earlier file). ``seed`` makes the run repeatable (the encoding secret
+    and blocking key derive from it; without one both are fresh random bytes).
+    ``options`` says how identity columns are read (names, date order,
+    postcode style, blanking invalid values; see `party_node.data.ReadOptions`);
+    the match-key hierarchy keeps only the fields every file holds.
+    ``executor`` is where the comparisons run:
     ``"local"`` or ``"dask://HOST:PORT"`` (see `headcount.linkage.executor`);
     the output is the same either way. Raises InvalidRequest for fewer than two
     files or a bad executor spec, InvalidInput (naming file, line, column) for a
@@ -68,18 +114,27 @@ def link_files(
         # Parsed before any file is read so a typo fails at once; the
         # connection itself waits until there are CLKs to compare.
         dask_address(executor)
+    prepare_output(out)
     names = _party_names(paths)
-    loaded = {}
+    order = {name: i for i, name in enumerate(names)}
+    if options is None:
+        options = ReadOptions(optional=OPTIONAL_FIELDS)
+    files: dict[str, IdentityFile] = {}
     for name, path in zip(names, paths, strict=True):
         progress(f"reading {path}")
-        loaded[name] = load_identity_file(path)
-    secret = os.urandom(32)
+        files[name] = read_identity_file(path, options)
+    loaded = {n: (f.record_ids, f.identities) for n, f in files.items()}
+    hierarchy = derive_match_keys(
+        schema.match_keys, present_fields([f.identities for f in files.values()])
+    )
+    secret = _seeded(seed, b"secret")
     clks = {}
     keys = {}
     for name, (_, identities) in loaded.items():
         progress(f"encoding {name} ({len(identities)} records)")
         clks[name] = encode_clks(identities, secret, schema.clk)
-        keys[name] = match_keys(identities, secret, schema.match_keys)
+        if hierarchy:  # names alone make no match-key: CLKs only then
+            keys[name] = match_keys(identities, secret, hierarchy)
     progress(f"comparing and clustering ({executor})")
     with closing(executor_from_spec(executor)) as runner:
         # The same settings the coordinator uses for an epoch.
@@ -89,10 +144,13 @@ def link_files(
             executor=runner,
             floor=schema.candidate_floor,
             auto_threshold=schema.auto_threshold and threshold is None,
-            match_keys=keys,
+            match_keys=keys or None,
             blocking=schema.blocking,
+            blocking_key=_seeded(seed, b"blocking"),
         )
-    rows = result.pairs()
+    # The engine orders parties by name; the output follows the command line.
+    rows = [(a, i, b, j) if order[a] < order[b] else (b, j, a, i) for a, i, b, j in result.pairs()]
+    rows.sort(key=lambda r: (order[r[0]], order[r[2]], r[1], r[3]))
     tmp = out.with_name(out.name + ".partial")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -113,4 +171,6 @@ def link_files(
         len(result.members),
         out,
         result,
+        {n: f.report for n, f in files.items()},
+        hierarchy,
     )

@@ -11,16 +11,21 @@ import csv
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from headcount.departments import ATTRIBUTES, IDENTITY_COLUMNS, age_band, columns
-from headcount.errors import InvalidInput
+from headcount.errors import InvalidInput, InvalidRequest
 from headcount.linkage.normalise import (
+    DATE_ORDERS,
+    POSTCODE_STYLES,
+    DateOrder,
     Identity,
+    accepted_date_formats,
+    detect_date_order,
     normalise_date,
     normalise_name,
     normalise_postcode,
@@ -181,16 +186,57 @@ def _read_table(
     return raw, frame, line_of
 
 
-_NORMALISERS = {
-    "first_name": normalise_name,
-    "last_name": normalise_name,
-    "date_of_birth": normalise_date,
-    "sex": normalise_sex,
-    "postcode": normalise_postcode,
-}
+IDENTITY_FIELDS = ("first_name", "last_name", "date_of_birth", "sex", "postcode")
 
 
-def _check_identities(frame: pd.DataFrame, problems: _Problems) -> list[Identity]:
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How identity columns are read.
+
+    Attributes:
+        date_order: ``"auto"`` (found per file by `detect_date_order`, day-first
+            when nothing tells), ``"day-first"`` or ``"month-first"``.
+        postcodes: ``"uk"`` (UK shape checked) or ``"any"`` (any country's code).
+        blank_invalid: blank a date, sex or postcode that cannot be read (counted
+            in the report) instead of refusing the file.
+        columns: identity field -> the file's column holding it (default: the
+            field's own name).
+        optional: identity fields whose column the file may lack (read as blank).
+    """
+
+    date_order: str = "auto"
+    postcodes: str = "uk"
+    blank_invalid: bool = False
+    columns: Mapping[str, str] = field(default_factory=dict)
+    optional: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.date_order not in ("auto", *DATE_ORDERS):
+            raise InvalidRequest(f"date order must be auto, {' or '.join(DATE_ORDERS)}")
+        if self.postcodes not in POSTCODE_STYLES:
+            raise InvalidRequest(f"postcodes must be one of {list(POSTCODE_STYLES)}")
+        unknown = sorted(set(self.columns) - set(IDENTITY_FIELDS))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown identity field(s) {unknown}; the fields are {list(IDENTITY_FIELDS)}"
+            )
+
+    def source(self, name: str) -> str:
+        return self.columns.get(name, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReport:
+    """What reading one file's identities decided, for the data steward."""
+
+    date_order: DateOrder
+    blanked: dict[str, int]  # source column -> invalid values blanked
+    absent: tuple[str, ...]  # identity fields the file has no column for
+
+
+def _check_identities(
+    frame: pd.DataFrame, problems: _Problems, options: ReadOptions = ReadOptions()
+) -> tuple[list[Identity], ReadReport]:
     """Unique record ids and normalised identities, recording every problem."""
     ids = frame["record_id"].str.strip()
     for row in frame.index[ids == ""]:
@@ -203,38 +249,88 @@ def _check_identities(frame: pd.DataFrame, problems: _Problems) -> list[Identity
             "record_id",
             f"duplicate record_id (first seen on line {problems.line_of[first]})",
         )
+    absent = tuple(f for f in IDENTITY_FIELDS if options.source(f) not in frame.columns)
+    values = {
+        f: [""] * len(frame) if f in absent else frame[options.source(f)].tolist()
+        for f in IDENTITY_FIELDS
+    }
+    if options.date_order == "auto":
+        try:
+            order = detect_date_order(values["date_of_birth"])
+        except InvalidInput as exc:
+            problems.add(0, options.source("date_of_birth"), str(exc))
+            order = DateOrder("day-first", 0, 0, False)
+    else:
+        order = DateOrder(options.date_order, 0, 0, True)
+    normalisers: dict[str, Callable[[str], str]] = {
+        "first_name": normalise_name,
+        "last_name": normalise_name,
+        "date_of_birth": lambda v: normalise_date(v, order.order),
+        "sex": normalise_sex,
+        "postcode": lambda v: normalise_postcode(v, options.postcodes),
+    }
+    blanked: dict[str, int] = {}
     identities: list[Identity] = []
-    values = {c: frame[c].tolist() for c in _NORMALISERS}
     for row in range(len(frame)):
         fields: dict[str, str] = {}
-        for column, fn in _NORMALISERS.items():
+        for name, fn in normalisers.items():
+            column = options.source(name)
             try:
-                fields[column] = fn(values[column][row])
+                fields[name] = fn(values[name][row])
             except InvalidInput as exc:
-                problems.add(row, column, str(exc), f"value is not a recognisable {column}")
-                fields[column] = ""
+                fields[name] = ""
+                if options.blank_invalid:
+                    blanked[column] = blanked.get(column, 0) + 1
+                else:
+                    problems.add(row, column, str(exc), _redacted(name, order.order))
         if not fields["first_name"] and not fields["last_name"]:
-            problems.add(row, "first_name", "both first_name and last_name are empty")
+            problems.add(row, options.source("first_name"), "both first and last name are empty")
         identities.append(Identity(**fields))
         if problems.full:
             break
-    return identities
+    return identities, ReadReport(order, blanked, absent)
+
+
+def _redacted(name: str, order: str) -> str:
+    """A problem's text without the value: what may leave the node."""
+    if name == "date_of_birth":
+        return f"value is not a recognisable date (accepted: {accepted_date_formats(order)})"
+    return f"value is not a recognisable {name}"
 
 
 LINK_FILE_COLUMNS = ("record_id", "first_name", "last_name", "date_of_birth", "sex", "postcode")
 
 
-def load_identity_file(path: Path) -> tuple[list[str], list[Identity]]:
-    """Record ids and identities from any CSV with ``LINK_FILE_COLUMNS`` (others ignored).
+@dataclass(frozen=True, slots=True)
+class IdentityFile:
+    """A file read for linkage: record ids, identities, and what reading decided."""
+
+    record_ids: list[str]
+    identities: list[Identity]
+    report: ReadReport
+
+
+def read_identity_file(path: Path, options: ReadOptions = ReadOptions()) -> IdentityFile:
+    """Record ids and identities from any CSV (columns named by ``options``).
 
     For ``headcount link-files``: the same checks and normalisation as a
-    department file, without a department's attribute contract.
+    department file, without a department's attribute contract. The file needs
+    ``record_id`` and the columns of every identity field not in
+    ``options.optional``; others are ignored. Raises DepartmentFileError
+    (every problem with line and column) or InvalidInput.
     """
-    _, frame, line_of = _read_table(path, LINK_FILE_COLUMNS, "a file to link")
+    need = ["record_id"] + [options.source(f) for f in IDENTITY_FIELDS if f not in options.optional]
+    _, frame, line_of = _read_table(path, need, "a file to link")
     problems = _Problems(path, line_of)
-    identities = _check_identities(frame, problems)
+    identities, report = _check_identities(frame, problems, options)
     problems.raise_if_any()
-    return frame["record_id"].str.strip().tolist(), identities
+    return IdentityFile(frame["record_id"].str.strip().tolist(), identities, report)
+
+
+def load_identity_file(path: Path) -> tuple[list[str], list[Identity]]:
+    """Record ids and identities from a CSV with ``LINK_FILE_COLUMNS`` (others ignored)."""
+    read = read_identity_file(path)
+    return read.record_ids, read.identities
 
 
 def load_department_file(
@@ -250,7 +346,7 @@ def load_department_file(
     raw, frame, line_of = _read_table(path, columns(party), f"a {party} file")
     problems = _Problems(path, line_of)
     problem = problems.add
-    identities = _check_identities(frame, problems)
+    identities, _ = _check_identities(frame, problems)
 
     for attr in ATTRIBUTES[party]:
         col = frame[attr.name].str.strip()

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives import hashes as crypto_hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from headcount.linkage import _kernel
-from headcount.linkage.normalise import Identity
+from headcount.linkage.normalise import Identity, is_uk_postcode
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -906,4 +906,6 @@ def _postcode_tokens(postcode: str, n: int) -> list[str]:
     if not postcode:
         return []
     tokens = _ngrams(postcode, n) if n > 1 else ["t:" + postcode]
+    if not is_uk_postcode(postcode):
+        return tokens  # another country's code: no outward code to add
     return [*tokens, "t:out:" + postcode[:-3]]

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes as crypto_hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from headcount.linkage.normalise import Identity, canonical_first_name
+from headcount.linkage.normalise import Identity, canonical_first_name, is_uk_postcode
 
 __all__ = [
     "COMPONENTS",
@@ -41,12 +41,14 @@ __all__ = [
     "KeyLinks",
     "MatchKeySpec",
     "agreement_levels",
+    "derive_match_keys",
     "index_digests",
     "key_digests",
     "link_by_key_digests",
     "link_indexed",
     "match_by_keys",
     "match_keys",
+    "present_fields",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,8 @@ COMPONENTS: dict[str, Callable[[Identity], str]] = {
     "birth_year": lambda i: i.date_of_birth[:4],
     "sex": lambda i: i.sex,
     "postcode": lambda i: i.postcode,
-    "postcode_outward": lambda i: i.postcode[:-3],
+    # Only a UK postcode has an outward code; another country's has none here.
+    "postcode_outward": lambda i: i.postcode[:-3] if is_uk_postcode(i.postcode) else "",
 }
 
 
@@ -179,6 +182,66 @@ DEFAULT_MATCH_KEYS: tuple[MatchKeySpec, ...] = (
         "a changed or mistyped surname",
     ),
 )
+
+
+# The identity field each component reads; "postcode_outward" stands for
+# itself, as only UK postcodes have an outward code.
+_SOURCE_FIELD: dict[str, str] = {
+    "first_name": "first_name",
+    "canonical_first_name": "first_name",
+    "first_initial": "first_name",
+    "last_name": "last_name",
+    "date_of_birth": "date_of_birth",
+    "dob_unordered": "date_of_birth",
+    "birth_year_month": "date_of_birth",
+    "birth_year": "date_of_birth",
+    "sex": "sex",
+    "postcode": "postcode",
+    "postcode_outward": "postcode_outward",
+}
+MIN_DERIVED_COMPONENTS = 3
+
+
+def present_fields(files: Sequence[Sequence[Identity]], share: float = 0.5) -> frozenset[str]:
+    """The identity fields (and ``postcode_outward``) that at least ``share`` of
+    the records of every file hold: what a match-key may rely on for these files."""
+    present: set[str] | None = None
+    for identities in files:
+        n = max(1, len(identities))
+        counts = {
+            "first_name": sum(1 for i in identities if i.first_name),
+            "last_name": sum(1 for i in identities if i.last_name),
+            "date_of_birth": sum(1 for i in identities if i.date_of_birth),
+            "sex": sum(1 for i in identities if i.sex),
+            "postcode": sum(1 for i in identities if i.postcode),
+            "postcode_outward": sum(1 for i in identities if is_uk_postcode(i.postcode)),
+        }
+        here = {f for f, c in counts.items() if c >= share * n}
+        present = here if present is None else present & here
+    return frozenset(present or ())
+
+
+def derive_match_keys(
+    specs: Sequence[MatchKeySpec], present: Collection[str]
+) -> tuple[MatchKeySpec, ...]:
+    """The hierarchy ``specs`` becomes for data holding only the ``present`` fields.
+
+    Each level drops the components whose field is absent (a key needing a
+    field one side never records finds nothing); a level left with fewer than
+    ``MIN_DERIVED_COMPONENTS`` components, or the same components as a stricter
+    level, goes. Every side must derive from the same ``present`` set.
+    """
+    out: list[MatchKeySpec] = []
+    seen: set[tuple[str, ...]] = set()
+    for spec in specs:
+        kept = tuple(c for c in spec.components if _SOURCE_FIELD[c] in present)
+        if len(kept) < MIN_DERIVED_COMPONENTS or kept in seen:
+            continue
+        seen.add(kept)
+        dropped = [c for c in spec.components if c not in kept]
+        note = spec.tolerates + (f" (without {', '.join(dropped)})" if dropped else "")
+        out.append(MatchKeySpec(spec.name, kept, note))
+    return tuple(out)
 
 
 def match_keys(

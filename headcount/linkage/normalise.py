@@ -25,8 +25,14 @@ from nicknames import name_triplets
 from headcount.errors import InvalidInput
 
 __all__ = [
+    "DATE_ORDERS",
+    "POSTCODE_STYLES",
+    "DateOrder",
     "Identity",
+    "accepted_date_formats",
     "canonical_first_name",
+    "detect_date_order",
+    "is_uk_postcode",
     "name_variants",
     "normalise_date",
     "normalise_identity",
@@ -60,19 +66,36 @@ _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr"})
 _NAME_RE = re.compile(r"(?:[a-z]+(?: [a-z]+)*)?")
 _ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
-# Formats departments actually send, tried in order. They cannot disagree on a
-# value: the four-digit year sits in a different place in each numeric format,
-# and the compact form is only tried on exactly eight digits (see normalise_date).
-# %b and %B read English month names under the default C locale, which this
-# module assumes (nothing in Headcount calls locale.setlocale).
-_DATE_FORMATS: tuple[str, ...] = (
-    "%Y-%m-%d",
-    "%d/%m/%Y",
-    "%d-%m-%Y",
-    "%d %b %Y",
-    "%d %B %Y",
-)
+# Date styles, by the order of day and month. Year-first and textual forms are
+# unambiguous and accepted in every order; numeric day/month/year forms are read
+# in the order the file uses, which `detect_date_order` finds per file (never
+# guessed per value: 04/05/2011 means one thing throughout a file). %b and %B
+# read English month names under the default C locale, which this module
+# assumes (nothing in Headcount calls locale.setlocale).
+DATE_ORDERS = ("day-first", "month-first")
+_YEAR_FIRST: tuple[str, ...] = ("%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d")
+_NUMERIC: dict[str, tuple[str, ...]] = {
+    "day-first": ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y"),
+    "month-first": ("%m/%d/%Y", "%m-%d-%Y", "%m.%d.%Y"),
+}
+_TEXTUAL: tuple[str, ...] = ("%d %b %Y", "%d %B %Y", "%b %d %Y", "%B %d %Y")
+_DATE_FORMATS: tuple[str, ...] = _YEAR_FIRST + _NUMERIC["day-first"] + _TEXTUAL[:2]
 _COMPACT_DATE_RE = re.compile(r"\d{8}")
+_NUMERIC_DATE_RE = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-]\d{4}")
+_SHOWN = {
+    "day-first": "DD/MM/YYYY, DD-MM-YYYY, DD.MM.YYYY",
+    "month-first": "MM/DD/YYYY, MM-DD-YYYY, MM.DD.YYYY",
+}
+
+
+def accepted_date_formats(order: str = "day-first") -> str:
+    """The date styles `normalise_date` accepts in ``order``, for error messages."""
+    return (
+        "YYYY-MM-DD, YYYY/MM/DD, YYYY.MM.DD, YYYYMMDD, "
+        + _SHOWN[order]
+        + ", 7 Mar 2011, 7 March 2011, Mar 7 2011"
+    )
+
 
 _SEX_CODES: dict[str, str] = {
     "f": "f",
@@ -110,8 +133,8 @@ class Identity:
     """One person's identifiers in canonical form; build with `normalise_identity`.
 
     Names hold lowercase ``a-z`` words separated by single spaces; the date is ISO
-    ``YYYY-MM-DD``; sex is ``"f"``, ``"m"``; the postcode is upper case without
-    spaces. Any field may be ``""`` when missing.
+    ``YYYY-MM-DD``; sex is ``"f"``, ``"m"``; the postcode is 2-10 upper-case
+    letters and digits (a UK or any other country's code). Any field may be ``""`` when missing.
 
     Raises:
         ValueError: a field is not already in canonical form (a programming
@@ -134,8 +157,8 @@ class Identity:
             date.fromisoformat(self.date_of_birth)  # raises ValueError if impossible
         if self.sex not in ("", "f", "m"):
             raise ValueError("sex must be 'f', 'm' or ''")
-        if self.postcode and not _POSTCODE_RE.fullmatch(self.postcode):
-            raise ValueError("postcode is not a normalised UK postcode")
+        if self.postcode and not _ANY_POSTCODE_RE.fullmatch(self.postcode):
+            raise ValueError("postcode is not a normalised postcode")
 
 
 def normalise_name(raw: str) -> str:
@@ -163,34 +186,92 @@ def normalise_name(raw: str) -> str:
     return " ".join(w for w in words if w not in _TITLES)
 
 
-def normalise_date(raw: str) -> str:
+def normalise_date(raw: str, order: str = "day-first") -> str:
     """Parse a date of birth into ISO ``YYYY-MM-DD``; ``""`` when blank.
 
-    Accepted formats (surrounding whitespace ignored): ``2011-03-07``,
-    ``07/03/2011``, ``07-03-2011``, ``07 Mar 2011``, ``07 March 2011`` and
-    ``20110307``. Day-first throughout, as in UK data.
+    Accepted (surrounding whitespace ignored): year first with ``-``, ``/`` or
+    ``.`` (``2011-03-07``), compact ``20110307``, English month names
+    (``7 Mar 2011``, ``March 7 2011``), and numeric day and month in ``order``
+    (``"day-first"``: ``07/03/2011``, ``07-03-2011``, ``07.03.2011``;
+    ``"month-first"``: ``03/07/2011`` and so on). `detect_date_order` finds a
+    file's order.
 
     Raises:
         InvalidInput: the value is in none of these formats, or names a date that
-            does not exist (``2011-02-30``).
+            does not exist (``2011-02-30``); the message lists the accepted styles.
     """
+    if order not in _NUMERIC:
+        raise ValueError(f"order must be one of {DATE_ORDERS}")
     text = raw.strip()
     if not text:
         return ""
     if _COMPACT_DATE_RE.fullmatch(text):
         # strptime's %m and %d accept one digit, so "%Y%m%d" would read "2011111"
         # ambiguously; only an exact eight-digit string is taken as compact.
-        return _parse_date(text, ("%Y%m%d",), raw)
-    return _parse_date(text, _DATE_FORMATS, raw)
+        return _parse_date(text, ("%Y%m%d",), raw, order)
+    return _parse_date(text, _YEAR_FIRST + _NUMERIC[order] + _TEXTUAL, raw, order)
 
 
-def _parse_date(text: str, formats: tuple[str, ...], raw: str) -> str:
+def _parse_date(text: str, formats: tuple[str, ...], raw: str, order: str) -> str:
     for fmt in formats:
         try:
             return datetime.strptime(text, fmt).date().isoformat()
         except ValueError:
             continue
-    raise InvalidInput(f"unrecognised or impossible date of birth {raw!r}")
+    raise InvalidInput(
+        f"unrecognised or impossible date of birth {raw!r}"
+        f" (accepted: {accepted_date_formats(order)})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DateOrder:
+    """The order of day and month in one file's numeric dates, and the evidence."""
+
+    order: str  # "day-first" or "month-first"
+    day_first: int  # values only a day-first reading makes valid (first part > 12)
+    month_first: int  # values only a month-first reading makes valid
+    decided: bool  # False: no value told the orders apart; ``order`` is the default
+
+    def describe(self) -> str:
+        if not self.decided:
+            return f"{self.order} (no date in the file tells day from month; the default)"
+        return f"{self.order} ({max(self.day_first, self.month_first)} dates can only be read so)"
+
+
+def detect_date_order(values: Iterable[str], default: str = "day-first") -> DateOrder:
+    """The numeric date order one file uses, found from its values.
+
+    A value like ``25/03/2011`` is only valid day-first, ``03/25/2011`` only
+    month-first; ``04/05/2011`` could be either and counts for neither. A file
+    whose unambiguous values all (or all but 1%, typos) agree is read in that
+    order; one with no unambiguous value is read in ``default``.
+
+    Raises:
+        InvalidInput: more than 1% of the unambiguous values disagree with the
+            rest: the file mixes styles, and reading it either way would
+            silently misread dates (the message gives both counts, no value).
+    """
+    if default not in _NUMERIC:
+        raise ValueError(f"default must be one of {DATE_ORDERS}")
+    day = month = 0
+    for value in values:
+        m = _NUMERIC_DATE_RE.fullmatch(value.strip())
+        if m is None:
+            continue
+        a, b = int(m.group(1)), int(m.group(2))
+        if 12 < a <= 31 and 1 <= b <= 12:
+            day += 1
+        elif 12 < b <= 31 and 1 <= a <= 12:
+            month += 1
+    if day == month == 0:
+        return DateOrder(default, 0, 0, False)
+    if min(day, month) > 0.01 * (day + month):
+        raise InvalidInput(
+            f"dates are written both day-first ({day} values) and month-first ({month} values);"
+            " fix the file or state the order (--date-order)"
+        )
+    return DateOrder("day-first" if day >= month else "month-first", day, month, True)
 
 
 def normalise_sex(raw: str) -> str:
@@ -210,27 +291,52 @@ def normalise_sex(raw: str) -> str:
         raise InvalidInput(f"unrecognised sex {raw!r}") from None
 
 
-def normalise_postcode(raw: str) -> str:
-    """Canonicalise a UK postcode: upper case, spaces and punctuation removed.
+POSTCODE_STYLES = ("uk", "any")
+_ANY_POSTCODE_RE = re.compile(r"[A-Z0-9]{2,10}")
 
-    ``"sw1a 1aa"`` gives ``"SW1A1AA"``; blank gives ``""``.
+
+def normalise_postcode(raw: str, style: str = "uk") -> str:
+    """Canonicalise a postcode: upper case, spaces and punctuation removed.
+
+    ``style`` ``"uk"`` checks the shape of a UK postcode (``"sw1a 1aa"`` gives
+    ``"SW1A1AA"``); ``"any"`` takes any country's code of 2 to 10 letters and
+    digits once cleaned (``"2600"``, ``"75008"``, ``"K1A 0B1"``, ``"1012 AB"``).
+    Blank gives ``""``.
 
     Raises:
-        InvalidInput: the value is not blank but is not shaped like a UK
-            postcode once cleaned.
+        InvalidInput: the value is not blank but does not have that shape.
     """
+    if style not in POSTCODE_STYLES:
+        raise ValueError(f"style must be one of {POSTCODE_STYLES}")
     cleaned = _NON_ALNUM_RE.sub("", raw.strip()).upper()
     if not cleaned and not raw.strip():
         return ""
+    if style == "any":
+        if not _ANY_POSTCODE_RE.fullmatch(cleaned):
+            raise InvalidInput(f"not a postcode (2-10 letters and digits) {raw!r}")
+        return cleaned
     if not _POSTCODE_RE.fullmatch(cleaned):
-        raise InvalidInput(f"not a UK postcode {raw!r}")
+        raise InvalidInput(f'not a UK postcode {raw!r} (use postcodes "any" for other countries)')
     return cleaned
 
 
+def is_uk_postcode(postcode: str) -> bool:
+    """Whether a normalised postcode has a UK shape (so an outward code exists)."""
+    return bool(_POSTCODE_RE.fullmatch(postcode))
+
+
 def normalise_identity(
-    first_name: str, last_name: str, date_of_birth: str, sex: str, postcode: str
+    first_name: str,
+    last_name: str,
+    date_of_birth: str,
+    sex: str,
+    postcode: str,
+    *,
+    date_order: str = "day-first",
+    postcodes: str = "uk",
 ) -> Identity:
-    """Normalise one record's raw identifiers into an `Identity`.
+    """Normalise one record's raw identifiers into an `Identity` (dates read in
+    ``date_order``, postcodes checked as ``postcodes``: see `normalise_postcode`).
 
     Raises:
         InvalidInput: the date, sex or postcode cannot be interpreted (the
@@ -239,9 +345,9 @@ def normalise_identity(
     return Identity(
         first_name=normalise_name(first_name),
         last_name=normalise_name(last_name),
-        date_of_birth=normalise_date(date_of_birth),
+        date_of_birth=normalise_date(date_of_birth, date_order),
         sex=normalise_sex(sex),
-        postcode=normalise_postcode(postcode),
+        postcode=normalise_postcode(postcode, postcodes),
     )
 
 

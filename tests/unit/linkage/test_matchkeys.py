@@ -332,3 +332,29 @@ def test_every_component_is_used_or_documented() -> None:
     used = {c for spec in DEFAULT_MATCH_KEYS for c in spec.components}
     assert used <= set(COMPONENTS)
     assert set(COMPONENTS) - used == {"birth_year"}  # available for custom hierarchies
+
+
+def test_the_hierarchy_is_derived_from_the_fields_the_data_holds() -> None:
+    from headcount.linkage.matchkeys import derive_match_keys, present_fields
+    from headcount.linkage.normalise import Identity
+
+    full = {"first_name", "last_name", "date_of_birth", "sex", "postcode", "postcode_outward"}
+    assert derive_match_keys(DEFAULT_MATCH_KEYS, full) == DEFAULT_MATCH_KEYS
+    # No sex and no postcode (as in many non-UK files): every level that needed
+    # them loses them, none becomes a bare name + date pair, none repeats.
+    derived = derive_match_keys(DEFAULT_MATCH_KEYS, {"first_name", "last_name", "date_of_birth"})
+    assert derived, "names and dates still make keys"
+    for spec in derived:
+        assert not {"sex", "postcode", "postcode_outward"} & set(spec.components)
+        assert len(spec.components) >= 3
+    assert len({s.components for s in derived}) == len(derived)
+    assert derived[0].components == ("first_name", "last_name", "date_of_birth")
+    assert "without sex, postcode" in derived[0].tolerates
+    # Names alone make no key.
+    assert derive_match_keys(DEFAULT_MATCH_KEYS, {"first_name", "last_name"}) == ()
+    # Which fields count as held: half of every file's records.
+    a = [Identity("ann", "lee", "2011-01-01", "", "2600")] * 3
+    b = [Identity("ann", "lee", "2011-01-01", "f", "2600")] * 3
+    held = present_fields([a, b])
+    assert held == {"first_name", "last_name", "date_of_birth", "postcode"}
+    assert "postcode_outward" not in held  # a 4-digit code has no UK outward code

@@ -120,7 +120,7 @@ def test_normalise_date_examples(raw: str, expected: str) -> None:
         "29 Feb 2011",
         "20111301",
         "2011111",  # seven digits: ambiguous, not guessed
-        "2011/03/07",
+        "2011/13/07",
         "03/07/11",
         "7 March",
         "yesterday",
@@ -356,3 +356,62 @@ def test_normalise_identity_returns_an_identity_or_raises_invalid_input(
         identity.postcode,
     )
     assert again == identity
+
+
+@pytest.mark.parametrize(
+    ("raw", "order", "expected"),
+    [
+        ("2011/03/07", "day-first", "2011-03-07"),
+        ("2011.03.07", "month-first", "2011-03-07"),
+        ("07.03.2011", "day-first", "2011-03-07"),
+        ("03/07/2011", "month-first", "2011-03-07"),
+        ("03-07-2011", "month-first", "2011-03-07"),
+        ("March 7 2011", "day-first", "2011-03-07"),
+        ("Mar 7 2011", "month-first", "2011-03-07"),
+    ],
+)
+def test_dates_in_other_styles(raw: str, order: str, expected: str) -> None:
+    assert normalise_date(raw, order) == expected
+
+
+def test_a_refused_date_lists_the_accepted_styles() -> None:
+    with pytest.raises(InvalidInput, match=r"accepted: YYYY-MM-DD.*MM/DD/YYYY"):
+        normalise_date("19450493", "month-first")
+    with pytest.raises(InvalidInput, match=r"DD/MM/YYYY"):
+        normalise_date("31/31/2011")
+
+
+def test_the_date_order_is_found_per_file_not_per_value() -> None:
+    from headcount.linkage.normalise import detect_date_order
+
+    # 04/05 could be either; 25/03 is only day-first: the whole file is.
+    found = detect_date_order(["04/05/2011", "25/03/2010", "", "2011-01-01"])
+    assert (found.order, found.decided, found.day_first) == ("day-first", True, 1)
+    found = detect_date_order(["04/05/2011", "03/25/2010", "12/31/2009"])
+    assert (found.order, found.month_first) == ("month-first", 2)
+    assert normalise_date("04/05/2011", found.order) == "2011-04-05"
+    # Nothing tells: the stated default, and the report says so.
+    undecided = detect_date_order(["04/05/2011"], default="month-first")
+    assert (undecided.order, undecided.decided) == ("month-first", False)
+    assert "no date in the file" in undecided.describe()
+    # A file that mixes both styles is refused, with counts and no value.
+    with pytest.raises(InvalidInput, match=r"both day-first \(5 values\) and month-first \(5"):
+        detect_date_order(["25/03/2010"] * 5 + ["03/25/2010"] * 5)
+    # One typo among many does not make a file mixed.
+    assert detect_date_order(["25/03/2010"] * 200 + ["03/25/2010"]).order == "day-first"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("2600", "2600"), ("75008", "75008"), ("K1A 0B1", "K1A0B1"), ("1012 ab", "1012AB")],
+)
+def test_any_countrys_postcode(raw: str, expected: str) -> None:
+    assert normalise_postcode(raw, "any") == expected
+    with pytest.raises(InvalidInput, match="not a UK postcode"):
+        normalise_postcode(raw)
+
+
+def test_a_postcode_of_any_style_still_needs_a_shape() -> None:
+    for bad in ("7", "12345678901", "#"):
+        with pytest.raises(InvalidInput, match="2-10 letters and digits"):
+            normalise_postcode(bad, "any")
