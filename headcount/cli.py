@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -16,6 +16,10 @@ from headcount.errors import ConfigError, HeadcountError
 from headcount.log import configure
 from headcount.register.cli import register
 from headcount.report.cli import report
+
+if TYPE_CHECKING:
+    from headcount.linkage.schema import LinkageSchema
+    from party_node.data import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +279,15 @@ def node_check(config_path: Path | None, party: str) -> None:
     Run this at the node: unlike errors sent to the coordinator, its output
     quotes the offending values.
     """
-    from party_node.data import DepartmentFileError, load_department_file
+    from party_node.data import DepartmentFileError, department_options, load_department_file
 
     cfg = _load(config_path)
     p = cfg.party(party)
+    options = department_options(cfg.load_linkage_schema().input)
     try:
-        data = load_department_file(p.data, p.department, p.reference_date or cfg.reference_date)
+        data = load_department_file(
+            p.data, p.department, p.reference_date or cfg.reference_date, options
+        )
     except DepartmentFileError as exc:
         click.echo(exc.detail, err=True)
         sys.exit(1)
@@ -620,6 +627,52 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
     click.echo(f"OK {db_path}: {len(log_copy.events())} events, head {head}")
 
 
+def _dedup_one(
+    path: Path,
+    out_path: Path,
+    threshold: float | None,
+    schema: LinkageSchema,
+    executor: str,
+    seed: int | None,
+    options: ReadOptions,
+) -> None:
+    from headcount.linkfiles import dedup_file
+
+    summary = dedup_file(
+        path,
+        out_path,
+        threshold=threshold,
+        schema=schema,
+        progress=lambda m: click.echo(m, err=True),
+        executor=executor,
+        seed=seed,
+        options=options,
+    )
+    report = summary.report
+    click.echo(
+        f"  {path.name:<20} {summary.records:>9} records; dates {report.date_order.describe()}"
+    )
+    for column, count in report.blanked.items():
+        click.echo(f"  {'':<20} {count:>9} unreadable values blanked in column {column!r}")
+    click.echo("  CLK fields: " + ", ".join(summary.clk_fields))
+    click.echo("  match-keys: " + (", ".join(k.name for k in summary.match_keys) or "none"))
+    r = summary.result
+    q = r.quality
+    est = (
+        f"est. precision {q.est_precision:.3f}, recall {q.est_recall:.3f}"
+        if q
+        else "too few candidates to estimate quality"
+    )
+    click.echo(
+        f"  {r.candidates} candidate pairs, {r.key_pairs} by match-key, {r.refused} merges"
+        f" refused as incoherent; threshold {r.threshold:.3f}, {est}"
+    )
+    click.echo(
+        f"{summary.clusters} people ({summary.duplicated} with duplicates);"
+        f" {summary.pairs_written} duplicate pairs -> {summary.out}"
+    )
+
+
 @cli.command("link-files")
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True)
@@ -661,23 +714,28 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
 @click.option(
     "--date-order",
     type=click.Choice(["auto", "day-first", "month-first"]),
-    default="auto",
-    show_default=True,
+    default=None,
     help="Order of day and month in numeric dates; auto finds it per file"
-    " (day-first when no date tells).",
+    " (day-first when no date tells). Default: the schema's [input], else auto.",
 )
 @click.option(
     "--postcodes",
     type=click.Choice(["uk", "any"]),
-    default="uk",
-    show_default=True,
-    help="uk checks UK postcodes; any takes any country's code (2-10 letters and digits).",
+    default=None,
+    help="uk checks UK postcodes; any takes any country's code (2-10 letters and digits)."
+    " Default: the schema's [input], else uk.",
 )
 @click.option(
     "--blank-invalid",
     is_flag=True,
     help="Blank a date, sex or postcode that cannot be read (counted and reported)"
     " instead of refusing the file.",
+)
+@click.option(
+    "--dedup",
+    is_flag=True,
+    help="Find the records of ONE file that are one person (several records per person)"
+    " and write every pair of them.",
 )
 @click.option(
     "--seed",
@@ -693,16 +751,18 @@ def link_files_command(
     schema_path: Path | None,
     executor: str,
     columns: tuple[str, ...],
-    date_order: str,
-    postcodes: str,
+    date_order: str | None,
+    postcodes: str | None,
     blank_invalid: bool,
+    dedup: bool,
     seed: int | None,
 ) -> None:
     """Link two or more local CSV files with the federation's linkage engine.
 
     Each file is its own party, encoded under one fresh secret. A file needs
     record_id, first_name and last_name; date_of_birth, sex and postcode may be
-    absent (other columns are ignored; --column maps other names). Match-keys
+    absent, and address, locality and reference are used where every file has
+    them (other columns are ignored; --column maps other names). Match-keys
     use only the fields every file holds. Writes id_a,id_b,score for two
     files (id_a from the first file named, id_b from the second), or
     party_a,id_a,party_b,id_b,score for more.
@@ -716,11 +776,16 @@ def link_files_command(
       headcount link-files a.csv b.csv --out out/pairs.csv
       headcount link-files a.csv b.csv --out pairs.csv --postcodes any \\
           --column first_name=given_name --column last_name=surname --blank-invalid
+      headcount link-files a.csv b.csv --out pairs.csv --schema my-schema.toml
+      headcount link-files register.csv --dedup --out duplicates.csv
+
+    A schema's [input] table names the columns once (an address may join
+    several), the date order and the postcode style; see docs/linkage.md.
     """
     from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, load_schema
-    from headcount.linkfiles import OPTIONAL_FIELDS, link_files
-    from party_node.data import ReadOptions
+    from headcount.linkfiles import link_files, read_options
 
+    schema = load_schema(schema_path) if schema_path else DEFAULT_LINKAGE_SCHEMA
     mapping: dict[str, str] = {}
     for item in columns:
         fieldname, sep, column = item.partition("=")
@@ -728,17 +793,24 @@ def link_files_command(
             raise click.BadParameter(f"{item!r} is not FIELD=COLUMN", param_hint="--column")
         mapping[fieldname.strip()] = column.strip()
     try:
-        options = ReadOptions(
+        options = read_options(
+            schema,
+            columns=mapping,
             date_order=date_order,
             postcodes=postcodes,
             blank_invalid=blank_invalid,
-            columns=mapping,
-            optional=OPTIONAL_FIELDS,
         )
     except HeadcountError as exc:
         raise click.BadParameter(str(exc), param_hint="--column") from None
-
-    schema = load_schema(schema_path) if schema_path else DEFAULT_LINKAGE_SCHEMA
+    if dedup:
+        if len(files) != 1:
+            raise click.BadParameter("--dedup takes exactly one file", param_hint="FILES")
+        _dedup_one(files[0], out_path, threshold, schema, executor, seed, options)
+        return
+    if len(files) < 2:
+        raise click.BadParameter(
+            "give two or more files to link, or one with --dedup", param_hint="FILES"
+        )
     summary = link_files(
         list(files),
         out_path,
@@ -756,6 +828,7 @@ def link_files_command(
             click.echo(f"  {'':<20} {count:>9} unreadable values blanked in column {column!r}")
         if report.absent:
             click.echo(f"  {'':<20} {'':>9} no column for: {', '.join(report.absent)}")
+    click.echo("  CLK fields: " + ", ".join(summary.clk_fields))
     click.echo(
         "  match-keys: "
         + (", ".join(k.name for k in summary.match_keys) or "none (the files share too few fields)")

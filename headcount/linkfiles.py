@@ -16,11 +16,16 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from headcount.errors import InvalidRequest
-from headcount.linkage.clk import encode_clks
+from headcount.linkage.clk import encode_clks, with_present_fields
+from headcount.linkage.dedup import DedupResult, dedup_records
 from headcount.linkage.engine import LinkResult, link_parties, pair_score
 from headcount.linkage.executor import dask_address, executor_from_spec
 from headcount.linkage.matchkeys import (
+    DEFAULT_MATCH_KEYS,
+    EXTRA_MATCH_KEYS,
     MatchKeySpec,
     derive_match_keys,
     match_keys,
@@ -39,6 +44,7 @@ class LinkFilesSummary:
     result: LinkResult  # per pair: thresholds, estimated quality, match-key links
     reports: dict[str, ReadReport]  # party -> date order, blanked values, absent fields
     match_keys: tuple[MatchKeySpec, ...]  # the hierarchy derived for these files
+    clk_fields: tuple[str, ...]  # the fields the CLKs encode for these files
 
 
 # A file to link needs record_id and names; the other fields may be absent
@@ -59,6 +65,27 @@ def _seeded(seed: int | None, what: bytes) -> bytes:
     if seed is None:
         return os.urandom(32)
     return hashlib.sha256(b"headcount-link-files/" + what + b"/" + str(seed).encode()).digest()
+
+
+def read_options(
+    schema: LinkageSchema,
+    *,
+    columns: dict[str, str] | None = None,
+    date_order: str | None = None,
+    postcodes: str | None = None,
+    blank_invalid: bool = False,
+) -> ReadOptions:
+    """How link-files reads its files: the schema's ``[input]``, with any of its
+    settings overridden (``columns`` adds to or replaces its column names)."""
+    mapping: dict[str, str | tuple[str, ...]] = dict(schema.input.mapping())
+    mapping.update(columns or {})
+    return ReadOptions(
+        date_order=date_order or schema.input.date_order,
+        postcodes=postcodes or schema.input.postcodes,
+        blank_invalid=blank_invalid,
+        columns=mapping,
+        optional=OPTIONAL_FIELDS,
+    )
 
 
 def prepare_output(out: Path) -> None:
@@ -118,21 +145,24 @@ def link_files(
     names = _party_names(paths)
     order = {name: i for i, name in enumerate(names)}
     if options is None:
-        options = ReadOptions(optional=OPTIONAL_FIELDS)
+        options = read_options(schema)
     files: dict[str, IdentityFile] = {}
     for name, path in zip(names, paths, strict=True):
         progress(f"reading {path}")
         files[name] = read_identity_file(path, options)
     loaded = {n: (f.record_ids, f.identities) for n, f in files.items()}
-    hierarchy = derive_match_keys(
-        schema.match_keys, present_fields([f.identities for f in files.values()])
-    )
+    present = present_fields([f.identities for f in files.values()])
+    # A hand-written hierarchy is kept (less what the files lack); the default
+    # gains the reference, address and locality levels the files allow.
+    extras = EXTRA_MATCH_KEYS if schema.match_keys == DEFAULT_MATCH_KEYS else ()
+    hierarchy = derive_match_keys(schema.match_keys, present, extras)
+    clk_schema = with_present_fields(schema.clk, present)
     secret = _seeded(seed, b"secret")
     clks = {}
     keys = {}
     for name, (_, identities) in loaded.items():
         progress(f"encoding {name} ({len(identities)} records)")
-        clks[name] = encode_clks(identities, secret, schema.clk)
+        clks[name] = encode_clks(identities, secret, clk_schema)
         if hierarchy:  # names alone make no match-key: CLKs only then
             keys[name] = match_keys(identities, secret, hierarchy)
     progress(f"comparing and clustering ({executor})")
@@ -173,4 +203,83 @@ def link_files(
         result,
         {n: f.report for n, f in files.items()},
         hierarchy,
+        tuple(f.name for f in clk_schema.fields),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DedupSummary:
+    records: int
+    pairs_written: int
+    clusters: int  # people: clusters of one or more records
+    duplicated: int  # clusters of two or more records
+    out: Path
+    result: DedupResult
+    report: ReadReport
+    match_keys: tuple[MatchKeySpec, ...]
+    clk_fields: tuple[str, ...]
+
+
+def dedup_file(
+    path: Path,
+    out: Path,
+    *,
+    threshold: float | None = None,
+    schema: LinkageSchema = DEFAULT_LINKAGE_SCHEMA,
+    progress: Callable[[str], None] = lambda _: None,
+    executor: str = "local",
+    seed: int | None = None,
+    options: ReadOptions | None = None,
+) -> DedupSummary:
+    """Find the records of one file that are one person; write the pairs to ``out``.
+
+    Writes ``id_a,id_b,score``: every pair of records in one cluster, id_a the
+    earlier in the file. Clusters are kept coherent (see
+    `headcount.linkage.dedup`). The other arguments are as for `link_files`.
+    """
+    if threshold is not None and not 0 < threshold <= 1:
+        raise InvalidRequest("threshold must be in (0, 1]")
+    if executor != "local":
+        dask_address(executor)
+    prepare_output(out)
+    progress(f"reading {path}")
+    read = read_identity_file(path, options or read_options(schema))
+    present = present_fields([read.identities])
+    extras = EXTRA_MATCH_KEYS if schema.match_keys == DEFAULT_MATCH_KEYS else ()
+    hierarchy = derive_match_keys(schema.match_keys, present, extras)
+    clk_schema = with_present_fields(schema.clk, present)
+    secret = _seeded(seed, b"secret")
+    progress(f"encoding {len(read.identities)} records")
+    clks = encode_clks(read.identities, secret, clk_schema)
+    keys = match_keys(read.identities, secret, hierarchy) if hierarchy else None
+    progress(f"comparing and clustering ({executor})")
+    cut = threshold or schema.threshold
+    with closing(executor_from_spec(executor)) as runner:
+        result = dedup_records(
+            clks, cut, keys=keys, floor=min(schema.candidate_floor, cut), executor=runner
+        )
+    ids = read.record_ids
+    tmp = out.with_name(out.name + ".partial")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id_a", "id_b", "score"])
+        for i, j, s in zip(
+            result.pairs.left.tolist(),
+            result.pairs.right.tolist(),
+            result.pairs.score.tolist(),
+            strict=True,
+        ):
+            writer.writerow([ids[i], ids[j], f"{s:.4f}"])
+    tmp.replace(out)
+    sizes = np.bincount(result.labels) if len(result.labels) else np.zeros(0, dtype=np.int64)
+    return DedupSummary(
+        len(ids),
+        len(result.pairs),
+        result.clusters,
+        int(np.count_nonzero(sizes >= 2)),
+        out,
+        result,
+        read.report,
+        hierarchy,
+        tuple(f.name for f in clk_schema.fields),
     )

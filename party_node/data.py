@@ -19,6 +19,7 @@ import pandas as pd
 
 from headcount.departments import ATTRIBUTES, IDENTITY_COLUMNS, age_band, columns
 from headcount.errors import InvalidInput, InvalidRequest
+from headcount.linkage.address import normalise_address
 from headcount.linkage.normalise import (
     DATE_ORDERS,
     POSTCODE_STYLES,
@@ -29,8 +30,10 @@ from headcount.linkage.normalise import (
     normalise_date,
     normalise_name,
     normalise_postcode,
+    normalise_reference,
     normalise_sex,
 )
+from headcount.linkage.schema import InputSpec
 
 MAX_PROBLEMS = 20
 MAX_FILE_BYTES = 4 * 2**30
@@ -186,7 +189,18 @@ def _read_table(
     return raw, frame, line_of
 
 
-IDENTITY_FIELDS = ("first_name", "last_name", "date_of_birth", "sex", "postcode")
+IDENTITY_FIELDS = (
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "address",
+    "locality",
+    "reference",
+)
+# Fields a file may lack without saying so: they are read as blank.
+EXTRA_FIELDS = frozenset({"address", "locality", "reference"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,15 +213,17 @@ class ReadOptions:
         postcodes: ``"uk"`` (UK shape checked) or ``"any"`` (any country's code).
         blank_invalid: blank a date, sex or postcode that cannot be read (counted
             in the report) instead of refusing the file.
-        columns: identity field -> the file's column holding it (default: the
-            field's own name).
-        optional: identity fields whose column the file may lack (read as blank).
+        columns: identity field -> the file's column(s) holding it (default:
+            the field's own name); several columns (an address in parts) are
+            joined with a space.
+        optional: identity fields whose columns the file may lack (read as
+            blank); ``EXTRA_FIELDS`` always are.
     """
 
     date_order: str = "auto"
     postcodes: str = "uk"
     blank_invalid: bool = False
-    columns: Mapping[str, str] = field(default_factory=dict)
+    columns: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     optional: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
@@ -222,7 +238,15 @@ class ReadOptions:
             )
 
     def source(self, name: str) -> str:
-        return self.columns.get(name, name)
+        """The column(s) of field ``name`` as one label, for messages."""
+        return "+".join(self.sources(name))
+
+    def sources(self, name: str) -> tuple[str, ...]:
+        given = self.columns.get(name, name)
+        return (given,) if isinstance(given, str) else tuple(given)
+
+    def may_lack(self, name: str) -> bool:
+        return name in self.optional or name in EXTRA_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,11 +273,17 @@ def _check_identities(
             "record_id",
             f"duplicate record_id (first seen on line {problems.line_of[first]})",
         )
-    absent = tuple(f for f in IDENTITY_FIELDS if options.source(f) not in frame.columns)
-    values = {
-        f: [""] * len(frame) if f in absent else frame[options.source(f)].tolist()
-        for f in IDENTITY_FIELDS
-    }
+    absent = tuple(f for f in IDENTITY_FIELDS if not set(options.sources(f)) <= set(frame.columns))
+
+    def joined(name: str) -> list[str]:
+        if name in absent:
+            return [""] * len(frame)
+        parts = [frame[c].tolist() for c in options.sources(name)]
+        if len(parts) == 1:
+            return parts[0]
+        return [" ".join(p.strip() for p in row if p.strip()) for row in zip(*parts, strict=True)]
+
+    values = {f: joined(f) for f in IDENTITY_FIELDS}
     if options.date_order == "auto":
         try:
             order = detect_date_order(values["date_of_birth"])
@@ -268,6 +298,9 @@ def _check_identities(
         "date_of_birth": lambda v: normalise_date(v, order.order),
         "sex": normalise_sex,
         "postcode": lambda v: normalise_postcode(v, options.postcodes),
+        "address": normalise_address,
+        "locality": normalise_name,
+        "reference": normalise_reference,
     }
     blanked: dict[str, int] = {}
     identities: list[Identity] = []
@@ -319,7 +352,9 @@ def read_identity_file(path: Path, options: ReadOptions = ReadOptions()) -> Iden
     ``options.optional``; others are ignored. Raises DepartmentFileError
     (every problem with line and column) or InvalidInput.
     """
-    need = ["record_id"] + [options.source(f) for f in IDENTITY_FIELDS if f not in options.optional]
+    need = ["record_id"] + [
+        c for f in IDENTITY_FIELDS if not options.may_lack(f) for c in options.sources(f)
+    ]
     _, frame, line_of = _read_table(path, need, "a file to link")
     problems = _Problems(path, line_of)
     identities, report = _check_identities(frame, problems, options)
@@ -333,20 +368,31 @@ def load_identity_file(path: Path) -> tuple[list[str], list[Identity]]:
     return read.record_ids, read.identities
 
 
+def department_options(spec: InputSpec) -> ReadOptions:
+    """How a department file's identities are read under the schema's ``[input]``:
+    its date order and postcode style. A department file's column names are
+    fixed by its contract (`headcount.departments`), so the mapping is not used."""
+    return ReadOptions(date_order=spec.date_order, postcodes=spec.postcodes)
+
+
 def load_department_file(
-    path: Path, party: str, reference_date: dt.date | None = None
+    path: Path,
+    party: str,
+    reference_date: dt.date | None = None,
+    options: ReadOptions = ReadOptions(),
 ) -> DepartmentData:
     """Read and check ``party``'s file; InvalidInput naming file, line and column.
 
     Derived attributes (``age_band``, ``sex``) come from the identity columns;
-    ages are at ``reference_date`` (default: today).
+    ages are at ``reference_date`` (default: today). ``options`` (see
+    `department_options`) sets the date order and the postcode style.
     """
     if party not in ATTRIBUTES:
         raise InvalidInput(f"{path}: no file contract for department {party!r}")
     raw, frame, line_of = _read_table(path, columns(party), f"a {party} file")
     problems = _Problems(path, line_of)
     problem = problems.add
-    identities, _ = _check_identities(frame, problems)
+    identities, _ = _check_identities(frame, problems, options)
 
     for attr in ATTRIBUTES[party]:
         col = frame[attr.name].str.strip()

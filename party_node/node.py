@@ -77,7 +77,12 @@ from headcount.projects import ProjectDoc, verify_decision
 from headcount.protect.sdc import SdcPolicy
 from headcount.query import Predicate, check_group_by, check_measure, check_predicates
 from headcount.tls import load_private_key
-from party_node.data import DepartmentData, file_digest, load_department_file
+from party_node.data import (
+    DepartmentData,
+    department_options,
+    file_digest,
+    load_department_file,
+)
 from party_node.store import Epoch, NodeStore
 
 log = logging.getLogger(__name__)
@@ -397,6 +402,7 @@ class PartyNode:
                     self.config.data,
                     self.config.department,
                     self.config.reference_date or self.federation.reference_date,
+                    department_options(self.schema.input),
                 )
             if expect_sha256 is not None and self._data.sha256 != expect_sha256:
                 raise FailedPrecondition(

@@ -42,7 +42,7 @@ import logging
 import operator
 import secrets
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +56,7 @@ from headcount.linkage.normalise import Identity, is_uk_postcode
 __all__ = [
     "DEFAULT_FIELDS",
     "DEFAULT_SCHEMA",
+    "EXTRA_FIELDS",
     "SALT_SOURCES",
     "SCHEMA_VERSION",
     "ClkSchema",
@@ -66,6 +67,7 @@ __all__ = [
     "encode_clks",
     "field_keys",
     "fill_rates",
+    "with_present_fields",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,25 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("sex", ngram=1, hashes=2),
     FieldSpec("postcode", ngram=2, hashes=6),
 )
+
+
+# Fields encoded only where every file holds them (`with_present_fields`):
+# an address line weighs little, as families move; a locality less still.
+EXTRA_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("address", ngram=2, hashes=6),
+    FieldSpec("locality", ngram=2, hashes=4),
+)
+
+
+def with_present_fields(schema: ClkSchema, present: Collection[str]) -> ClkSchema:
+    """The default layout plus `EXTRA_FIELDS` that every file holds (``present``).
+
+    A schema whose fields were chosen by hand is returned as it is.
+    """
+    if schema.fields != DEFAULT_FIELDS:
+        return schema
+    extra = tuple(f for f in EXTRA_FIELDS if f.name in present)
+    return dataclasses.replace(schema, fields=schema.fields + extra) if extra else schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,7 +709,7 @@ def _joined(
 
 
 _PAD = ord("_")
-_NAME_FIELDS = ("first_name", "last_name")
+_NAME_FIELDS = ("first_name", "last_name", "locality")
 
 
 def _tokenise(spec: FieldSpec, uniques: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -700,6 +721,9 @@ def _tokenise(spec: FieldSpec, uniques: Sequence[str]) -> tuple[np.ndarray, np.n
     for text it cannot pack (a NUL character, or an alphabet too large for a
     token's characters to fit 64 bits).
     """
+    if spec.name == "address":
+        # House and flat numbers become tokens of their own: per value.
+        return _tokens_python(spec, uniques)
     values = [v.replace(" ", "") for v in uniques] if spec.name in _NAME_FIELDS else list(uniques)
     tokenised = _tokens_numpy(spec, values)
     return tokenised if tokenised is not None else _tokens_python(spec, uniques)
@@ -814,7 +838,11 @@ def _tokens_numpy(
         if n == 1:
             extra += [(r, "t:" + values[r]) for r in present.tolist()]
         if spec.name == "postcode":
-            extra += [(r, "t:out:" + values[r][:-3]) for r in present.tolist()]
+            extra += [
+                (r, "t:out:" + values[r][:-3])
+                for r in present.tolist()
+                if is_uk_postcode(values[r])
+            ]
         if extra:
             rows.append(np.array([r for r, _ in extra], dtype=np.int64))
             ids.append(
@@ -864,11 +892,23 @@ def _tokeniser(spec: FieldSpec) -> Callable[[str], list[str]]:
         return lambda v: _date_tokens(v, n)
     if spec.name == "postcode":
         return lambda v: _postcode_tokens(v, n)
-    if spec.name in ("first_name", "last_name"):
+    if spec.name in ("first_name", "last_name", "locality"):
         # Spaces are removed before taking n-grams so "mary ann", "maryann" and
         # "mary-ann" (normalised to "mary ann") encode identically.
         return lambda v: _ngrams(v.replace(" ", ""), n)
+    if spec.name == "address":
+        return lambda v: _address_tokens(v, n)
     return lambda v: _ngrams(v, n)
+
+
+def _address_tokens(address: str, n: int) -> list[str]:
+    # N-grams of the compacted line tolerate typos and spacing; each number
+    # (house, flat) as a whole token makes "12" and "21" differ as a clerk
+    # would see them, while a moved family keeps its street's n-grams apart.
+    if not address:
+        return []
+    tokens = _ngrams(address.replace(" ", ""), n) if n > 1 else ["t:" + address]
+    return [*tokens, *("t:no:" + w for w in address.split() if w.isdigit())]
 
 
 def _ngrams(value: str, n: int) -> list[str]:

@@ -154,7 +154,7 @@ def _sample_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, QUALITY_SAMPLE_ROWS, replace=False))
 
 
-def _compare_all(
+def compare_all(
     runner: Executor,
     jobs: Sequence[tuple[np.ndarray, np.ndarray]],
     thresholds: float | Sequence[float],
@@ -291,7 +291,7 @@ def link_parties(
     scored = dict(
         zip(
             full,
-            _compare_all(
+            compare_all(
                 runner, [(clks[a], clks[b]) for a, b in full], [thresholds[p] for p in full]
             ),
             strict=True,

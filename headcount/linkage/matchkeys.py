@@ -35,6 +35,7 @@ from headcount.linkage.normalise import Identity, canonical_first_name, is_uk_po
 __all__ = [
     "COMPONENTS",
     "DEFAULT_MATCH_KEYS",
+    "EXTRA_MATCH_KEYS",
     "KEY_BYTES",
     "MATCHKEY_VERSION",
     "DigestIndex",
@@ -89,6 +90,9 @@ COMPONENTS: dict[str, Callable[[Identity], str]] = {
     "postcode": lambda i: i.postcode,
     # Only a UK postcode has an outward code; another country's has none here.
     "postcode_outward": lambda i: i.postcode[:-3] if is_uk_postcode(i.postcode) else "",
+    "address": lambda i: i.address.replace(" ", ""),
+    "locality": lambda i: _compact(i.locality),
+    "reference": lambda i: i.reference,
 }
 
 
@@ -198,7 +202,27 @@ _SOURCE_FIELD: dict[str, str] = {
     "sex": "sex",
     "postcode": "postcode",
     "postcode_outward": "postcode_outward",
+    "address": "address",
+    "locality": "locality",
+    "reference": "reference",
 }
+# Levels for fields only some files hold, added by `derive_match_keys` where
+# every file holds them. A reference number is exact where both sides record
+# it; with the birth year it forgives every error in the names and the rest of
+# the date. An address line stands in for a missing or different postcode.
+EXTRA_MATCH_KEYS: tuple[MatchKeySpec, ...] = (
+    MatchKeySpec("mkref", ("reference", "birth_year"), "any error outside the reference"),
+    MatchKeySpec(
+        "mkaddr",
+        ("first_name", "last_name", "birth_year", "address"),
+        "a wrong day or month of birth, or a postcode not recorded",
+    ),
+    MatchKeySpec(
+        "mkloc",
+        ("canonical_first_name", "last_name", "date_of_birth", "locality"),
+        "a nickname, a postcode or address not recorded",
+    ),
+)
 MIN_DERIVED_COMPONENTS = 3
 
 
@@ -209,6 +233,9 @@ def present_fields(files: Sequence[Sequence[Identity]], share: float = 0.5) -> f
     for identities in files:
         n = max(1, len(identities))
         counts = {
+            "address": sum(1 for i in identities if i.address),
+            "locality": sum(1 for i in identities if i.locality),
+            "reference": sum(1 for i in identities if i.reference),
             "first_name": sum(1 for i in identities if i.first_name),
             "last_name": sum(1 for i in identities if i.last_name),
             "date_of_birth": sum(1 for i in identities if i.date_of_birth),
@@ -222,17 +249,25 @@ def present_fields(files: Sequence[Sequence[Identity]], share: float = 0.5) -> f
 
 
 def derive_match_keys(
-    specs: Sequence[MatchKeySpec], present: Collection[str]
+    specs: Sequence[MatchKeySpec],
+    present: Collection[str],
+    extras: Sequence[MatchKeySpec] = (),
 ) -> tuple[MatchKeySpec, ...]:
     """The hierarchy ``specs`` becomes for data holding only the ``present`` fields.
 
     Each level drops the components whose field is absent (a key needing a
     field one side never records finds nothing); a level left with fewer than
     ``MIN_DERIVED_COMPONENTS`` components, or the same components as a stricter
-    level, goes. Every side must derive from the same ``present`` set.
+    level, goes. Each of ``extras`` whose fields are all present is added whole
+    (``mkref`` first: an exact reference number is the strictest key). Every
+    side must derive from the same ``present`` set.
     """
     out: list[MatchKeySpec] = []
     seen: set[tuple[str, ...]] = set()
+    for extra in extras:
+        if all(_SOURCE_FIELD[c] in present for c in extra.components) and extra.name == "mkref":
+            out.append(extra)
+            seen.add(extra.components)
     for spec in specs:
         kept = tuple(c for c in spec.components if _SOURCE_FIELD[c] in present)
         if len(kept) < MIN_DERIVED_COMPONENTS or kept in seen:
@@ -241,6 +276,11 @@ def derive_match_keys(
         dropped = [c for c in spec.components if c not in kept]
         note = spec.tolerates + (f" (without {', '.join(dropped)})" if dropped else "")
         out.append(MatchKeySpec(spec.name, kept, note))
+    for extra in extras:
+        if all(_SOURCE_FIELD[c] in present for c in extra.components) and extra.name != "mkref":
+            if extra.components not in seen and extra.name not in {s.name for s in out}:
+                out.append(extra)
+                seen.add(extra.components)
     return tuple(out)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "normalise_identity",
     "normalise_name",
     "normalise_postcode",
+    "normalise_reference",
     "normalise_sex",
 ]
 
@@ -64,6 +65,8 @@ _SEPARATORS = frozenset("-_/,;&+")
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr"})
 
 _NAME_RE = re.compile(r"(?:[a-z]+(?: [a-z]+)*)?")
+_ADDRESS_RE = re.compile(r"(?:[a-z0-9]+(?: [a-z0-9]+)*)?")
+_REFERENCE_RE = re.compile(r"[A-Z0-9]{0,32}")
 _ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # Date styles, by the order of day and month. Year-first and textual forms are
@@ -146,6 +149,12 @@ class Identity:
     date_of_birth: str
     sex: str
     postcode: str
+    # Fields a schema may add for files that hold them (blank otherwise): the
+    # address line(s) as `normalise_address` gives them, the locality (town,
+    # suburb) as a name, and a reference number in upper-case letters and digits.
+    address: str = ""
+    locality: str = ""
+    reference: str = ""
 
     def __post_init__(self) -> None:
         for field in ("first_name", "last_name"):
@@ -159,6 +168,12 @@ class Identity:
             raise ValueError("sex must be 'f', 'm' or ''")
         if self.postcode and not _ANY_POSTCODE_RE.fullmatch(self.postcode):
             raise ValueError("postcode is not a normalised postcode")
+        if not _ADDRESS_RE.fullmatch(self.address):
+            raise ValueError("address is not a normalised address")
+        if not _NAME_RE.fullmatch(self.locality):
+            raise ValueError("locality is not a normalised name")
+        if not _REFERENCE_RE.fullmatch(self.reference):
+            raise ValueError("reference is not a normalised reference number")
 
 
 def normalise_name(raw: str) -> str:
@@ -323,6 +338,22 @@ def normalise_postcode(raw: str, style: str = "uk") -> str:
 def is_uk_postcode(postcode: str) -> bool:
     """Whether a normalised postcode has a UK shape (so an outward code exists)."""
     return bool(_POSTCODE_RE.fullmatch(postcode))
+
+
+def normalise_reference(raw: str) -> str:
+    """A reference number (national id, case or pupil number): upper-case letters
+    and digits, spaces and punctuation removed; ``""`` when blank.
+
+    Raises:
+        InvalidInput: more than 32 letters and digits remain, or none do from a
+            value that was not blank.
+    """
+    cleaned = _NON_ALNUM_RE.sub("", unicodedata.normalize("NFKD", raw)).upper()
+    if not raw.strip():
+        return ""
+    if not cleaned or len(cleaned) > 32 or not cleaned.isascii():
+        raise InvalidInput(f"not a reference number (1-32 letters and digits) {raw!r}")
+    return cleaned
 
 
 def normalise_identity(

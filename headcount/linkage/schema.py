@@ -43,6 +43,15 @@ File format (``schemas/default.toml`` is the shipped default)::
     threshold = 0.8                         # Dice score links must reach, (0, 1]
     auto_threshold = false                  # use the quality estimate's threshold
     candidate_floor = 0.5                   # floor for quality estimation, < threshold
+
+    [input]                                 # optional: how files' columns are read
+    date_order = "auto"                     # "auto" (per file), "day-first", "month-first"
+    postcodes = "uk"                        # "uk" or "any" (any country's code)
+
+    [input.columns]                         # identity field = column, or columns joined
+    first_name = "given_name"               # fields: first_name, last_name,
+    address = ["street_number", "address_1"]  # date_of_birth, sex, postcode, address,
+    reference = "soc_sec_id"                # locality, reference (absent = own name)
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
     "BlockingSpec",
+    "InputSpec",
     "LinkageSchema",
     "dumps_schema",
     "load_schema",
@@ -132,6 +142,54 @@ class BlockingSpec:
             raise ValueError(f"bits_per_band must be an int in 1..{MAX_BITS_PER_BAND}")
 
 
+INPUT_FIELDS = (
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "address",
+    "locality",
+    "reference",
+)
+DATE_ORDER_CHOICES = ("auto", "day-first", "month-first")
+POSTCODE_CHOICES = ("uk", "any")
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """How a file's columns become identity fields (the schema's ``[input]``).
+
+    Attributes:
+        columns: identity field -> the column, or columns joined with a space
+            (an address in parts), that hold it; a field not named is read from
+            the column of its own name, and may be absent when the reader allows.
+        date_order: ``"auto"`` (found per file), ``"day-first"`` or ``"month-first"``.
+        postcodes: ``"uk"`` (UK shape checked) or ``"any"`` (any country's code).
+
+    Raises:
+        ValueError: an unknown field or choice, or an empty column name.
+    """
+
+    columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    date_order: str = "auto"
+    postcodes: str = "uk"
+
+    def __post_init__(self) -> None:
+        for name, sources in self.columns:
+            if name not in INPUT_FIELDS:
+                raise ValueError(f"unknown identity field {name!r}; fields: {list(INPUT_FIELDS)}")
+            if not sources or not all(isinstance(c, str) and c.strip() for c in sources):
+                raise ValueError(f"field {name!r} needs one or more non-empty column names")
+        if self.date_order not in DATE_ORDER_CHOICES:
+            raise ValueError(f"date_order must be one of {list(DATE_ORDER_CHOICES)}")
+        if self.postcodes not in POSTCODE_CHOICES:
+            raise ValueError(f"postcodes must be one of {list(POSTCODE_CHOICES)}")
+
+    def mapping(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.columns)
+
+
 @dataclass(frozen=True, slots=True)
 class LinkageSchema:
     """Everything parties must agree on to link: see the module docstring.
@@ -147,6 +205,8 @@ class LinkageSchema:
             quality estimate picks instead of ``threshold``.
         candidate_floor: floor of the candidate set the quality estimate is
             fitted to, in (0, threshold).
+        input: how files' columns are read (column names, date order, postcode
+            style); the postcode style changes encodings and is fingerprinted.
 
     Raises:
         ValueError: a value is out of range or of the wrong type.
@@ -160,8 +220,11 @@ class LinkageSchema:
     threshold: float = 0.8
     auto_threshold: bool = False
     candidate_floor: float = 0.5
+    input: InputSpec = field(default_factory=InputSpec)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.input, InputSpec):
+            raise ValueError("input must be an InputSpec")
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise ValueError("name must be 1-32 characters of [a-z0-9_-]")
         if not isinstance(self.clk, ClkSchema):
@@ -190,8 +253,14 @@ class LinkageSchema:
         object.__setattr__(self, "candidate_floor", float(self.candidate_floor))
 
     def to_json(self) -> dict[str, Any]:
-        """The schema as a JSON-ready document (what `fingerprint` hashes)."""
-        return {
+        """The schema as a JSON-ready document (what `fingerprint` hashes).
+
+        Of ``input``, only a non-UK postcode style is hashed (it changes how
+        postcodes normalise): column names differ from file to file and the
+        date order is found per file, and neither changes an encoding.
+        """
+        extra = {"postcodes": self.input.postcodes} if self.input.postcodes != "uk" else {}
+        return extra | {
             "version": SCHEMA_VERSION,
             "name": self.name,
             "clk": {**self.clk.to_json(), "fingerprint": self.clk.fingerprint()},
@@ -322,6 +391,19 @@ def dumps_schema(schema: LinkageSchema) -> str:
         f"candidate_floor = {schema.candidate_floor!r}",
         "",
     ]
+    if schema.input != InputSpec():
+        lines += [
+            "[input]",
+            f'date_order = "{schema.input.date_order}"',
+            f'postcodes = "{schema.input.postcodes}"',
+            "",
+            "[input.columns]",
+            *(
+                f"{name} = {json.dumps(cols[0] if len(cols) == 1 else list(cols))}"
+                for name, cols in schema.input.columns
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -385,7 +467,10 @@ class _Checker:
             return None
 
     def schema(self, doc: dict[str, Any]) -> LinkageSchema | None:
-        self.unknown(doc, {"format", "name", "clk", "match_keys", "blocking", "linkage"}, "")
+        self.unknown(
+            doc, {"format", "name", "clk", "match_keys", "blocking", "linkage", "input"}, ""
+        )
+        input_spec = self.input(self.table(doc, "input", "input"))
         fmt = self.get(doc, "format", "format", lambda v: isinstance(v, str), "a string")
         if fmt is not None and fmt != FORMAT:
             self.problem("format", f"must be {FORMAT!r}, got {fmt!r}")
@@ -424,7 +509,7 @@ class _Checker:
             return None
         assert name is not None and clk is not None and keys is not None
         assert blocking is not None and threshold is not None and auto is not None
-        assert floor is not None and decoy_share is not None
+        assert floor is not None and decoy_share is not None and input_spec is not None
         return self.build(
             "linkage",
             lambda: LinkageSchema(
@@ -436,8 +521,31 @@ class _Checker:
                 threshold=threshold,
                 auto_threshold=auto,
                 candidate_floor=floor,
+                input=input_spec,
             ),
         )
+
+    def input(self, doc: dict[str, Any]) -> InputSpec | None:
+        self.unknown(doc, {"columns", "date_order", "postcodes"}, "input.")
+        columns = self.table(doc, "columns", "input.columns")
+        pairs: list[tuple[str, tuple[str, ...]]] = []
+        for name, value in columns.items():
+            where = f"input.columns.{name}"
+            if isinstance(value, str):
+                pairs.append((name, (value,)))
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                pairs.append((name, tuple(value)))
+            else:
+                self.problem(where, "must be a column name or a list of column names")
+        order = self.get(
+            doc, "date_order", "input.date_order", lambda v: isinstance(v, str), "a string", "auto"
+        )
+        postcodes = self.get(
+            doc, "postcodes", "input.postcodes", lambda v: isinstance(v, str), "a string", "uk"
+        )
+        if order is None or postcodes is None:
+            return None
+        return self.build("input", InputSpec, tuple(pairs), date_order=order, postcodes=postcodes)
 
     def clk(self, doc: dict[str, Any]) -> tuple[ClkSchema | None, float | None]:
         self.unknown(doc, {"filter_bits", "fields", "hardening"}, "clk.")

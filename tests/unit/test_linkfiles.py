@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -185,3 +186,142 @@ def test_a_non_uk_file_links_through_its_schema(data: Path, tmp_path: Path) -> N
     # Match-keys still work without sex: the derived hierarchy found links.
     assert "match-keys: mk1" in result.output
     assert " 0 by match-key" not in result.output
+
+
+def _with_schema_columns(src: Path, dst: Path, truth: pd.DataFrame, side: str) -> int:
+    """The synthetic file in intl-example.toml's columns, with a reference number
+    (the person's) on most records; the first 20 linked records of side "b" get
+    names and day of birth no other field would forgive (the birth year stays, as
+    the reference level keys on it). Returns how many were garbled."""
+    frame = pd.read_csv(src, dtype=str, keep_default_na=False)
+    person = dict(zip(truth[f"{src.stem}_id"], truth.person_id, strict=True))
+    street = frame.address.str.extract(r"^(\d+)\s+(.*)$")
+    out = pd.DataFrame(
+        {
+            "record_id": frame.record_id,
+            "given_name": frame.first_name,
+            "surname": frame.last_name,
+            "dob": frame.date_of_birth,
+            "street_number": street[0].fillna(""),
+            "address_1": street[1].fillna(frame.address),
+            "address_2": "",
+            "suburb": frame.local_authority,
+            "postcode": frame.postcode.str.replace(" ", "").str[:4],
+            "soc_sec_id": [person[r][1:] if i % 4 else "" for i, r in enumerate(frame.record_id)],
+        }
+    )
+    garbled = 0
+    if side == "b":
+        for i in range(len(out)):
+            if garbled == 20:
+                break
+            if out.loc[i, "soc_sec_id"]:
+                born = normalise_date(out.loc[i, "dob"])[:4] or "1901"
+                out.loc[i, ["given_name", "surname", "dob"]] = ["Zzyzx", "Qwxyz", born + "-01-01"]
+                garbled += 1
+    out.to_csv(dst, index=False)
+    return garbled
+
+
+def test_a_schema_names_the_columns_and_adds_fields(data: Path, tmp_path: Path) -> None:
+    """schemas/intl-example.toml: address in three columns, a suburb, a reference
+    number, no sex. Records whose names and date are wrong link by reference."""
+    from headcount.linkage.schema import DEFAULT_SCHEMA_PATH, load_schema
+    from headcount.linkfiles import read_options
+
+    schema = load_schema(DEFAULT_SCHEMA_PATH.parent / "intl-example.toml")
+    truth = pd.read_csv(data / "ground_truth.csv", dtype=str, keep_default_na=False)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _with_schema_columns(data / "education.csv", a, truth, "a")
+    garbled = _with_schema_columns(data / "health.csv", b, truth, "b")
+    out = tmp_path / "pairs.csv"
+    summary = link_files(
+        [a, b],
+        out,
+        schema=schema,
+        seed=5,
+        options=read_options(schema, blank_invalid=True),
+    )
+    assert summary.clk_fields[-2:] == ("address", "locality")
+    names = [k.name for k in summary.match_keys]
+    assert names[0] == "mkref" and "mkaddr" in names and "mkloc" in names
+    assert summary.reports["a"].absent == ("sex",)
+    true_pairs = {
+        (e, h) for e, h in zip(truth.education_id, truth.health_id, strict=True) if e and h
+    }
+    pairs = pd.read_csv(out, dtype=str)
+    found = set(zip(pairs.id_a, pairs.id_b, strict=True))
+    precision = len(found & true_pairs) / len(found)
+    recall = len(found & true_pairs) / len(true_pairs)
+    assert precision >= 0.97 and recall >= 0.95, (precision, recall)
+    # The garbled records share little but the reference with their true
+    # partner; where the partner has one too, the reference level links them.
+    b_frame = pd.read_csv(b, dtype=str, keep_default_na=False)
+    a_frame = pd.read_csv(a, dtype=str, keep_default_na=False)
+    wrong = set(b_frame.record_id[b_frame.given_name == "Zzyzx"])
+    assert len(wrong) == garbled == 20
+    with_reference = set(a_frame.record_id[a_frame.soc_sec_id != ""])
+    true_wrong = {(e, h) for e, h in true_pairs if h in wrong and e in with_reference}
+    assert true_wrong and true_wrong <= found
+    # Control: read without the reference column, they are lost.
+    control = tmp_path / "control.csv"
+    link_files(
+        [a, b],
+        control,
+        schema=schema,
+        seed=5,
+        options=read_options(schema, blank_invalid=True, columns={"reference": "none"}),
+    )
+    got = pd.read_csv(control, dtype=str)
+    assert not true_wrong & set(zip(got.id_a, got.id_b, strict=True))
+
+
+def _with_duplicates(src: Path, dst: Path) -> set[tuple[str, str]]:
+    """The file with a second, altered record for every fifth person (a typo in
+    the first name, the date in another style, the postcode blank); returns the
+    true duplicate pairs."""
+    frame = pd.read_csv(src, dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(11)
+    extra = []
+    truth = set()
+    for i in range(0, len(frame), 5):
+        row = frame.iloc[i].copy()
+        name = row.first_name
+        if len(name) > 3:
+            k = int(rng.integers(1, len(name) - 1))
+            name = name[:k] + name[k + 1] + name[k] + name[k + 2 :]
+        row.first_name = name
+        iso = normalise_date(row.date_of_birth)
+        row.date_of_birth = f"{iso[8:10]}.{iso[5:7]}.{iso[:4]}" if iso else ""
+        row.postcode = ""
+        row.record_id = f"DUP-{i:06d}"
+        extra.append(row)
+        truth.add((frame.record_id.iloc[i], row.record_id))
+    pd.concat([frame, pd.DataFrame(extra)]).to_csv(dst, index=False)
+    return truth
+
+
+def test_dedup_finds_a_files_own_duplicates(data: Path, tmp_path: Path) -> None:
+    """One file holding several records of some people (siblings and twins too):
+    --dedup finds the duplicates without joining relatives."""
+    register = tmp_path / "register.csv"
+    truth = _with_duplicates(data / "health.csv", register)
+    out = tmp_path / "dups" / "pairs.csv"
+    result = CliRunner().invoke(
+        cli, ["link-files", str(register), "--dedup", "--seed", "2", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "with duplicates" in result.output and "merges refused" in result.output
+    pairs = pd.read_csv(out, dtype=str)
+    assert list(pairs.columns) == ["id_a", "id_b", "score"]
+    found = set(zip(pairs.id_a, pairs.id_b, strict=True))
+    precision = len(found & truth) / len(found)
+    recall = len(found & truth) / len(truth)
+    assert precision >= 0.97 and recall >= 0.95, (precision, recall)
+    # Two files to --dedup, or one file without it, are refused before any work.
+    two = CliRunner().invoke(
+        cli, ["link-files", str(register), str(register), "--dedup", "--out", str(out)]
+    )
+    assert two.exit_code != 0 and "exactly one file" in two.output
+    one = CliRunner().invoke(cli, ["link-files", str(register), "--out", str(out)])
+    assert one.exit_code != 0 and "--dedup" in one.output

@@ -71,7 +71,7 @@ def test_schema_rejects_bad_fields() -> None:
     with pytest.raises(ValueError, match="once"):
         ClkSchema(fields=(FieldSpec("sex", 1, 2), FieldSpec("sex", 1, 3)))
     with pytest.raises(ValueError, match="unknown"):
-        FieldSpec("address", 2, 10)
+        FieldSpec("nationality", 2, 10)
     with pytest.raises(ValueError, match="ngram"):
         FieldSpec("sex", 0, 2)
     with pytest.raises(ValueError, match="hashes"):

@@ -53,7 +53,7 @@ def _keys(identities: list[Identity], secret: bytes = SECRET) -> list[list[bytes
         (("mk-1", ("first_name", "last_name")), "name"),
         (("mk1", ("first_name",)), "two or more"),
         (("mk1", ["first_name", "last_name"]), "tuple"),
-        (("mk1", ("first_name", "address")), "unknown component"),
+        (("mk1", ("first_name", "nationality")), "unknown component"),
         (("mk1", ("first_name", "first_name")), "repeats"),
     ],
 )
@@ -329,9 +329,10 @@ def test_match_keys_are_precise_on_synthetic_data(
 
 
 def test_every_component_is_used_or_documented() -> None:
-    used = {c for spec in DEFAULT_MATCH_KEYS for c in spec.components}
-    assert used <= set(COMPONENTS)
-    assert set(COMPONENTS) - used == {"birth_year"}  # available for custom hierarchies
+    from headcount.linkage.matchkeys import EXTRA_MATCH_KEYS
+
+    used = {c for spec in (*DEFAULT_MATCH_KEYS, *EXTRA_MATCH_KEYS) for c in spec.components}
+    assert used == set(COMPONENTS)
 
 
 def test_the_hierarchy_is_derived_from_the_fields_the_data_holds() -> None:
@@ -358,3 +359,18 @@ def test_the_hierarchy_is_derived_from_the_fields_the_data_holds() -> None:
     held = present_fields([a, b])
     assert held == {"first_name", "last_name", "date_of_birth", "postcode"}
     assert "postcode_outward" not in held  # a 4-digit code has no UK outward code
+
+
+def test_levels_for_fields_only_some_files_hold() -> None:
+    from headcount.linkage.matchkeys import EXTRA_MATCH_KEYS, derive_match_keys
+
+    base = {"first_name", "last_name", "date_of_birth"}
+    plain = derive_match_keys(DEFAULT_MATCH_KEYS, base, EXTRA_MATCH_KEYS)
+    assert not {"mkref", "mkaddr", "mkloc"} & {s.name for s in plain}
+    rich = derive_match_keys(
+        DEFAULT_MATCH_KEYS, base | {"reference", "address", "locality"}, EXTRA_MATCH_KEYS
+    )
+    names = [s.name for s in rich]
+    # The exact reference number leads; the address and locality levels follow.
+    assert names[0] == "mkref" and {"mkaddr", "mkloc"} <= set(names)
+    assert names[1 : 1 + len(plain)] == [s.name for s in plain]

@@ -241,3 +241,40 @@ def test_optional_sections_take_their_defaults() -> None:
     # Omitted hardening keys are off: the plain layout of LinkageSchema()
     # (the shipped default turns folding on explicitly).
     assert parse_schema(doc) == LinkageSchema()
+
+
+# --- input ------------------------------------------------------------------------
+
+
+def test_the_input_table_names_columns_and_reads_back(tmp_path: Path) -> None:
+    from headcount.linkage.schema import DEFAULT_SCHEMA_PATH, InputSpec
+
+    intl = load_schema(DEFAULT_SCHEMA_PATH.parent / "intl-example.toml")
+    assert intl.input.mapping()["address"] == ("street_number", "address_1", "address_2")
+    assert intl.input.postcodes == "any"
+    assert load_schema(_write(tmp_path, dumps_schema(intl))) == intl
+    # Only the postcode style changes encodings, so only it is fingerprinted.
+    names_only = dataclasses.replace(
+        DEFAULT_LINKAGE_SCHEMA, input=InputSpec(columns=(("first_name", ("given",)),))
+    )
+    assert names_only.fingerprint() == DEFAULT_LINKAGE_SCHEMA.fingerprint()
+    any_postcode = dataclasses.replace(DEFAULT_LINKAGE_SCHEMA, input=InputSpec(postcodes="any"))
+    assert any_postcode.fingerprint() != DEFAULT_LINKAGE_SCHEMA.fingerprint()
+
+
+def test_a_bad_input_table_is_refused_with_every_problem(tmp_path: Path) -> None:
+    text = dumps_schema(DEFAULT_LINKAGE_SCHEMA) + (
+        '\n[input]\ndate_order = "sideways"\ncolour = 1\n\n'
+        '[input.columns]\nnationality = "nat"\nfirst_name = 3\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_schema(_write(tmp_path, text))
+    message = str(info.value)
+    assert "input.colour: unknown key" in message
+    assert "input.columns.first_name: must be a column name" in message
+    # The dataclass's own checks report once the table's types are right.
+    fixed = text.replace("first_name = 3", 'first_name = "given"').replace("colour = 1\n", "")
+    with pytest.raises(ConfigError, match="unknown identity field 'nationality'"):
+        load_schema(_write(tmp_path, fixed))
+    with pytest.raises(ConfigError, match="date_order must be one of"):
+        load_schema(_write(tmp_path, fixed.replace('nationality = "nat"\n', "")))

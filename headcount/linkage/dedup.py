@@ -1,0 +1,260 @@
+"""Deduplication: the records of one file (one department) that are one person.
+
+Real registers hold several records of one person (a pupil re-registered at a
+new school, several health episodes). Linking a file with itself under the
+one-record-per-party rule cannot find them, so deduplication has its own
+solver:
+
+1. candidate pairs within the file: every pair of records whose Dice score
+   reaches the threshold (``i < j``), and every pair that shares an exact
+   match-key at some level (score 1.0 for the greedy order);
+2. greedy merging, best pair first, of the clusters the two records are in,
+   **only if the merged cluster stays coherent**: the average score over
+   every pair of records across the two clusters must reach the threshold,
+   and no cross pair may fall below ``floor``. A pair that shares an exact
+   match-key counts as 1.0. This is average linkage with a veto: it refuses the
+   chains single linkage builds (A resembles B, B resembles C, so A, B and C
+   are merged although A and C share nothing), which is how siblings and
+   namesakes would otherwise end up in one cluster;
+3. clusters are capped at ``max_cluster`` records.
+
+Everything is deterministic: ties in score are broken by record index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from headcount.linkage.dice import Candidates, best_pairs
+from headcount.linkage.engine import compare_all
+from headcount.linkage.executor import Executor, LocalExecutor
+from headcount.linkage.matchkeys import MatchKeyLevels, key_digests
+from headcount.linkage.quality import QualityEstimate, estimate_link_quality
+
+__all__ = ["DedupResult", "dedup_records"]
+
+log = logging.getLogger(__name__)
+
+# A key shared by more records than this is too common to mean one person
+# (a blank-ish or very frequent combination): it adds no edges.
+MAX_KEY_GROUP = 8
+DEFAULT_MAX_CLUSTER = 20
+QUALITY_SAMPLE_ROWS = 2_000
+QUALITY_TOP = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DedupResult:
+    """Clusters of one file's records.
+
+    Attributes:
+        labels: ``int64`` per record, the cluster it belongs to (0..k-1, in the
+            order of each cluster's first record); a record alone has its own.
+        pairs: every pair of records in one cluster (left < right), with its
+            Dice score (a pair joined through a match-key or through the rest
+            of its cluster may score below the threshold).
+        candidates: CLK candidate pairs at the threshold.
+        key_pairs: pairs sharing an exact match-key.
+        refused: merges the coherence check refused.
+        threshold: the Dice threshold used.
+        quality: the estimate of the pairs' precision and recall from the
+            score distribution (None when too few candidates to fit).
+    """
+
+    labels: np.ndarray
+    pairs: Candidates
+    candidates: int
+    key_pairs: int
+    refused: int
+    threshold: float
+    quality: QualityEstimate | None
+
+    @property
+    def clusters(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+
+def _dice(bits: np.ndarray, counts: np.ndarray, a: Sequence[int], b: Sequence[int]) -> np.ndarray:
+    """Dice scores of every (a, b) record pair, as an ``len(a) x len(b)`` array."""
+    left = bits[np.asarray(a)][:, None, :]
+    right = bits[np.asarray(b)][None, :, :]
+    common = np.bitwise_count(left & right).sum(axis=2, dtype=np.int64)
+    total = counts[np.asarray(a)][:, None] + counts[np.asarray(b)][None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, 2.0 * common / np.maximum(total, 1), 0.0)
+    return out
+
+
+def _key_pairs(keys: MatchKeyLevels | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) of every pair of records sharing a key at some level."""
+    if keys is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    digests = key_digests(keys)
+    lefts: list[np.ndarray] = []
+    rights: list[np.ndarray] = []
+    for level in digests:
+        rows = np.flatnonzero(level)
+        if not len(rows):
+            continue
+        order = rows[np.argsort(level[rows], kind="stable")]
+        values = level[order]
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        ends = np.r_[starts[1:], len(values)]
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            size = e - s
+            if size < 2 or size > MAX_KEY_GROUP:
+                continue
+            group = np.sort(order[s:e])
+            i, j = np.triu_indices(size, k=1)
+            lefts.append(group[i])
+            rights.append(group[j])
+    if not lefts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    pair = np.unique(left.astype(np.int64) * n + right)
+    return pair // n, pair % n
+
+
+def _self_candidates(clks: np.ndarray, threshold: float, runner: Executor) -> Candidates:
+    """Every pair (i < j) of the file scoring >= threshold."""
+    (found,) = compare_all(runner, [(clks, clks)], threshold)
+    keep = found.left < found.right
+    return Candidates(found.left[keep], found.right[keep], found.score[keep])
+
+
+def _estimate(clks: np.ndarray, floor: float, threshold: float) -> QualityEstimate | None:
+    """EM on a sample of records' best other records (self-pairs dropped)."""
+    n = len(clks)
+    rows = (
+        np.arange(n)
+        if n <= QUALITY_SAMPLE_ROWS
+        else np.sort(np.random.default_rng(0).choice(n, QUALITY_SAMPLE_ROWS, replace=False))
+    )
+    found = best_pairs(clks[rows], clks, floor, QUALITY_TOP + 1)
+    keep = rows[found.left] != found.right
+    cands = Candidates(found.left[keep], found.right[keep], found.score[keep])
+    try:
+        return estimate_link_quality(cands, floor, threshold=threshold)
+    except ValueError as exc:
+        log.info("dedup: no quality estimate (%s)", exc)
+        return None
+
+
+def dedup_records(
+    clks: np.ndarray,
+    threshold: float,
+    *,
+    keys: MatchKeyLevels | None = None,
+    floor: float | None = None,
+    executor: Executor | None = None,
+    max_cluster: int = DEFAULT_MAX_CLUSTER,
+) -> DedupResult:
+    """Cluster the records of one file that are one person (see the module doc).
+
+    ``clks`` is a ``uint8`` (records, filter_bytes) array; ``keys`` the file's
+    match-keys (`matchkeys.match_keys`), if any. ``floor`` (default: the
+    threshold less 0.1) is the lowest score any cross pair of a merge may
+    have; it is also where the quality estimate's candidates start.
+
+    Raises:
+        ValueError: a threshold outside (0, 1], a floor outside (0, threshold],
+            or a cluster cap below 2.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError("threshold must be in (0, 1]")
+    floor = max(0.01, threshold - 0.1) if floor is None else floor
+    if not 0.0 < floor <= threshold:
+        raise ValueError("floor must be in (0, threshold]")
+    if max_cluster < 2:
+        raise ValueError("max_cluster must be at least 2")
+    n = len(clks)
+    runner = LocalExecutor() if executor is None else executor
+    cands = _self_candidates(clks, threshold, runner)
+    key_left, key_right = _key_pairs(keys, n)
+    keyed = set(zip(key_left.tolist(), key_right.tolist(), strict=True))
+    # Edges: keyed pairs first (as 1.0), then CLK pairs by score; ties by index.
+    left = np.concatenate([key_left, cands.left]).astype(np.int64)
+    right = np.concatenate([key_right, cands.right]).astype(np.int64)
+    score = np.concatenate([np.ones(len(key_left)), cands.score])
+    order = np.lexsort((right, left, -score))
+    bits = np.ascontiguousarray(clks).view(np.uint64)
+    counts = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
+
+    parent = list(range(n))
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    refused = 0
+    for k in order.tolist():
+        a, b = find(int(left[k])), find(int(right[k]))
+        if a == b:
+            continue
+        ma, mb = members[a], members[b]
+        if len(ma) + len(mb) > max_cluster:
+            refused += 1
+            continue
+        cross = _dice(bits, counts, ma, mb)
+        for x, i in enumerate(ma):
+            for y, j in enumerate(mb):
+                if (min(i, j), max(i, j)) in keyed:
+                    cross[x, y] = 1.0
+        if cross.mean() < threshold or cross.min() < floor:
+            refused += 1
+            continue
+        if len(ma) < len(mb):
+            a, b, ma, mb = b, a, mb, ma
+        parent[b] = a
+        ma.extend(mb)
+        del members[b]
+
+    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
+    _, labels = np.unique(roots, return_inverse=True)
+    # Relabel by each cluster's first record, so labels follow file order.
+    first: dict[int, int] = {}
+    for r in labels.tolist():
+        first.setdefault(r, len(first))
+    labels = np.array([first[r] for r in labels.tolist()], dtype=np.int64)
+    pair_left: list[int] = []
+    pair_right: list[int] = []
+    pair_score: list[float] = []
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        group = sorted(group)
+        scores = _dice(bits, counts, group, group)
+        for x in range(len(group)):
+            for y in range(x + 1, len(group)):
+                pair_left.append(group[x])
+                pair_right.append(group[y])
+                pair_score.append(float(min(1.0, scores[x, y])))
+    pairs = Candidates(
+        np.array(pair_left, dtype=np.int64),
+        np.array(pair_right, dtype=np.int64),
+        np.array(pair_score, dtype=np.float64),
+    )
+    log.info(
+        "dedup: %d records, %d candidate pairs, %d keyed pairs, %d clusters, %d merges refused",
+        n,
+        len(cands),
+        len(key_left),
+        int(labels.max()) + 1 if n else 0,
+        refused,
+    )
+    return DedupResult(
+        labels,
+        pairs,
+        len(cands),
+        len(key_left),
+        refused,
+        threshold,
+        _estimate(clks, floor, threshold) if n > 1 else None,
+    )

@@ -1,0 +1,78 @@
+"""Deduplication within one file: coherent clusters, no chaining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headcount.linkage.dedup import dedup_records
+
+
+def _clks(*spans: tuple[int, int], bits: int = 1024) -> np.ndarray:
+    """One filter per span, with bits [start, stop) set."""
+    out = np.zeros((len(spans), bits), dtype=np.uint8)
+    for row, (start, stop) in enumerate(spans):
+        out[row, start:stop] = 1
+    return np.packbits(out, axis=1)
+
+
+def test_records_of_one_person_join_one_cluster() -> None:
+    # Two people, each with two near-identical records; a fifth record alone.
+    clks = _clks((0, 100), (2, 102), (500, 600), (503, 603), (800, 900))
+    result = dedup_records(clks, 0.8)
+    labels = result.labels.tolist()
+    assert labels[0] == labels[1] and labels[2] == labels[3]
+    assert len(set(labels)) == 3
+    pairs = zip(result.pairs.left.tolist(), result.pairs.right.tolist(), strict=True)
+    assert sorted(pairs) == [(0, 1), (2, 3)]
+    assert result.clusters == 3
+
+
+def test_a_chain_of_resemblances_is_not_one_person() -> None:
+    """A resembles B (0.8), B resembles C (0.7), A and C share little (0.5):
+    single linkage would merge all three; the coherence check refuses C."""
+    clks = _clks((0, 100), (20, 120), (50, 150))
+    result = dedup_records(clks, 0.7)
+    labels = result.labels.tolist()
+    assert labels[0] == labels[1] != labels[2]
+    assert result.refused == 1
+
+
+def test_exact_match_keys_join_records_the_filters_keep_apart() -> None:
+    clks = _clks((0, 100), (300, 400), (600, 700))
+    key = bytes(range(16))
+    other = bytes(range(1, 17))
+    keys = [[key, key, other]]  # one level: records 0 and 1 share a key
+    result = dedup_records(clks, 0.8, keys=keys)
+    assert result.key_pairs == 1
+    labels = result.labels.tolist()
+    assert labels[0] == labels[1] != labels[2]
+
+
+def test_a_key_shared_by_too_many_records_is_ignored() -> None:
+    clks = _clks(*((i * 100, i * 100 + 60) for i in range(10)))
+    key = bytes(range(16))
+    result = dedup_records(clks, 0.8, keys=[[key] * 10])
+    assert result.key_pairs == 0 and result.clusters == 10
+
+
+def test_clusters_are_capped() -> None:
+    clks = _clks(*((0, 100),) * 6)
+    result = dedup_records(clks, 0.8, max_cluster=4)
+    sizes = np.bincount(result.labels)
+    assert sizes.max() == 4 and result.refused > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": 0.8, "floor": 0.9}, "floor"),
+        ({"threshold": 0.8, "max_cluster": 1}, "max_cluster"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
+    clks = _clks((0, 100), (2, 102))
+    threshold = kwargs.pop("threshold")
+    with pytest.raises(ValueError, match=message):
+        dedup_records(clks, threshold, **kwargs)  # type: ignore[arg-type]
