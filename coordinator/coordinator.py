@@ -8,6 +8,7 @@ before a table leaves it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -44,10 +45,11 @@ from headcount.errors import (
     PolicyRefused,
 )
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
+from headcount.linkage.dedup import dedup_records, duplicate_tokens, first_records
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import household_groups, resolve_households
-from headcount.linkage.matchkeys import wire_digests
+from headcount.linkage.matchkeys import key_digests, wire_digests
 from headcount.measures import Packing, make_packing
 from headcount.privacy.accountant import compose, period_of
 from headcount.privacy.noise import draw_share
@@ -458,19 +460,48 @@ class Coordinator:
         log.info("epoch %s: encodings received in %.1f s", epoch_id, time.monotonic() - started)
         executor = executor_from_spec(self.federation.linkage_executor)
         try:
+            # With dedup, each department's own records of one person are found
+            # from its encodings alone, and only each person's first record is
+            # linked and counted (docs/linkage.md).
+            deduped = (
+                {
+                    p: dedup_records(
+                        e.clks,
+                        threshold,
+                        keys=e.match_keys,
+                        floor=min(self.schema.candidate_floor, threshold),
+                        executor=executor,
+                    )
+                    for p, e in encodings.items()
+                }
+                if self.schema.dedup
+                else {}
+            )
+            people = {p: first_records(d.labels) for p, d in deduped.items()}
             result = link_parties(
-                {p: e.clks for p, e in encodings.items()},
+                {p: e.clks[people[p]] if p in people else e.clks for p, e in encodings.items()},
                 threshold,
                 executor=executor,
                 floor=self.schema.candidate_floor,
                 auto_threshold=self.schema.auto_threshold and not explicit_threshold,
-                match_keys={p: e.match_keys for p, e in encodings.items()},
+                match_keys={
+                    p: key_digests(e.match_keys)[:, people[p]] if p in people else e.match_keys
+                    for p, e in encodings.items()
+                },
                 # Large pairs are LSH-blocked under a fresh random key per
                 # epoch (the engine draws it; no node can predict the bands).
                 blocking=self.schema.blocking,
             )
         finally:
             executor.close()
+        duplicates: dict[str, dict[bytes, bytes]] = {}
+        if people:
+            result = dataclasses.replace(
+                result, members=_records_of(result.members, result.parties, people)
+            )
+            duplicates = {
+                p: duplicate_tokens(encodings[p].tokens, d.labels) for p, d in deduped.items()
+            }
         quality = {
             f"{a}|{b}": {
                 "threshold": result.thresholds[(a, b)],
@@ -516,6 +547,7 @@ class Coordinator:
             quality,
             score_histograms={pair: h.to_json() for pair, h in histograms.items()},
             resolved_households=resolved,
+            duplicates=duplicates,
         )
         info = self.store.epoch(epoch_id)
         self._warm_pools(info.records)
@@ -882,7 +914,9 @@ class Coordinator:
             # (headcount.linkage.households.household_groups).
             prev_raw = self.store.households(epoch_id, prev_party)
             prev_resolved = self.store.resolved_households(epoch_id, prev_party, prev_raw)
-            prev_tokens = [t for t in current if t in prev_raw]
+            # A person's further records (dedup) are not counted again.
+            again = self.store.duplicates(epoch_id, prev_party)
+            prev_tokens = [t for t in current if t in prev_raw and t not in again]
             groups = household_groups(
                 [prev_raw[t] for t in prev_tokens],
                 [prev_resolved.get(t, b"") for t in prev_tokens],
@@ -1023,10 +1057,11 @@ class Coordinator:
         if plan.unlinked_cell:
             # Records of the previous hop with no link into the grouping
             # department form their own cell, so the table adds up.
-            linked_prev = set(self.store.linked(epoch_id, prev, last.party).values())
-            unlinked = paillier.add_all(
-                key, (c for t, c in current.items() if t not in linked_prev)
-            )
+            # Records of the previous hop with no link, each person once: a
+            # person's further records (dedup) are left out.
+            skip = set(self.store.linked(epoch_id, prev, last.party).values())
+            skip.update(self.store.duplicates(epoch_id, prev))
+            unlinked = paillier.add_all(key, (c for t, c in current.items() if t not in skip))
             sums.append((unlinked_group(last.party), unlinked))
 
         # Noise is added under encryption, slot by slot, in shares: this
@@ -1137,6 +1172,18 @@ class Coordinator:
             enc.start_pool(min(need, paillier.pool_limit(key)))
             if enc not in self._pooled:
                 self._pooled.append(enc)
+
+
+def _records_of(
+    members: np.ndarray, parties: Sequence[str], people: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Clusters over each party's people (first records) as clusters over its records."""
+    out = members.copy()
+    for k, party in enumerate(parties):
+        if party in people:
+            linked = out[:, k] >= 0
+            out[linked, k] = people[party][out[linked, k]]
+    return out
 
 
 def release_json(title: str, table: common_pb2.ProtectedTable) -> dict[str, Any]:

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS encodings (
 CREATE TABLE IF NOT EXISTS resolved_households (
     epoch_id TEXT NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL, household BLOB NOT NULL,
     PRIMARY KEY (epoch_id, party, token));
+CREATE TABLE IF NOT EXISTS duplicates (
+    epoch_id TEXT NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL, primary_token BLOB NOT NULL,
+    PRIMARY KEY (epoch_id, party, token));
 CREATE TABLE IF NOT EXISTS links (
     epoch_id TEXT NOT NULL, cluster INTEGER NOT NULL, party TEXT NOT NULL, token BLOB NOT NULL,
     PRIMARY KEY (epoch_id, party, token));
@@ -168,8 +171,13 @@ class CoordinatorStore:
         quality: dict[str, dict[str, Any]] | None = None,
         score_histograms: dict[tuple[str, str], dict[str, Any]] | None = None,
         resolved_households: Mapping[str, Sequence[bytes]] | None = None,
+        duplicates: Mapping[str, Mapping[bytes, bytes]] | None = None,
     ) -> None:
         """Store an epoch, its encodings and its graph in one transaction.
+
+        ``duplicates``: per party, each further record of a person that party
+        holds several records of -> the token of the person's first record (the
+        one that is linked and counted; `headcount.linkage.dedup`).
 
         ``resolved_households``: per party, each token's household key as
         resolved through its person links (`headcount.linkage.households`),
@@ -220,6 +228,14 @@ class CoordinatorStore:
                         if hh != own
                     ),
                 )
+            db.executemany(
+                "INSERT INTO duplicates VALUES (?, ?, ?, ?)",
+                (
+                    (epoch_id, party, token, primary)
+                    for party, mapping in (duplicates or {}).items()
+                    for token, primary in mapping.items()
+                ),
+            )
             db.executemany(
                 "INSERT INTO links VALUES (?, ?, ?, ?)",
                 (
@@ -334,6 +350,15 @@ class CoordinatorStore:
             else:
                 keys.pop(bytes(token), None)
         return keys
+
+    def duplicates(self, epoch_id: str, party: str) -> dict[bytes, bytes]:
+        """``party``'s further records of a person -> the person's counted record."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT token, primary_token FROM duplicates WHERE epoch_id = ? AND party = ?",
+                (epoch_id, party),
+            ).fetchall()
+        return {bytes(r[0]): bytes(r[1]) for r in rows}
 
     def linked(self, epoch_id: str, left: str, right: str) -> dict[bytes, bytes]:
         """right-party token -> left-party token, for clusters holding both."""

@@ -20,6 +20,7 @@ give every process all the certificates and only its own key
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import socket
@@ -76,6 +77,9 @@ class InitOptions:
     epsilon_per_period: float = DEFAULT_EPSILON_PER_PERIOD
     default_query_epsilon: float = DEFAULT_QUERY_EPSILON
     household_cap: int = 1
+    # Find each department's own records of one person and count them once
+    # (the linkage schema's [linkage] dedup).
+    dedup: bool = False
     # Period snapshots: each department in period_departments becomes one
     # party per label ("immigration-2024", "immigration-2025", ...), all
     # following that department's file contract. A label that is a year puts
@@ -251,7 +255,8 @@ def init_federation(directory: Path, opts: InitOptions = InitOptions()) -> Feder
             for a in opts.analysts
         ],
     }
-    (directory / "linkage-schema.toml").write_text(dumps_schema(DEFAULT_LINKAGE_SCHEMA))
+    schema = dataclasses.replace(DEFAULT_LINKAGE_SCHEMA, dedup=opts.dedup)
+    (directory / "linkage-schema.toml").write_text(dumps_schema(schema))
     (directory / "data").mkdir(exist_ok=True)
     (directory / "state").mkdir(exist_ok=True)
     config_path.write_text(

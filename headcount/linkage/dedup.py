@@ -35,7 +35,7 @@ from headcount.linkage.executor import Executor, LocalExecutor
 from headcount.linkage.matchkeys import MatchKeyLevels, key_digests
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 
-__all__ = ["DedupResult", "dedup_records"]
+__all__ = ["DedupResult", "dedup_records", "duplicate_tokens", "first_records"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _dice(bits: np.ndarray, counts: np.ndarray, a: Sequence[int], b: Sequence[in
     return out
 
 
-def _key_pairs(keys: MatchKeyLevels | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _key_pairs(keys: MatchKeyLevels | np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(left, right) of every pair of records sharing a key at some level."""
     if keys is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -148,7 +148,7 @@ def dedup_records(
     clks: np.ndarray,
     threshold: float,
     *,
-    keys: MatchKeyLevels | None = None,
+    keys: MatchKeyLevels | np.ndarray | None = None,
     floor: float | None = None,
     executor: Executor | None = None,
     max_cluster: int = DEFAULT_MAX_CLUSTER,
@@ -258,3 +258,20 @@ def dedup_records(
         threshold,
         _estimate(clks, floor, threshold) if n > 1 else None,
     )
+
+
+def first_records(labels: np.ndarray) -> np.ndarray:
+    """Each cluster's first record, in label order: the record that stands for
+    the person (linked and counted) when duplicates are collapsed."""
+    _, first = np.unique(labels, return_index=True)
+    return first.astype(np.int64)
+
+
+def duplicate_tokens(tokens: Sequence[bytes], labels: np.ndarray) -> dict[bytes, bytes]:
+    """Token of every record that is not its cluster's first -> the first's token."""
+    first = first_records(labels)
+    return {
+        tokens[i]: tokens[int(first[label])]
+        for i, label in enumerate(labels.tolist())
+        if int(first[label]) != i
+    }

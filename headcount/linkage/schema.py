@@ -43,6 +43,8 @@ File format (``schemas/default.toml`` is the shipped default)::
     threshold = 0.8                         # Dice score links must reach, (0, 1]
     auto_threshold = false                  # use the quality estimate's threshold
     candidate_floor = 0.5                   # floor for quality estimation, < threshold
+    dedup = false                           # find and count once each department's
+                                            # own records of one person
 
     [input]                                 # optional: how files' columns are read
     date_order = "auto"                     # "auto" (per file), "day-first", "month-first"
@@ -207,6 +209,9 @@ class LinkageSchema:
             fitted to, in (0, threshold).
         input: how files' columns are read (column names, date order, postcode
             style); the postcode style changes encodings and is fingerprinted.
+        dedup: whether each department's own records of one person are found
+            and counted once (`headcount.linkage.dedup`) before departments
+            are linked.
 
     Raises:
         ValueError: a value is out of range or of the wrong type.
@@ -221,6 +226,7 @@ class LinkageSchema:
     auto_threshold: bool = False
     candidate_floor: float = 0.5
     input: InputSpec = field(default_factory=InputSpec)
+    dedup: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.input, InputSpec):
@@ -246,6 +252,8 @@ class LinkageSchema:
             raise ValueError("threshold must be a number in (0, 1]")
         if not isinstance(self.auto_threshold, bool):
             raise ValueError("auto_threshold must be a bool")
+        if not isinstance(self.dedup, bool):
+            raise ValueError("dedup must be a bool")
         if not _is_number(self.candidate_floor) or not 0.0 < self.candidate_floor < self.threshold:
             raise ValueError("candidate_floor must be a number in (0, threshold)")
         object.__setattr__(self, "decoy_share", float(self.decoy_share))
@@ -259,7 +267,11 @@ class LinkageSchema:
         postcodes normalise): column names differ from file to file and the
         date order is found per file, and neither changes an encoding.
         """
-        extra = {"postcodes": self.input.postcodes} if self.input.postcodes != "uk" else {}
+        extra: dict[str, Any] = {}
+        if self.input.postcodes != "uk":
+            extra["postcodes"] = self.input.postcodes
+        if self.dedup:  # absent when off, so older schemas keep their fingerprints
+            extra["dedup"] = True
         return extra | {
             "version": SCHEMA_VERSION,
             "name": self.name,
@@ -389,6 +401,7 @@ def dumps_schema(schema: LinkageSchema) -> str:
         f"threshold = {schema.threshold!r}",
         f"auto_threshold = {_toml_bool(schema.auto_threshold)}",
         f"candidate_floor = {schema.candidate_floor!r}",
+        f"dedup = {_toml_bool(schema.dedup)}",
         "",
     ]
     if schema.input != InputSpec():
@@ -481,7 +494,17 @@ class _Checker:
         keys = self.match_keys(doc.get("match_keys", _MISSING))
         blocking = self.blocking(self.table(doc, "blocking", "blocking"))
         linkage = self.table(doc, "linkage", "linkage")
-        self.unknown(linkage, {"threshold", "auto_threshold", "candidate_floor"}, "linkage.")
+        self.unknown(
+            linkage, {"threshold", "auto_threshold", "candidate_floor", "dedup"}, "linkage."
+        )
+        dedup = self.get(
+            linkage,
+            "dedup",
+            "linkage.dedup",
+            lambda v: isinstance(v, bool),
+            "true or false",
+            False,
+        )
         threshold = self.get(
             linkage, "threshold", "linkage.threshold", _is_number, "a number in (0, 1]"
         )
@@ -510,6 +533,7 @@ class _Checker:
         assert name is not None and clk is not None and keys is not None
         assert blocking is not None and threshold is not None and auto is not None
         assert floor is not None and decoy_share is not None and input_spec is not None
+        assert dedup is not None
         return self.build(
             "linkage",
             lambda: LinkageSchema(
@@ -522,6 +546,7 @@ class _Checker:
                 auto_threshold=auto,
                 candidate_floor=floor,
                 input=input_spec,
+                dedup=dedup,
             ),
         )
 
