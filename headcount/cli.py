@@ -709,7 +709,8 @@ def _dedup_one(
     multiple=True,
     metavar="FIELD=COLUMN",
     help="Read an identity field from another column, e.g. first_name=given_name"
-    " (fields: first_name, last_name, date_of_birth, sex, postcode). Repeatable.",
+    " (fields: record_id, first_name, last_name, date_of_birth, sex, postcode, address,"
+    " locality, reference). Repeatable.",
 )
 @click.option(
     "--date-order",
@@ -826,6 +827,8 @@ def link_files_command(
         click.echo(f"  {party:<20} {n:>9} records; dates {report.date_order.describe()}")
         for column, count in report.blanked.items():
             click.echo(f"  {'':<20} {count:>9} unreadable values blanked in column {column!r}")
+        if report.nameless:
+            click.echo(f"  {'':<20} {report.nameless:>9} records without a name, kept")
         if report.absent:
             click.echo(f"  {'':<20} {'':>9} no column for: {', '.join(report.absent)}")
     click.echo("  CLK fields: " + ", ".join(summary.clk_fields))

@@ -211,8 +211,9 @@ class ReadOptions:
         date_order: ``"auto"`` (found per file by `detect_date_order`, day-first
             when nothing tells), ``"day-first"`` or ``"month-first"``.
         postcodes: ``"uk"`` (UK shape checked) or ``"any"`` (any country's code).
-        blank_invalid: blank a date, sex or postcode that cannot be read (counted
-            in the report) instead of refusing the file.
+        blank_invalid: blank a date, sex or postcode that cannot be read, and
+            keep a record with neither name (both counted in the report),
+            instead of refusing the file.
         columns: identity field -> the file's column(s) holding it (default:
             the field's own name); several columns (an address in parts) are
             joined with a space.
@@ -231,11 +232,16 @@ class ReadOptions:
             raise InvalidRequest(f"date order must be auto, {' or '.join(DATE_ORDERS)}")
         if self.postcodes not in POSTCODE_STYLES:
             raise InvalidRequest(f"postcodes must be one of {list(POSTCODE_STYLES)}")
-        unknown = sorted(set(self.columns) - set(IDENTITY_FIELDS))
+        unknown = sorted(set(self.columns) - {*IDENTITY_FIELDS, "record_id"})
         if unknown:
             raise InvalidRequest(
                 f"unknown identity field(s) {unknown}; the fields are {list(IDENTITY_FIELDS)}"
             )
+
+    @property
+    def record_column(self) -> str:
+        """The column holding each record's id (``record_id`` unless mapped)."""
+        return self.sources("record_id")[0]
 
     def source(self, name: str) -> str:
         """The column(s) of field ``name`` as one label, for messages."""
@@ -256,22 +262,24 @@ class ReadReport:
     date_order: DateOrder
     blanked: dict[str, int]  # source column -> invalid values blanked
     absent: tuple[str, ...]  # identity fields the file has no column for
+    nameless: int = 0  # records with neither name, kept (with blank_invalid)
 
 
 def _check_identities(
     frame: pd.DataFrame, problems: _Problems, options: ReadOptions = ReadOptions()
 ) -> tuple[list[Identity], ReadReport]:
     """Unique record ids and normalised identities, recording every problem."""
-    ids = frame["record_id"].str.strip()
+    id_column = options.record_column
+    ids = frame[id_column].str.strip()
     for row in frame.index[ids == ""]:
-        problems.add(int(row), "record_id", "record_id is empty")
+        problems.add(int(row), id_column, "the record id is empty")
     dup = ids[(ids != "") & ids.duplicated(keep="first")]
     for row, value in dup.items():
         first = int(ids[ids == value].index[0])
         problems.add(
             int(str(row)),
-            "record_id",
-            f"duplicate record_id (first seen on line {problems.line_of[first]})",
+            id_column,
+            f"duplicate record id (first seen on line {problems.line_of[first]})",
         )
     absent = tuple(f for f in IDENTITY_FIELDS if not set(options.sources(f)) <= set(frame.columns))
 
@@ -303,6 +311,7 @@ def _check_identities(
         "reference": normalise_reference,
     }
     blanked: dict[str, int] = {}
+    nameless = 0
     identities: list[Identity] = []
     for row in range(len(frame)):
         fields: dict[str, str] = {}
@@ -317,11 +326,16 @@ def _check_identities(
                 else:
                     problems.add(row, column, str(exc), _redacted(name, order.order))
         if not fields["first_name"] and not fields["last_name"]:
-            problems.add(row, options.source("first_name"), "both first and last name are empty")
+            if options.blank_invalid:
+                nameless += 1  # kept: it may still link on its other fields
+            else:
+                problems.add(
+                    row, options.source("first_name"), "both first and last name are empty"
+                )
         identities.append(Identity(**fields))
         if problems.full:
             break
-    return identities, ReadReport(order, blanked, absent)
+    return identities, ReadReport(order, blanked, absent, nameless)
 
 
 def _redacted(name: str, order: str) -> str:
@@ -352,14 +366,14 @@ def read_identity_file(path: Path, options: ReadOptions = ReadOptions()) -> Iden
     ``options.optional``; others are ignored. Raises DepartmentFileError
     (every problem with line and column) or InvalidInput.
     """
-    need = ["record_id"] + [
+    need = [options.record_column] + [
         c for f in IDENTITY_FIELDS if not options.may_lack(f) for c in options.sources(f)
     ]
     _, frame, line_of = _read_table(path, need, "a file to link")
     problems = _Problems(path, line_of)
     identities, report = _check_identities(frame, problems, options)
     problems.raise_if_any()
-    return IdentityFile(frame["record_id"].str.strip().tolist(), identities, report)
+    return IdentityFile(frame[options.record_column].str.strip().tolist(), identities, report)
 
 
 def load_identity_file(path: Path) -> tuple[list[str], list[Identity]]:

@@ -179,7 +179,9 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         for name, sources in self.columns:
-            if name not in INPUT_FIELDS:
+            if name == "record_id" and len(sources) != 1:
+                raise ValueError("record_id is read from exactly one column")
+            if name not in (*INPUT_FIELDS, "record_id"):
                 raise ValueError(f"unknown identity field {name!r}; fields: {list(INPUT_FIELDS)}")
             if not sources or not all(isinstance(c, str) and c.strip() for c in sources):
                 raise ValueError(f"field {name!r} needs one or more non-empty column names")
