@@ -273,17 +273,27 @@ def node_health(config_path: Path | None, party: str, timeout_s: float) -> None:
 @node.command("check")
 @config_option
 @click.option("--party", required=True, help="Which party's data file to check.")
-def node_check(config_path: Path | None, party: str) -> None:
+@click.option(
+    "--blank-invalid",
+    is_flag=True,
+    help="Check as the node reads with blank_invalid = true: unreadable dates, sexes and"
+    " postcodes are blanked and counted, not refused.",
+)
+def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> None:
     """Check the department file against its contract, showing problem values.
 
     Run this at the node: unlike errors sent to the coordinator, its output
-    quotes the offending values.
+    quotes the offending values. It reads the file as the node does: with the
+    linkage schema's date order and postcode style, and the party's
+    blank_invalid setting.
     """
     from party_node.data import DepartmentFileError, department_options, load_department_file
 
     cfg = _load(config_path)
     p = cfg.party(party)
-    options = department_options(cfg.load_linkage_schema().input)
+    options = department_options(
+        cfg.load_linkage_schema().input, blank_invalid=blank_invalid or p.blank_invalid
+    )
     try:
         data = load_department_file(
             p.data, p.department, p.reference_date or cfg.reference_date, options
@@ -292,6 +302,12 @@ def node_check(config_path: Path | None, party: str) -> None:
         click.echo(exc.detail, err=True)
         sys.exit(1)
     click.echo(f"{p.data}: {data.records} records, all checks passed")
+    if data.report is not None:
+        click.echo(f"  dates read {data.report.date_order.describe()}")
+        for column, count in data.report.blanked.items():
+            click.echo(f"  {count} unreadable values blanked in column {column!r}")
+        if data.report.nameless:
+            click.echo(f"  {data.report.nameless} records without a name, kept")
 
 
 # -- coordinator ------------------------------------------------------------------------

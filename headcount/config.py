@@ -112,6 +112,9 @@ class PartyConfig(_Frozen):
     # Ages (age_band) are computed at this date, the snapshot's extract date;
     # None: the federation's reference_date.
     reference_date: dt.date | None = None
+    # Blank an unreadable date, sex or postcode (counted in the node's log and
+    # by `headcount node check`) instead of refusing the whole file.
+    blank_invalid: bool = False
     approved_attributes: tuple[str, ...] = ()  # may be filtered and grouped on
     approved_measures: tuple[str, ...] = ()  # numeric attributes that may be averaged
     metrics_port: MetricsPort = 0

@@ -62,6 +62,7 @@ class DepartmentData:
     identities: tuple[Identity, ...]
     addresses: tuple[str, ...]  # raw address lines, for keyed household keys only
     attributes: pd.DataFrame  # one column per attribute, strings, row order = file order
+    report: ReadReport | None = None  # date order found, values blanked
 
     @property
     def records(self) -> int:
@@ -382,11 +383,14 @@ def load_identity_file(path: Path) -> tuple[list[str], list[Identity]]:
     return read.record_ids, read.identities
 
 
-def department_options(spec: InputSpec) -> ReadOptions:
+def department_options(spec: InputSpec, *, blank_invalid: bool = False) -> ReadOptions:
     """How a department file's identities are read under the schema's ``[input]``:
-    its date order and postcode style. A department file's column names are
-    fixed by its contract (`headcount.departments`), so the mapping is not used."""
-    return ReadOptions(date_order=spec.date_order, postcodes=spec.postcodes)
+    its date order and postcode style (and the party's ``blank_invalid``). A
+    department file's column names are fixed by its contract
+    (`headcount.departments`), so the mapping is not used."""
+    return ReadOptions(
+        date_order=spec.date_order, postcodes=spec.postcodes, blank_invalid=blank_invalid
+    )
 
 
 def load_department_file(
@@ -406,7 +410,7 @@ def load_department_file(
     raw, frame, line_of = _read_table(path, columns(party), f"a {party} file")
     problems = _Problems(path, line_of)
     problem = problems.add
-    identities, _ = _check_identities(frame, problems, options)
+    identities, report = _check_identities(frame, problems, options)
 
     for attr in ATTRIBUTES[party]:
         col = frame[attr.name].str.strip()
@@ -448,4 +452,5 @@ def load_department_file(
         tuple(identities),
         tuple(frame["address"].tolist()),
         attrs,
+        report,
     )

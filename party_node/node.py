@@ -402,8 +402,16 @@ class PartyNode:
                     self.config.data,
                     self.config.department,
                     self.config.reference_date or self.federation.reference_date,
-                    department_options(self.schema.input),
+                    department_options(self.schema.input, blank_invalid=self.config.blank_invalid),
                 )
+                report = self._data.report
+                if report is not None and report.blanked:
+                    # Counts only: a value never goes into a log.
+                    log.warning(
+                        "%s: unreadable values blanked: %s",
+                        self.name,
+                        ", ".join(f"{n} in {c!r}" for c, n in report.blanked.items()),
+                    )
             if expect_sha256 is not None and self._data.sha256 != expect_sha256:
                 raise FailedPrecondition(
                     "the department file changed since this epoch was linked; "

@@ -72,6 +72,23 @@ def test_federation_init_then_synth_then_check(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "line 2, column 'sex'" in result.output and "Martian" in result.output
+    # As the node reads with blank_invalid = true: blanked and counted.
+    result = runner.invoke(
+        cli,
+        [
+            "node",
+            "check",
+            "--config",
+            str(fed / "federation.toml"),
+            "--party",
+            "health",
+            "--blank-invalid",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable values blanked in column 'sex'" in result.output
+    assert "Martian" not in result.output
+    assert "dates read day-first" in result.output
 
 
 def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
