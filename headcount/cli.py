@@ -689,6 +689,27 @@ def _dedup_one(
     )
 
 
+@cli.command(
+    "corrupt",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def corrupt_command(args: tuple[str, ...]) -> None:
+    """Add reproducible recording errors to any CSV (typos, OCR and phonetic
+    errors, missing and swapped fields, transposed dates), to measure linkage
+    on an error profile of your choosing. `headcount corrupt --help` for options.
+
+    \b
+    Example:
+      headcount corrupt in.csv out.csv --columns first_name=name,dob=date \\
+          --rate 0.3 --seed 1 --id-column record_id --truth truth.csv
+    """
+    from headcount.tools.corrupt import main as corrupt_main
+
+    sys.exit(corrupt_main(list(args)))
+
+
 @cli.command("link-files")
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True)

@@ -24,16 +24,19 @@ Everything is deterministic: ties in score are broken by record index.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from headcount.linkage.blocking import MIN_SEED_KEY_BYTES
 from headcount.linkage.dice import Candidates, best_pairs
-from headcount.linkage.engine import compare_all
-from headcount.linkage.executor import Executor, LocalExecutor
+from headcount.linkage.engine import AUTO_BLOCKING_PAIRS, compare_all
+from headcount.linkage.executor import BlockedJob, Executor, LocalExecutor
 from headcount.linkage.matchkeys import MatchKeyLevels, key_digests
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
+from headcount.linkage.schema import BlockingSpec
 
 __all__ = ["DedupResult", "dedup_records", "duplicate_tokens", "first_records"]
 
@@ -119,9 +122,24 @@ def _key_pairs(keys: MatchKeyLevels | np.ndarray | None, n: int) -> tuple[np.nda
     return pair // n, pair % n
 
 
-def _self_candidates(clks: np.ndarray, threshold: float, runner: Executor) -> Candidates:
-    """Every pair (i < j) of the file scoring >= threshold."""
-    (found,) = compare_all(runner, [(clks, clks)], threshold)
+def _self_candidates(
+    clks: np.ndarray,
+    threshold: float,
+    runner: Executor,
+    blocking: BlockingSpec,
+    blocking_key: bytes | None,
+    min_blocked_pairs: int,
+) -> Candidates:
+    """Every pair (i < j) of the file scoring >= threshold: all pairs scored on
+    the executor, or, for a file of ``min_blocked_pairs`` pairs or more with
+    LSH blocking on, those sharing a keyed LSH block (the file paired with
+    itself, as `engine.link_parties` pairs two departments)."""
+    if blocking.method == "lsh" and len(clks) * len(clks) >= min_blocked_pairs:
+        key = blocking_key or secrets.token_bytes(MIN_SEED_KEY_BYTES)
+        job = BlockedJob((clks,), ((0, 0, threshold),), key, blocking.bands, blocking.bits_per_band)
+        (found,) = runner.map_blocked(job)
+    else:
+        (found,) = compare_all(runner, [(clks, clks)], threshold)
     keep = found.left < found.right
     return Candidates(found.left[keep], found.right[keep], found.score[keep])
 
@@ -152,6 +170,9 @@ def dedup_records(
     floor: float | None = None,
     executor: Executor | None = None,
     max_cluster: int = DEFAULT_MAX_CLUSTER,
+    blocking: BlockingSpec | None = None,
+    blocking_key: bytes | None = None,
+    min_blocked_pairs: int = AUTO_BLOCKING_PAIRS,
 ) -> DedupResult:
     """Cluster the records of one file that are one person (see the module doc).
 
@@ -159,6 +180,9 @@ def dedup_records(
     match-keys (`matchkeys.match_keys`), if any. ``floor`` (default: the
     threshold less 0.1) is the lowest score any cross pair of a merge may
     have; it is also where the quality estimate's candidates start.
+    ``blocking``, ``blocking_key`` and ``min_blocked_pairs`` are as for
+    `engine.link_parties`: a file of 100,000 records or more is scored only
+    within keyed LSH blocks.
 
     Raises:
         ValueError: a threshold outside (0, 1], a floor outside (0, threshold],
@@ -173,7 +197,14 @@ def dedup_records(
         raise ValueError("max_cluster must be at least 2")
     n = len(clks)
     runner = LocalExecutor() if executor is None else executor
-    cands = _self_candidates(clks, threshold, runner)
+    cands = _self_candidates(
+        clks,
+        threshold,
+        runner,
+        BlockingSpec() if blocking is None else blocking,
+        blocking_key,
+        min_blocked_pairs,
+    )
     key_left, key_right = _key_pairs(keys, n)
     keyed = set(zip(key_left.tolist(), key_right.tolist(), strict=True))
     # Edges: keyed pairs first (as 1.0), then CLK pairs by score; ties by index.

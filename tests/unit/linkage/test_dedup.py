@@ -76,3 +76,20 @@ def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> Non
     threshold = kwargs.pop("threshold")
     with pytest.raises(ValueError, match=message):
         dedup_records(clks, threshold, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_large_file_is_scored_within_lsh_blocks() -> None:
+    """Forced to block (as a file of 100,000 records would be), dedup finds the
+    same near-identical duplicates as scoring every pair, and nothing else."""
+    rng = np.random.default_rng(4)
+    people = rng.random((300, 1024)) < 0.3
+    copies = people[:100] ^ (rng.random((100, 1024)) < 0.01)  # Dice about 0.97
+    clks = np.packbits(np.vstack([people, copies]), axis=1)
+    full = dedup_records(clks, 0.8)
+    blocked = dedup_records(clks, 0.8, min_blocked_pairs=1, blocking_key=bytes(32))
+    pairs = {
+        name: set(zip(r.pairs.left.tolist(), r.pairs.right.tolist(), strict=True))
+        for name, r in (("full", full), ("blocked", blocked))
+    }
+    assert pairs["full"] == {(i, 300 + i) for i in range(100)}
+    assert pairs["blocked"] <= pairs["full"] and len(pairs["blocked"]) >= 98
