@@ -153,11 +153,13 @@ DEFAULT_FIELDS: tuple[FieldSpec, ...] = (
 )
 
 
+REFERENCE_HASHES = 20  # about a first name's weight: a reference number is near-unique
 # Fields encoded only where every file holds them (`with_present_fields`):
 # an address line weighs little, as families move; a locality less still.
 EXTRA_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("address", ngram=2, hashes=6),
     FieldSpec("locality", ngram=2, hashes=4),
+    FieldSpec("reference", ngram=2, hashes=REFERENCE_HASHES),
 )
 
 

@@ -10,12 +10,11 @@ solver:
    match-key at some level (score 1.0 for the greedy order);
 2. greedy merging, best pair first, of the clusters the two records are in,
    **only if the merged cluster stays coherent**: the average score over
-   every pair of records across the two clusters must reach the threshold,
-   and no cross pair may fall below ``floor``. A pair that shares an exact
-   match-key counts as 1.0. This is average linkage with a veto: it refuses the
-   chains single linkage builds (A resembles B, B resembles C, so A, B and C
-   are merged although A and C share nothing), which is how siblings and
-   namesakes would otherwise end up in one cluster;
+   every pair of records across the two clusters must reach the threshold (a
+   pair that shares an exact match-key counts as 1.0). This is average
+   linkage: it refuses the chains single linkage builds (A resembles B, B
+   resembles C, so A, B and C are merged although A and C share nothing),
+   which is how siblings and namesakes would otherwise end up in one cluster;
 3. clusters are capped at ``max_cluster`` records.
 
 Everything is deterministic: ties in score are broken by record index.
@@ -178,8 +177,7 @@ def dedup_records(
 
     ``clks`` is a ``uint8`` (records, filter_bytes) array; ``keys`` the file's
     match-keys (`matchkeys.match_keys`), if any. ``floor`` (default: the
-    threshold less 0.1) is the lowest score any cross pair of a merge may
-    have; it is also where the quality estimate's candidates start.
+    threshold less 0.1) is where the quality estimate's candidates start.
     ``blocking``, ``blocking_key`` and ``min_blocked_pairs`` are as for
     `engine.link_parties`: a file of 100,000 records or more is scored only
     within keyed LSH blocks.
@@ -238,7 +236,7 @@ def dedup_records(
             for y, j in enumerate(mb):
                 if (min(i, j), max(i, j)) in keyed:
                     cross[x, y] = 1.0
-        if cross.mean() < threshold or cross.min() < floor:
+        if cross.mean() < threshold:
             refused += 1
             continue
         if len(ma) < len(mb):

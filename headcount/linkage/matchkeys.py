@@ -93,6 +93,13 @@ COMPONENTS: dict[str, Callable[[Identity], str]] = {
     "address": lambda i: i.address.replace(" ", ""),
     "locality": lambda i: _compact(i.locality),
     "reference": lambda i: i.reference,
+    # Both names in alphabetical order: a record with first and last name
+    # swapped (a clerk's common slip) keeps the same value.
+    "names_unordered": lambda i: (
+        "-".join(sorted((_compact(i.first_name), _compact(i.last_name))))
+        if i.first_name and i.last_name
+        else ""
+    ),
 }
 
 
@@ -205,6 +212,7 @@ _SOURCE_FIELD: dict[str, str] = {
     "address": "address",
     "locality": "locality",
     "reference": "reference",
+    "names_unordered": "last_name",
 }
 # Levels for fields only some files hold, added by `derive_match_keys` where
 # every file holds them. A reference number is exact where both sides record
@@ -212,6 +220,12 @@ _SOURCE_FIELD: dict[str, str] = {
 # the date. An address line stands in for a missing or different postcode.
 EXTRA_MATCH_KEYS: tuple[MatchKeySpec, ...] = (
     MatchKeySpec("mkref", ("reference", "birth_year"), "any error outside the reference"),
+    MatchKeySpec(
+        "mkrefname", ("reference", "last_name"), "a wrong or missing date, and any name error"
+    ),
+    MatchKeySpec(
+        "mkswap", ("names_unordered", "date_of_birth"), "first and last name swapped"
+    ),
     MatchKeySpec(
         "mkaddr",
         ("first_name", "last_name", "birth_year", "address"),
@@ -259,13 +273,15 @@ def derive_match_keys(
     field one side never records finds nothing); a level left with fewer than
     ``MIN_DERIVED_COMPONENTS`` components, or the same components as a stricter
     level, goes. Each of ``extras`` whose fields are all present is added whole
-    (``mkref`` first: an exact reference number is the strictest key). Every
+    (the ``mkref`` levels first: an exact reference number is the strictest
+    key). Every
     side must derive from the same ``present`` set.
     """
     out: list[MatchKeySpec] = []
     seen: set[tuple[str, ...]] = set()
     for extra in extras:
-        if all(_SOURCE_FIELD[c] in present for c in extra.components) and extra.name == "mkref":
+        held = all(_SOURCE_FIELD[c] in present for c in extra.components)
+        if held and extra.name.startswith("mkref"):
             out.append(extra)
             seen.add(extra.components)
     for spec in specs:
@@ -277,7 +293,8 @@ def derive_match_keys(
         note = spec.tolerates + (f" (without {', '.join(dropped)})" if dropped else "")
         out.append(MatchKeySpec(spec.name, kept, note))
     for extra in extras:
-        if all(_SOURCE_FIELD[c] in present for c in extra.components) and extra.name != "mkref":
+        held = all(_SOURCE_FIELD[c] in present for c in extra.components)
+        if held and not extra.name.startswith("mkref"):
             if extra.components not in seen and extra.name not in {s.name for s in out}:
                 out.append(extra)
                 seen.add(extra.components)

@@ -242,7 +242,7 @@ def test_a_schema_names_the_columns_and_adds_fields(data: Path, tmp_path: Path) 
         seed=5,
         options=read_options(schema, blank_invalid=True),
     )
-    assert summary.clk_fields[-2:] == ("address", "locality")
+    assert summary.clk_fields[-3:] == ("address", "locality", "reference")
     names = [k.name for k in summary.match_keys]
     assert names[0] == "mkref" and "mkaddr" in names and "mkloc" in names
     assert summary.reports["a"].absent == ("sex",)

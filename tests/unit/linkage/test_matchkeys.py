@@ -366,11 +366,12 @@ def test_levels_for_fields_only_some_files_hold() -> None:
 
     base = {"first_name", "last_name", "date_of_birth"}
     plain = derive_match_keys(DEFAULT_MATCH_KEYS, base, EXTRA_MATCH_KEYS)
-    assert not {"mkref", "mkaddr", "mkloc"} & {s.name for s in plain}
+    assert not {"mkref", "mkrefname", "mkaddr", "mkloc"} & {s.name for s in plain}
+    assert "mkswap" in {s.name for s in plain}  # names and a date are enough for it
     rich = derive_match_keys(
         DEFAULT_MATCH_KEYS, base | {"reference", "address", "locality"}, EXTRA_MATCH_KEYS
     )
     names = [s.name for s in rich]
     # The exact reference number leads; the address and locality levels follow.
-    assert names[0] == "mkref" and {"mkaddr", "mkloc"} <= set(names)
-    assert names[1 : 1 + len(plain)] == [s.name for s in plain]
+    assert names[:2] == ["mkref", "mkrefname"] and {"mkaddr", "mkloc"} <= set(names)
+    assert names[2 : 2 + len(plain)] == [s.name for s in plain]
