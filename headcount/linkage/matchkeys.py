@@ -223,9 +223,7 @@ EXTRA_MATCH_KEYS: tuple[MatchKeySpec, ...] = (
     MatchKeySpec(
         "mkrefname", ("reference", "last_name"), "a wrong or missing date, and any name error"
     ),
-    MatchKeySpec(
-        "mkswap", ("names_unordered", "date_of_birth"), "first and last name swapped"
-    ),
+    MatchKeySpec("mkswap", ("names_unordered", "date_of_birth"), "first and last name swapped"),
     MatchKeySpec(
         "mkaddr",
         ("first_name", "last_name", "birth_year", "address"),
