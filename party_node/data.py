@@ -294,11 +294,14 @@ def _check_identities(
 
     values = {f: joined(f) for f in IDENTITY_FIELDS}
     if options.date_order == "auto":
-        try:
-            order = detect_date_order(values["date_of_birth"])
-        except InvalidInput as exc:
-            problems.add(0, options.source("date_of_birth"), str(exc))
-            order = DateOrder("day-first", 0, 0, False)
+        # With blank_invalid a file that mixes styles is read in its majority
+        # order, and the dates that order cannot read are blanked and counted.
+        order = detect_date_order(values["date_of_birth"], strict=False)
+        if not options.blank_invalid:
+            try:
+                detect_date_order(values["date_of_birth"])
+            except InvalidInput as exc:
+                problems.add(0, options.source("date_of_birth"), str(exc))
     else:
         order = DateOrder(options.date_order, 0, 0, True)
     normalisers: dict[str, Callable[[str], str]] = {

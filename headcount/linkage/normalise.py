@@ -254,7 +254,9 @@ class DateOrder:
         return f"{self.order} ({max(self.day_first, self.month_first)} dates can only be read so)"
 
 
-def detect_date_order(values: Iterable[str], default: str = "day-first") -> DateOrder:
+def detect_date_order(
+    values: Iterable[str], default: str = "day-first", *, strict: bool = True
+) -> DateOrder:
     """The numeric date order one file uses, found from its values.
 
     A value like ``25/03/2011`` is only valid day-first, ``03/25/2011`` only
@@ -262,9 +264,12 @@ def detect_date_order(values: Iterable[str], default: str = "day-first") -> Date
     whose unambiguous values all (or all but 1%, typos) agree is read in that
     order; one with no unambiguous value is read in ``default``.
 
+    With ``strict`` off, such a file is read in its majority order instead
+    (the caller blanks what that order cannot read).
+
     Raises:
-        InvalidInput: more than 1% of the unambiguous values disagree with the
-            rest: the file mixes styles, and reading it either way would
+        InvalidInput: (strict) more than 1% of the unambiguous values disagree
+            with the rest: the file mixes styles, and reading it either way would
             silently misread dates (the message gives both counts, no value).
     """
     if default not in _NUMERIC:
@@ -281,7 +286,7 @@ def detect_date_order(values: Iterable[str], default: str = "day-first") -> Date
             month += 1
     if day == month == 0:
         return DateOrder(default, 0, 0, False)
-    if min(day, month) > 0.01 * (day + month):
+    if strict and min(day, month) > 0.01 * (day + month):
         raise InvalidInput(
             f"dates are written both day-first ({day} values) and month-first ({month} values);"
             " fix the file or state the order (--date-order)"

@@ -415,3 +415,13 @@ def test_a_postcode_of_any_style_still_needs_a_shape() -> None:
     for bad in ("7", "12345678901", "#"):
         with pytest.raises(InvalidInput, match="2-10 letters and digits"):
             normalise_postcode(bad, "any")
+
+
+def test_a_mixed_file_can_be_read_in_its_majority_order() -> None:
+    from headcount.linkage.normalise import detect_date_order
+
+    mixed = ["25/03/2010"] * 30 + ["03/25/2010"] * 5
+    found = detect_date_order(mixed, strict=False)
+    assert (found.order, found.day_first, found.month_first) == ("day-first", 30, 5)
+    with pytest.raises(InvalidInput, match="both day-first"):
+        detect_date_order(mixed)
