@@ -43,7 +43,7 @@ from headcount.linkage.matchkeys import (
     key_digests,
     link_indexed,
 )
-from headcount.linkage.quality import QualityEstimate, estimate_link_quality
+from headcount.linkage.quality import QualityEstimate, estimate_output_quality
 from headcount.linkage.schema import BlockingSpec
 from headcount.linkage.solve import EdgeBlock, cluster_parties
 
@@ -58,7 +58,10 @@ __all__ = [
     "pair_score",
 ]
 
-QUALITY_SAMPLE_ROWS = 1000  # left records per pair scored down to the floor for the estimate
+# Smaller-side records per pair scored down to the floor for the estimate:
+# 5,000 keep its sampling error near 0.2 of a point of recall (at 1,000 it
+# was 0.5), for about 2 s a pair against a million records (2 cores).
+QUALITY_SAMPLE_ROWS = 5000
 # Candidates >= the floor kept per sampled record for the estimate, best first.
 # Some 3.7% of all pairs score >= 0.5, nearly all of them chance pairs: at a
 # million records a sampled record has ~37,000, which would cost gigabytes per
@@ -230,14 +233,18 @@ def link_parties(
     blocks (and craft records to land in or out of one), and a blocked run's
     few lost pairs vary from call to call. Pass a key for reproducible runs.
 
-    With ``floor`` (< threshold), a fixed sample of each pair's smaller side
-    is scored against the other side down to the floor, and the quality of
-    the pair's links is estimated from that score distribution
-    (`headcount.linkage.quality`), at the threshold the links are cut at;
-    with ``auto_threshold`` that is the threshold the estimate picks (never
-    below the floor). With ``match_keys`` (per party, per level, per record:
-    lists from `matchkeys.match_keys` or their `key_digests`), exact keyed
-    matches are a first pass: their links are taken before any CLK link.
+    With ``match_keys`` (per party, per level, per record: lists from
+    `matchkeys.match_keys` or their `key_digests`), exact keyed matches are a
+    first pass: their links are taken before any CLK link.
+
+    With ``floor`` (lowered to ``threshold`` if above it), the precision and
+    recall of each pair's links, match-key links included, are estimated
+    from a fixed sample of its smaller side scored down to the floor against
+    the other side's records no match-key link took (`_estimate`,
+    `quality.estimate_output_quality`), at the threshold the CLK links are
+    cut at. With ``auto_threshold`` that threshold is the one maximising the
+    estimated F1, at least ``floor + quality.AUTO_MARGIN``; ``threshold``
+    is kept for a pair whose estimate cannot be fitted.
 
     Raises:
         ValueError: mismatched widths, arrays that are not 2-D uint8, a
@@ -253,24 +260,6 @@ def link_parties(
         raise ValueError(f"blocking_key must be at least {MIN_SEED_KEY_BYTES} bytes")
     quality: dict[tuple[str, str], QualityEstimate | None] = {}
     thresholds: dict[tuple[str, str], float] = {pair: threshold for pair in pairs}
-    if floor is not None:
-        # The estimate needs scores well below the threshold, and a pair of
-        # departments has far more of those than links. Scoring a fixed sample
-        # of left records against every right record, and keeping each
-        # sampled record's best candidates, keeps that memory bounded whatever
-        # the sizes, and still sees each sampled record's link and runner-up.
-        floor = min(floor, threshold)
-        # Sample the smaller side: a small department is then seen whole.
-        jobs = []
-        for a, b in pairs:
-            small, large = (a, b) if len(clks[a]) <= len(clks[b]) else (b, a)
-            jobs.append((clks[small][_sample_rows(len(clks[small]))], clks[large]))
-        sampled = _sample_candidates(jobs, floor)
-        for (a, b), cands in zip(pairs, sampled, strict=True):
-            quality[(a, b)], thresholds[(a, b)] = _estimate(
-                cands, floor, threshold, auto_threshold, f"{a} x {b}"
-            )
-        del sampled
     blocked = {
         (a, b): spec.method == "lsh" and len(clks[a]) * len(clks[b]) >= min_blocked_pairs
         for a, b in pairs
@@ -286,6 +275,20 @@ def link_parties(
         indexed = {p: index_digests(_party_digests(match_keys[p], clks[p], p)) for p in parties}
         keyed_links = {(a, b): link_indexed(indexed[a], indexed[b]) for a, b in pairs}
         del indexed
+    if floor is not None:
+        # The estimate describes what is written: the match-key links and the
+        # CLK links of the records they leave (see `_estimate`).
+        floor = min(floor, threshold)
+        for a, b in pairs:
+            quality[(a, b)], thresholds[(a, b)] = _estimate(
+                clks[a],
+                clks[b],
+                keyed_links.get((a, b)),
+                floor,
+                threshold,
+                auto_threshold,
+                f"{a} x {b}",
+            )
     full = [p for p in pairs if not blocked[p]]
     index = {p: k for k, p in enumerate(parties)}
     scored = dict(
@@ -346,19 +349,46 @@ def link_parties(
 
 
 def _estimate(
-    cands: Candidates, floor: float, threshold: float, auto_threshold: bool, label: str
+    left: np.ndarray,
+    right: np.ndarray,
+    keyed: KeyLinks | None,
+    floor: float,
+    threshold: float,
+    auto_threshold: bool,
+    label: str,
 ) -> tuple[QualityEstimate | None, float]:
-    """(the estimate at the threshold the links are cut at, that threshold)."""
+    """(the estimate of what a pair's run writes at the threshold used, that threshold).
+
+    A fixed sample of the smaller side is scored against every record of the
+    other side that no match-key link took (`_sample_candidates`): what is
+    written for a sampled record is its match-key link if it has one, else
+    its best CLK candidate among those records, if that reaches the
+    threshold. `quality.estimate_output_quality` turns that into precision
+    and recall; with ``auto_threshold`` it also picks the threshold.
+    """
+    small_is_left = len(left) <= len(right)
+    small, large = (left, right) if small_is_left else (right, left)
+    partner = np.full(len(small), -1, dtype=np.int64)
+    taken = np.zeros(len(large), dtype=np.bool_)
+    if keyed is not None and len(keyed):
+        own, other = (keyed.left, keyed.right) if small_is_left else (keyed.right, keyed.left)
+        partner[own] = other
+        taken[other] = True
+    rows = _sample_rows(len(small))
+    # Records a match-key link took are never a CLK link's partner: the
+    # clustering takes keyed links first. Copied only when some are taken.
+    free = large[~taken] if bool(taken.any()) else large
+    (cands,) = _sample_candidates([(small[rows], free)], floor)
+    del free
     try:
-        picked = estimate_link_quality(cands, floor)
+        estimate = estimate_output_quality(
+            cands, partner[rows] >= 0, floor, threshold=threshold, auto_threshold=auto_threshold
+        )
     except ValueError as exc:
-        # Too few candidates to fit two components: keep the fixed threshold.
+        # Nothing to fit: keep the fixed threshold.
         log.info("%s: no quality estimate (%s)", label, exc)
         return None, threshold
-    used = max(floor, picked.threshold) if auto_threshold else threshold
-    if used == picked.threshold:
-        return picked, used
-    return estimate_link_quality(cands, floor, threshold=used), used
+    return estimate, estimate.threshold
 
 
 def _party_digests(keys: MatchKeys, clks: np.ndarray, party: str) -> np.ndarray:

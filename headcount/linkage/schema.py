@@ -310,11 +310,19 @@ class LinkageSchema:
 # frequency and pattern-mining attacks measured in docs/attacks.md
 # (benchmarks/bench_attacks.py: graph matching 99.5% -> 0.1% re-identification)
 # at no measured F1 cost with the engine. Folded scores run lower, so the
-# threshold is 0.7 rather than the 0.8 unfolded filters use. Folding also
-# lifts chance scores (18% of random pairs reach 0.5, against 4.5% unfolded;
-# 0.1% reach 0.6), so the quality estimate's candidates start at 0.6.
+# threshold is 0.7 rather than the 0.8 unfolded filters use. The threshold a
+# run uses is the one the quality estimate picks (auto_threshold: the highest
+# estimated F1, headcount.linkage.quality), 0.7 only when no estimate can be
+# fitted; the best threshold moves with the data's errors (0.55-0.70 on the
+# profiles measured). Its candidates start at 0.5, below any threshold it
+# may pick: folding lifts chance scores (18% of random pairs reach 0.5), but
+# only each sampled record's best few are kept, and a record's best chance
+# pair (0.55-0.65 at a few thousand records) must be seen whole.
 DEFAULT_LINKAGE_SCHEMA = LinkageSchema(
-    clk=replace(DEFAULT_SCHEMA, xor_fold=True), threshold=0.7, candidate_floor=0.6
+    clk=replace(DEFAULT_SCHEMA, xor_fold=True),
+    threshold=0.7,
+    auto_threshold=True,
+    candidate_floor=0.5,
 )
 
 

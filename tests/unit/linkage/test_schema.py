@@ -109,7 +109,7 @@ def test_fingerprint_is_sha256_of_canonical_json_with_version() -> None:
         {"blocking": BlockingSpec(bands=32)},
         {"blocking": BlockingSpec(method="none")},
         {"threshold": 0.85},
-        {"auto_threshold": True},
+        {"auto_threshold": False},
         {"candidate_floor": 0.4},
     ],
 )
