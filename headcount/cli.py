@@ -18,8 +18,11 @@ from headcount.register.cli import register
 from headcount.report.cli import report
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from headcount.linkage.matchkeys import MatchKeySpec
     from headcount.linkage.schema import LinkageSchema
-    from party_node.data import ReadOptions
+    from party_node.data import ReadOptions, ReadReport
 
 log = logging.getLogger(__name__)
 
@@ -643,6 +646,23 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
     click.echo(f"OK {db_path}: {len(log_copy.events())} events, head {head}")
 
 
+def _echo_read(name: str, records: int, report: ReadReport) -> None:
+    """What reading one file decided: date order, blanked values, absent fields."""
+    click.echo(f"  {name:<20} {records:>9} records; dates {report.date_order.describe()}")
+    for column, count in report.blanked.items():
+        click.echo(f"  {'':<20} {count:>9} unreadable values blanked in column {column!r}")
+    if report.nameless:
+        click.echo(f"  {'':<20} {report.nameless:>9} records without a name, kept")
+    if report.absent:
+        click.echo(f"  {'':<20} {'':>9} no column for: {', '.join(report.absent)}")
+
+
+def _echo_encodings(clk_fields: Sequence[str], keys: Sequence[MatchKeySpec]) -> None:
+    click.echo("  CLK fields: " + ", ".join(clk_fields))
+    names = ", ".join(k.name for k in keys)
+    click.echo("  match-keys: " + (names or "none (the files share too few fields)"))
+
+
 def _dedup_one(
     path: Path,
     out_path: Path,
@@ -664,14 +684,8 @@ def _dedup_one(
         seed=seed,
         options=options,
     )
-    report = summary.report
-    click.echo(
-        f"  {path.name:<20} {summary.records:>9} records; dates {report.date_order.describe()}"
-    )
-    for column, count in report.blanked.items():
-        click.echo(f"  {'':<20} {count:>9} unreadable values blanked in column {column!r}")
-    click.echo("  CLK fields: " + ", ".join(summary.clk_fields))
-    click.echo("  match-keys: " + (", ".join(k.name for k in summary.match_keys) or "none"))
+    _echo_read(path.name, summary.records, summary.report)
+    _echo_encodings(summary.clk_fields, summary.match_keys)
     r = summary.result
     q = r.quality
     est = (
@@ -860,19 +874,8 @@ def link_files_command(
         options=options,
     )
     for party, n in summary.records.items():
-        report = summary.reports[party]
-        click.echo(f"  {party:<20} {n:>9} records; dates {report.date_order.describe()}")
-        for column, count in report.blanked.items():
-            click.echo(f"  {'':<20} {count:>9} unreadable values blanked in column {column!r}")
-        if report.nameless:
-            click.echo(f"  {'':<20} {report.nameless:>9} records without a name, kept")
-        if report.absent:
-            click.echo(f"  {'':<20} {'':>9} no column for: {', '.join(report.absent)}")
-    click.echo("  CLK fields: " + ", ".join(summary.clk_fields))
-    click.echo(
-        "  match-keys: "
-        + (", ".join(k.name for k in summary.match_keys) or "none (the files share too few fields)")
-    )
+        _echo_read(party, n, summary.reports[party])
+    _echo_encodings(summary.clk_fields, summary.match_keys)
     r = summary.result
     for a, b in r.links:
         q = r.quality.get((a, b))

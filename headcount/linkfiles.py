@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from headcount.errors import InvalidRequest
-from headcount.linkage.clk import encode_clks, with_present_fields
+from headcount.linkage.clk import ClkSchema, encode_clks, with_present_fields
 from headcount.linkage.dedup import DedupResult, dedup_records
 from headcount.linkage.engine import LinkResult, link_parties, pair_score
 from headcount.linkage.executor import dask_address, executor_from_spec
@@ -31,6 +31,7 @@ from headcount.linkage.matchkeys import (
     match_keys,
     present_fields,
 )
+from headcount.linkage.normalise import Identity
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema
 from party_node.data import IdentityFile, ReadOptions, ReadReport, read_identity_file
 
@@ -85,6 +86,21 @@ def read_options(
         blank_invalid=blank_invalid,
         columns=mapping,
         optional=OPTIONAL_FIELDS,
+    )
+
+
+def _encodings_for(
+    files: Sequence[Sequence[Identity]], schema: LinkageSchema
+) -> tuple[tuple[MatchKeySpec, ...], ClkSchema]:
+    """The match-key hierarchy and CLK layout for these files: only the fields
+    every file holds. A hand-written hierarchy is kept (less what the files
+    lack); the default gains the reference, address and locality levels the
+    files allow, and the default CLK layout their fields."""
+    present = present_fields(files)
+    extras = EXTRA_MATCH_KEYS if schema.match_keys == DEFAULT_MATCH_KEYS else ()
+    return (
+        derive_match_keys(schema.match_keys, present, extras),
+        with_present_fields(schema.clk, present),
     )
 
 
@@ -151,12 +167,7 @@ def link_files(
         progress(f"reading {path}")
         files[name] = read_identity_file(path, options)
     loaded = {n: (f.record_ids, f.identities) for n, f in files.items()}
-    present = present_fields([f.identities for f in files.values()])
-    # A hand-written hierarchy is kept (less what the files lack); the default
-    # gains the reference, address and locality levels the files allow.
-    extras = EXTRA_MATCH_KEYS if schema.match_keys == DEFAULT_MATCH_KEYS else ()
-    hierarchy = derive_match_keys(schema.match_keys, present, extras)
-    clk_schema = with_present_fields(schema.clk, present)
+    hierarchy, clk_schema = _encodings_for([f.identities for f in files.values()], schema)
     secret = _seeded(seed, b"secret")
     clks = {}
     keys = {}
@@ -244,10 +255,7 @@ def dedup_file(
     prepare_output(out)
     progress(f"reading {path}")
     read = read_identity_file(path, options or read_options(schema))
-    present = present_fields([read.identities])
-    extras = EXTRA_MATCH_KEYS if schema.match_keys == DEFAULT_MATCH_KEYS else ()
-    hierarchy = derive_match_keys(schema.match_keys, present, extras)
-    clk_schema = with_present_fields(schema.clk, present)
+    hierarchy, clk_schema = _encodings_for([read.identities], schema)
     secret = _seeded(seed, b"secret")
     progress(f"encoding {len(read.identities)} records")
     clks = encode_clks(read.identities, secret, clk_schema)

@@ -33,7 +33,7 @@ from headcount.linkage.normalise import (
     normalise_reference,
     normalise_sex,
 )
-from headcount.linkage.schema import InputSpec
+from headcount.linkage.schema import INPUT_FIELDS, InputSpec
 
 MAX_PROBLEMS = 20
 MAX_FILE_BYTES = 4 * 2**30
@@ -190,16 +190,7 @@ def _read_table(
     return raw, frame, line_of
 
 
-IDENTITY_FIELDS = (
-    "first_name",
-    "last_name",
-    "date_of_birth",
-    "sex",
-    "postcode",
-    "address",
-    "locality",
-    "reference",
-)
+IDENTITY_FIELDS = INPUT_FIELDS  # the fields a file's columns can fill
 # Fields a file may lack without saying so: they are read as blank.
 EXTRA_FIELDS = frozenset({"address", "locality", "reference"})
 

@@ -35,7 +35,7 @@ import numpy as np
 from faker import Faker
 
 from headcount.errors import InvalidRequest
-from headcount.tools.corrupt import CorruptionSpec, Table, corrupt_table, write_table
+from headcount.tools.corrupt import ERRORS, CorruptionSpec, Table, corrupt_table, write_table
 
 __all__ = [
     "COLUMNS",
@@ -134,22 +134,7 @@ _SPEC_B = CorruptionSpec(
     columns=_HEAVY_COLUMNS,
     rate=0.55,
     max_errors=3,
-    errors=frozenset(
-        {
-            "keyboard",
-            "insert",
-            "delete",
-            "transpose",
-            "ocr",
-            "phonetic",
-            "missing",
-            "swap",
-            "date_transpose",
-            "date_shift",
-            "invalid_date",
-            "truncate",
-        }
-    ),
+    errors=frozenset(ERRORS),
     swap=("given_name", "surname"),
     id_column="record_id",
 )
