@@ -62,6 +62,9 @@ __all__ = [
 # 5,000 keep its sampling error near 0.2 of a point of recall (at 1,000 it
 # was 0.5), for about 2 s a pair against a million records (2 cores).
 QUALITY_SAMPLE_ROWS = 5000
+# The automatic threshold needs the smaller department of a pair to hold at
+# least this many records; below it the schema's threshold is used.
+AUTO_THRESHOLD_MIN_RECORDS = 1000
 # Candidates >= the floor kept per sampled record for the estimate, best first.
 # Some 3.7% of all pairs score >= 0.5, nearly all of them chance pairs: at a
 # million records a sampled record has ~37,000, which would cost gigabytes per
@@ -380,9 +383,12 @@ def _estimate(
     free = large[~taken] if bool(taken.any()) else large
     (cands,) = _sample_candidates([(small[rows], free)], floor)
     del free
+    # A fit on a small department is too noisy to move the threshold (one
+    # wrong link in 45 costs two points of F1): it is reported, at the fixed one.
+    auto = auto_threshold and len(small) >= AUTO_THRESHOLD_MIN_RECORDS
     try:
         estimate = estimate_output_quality(
-            cands, partner[rows] >= 0, floor, threshold=threshold, auto_threshold=auto_threshold
+            cands, partner[rows] >= 0, floor, threshold=threshold, auto_threshold=auto
         )
     except ValueError as exc:
         # Nothing to fit: keep the fixed threshold.
