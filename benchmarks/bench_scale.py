@@ -122,7 +122,12 @@ from headcount.linkage.blocking import (
 )
 from headcount.linkage.clk import encode_clks
 from headcount.linkage.dice import score_pairs
-from headcount.linkage.engine import QUALITY_SAMPLE_ROWS, QUALITY_TOP_CANDIDATES, link_parties
+from headcount.linkage.engine import (
+    QUALITY_SAMPLE_ROWS,
+    QUALITY_TOP_CANDIDATES,
+    link_parties,
+    sample_rows,
+)
 from headcount.linkage.households import household_groups, resolve_households
 from headcount.linkage.matchkeys import KEY_BYTES, match_keys
 from headcount.linkage.normalise import normalise_postcode
@@ -372,13 +377,6 @@ def em_untrimmed(out: str, em_sample: int) -> dict[str, Any]:
         "estimate": estimate,
         "peak": peak_rss_bytes(),
     }
-
-
-def sample_rows(n: int, sample: int) -> np.ndarray:
-    """The rows link_parties samples for its estimate (``engine._sample_rows``)."""
-    if n <= sample:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, sample, replace=False))
 
 
 def estimate_dict(q: QualityEstimate | None) -> dict[str, float] | None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from headcount.linkage.blocking import MIN_SEED_KEY_BYTES
 from headcount.linkage.dice import Candidates, best_pairs
-from headcount.linkage.engine import AUTO_BLOCKING_PAIRS, compare_all
+from headcount.linkage.engine import AUTO_BLOCKING_PAIRS, compare_all, sample_rows
 from headcount.linkage.executor import BlockedJob, Executor, LocalExecutor
 from headcount.linkage.matchkeys import MatchKeyLevels, key_digests
 from headcount.linkage.quality import QualityEstimate, fit_mixture
@@ -148,7 +148,8 @@ def _estimate(
     floor: float,
     threshold: float,
     *,
-    keys: MatchKeyLevels | np.ndarray | None = None,
+    keyed: tuple[np.ndarray, np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
     pairs: Candidates | None = None,
 ) -> QualityEstimate | None:
     """Precision and recall of the duplicate pairs, from a sample of records.
@@ -157,7 +158,8 @@ def _estimate(
     ``floor``, each keeping its `QUALITY_TOP` best other records. Pairs that
     share a match-key are taken as true (as in linkage); a two-component
     mixture (`quality.fit_mixture`) fitted to the other pairs gives each its
-    posterior. Given the run's ``keys`` and output ``pairs``:
+    posterior. ``keyed`` holds the run's keyed pairs (`_key_pairs`); given its
+    cluster ``labels`` and output ``pairs`` as well:
 
     * non-match anchors are each clustered sampled record's best candidate
       outside its cluster (0.7-5% of them true pairs the run missed, on the
@@ -175,25 +177,20 @@ def _estimate(
     high (2.4 high on FEBRL3): the pairs' mixture has no anchors as good as
     linkage's, and a person's records are not one to one.
 
-    Without ``keys`` and ``pairs``, it describes the sample's CLK pairs at
+    Without ``labels`` and ``pairs``, it describes the sample's CLK pairs at
     ``threshold``, not the clusters: recall then leaves out what match-keys
     and cluster-mates add (6-10 points on the same files).
     """
     n = len(clks)
-    rows = (
-        np.arange(n)
-        if n <= QUALITY_SAMPLE_ROWS
-        else np.sort(np.random.default_rng(0).choice(n, QUALITY_SAMPLE_ROWS, replace=False))
-    )
+    rows = sample_rows(n, QUALITY_SAMPLE_ROWS)
     found = best_pairs(clks[rows], clks, floor, QUALITY_TOP + 1)
     left, right, score = rows[found.left], found.right, found.score
     ids = np.minimum(left, right) * n + np.maximum(left, right)
-    key_left, key_right = _key_pairs(keys, n)
+    key_left, key_right = keyed if keyed is not None else _key_pairs(None, n)
     keyed_ids = np.unique(key_left * n + key_right)
     free = (left != right) & ~np.isin(ids, keyed_ids)
     anchors = None
-    if pairs is not None and len(pairs):
-        labels = _components(n, pairs)
+    if pairs is not None and len(pairs) and labels is not None:
         outside = (labels[left] != labels[right]) & (score < 1.0)
         clustered = np.bincount(labels, minlength=n)[labels[left]] >= 2
         at, best = left[outside & clustered], score[outside & clustered]
@@ -236,23 +233,6 @@ def _estimate(
         converged=model.converged,
         iterations=model.iterations,
     )
-
-
-def _components(n: int, pairs: Candidates) -> np.ndarray:
-    """Cluster label per record from the pairs inside clusters (for `_estimate`)."""
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    for i, j in zip(pairs.left.tolist(), pairs.right.tolist(), strict=True):
-        a, b = find(i), find(j)
-        if a != b:
-            parent[b] = a
-    return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
 def dedup_records(
@@ -339,13 +319,9 @@ def dedup_records(
         ma.extend(mb)
         del members[b]
 
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    _, labels = np.unique(roots, return_inverse=True)
-    # Relabel by each cluster's first record, so labels follow file order.
+    # Labels numbered by each cluster's first record, so they follow file order.
     first: dict[int, int] = {}
-    for r in labels.tolist():
-        first.setdefault(r, len(first))
-    labels = np.array([first[r] for r in labels.tolist()], dtype=np.int64)
+    labels = np.array([first.setdefault(find(i), len(first)) for i in range(n)], dtype=np.int64)
     pair_left: list[int] = []
     pair_right: list[int] = []
     pair_score: list[float] = []
@@ -379,7 +355,9 @@ def dedup_records(
         len(key_left),
         refused,
         threshold,
-        _estimate(clks, floor, threshold, keys=keys, pairs=pairs) if n > 1 else None,
+        _estimate(clks, floor, threshold, keyed=(key_left, key_right), labels=labels, pairs=pairs)
+        if n > 1
+        else None,
     )
 
 

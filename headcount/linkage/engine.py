@@ -153,11 +153,11 @@ class LinkResult:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _sample_rows(n: int) -> np.ndarray:
-    """A fixed, spread-out sample of row indices (all rows when there are few)."""
-    if n <= QUALITY_SAMPLE_ROWS:
+def sample_rows(n: int, size: int = QUALITY_SAMPLE_ROWS) -> np.ndarray:
+    """A fixed, spread-out sample of ``size`` row indices (all rows when there are few)."""
+    if n <= size:
         return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, QUALITY_SAMPLE_ROWS, replace=False))
+    return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
 
 
 def compare_all(
@@ -377,7 +377,7 @@ def _estimate(
         own, other = (keyed.left, keyed.right) if small_is_left else (keyed.right, keyed.left)
         partner[own] = other
         taken[other] = True
-    rows = _sample_rows(len(small))
+    rows = sample_rows(len(small))
     # Records a match-key link took are never a CLK link's partner: the
     # clustering takes keyed links first. Copied only when some are taken.
     free = large[~taken] if bool(taken.any()) else large

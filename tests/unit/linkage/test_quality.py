@@ -21,6 +21,7 @@ from synthetic_pairs import load_education_health
 
 from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates, with_present_fields
 from headcount.linkage.dedup import _estimate as dedup_estimate
+from headcount.linkage.dedup import _key_pairs as dedup_key_pairs
 from headcount.linkage.dedup import dedup_records
 from headcount.linkage.dice import Candidates, score_pairs
 from headcount.linkage.matchkeys import (
@@ -471,7 +472,10 @@ def test_dedup_estimate_against_the_truth_of_the_pairs_written(tmp_path: Path) -
     # dedup_records estimates with its keys and pairs: of the pairs written.
     # (Within 1.5 points of precision and 4 of recall: the ±1 point goal is not
     # met for deduplication yet.)
-    full = dedup_estimate(clks, floor, threshold, keys=keys, pairs=result.pairs)
+    keyed = dedup_key_pairs(keys, len(clks))
+    full = dedup_estimate(
+        clks, floor, threshold, keyed=keyed, labels=result.labels, pairs=result.pairs
+    )
     assert full is not None and result.quality == full
     assert abs(full.est_precision - precision) <= 0.015, (full, precision)
     assert abs(full.est_recall - recall) <= 0.04, (full, recall)
