@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -428,51 +427,25 @@ def headcount_rows(task: Task, work: Path, seed: int) -> list[Row]:
 
 
 def headcount_dedup_row(task: Task, work: Path, seed: int) -> Row:
-    """Deduplication by link-files, once it has one (issue #14).
-
-    TODO(#14): lights up by itself once ``link_files`` accepts ``dedup=True``,
-    or ``headcount.linkfiles`` has ``dedup_file(path, out, ...)`` writing
-    ``id_a,id_b,score`` (the pairs inside its clusters).
-    """
+    """Deduplication by ``headcount link-files --dedup`` (`linkfiles.dedup_file`)
+    at its automatic threshold."""
     label = "headcount link-files dedup"
     out = work / f"hc-dedup-{task.profile}.csv"
-    run: Callable[[], object]
-    if "dedup" in inspect.signature(link_files).parameters:
-
-        def run() -> object:
-            return link_files(  # type: ignore[call-arg]
-                list(task.paths), out, seed=seed, options=task.options, dedup=True
-            )
-
-    elif callable(dedup := getattr(linkfiles, "dedup_file", None)):
-
-        def run() -> object:
-            return dedup(task.paths[0], out, seed=seed, options=task.options)
-
-    else:
-        return Row(task.profile, task.kind, label, note="not yet: link-files has no dedup")
     start = time.perf_counter()
-    try:
-        summary = run()
-    except Exception as exc:  # a new feature: report, do not stop the benchmark
-        return Row(task.profile, task.kind, label, note=f"failed: {exc!s:.60}")
+    summary = linkfiles.dedup_file(task.paths[0], out, seed=seed, options=task.options)
     seconds = time.perf_counter() - start
     p, r, f = cluster_prf(((a, b) for a, b, _ in _pairs_file(out)), task.truth)
-    result = getattr(summary, "result", None)
-    q = getattr(result, "quality", None)
-    if isinstance(q, dict):  # per party pair, as link_files reports it
-        q = next(iter(q.values()), None)
-    used = getattr(result, "threshold", None)
+    q = summary.result.quality
     return Row(
         task.profile,
         task.kind,
         label,
-        f"{used:.3f}" if isinstance(used, float) else "schema",
+        f"{summary.result.threshold:.3f}",
         p,
         r,
         f,
-        getattr(q, "est_precision", None),
-        getattr(q, "est_recall", None),
+        None if q is None else q.est_precision,
+        None if q is None else q.est_recall,
         seconds,
     )
 

@@ -28,6 +28,7 @@ from headcount.linkage.matchkeys import (
     EXTRA_MATCH_KEYS,
     MatchKeySpec,
     derive_match_keys,
+    derive_support_keys,
     match_keys,
     present_fields,
 )
@@ -256,15 +257,24 @@ def dedup_file(
     progress(f"reading {path}")
     read = read_identity_file(path, options or read_options(schema))
     hierarchy, clk_schema = _encodings_for([read.identities], schema)
+    supporting = derive_support_keys(present_fields([read.identities]))
     secret = _seeded(seed, b"secret")
     progress(f"encoding {len(read.identities)} records")
     clks = encode_clks(read.identities, secret, clk_schema)
     keys = match_keys(read.identities, secret, hierarchy) if hierarchy else None
+    support = match_keys(read.identities, secret, supporting) if supporting else None
     progress(f"comparing and clustering ({executor})")
     cut = threshold or schema.threshold
     with closing(executor_from_spec(executor)) as runner:
         result = dedup_records(
-            clks, cut, keys=keys, floor=min(schema.candidate_floor, cut), executor=runner
+            clks,
+            cut,
+            keys=keys,
+            executor=runner,
+            support=support,
+            auto_threshold=schema.auto_threshold and threshold is None,
+            blocking=schema.blocking,
+            blocking_key=_seeded(seed, b"blocking"),
         )
     ids = read.record_ids
     tmp = out.with_name(out.name + ".partial")

@@ -32,6 +32,7 @@ from headcount.linkage.normalise import (
     normalise_postcode,
     normalise_reference,
     normalise_sex,
+    salvage_date,
 )
 from headcount.linkage.schema import INPUT_FIELDS, InputSpec
 
@@ -318,6 +319,8 @@ def _check_identities(
                 fields[name] = ""
                 if options.blank_invalid:
                     blanked[column] = blanked.get(column, 0) + 1
+                    if name == "date_of_birth":
+                        _salvage_into(fields, salvage_date(values[name][row], order.order))
                 else:
                     problems.add(row, column, str(exc), _redacted(name, order.order))
         if not fields["first_name"] and not fields["last_name"]:
@@ -331,6 +334,15 @@ def _check_identities(
         if problems.full:
             break
     return identities, ReadReport(order, blanked, absent, nameless)
+
+
+def _salvage_into(fields: dict[str, str], partial: str) -> None:
+    """Keep what could be read of an unreadable date: the whole date when
+    reading misread letters as digits made it one, else its readable parts."""
+    try:
+        fields["date_of_birth"] = dt.date.fromisoformat(partial).isoformat()
+    except ValueError:
+        fields["birth_partial"] = partial
 
 
 def _redacted(name: str, order: str) -> str:

@@ -75,7 +75,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "clk/v1"
 MIN_SECRET_BYTES = 32
 
-_IDENTITY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Identity))
+_IDENTITY_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(Identity) if f.name != "birth_partial"
+)
 _MAX_HASHES = 64
 _MAX_NGRAM = 4
 
@@ -573,7 +575,13 @@ def _columns(identities: Sequence[Identity], names: Sequence[str]) -> list[list[
     """The named fields of every identity, one list per field."""
     # One pass per field: fetching all fields as one tuple per record was 6x
     # slower (50,000 short-lived tuples wake the garbage collector).
-    return [list(map(operator.attrgetter(name), identities)) for name in names]
+    return [
+        # A date that could not be read keeps the parts that could (`salvage_date`).
+        [i.date_of_birth or i.birth_partial for i in identities]
+        if name == "date_of_birth"
+        else list(map(operator.attrgetter(name), identities))
+        for name in names
+    ]
 
 
 def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:

@@ -38,11 +38,13 @@ __all__ = [
     "EXTRA_MATCH_KEYS",
     "KEY_BYTES",
     "MATCHKEY_VERSION",
+    "SUPPORT_KEYS",
     "DigestIndex",
     "KeyLinks",
     "MatchKeySpec",
     "agreement_levels",
     "derive_match_keys",
+    "derive_support_keys",
     "index_digests",
     "key_digests",
     "link_by_key_digests",
@@ -74,6 +76,14 @@ def _dob_unordered(iso: str) -> str:
     return iso[:4] + "-" + "-".join(sorted((iso[5:7], iso[8:10])))
 
 
+def _birth_year(i: Identity) -> str:
+    # A date whose day or month could not be read still has its year.
+    if i.date_of_birth:
+        return i.date_of_birth[:4]
+    year = i.birth_partial[:4]
+    return "" if year == "0000" else year
+
+
 # Every component a match-key may use: a name and a function from a normalised
 # Identity to a canonical string, "" when the record lacks the value. Values
 # hold only [a-z0-9A-Z-], so the "\x1f"-joined key text is unambiguous.
@@ -85,7 +95,7 @@ COMPONENTS: dict[str, Callable[[Identity], str]] = {
     "date_of_birth": lambda i: i.date_of_birth,
     "dob_unordered": lambda i: _dob_unordered(i.date_of_birth),
     "birth_year_month": lambda i: i.date_of_birth[:7],
-    "birth_year": lambda i: i.date_of_birth[:4],
+    "birth_year": lambda i: _birth_year(i),
     "sex": lambda i: i.sex,
     "postcode": lambda i: i.postcode,
     # Only a UK postcode has an outward code; another country's has none here.
@@ -297,6 +307,32 @@ def derive_match_keys(
                 out.append(extra)
                 seen.add(extra.components)
     return tuple(out)
+
+
+# Supporting keys (deduplication): two fields agreeing exactly is not enough
+# to call two records one person (a parent and child share a surname and a
+# date can be shared by chance in a large file), but beside a CLK score a
+# little under the threshold it is. Each pairs a stable identifier with one
+# other field, so that one error anywhere else leaves some key intact. Names
+# with an address or a postcode are left out on purpose: in a household a
+# parent and a child can carry one name at one address.
+SUPPORT_KEYS: tuple[MatchKeySpec, ...] = (
+    MatchKeySpec("supreffirst", ("reference", "first_name"), "a wrong surname or date"),
+    MatchKeySpec("suprefpost", ("reference", "postcode"), "wrong names and date"),
+    MatchKeySpec("suprefaddr", ("reference", "address"), "wrong names and date"),
+    MatchKeySpec("supreflocal", ("reference", "locality"), "wrong names and date"),
+    MatchKeySpec("supnamesyear", ("names_unordered", "birth_year"), "names swapped, day wrong"),
+    MatchKeySpec("suplastdob", ("last_name", "date_of_birth"), "a wrong first name"),
+    MatchKeySpec("supfirstdob", ("first_name", "date_of_birth"), "a wrong surname"),
+    MatchKeySpec("supaddrdob", ("address", "date_of_birth"), "wrong names"),
+)
+
+
+def derive_support_keys(present: Collection[str]) -> tuple[MatchKeySpec, ...]:
+    """The `SUPPORT_KEYS` whose fields the data holds (`present_fields`)."""
+    return tuple(
+        spec for spec in SUPPORT_KEYS if all(_SOURCE_FIELD[c] in present for c in spec.components)
+    )
 
 
 def match_keys(

@@ -40,6 +40,7 @@ __all__ = [
     "normalise_postcode",
     "normalise_reference",
     "normalise_sex",
+    "salvage_date",
 ]
 
 # Letters that NFKD leaves whole (they are letters in their own right, not a base
@@ -155,6 +156,11 @@ class Identity:
     address: str = ""
     locality: str = ""
     reference: str = ""
+    # What could be read of a date of birth that is not a date (``1996-09-51``,
+    # ``1985-06-Z6``), kept when a file is read with invalid values blanked:
+    # ``YYYY-MM-DD`` with ``0000``/``00`` for the parts that could not be
+    # read (`salvage_date`); only when ``date_of_birth`` is blank.
+    birth_partial: str = ""
 
     def __post_init__(self) -> None:
         for field in ("first_name", "last_name"):
@@ -164,6 +170,10 @@ class Identity:
             if not _ISO_DATE_RE.fullmatch(self.date_of_birth):
                 raise ValueError("date_of_birth is not an ISO date")
             date.fromisoformat(self.date_of_birth)  # raises ValueError if impossible
+        if self.birth_partial and (
+            self.date_of_birth or not _ISO_DATE_RE.fullmatch(self.birth_partial)
+        ):
+            raise ValueError("birth_partial is YYYY-MM-DD, and only beside a blank date_of_birth")
         if self.sex not in ("", "f", "m"):
             raise ValueError("sex must be 'f', 'm' or ''")
         if self.postcode and not _ANY_POSTCODE_RE.fullmatch(self.postcode):
@@ -237,6 +247,49 @@ def _parse_date(text: str, formats: tuple[str, ...], raw: str, order: str) -> st
         f"unrecognised or impossible date of birth {raw!r}"
         f" (accepted: {accepted_date_formats(order)})"
     )
+
+
+# Letters a scanner or a hurried clerk puts for digits (O for 0, l for 1, ...):
+# read back as the digit before a date's parts are judged.
+_OCR_DIGITS = str.maketrans("OoDQIlizZSsbBGgq", "0000111225568699")
+_DATE_PARTS_RE = re.compile(r"(\w{1,4})[/.-](\w{1,4})[/.-](\w{1,4})")
+
+
+def salvage_date(raw: str, order: str = "day-first") -> str:
+    """The parts of an unreadable numeric date that can still be read.
+
+    For a value `normalise_date` refuses (``1996-09-51``, ``1985-06-Z6``,
+    ``30/02/2001``), letters commonly misread for digits are read as those
+    digits (``O`` as 0, ``l`` as 1, ``Z`` as 2, ``S`` as 5, ...); then the
+    year (four digits, 1000-2999), month (1-12) and day (1-31) that are each
+    valid on their own, as
+    ``YYYY-MM-DD`` with ``0000`` or ``00`` for the others; ``""`` when no part
+    is readable or the value has no day/month/year shape. A clerk's slip in
+    one part then costs the record that part, not its whole date of birth.
+    """
+    if order not in _NUMERIC:
+        raise ValueError(f"order must be one of {DATE_ORDERS}")
+    text = raw.strip().translate(_OCR_DIGITS)
+    if len(text) == 8 and "/" not in text and "-" not in text and "." not in text:
+        year, month, day = text[:4], text[4:6], text[6:8]
+    elif (m := _DATE_PARTS_RE.fullmatch(text)) is not None:
+        a, b, c = m.groups()
+        if len(a) == 4:
+            year, month, day = a, b, c
+        elif len(c) == 4:
+            year, (day, month) = c, ((a, b) if order == "day-first" else (b, a))
+        else:
+            return ""
+    else:
+        return ""
+
+    def number(part: str, low: int, high: int, width: int) -> str:
+        if not part.isascii() or not part.isdigit() or not low <= int(part) <= high:
+            return "0" * width
+        return f"{int(part):0{width}d}"
+
+    parts = (number(year, 1000, 2999, 4), number(month, 1, 12, 2), number(day, 1, 31, 2))
+    return "" if parts == ("0000", "00", "00") else "-".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

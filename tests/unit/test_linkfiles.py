@@ -325,3 +325,35 @@ def test_dedup_finds_a_files_own_duplicates(data: Path, tmp_path: Path) -> None:
     assert two.exit_code != 0 and "exactly one file" in two.output
     one = CliRunner().invoke(cli, ["link-files", str(register), "--out", str(out)])
     assert one.exit_code != 0 and "--dedup" in one.output
+
+
+def test_an_unreadable_date_keeps_its_readable_parts(tmp_path: Path) -> None:
+    """Under blank_invalid a date like 1996-09-51 keeps its year and month (for
+    the CLK and the birth-year keys), and one with a letter misread for a
+    digit is read whole; without blank_invalid the file is refused."""
+    from headcount.linkage.clk import encode_clks
+    from headcount.linkage.dedup import _dice
+    from headcount.linkfiles import read_options
+    from party_node.data import read_identity_file
+
+    path = tmp_path / "f.csv"
+    path.write_text(
+        "record_id,first_name,last_name,date_of_birth\n"
+        "1,ann,lee,1996-09-21\n"
+        "2,ann,lee,1996-09-51\n"
+        "3,ann,lee,1996-O9-21\n"
+        "4,ann,lee,\n",
+        encoding="utf-8",
+    )
+    read = read_identity_file(path, read_options(DEFAULT_LINKAGE_SCHEMA, blank_invalid=True))
+    people = read.identities
+    assert people[1].date_of_birth == "" and people[1].birth_partial == "1996-09-00"
+    assert people[2].date_of_birth == "1996-09-21" and people[2].birth_partial == ""
+    assert read.report is not None and read.report.blanked == {"date_of_birth": 2}
+    clks = encode_clks(people, bytes(32))
+    bits = np.ascontiguousarray(clks).view(np.uint64)
+    counts = np.bitwise_count(bits).sum(axis=1)
+    partial, blank = _dice(bits, counts, [0], [1])[0, 0], _dice(bits, counts, [0], [3])[0, 0]
+    assert partial > blank + 0.05, (partial, blank)
+    with pytest.raises(InvalidInput):
+        read_identity_file(path, read_options(DEFAULT_LINKAGE_SCHEMA))

@@ -93,3 +93,54 @@ def test_a_large_file_is_scored_within_lsh_blocks() -> None:
     }
     assert pairs["full"] == {(i, 300 + i) for i in range(100)}
     assert pairs["blocked"] <= pairs["full"] and len(pairs["blocked"]) >= 98
+
+
+def test_a_supporting_key_joins_a_pair_only_above_its_floor() -> None:
+    # Records 0 and 1 score 0.6 (below the 0.7 threshold); 2 and 3 score 0.2.
+    # Both pairs share a supporting key: only the first reaches the 0.55 floor.
+    clks = _clks((0, 100), (40, 140), (300, 400), (380, 480))
+    a, b = bytes(range(16)), bytes(range(1, 17))
+    support = [[a, a, b, b]]
+    alone = dedup_records(clks, 0.7)
+    helped = dedup_records(clks, 0.7, support=support)
+    assert alone.clusters == 4
+    labels = helped.labels.tolist()
+    assert labels[0] == labels[1] and labels[2] != labels[3]
+    assert helped.key_pairs == 1
+    lower = dedup_records(clks, 0.7, support=support, support_floor=0.1)
+    assert lower.clusters == 2
+
+
+def test_pairs_joined_through_keys_count_as_sure_in_the_estimate() -> None:
+    from headcount.linkage.dedup import _components
+
+    # 0-1 and 1-2 keyed: 0 and 2 are one person too; 3-4 keyed apart; 5 alone.
+    labels = _components(6, np.array([1, 0, 3]), np.array([2, 1, 4]))
+    assert labels[0] == labels[1] == labels[2]
+    assert labels[3] == labels[4] != labels[0]
+    assert len({int(labels[5]), int(labels[0]), int(labels[3])}) == 3
+
+
+def test_the_automatic_threshold_keeps_the_best_estimated_clustering() -> None:
+    rng = np.random.default_rng(7)
+    # 1,200 people of 256 random bits in 1,024; a third have a second record
+    # with some bits moved (a typo's worth), so pairs score around 0.7-0.9.
+    people = np.zeros((1200, 1024), dtype=np.uint8)
+    for row in people:
+        row[rng.choice(1024, 256, replace=False)] = 1
+    copies = people[:400].copy()
+    for row in copies:
+        on, off = np.flatnonzero(row), np.flatnonzero(row == 0)
+        k = int(rng.integers(10, 60))
+        row[rng.choice(on, k, replace=False)] = 0
+        row[rng.choice(off, k, replace=False)] = 1
+    clks = np.packbits(np.vstack([people, copies]), axis=1)
+    fixed = dedup_records(clks, 0.7)
+    auto = dedup_records(clks, 0.7, auto_threshold=True)
+    assert fixed.threshold == 0.7
+    assert auto.threshold in (0.65, 0.7, 0.75)
+    assert auto.quality is not None and fixed.quality is not None
+    assert auto.quality.est_f1 >= fixed.quality.est_f1
+    # Too few records to estimate from: the threshold stays as given.
+    small = dedup_records(clks[:900], 0.7, auto_threshold=True)
+    assert small.threshold == 0.7

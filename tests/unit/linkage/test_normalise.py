@@ -425,3 +425,35 @@ def test_a_mixed_file_can_be_read_in_its_majority_order() -> None:
     assert (found.order, found.day_first, found.month_first) == ("day-first", 30, 5)
     with pytest.raises(InvalidInput, match="both day-first"):
         detect_date_order(mixed)
+
+
+@pytest.mark.parametrize(
+    ("raw", "order", "expected"),
+    [
+        ("1996-09-51", "day-first", "1996-09-00"),  # impossible day: year and month kept
+        ("1978-20-11", "day-first", "1978-00-11"),
+        ("9187-09-17", "day-first", "0000-09-17"),  # a year no one was born in
+        ("19450493", "day-first", "1945-04-00"),
+        ("1985-06-Z6", "day-first", "1985-06-26"),  # letters misread for digits
+        ("l986-08-o1", "day-first", "1986-08-01"),
+        ("30/02/2001", "day-first", "2001-02-30"),  # each part valid, the date not
+        ("12/25/2001", "day-first", "2001-00-12"),
+        ("12/25/2001", "month-first", "2001-12-25"),
+        ("abc", "day-first", ""),
+        ("", "day-first", ""),
+        ("07 Marhc 2011", "day-first", ""),  # no day/month/year shape
+        ("99/99/9999", "day-first", ""),  # nothing readable
+    ],
+)
+def test_salvage_keeps_the_readable_parts_of_a_date(raw: str, order: str, expected: str) -> None:
+    from headcount.linkage.normalise import salvage_date
+
+    assert salvage_date(raw, order) == expected
+
+
+def test_a_partial_date_stands_only_beside_a_blank_date() -> None:
+    Identity("ann", "lee", "", "", "", birth_partial="1996-09-00")
+    with pytest.raises(ValueError, match="birth_partial"):
+        Identity("ann", "lee", "1996-09-01", "", "", birth_partial="1996-09-00")
+    with pytest.raises(ValueError, match="birth_partial"):
+        Identity("ann", "lee", "", "", "", birth_partial="1996-9")
