@@ -391,9 +391,8 @@ class Coordinator:
         unreachable node is retried: a refusal or a malformed chunk fails the
         epoch at once.
         """
-        upload = _Upload(
-            party, epoch_id, self.schema.clk.clk_bits // 8, len(self.schema.match_keys)
-        )
+        levels = len(self.schema.match_keys) + len(self.schema.support_keys())
+        upload = _Upload(party, epoch_id, self.schema.clk.clk_bits // 8, levels)
         for attempt in range(UPLOAD_ATTEMPTS):
             request = party_node_pb2.EncodeRequest(
                 epoch_id=epoch_id,
@@ -463,14 +462,19 @@ class Coordinator:
             # With dedup, each department's own records of one person are found
             # from its encodings alone, and only each person's first record is
             # linked and counted (docs/linkage.md).
+            # Match-keys first, then (dedup) the supporting keys.
+            main = len(self.schema.match_keys)
+            digests = {p: key_digests(e.match_keys) for p, e in encodings.items()}
             deduped = (
                 {
                     p: dedup_records(
                         e.clks,
                         threshold,
-                        keys=e.match_keys,
-                        floor=min(self.schema.candidate_floor, threshold),
+                        keys=digests[p][:main],
                         executor=executor,
+                        support=digests[p][main:],
+                        auto_threshold=self.schema.auto_threshold and not explicit_threshold,
+                        blocking=self.schema.blocking,
                     )
                     for p, e in encodings.items()
                 }
@@ -485,8 +489,8 @@ class Coordinator:
                 floor=self.schema.candidate_floor,
                 auto_threshold=self.schema.auto_threshold and not explicit_threshold,
                 match_keys={
-                    p: key_digests(e.match_keys)[:, people[p]] if p in people else e.match_keys
-                    for p, e in encodings.items()
+                    p: digests[p][:main, people[p]] if p in people else digests[p][:main]
+                    for p in encodings
                 },
                 # Large pairs are LSH-blocked under a fresh random key per
                 # epoch (the engine draws it; no node can predict the bands).

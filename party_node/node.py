@@ -611,7 +611,10 @@ class PartyNode:
         """CLKs and match-keys of ``ordered``, deterministic for a given seed."""
         rng = np.random.Generator(np.random.Philox(key=int.from_bytes(seed[:16], "big")))
         clks = encode_clks(ordered, secret, self.schema.clk, rng=rng)
-        levels = match_keys(ordered, secret, self.schema.match_keys)
+        # With dedup, the supporting keys follow the match-keys (the
+        # coordinator uses them within this department only).
+        specs = (*self.schema.match_keys, *self.schema.support_keys())
+        levels = match_keys(ordered, secret, specs)
         absent = bytes(MATCH_KEY_BYTES)
         keys = b"".join(
             b"".join(level[i] or absent for level in levels) for i in range(len(ordered))

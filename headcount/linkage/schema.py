@@ -76,7 +76,7 @@ from headcount.linkage.blocking import (
     MAX_BITS_PER_BAND,
 )
 from headcount.linkage.clk import DEFAULT_SCHEMA, SALT_SOURCES, ClkSchema, FieldSpec
-from headcount.linkage.matchkeys import DEFAULT_MATCH_KEYS, MatchKeySpec
+from headcount.linkage.matchkeys import DEFAULT_MATCH_KEYS, MatchKeySpec, derive_support_keys
 
 __all__ = [
     "DEFAULT_LINKAGE_SCHEMA",
@@ -262,6 +262,14 @@ class LinkageSchema:
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "candidate_floor", float(self.candidate_floor))
 
+    def support_keys(self) -> tuple[MatchKeySpec, ...]:
+        """The supporting keys nodes upload after the match-keys, for
+        deduplication only (none when ``dedup`` is off): the
+        `matchkeys.SUPPORT_KEYS` whose fields are all CLK fields here."""
+        if not self.dedup:
+            return ()
+        return derive_support_keys({f.name for f in self.clk.fields})
+
     def to_json(self) -> dict[str, Any]:
         """The schema as a JSON-ready document (what `fingerprint` hashes).
 
@@ -274,6 +282,9 @@ class LinkageSchema:
             extra["postcodes"] = self.input.postcodes
         if self.dedup:  # absent when off, so older schemas keep their fingerprints
             extra["dedup"] = True
+            extra["support_keys"] = [
+                {"name": k.name, "components": list(k.components)} for k in self.support_keys()
+            ]
         return extra | {
             "version": SCHEMA_VERSION,
             "name": self.name,

@@ -278,3 +278,18 @@ def test_a_bad_input_table_is_refused_with_every_problem(tmp_path: Path) -> None
         load_schema(_write(tmp_path, fixed))
     with pytest.raises(ConfigError, match="date_order must be one of"):
         load_schema(_write(tmp_path, fixed.replace('nationality = "nat"\n', "")))
+
+
+def test_supporting_keys_are_uploaded_only_with_dedup() -> None:
+    from headcount.linkage.matchkeys import SUPPORT_KEYS
+
+    off = replace(DEFAULT_LINKAGE_SCHEMA, dedup=False)
+    on = replace(DEFAULT_LINKAGE_SCHEMA, dedup=True)
+    assert off.support_keys() == ()
+    assert "support_keys" not in off.to_json()
+    names = [k.name for k in on.support_keys()]
+    # The default CLK has no reference or locality field: no key needing them.
+    assert names and set(names) <= {k.name for k in SUPPORT_KEYS}
+    assert "suplastdob" in names and not any(n.startswith("supref") for n in names)
+    assert [k["name"] for k in on.to_json()["support_keys"]] == names
+    assert on.fingerprint() != off.fingerprint()
