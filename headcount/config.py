@@ -13,7 +13,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import (
@@ -27,7 +27,9 @@ from pydantic import (
 
 from headcount.departments import ATTRIBUTES, attributes
 from headcount.errors import ConfigError, NotAuthorised
-from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema, load_schema
+
+if TYPE_CHECKING:
+    from headcount.linkage.schema import LinkageSchema
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,10 @@ class FederationConfig(_Frozen):
 
     def load_linkage_schema(self) -> LinkageSchema:
         """The federation's linkage schema (the built-in default if none is named)."""
+        # Imported here: the linkage kernel (numba, pandas) loads only for the
+        # commands that link, so `headcount --help` and config checks stay fast.
+        from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, load_schema
+
         if self.linkage_schema is None:
             return DEFAULT_LINKAGE_SCHEMA
         return load_schema(self.linkage_schema)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from headcount.cli_options import config_option
+from headcount.cli.options import config_option
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from headcount import config as config_mod
-from headcount.cli_options import config_option
+from headcount.cli.options import config_option
 from headcount.report.subgroups import (
     DEFAULT_ATTRIBUTES,
     DEFAULT_EPSILON,

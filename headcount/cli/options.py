@@ -1,6 +1,5 @@
-"""Click options shared by the top-level CLI and the command groups it adds
-(``headcount register``, ``headcount report``), which live beside their own
-packages and so cannot import ``headcount.cli`` without a cycle."""
+"""Click options shared by the command groups, ``headcount register`` and
+``headcount report`` among them (which live beside their own packages)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,57 @@
+"""``headcount audit``: read and verify the audit log."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from headcount.cli.common import Group, load_config
+from headcount.cli.options import config_option
+from headcount.errors import HeadcountError
+
+
+@click.group(cls=Group)
+def audit() -> None:
+    """Read and verify the hash-chained, signed audit log."""
+
+
+@audit.command("show")
+@config_option
+@click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
+def audit_show(config_path: Path | None, analyst: str | None) -> None:
+    """Fetch the coordinator's audit log, verify chain and signatures here, list events."""
+    from headcount.client import Client
+
+    with Client(load_config(config_path), analyst=analyst) as c:
+        events, head = c.audit_log()
+    for e in events:
+        click.echo(f"{e.seq:>4} {e.at} {e.kind:<13} {e.hash[:16]}")
+    click.echo(f"chain and signatures verified: {len(events)} events, head {head}")
+
+
+@audit.command("verify")
+@config_option
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A copy of the log: the coordinator's or any node's SQLite state file.",
+)
+@click.option("--party", default=None, help="Verify this party node's replica (its state file).")
+def audit_verify(config_path: Path | None, db_path: Path | None, party: str | None) -> None:
+    """Verify any copy of the audit log: the chain, and every signature against the
+    federation's audit public key. Names the first bad entry; exit code 1 if any."""
+    from headcount.audit import AuditLog
+
+    cfg = load_config(config_path)
+    if db_path is None:
+        db_path = cfg.party(party).database if party else cfg.coordinator.database
+    log_copy = AuditLog(db_path, verifier=cfg.audit_verifier)
+    try:
+        head = log_copy.verify()
+    except HeadcountError as exc:
+        click.secho(f"FAILED {db_path}: {exc}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"OK {db_path}: {len(log_copy.events())} events, head {head}")

@@ -1,0 +1,97 @@
+"""What every command group shares: error handling, config loading, probes.
+
+Nothing here imports more than click and the error hierarchy at module level,
+so that ``headcount --help`` and a group's ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from headcount.errors import ConfigError, HeadcountError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from headcount.config import FederationConfig
+
+
+def fail(exc: HeadcountError) -> NoReturn:
+    """Print ``exc`` as one red line and exit (2 for a config error, else 1)."""
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def load_config(path: Path | None) -> FederationConfig:
+    """The federation config at ``path`` (or the default place), or exit."""
+    from headcount import config
+
+    try:
+        return config.load(path)
+    except HeadcountError as exc:
+        fail(exc)
+
+
+def metrics_options(fn: Any) -> Any:
+    fn = click.option(
+        "--metrics-host",
+        default=None,
+        help="Address for --metrics-port (default: the config's metrics_host, 127.0.0.1).",
+    )(fn)
+    return click.option(
+        "--metrics-port",
+        default=None,
+        type=click.IntRange(0, 65535),
+        help="Serve Prometheus metrics over plain HTTP on this port "
+        "(default: the config's metrics_port; 0 turns them off).",
+    )(fn)
+
+
+def probe(cfg: FederationConfig, who: str, timeout_s: float) -> None:
+    """Ask ``who`` (a party or "coordinator") for its gRPC health over mutual TLS,
+    using its own certificate; PeerUnavailable (exit 1) unless it is serving."""
+    from headcount import rpc, tls
+
+    if who == "coordinator":
+        address, cred = cfg.coordinator.address, cfg.coordinator.tls
+    else:
+        p = cfg.party(who)
+        address, cred = p.address, p.tls
+    credentials = tls.channel_credentials(cred.cert, cred.key, cfg.ca_cert)
+    channel = rpc.secure_channel(address, credentials, max_message_bytes=cfg.max_message_bytes)
+    with channel:
+        rpc.wait_healthy(channel, who, timeout_s=timeout_s)
+    click.echo(f"{who} at {address}: serving")
+
+
+timeout_option = click.option(
+    "--timeout",
+    "timeout_s",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds to wait for an answer.",
+)
+
+
+def log_json() -> bool:
+    """Whether ``headcount --log-json`` was given, for a server re-labelling its logs."""
+    return bool(click.get_current_context().find_root().params.get("log_json", False))
+
+
+def csv_items(value: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+class Group(click.Group):
+    """Turn HeadcountError into a one-line message and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HeadcountError as exc:
+            fail(exc)
