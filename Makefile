@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test check proto proto-check lint typecheck clean
+.PHONY: demo test test-fast check proto proto-check lint typecheck layers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,8 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## Unit and light tests only (no federations, servers or processes), for the edit loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not federation"
+
 ## Lint, format check, type check, and generated-code freshness.
-check: $(STAMP) proto-check lint typecheck
+check: $(STAMP) proto-check lint typecheck layers
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,6 +33,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy headcount party_node coordinator
+
+## The import floors (pyproject.toml [tool.importlinter], docs/architecture.md).
+layers: $(STAMP)
+	$(BIN)/lint-imports
 
 ## Regenerate Python stubs from proto/ (protoc + mypy-protobuf).
 proto: $(STAMP)

@@ -50,6 +50,8 @@ from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import household_groups, resolve_households
 from headcount.linkage.matchkeys import key_digests, wire_digests
+from headcount.linkage.schema import federation_schema
+from headcount.linkage.scores import score_histograms
 from headcount.measures import Packing, make_packing
 from headcount.privacy.accountant import compose, period_of
 from headcount.privacy.noise import draw_share
@@ -63,7 +65,6 @@ from headcount.query import (
     spec_to_json,
     unlinked_group,
 )
-from headcount.report.scores import score_histograms
 from headcount.tls import Principal, Role
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
@@ -245,7 +246,7 @@ class Coordinator:
         )
         self.nodes = nodes or NodeClients(federation)
         self.parties = federation.party_names
-        self.schema = federation.load_linkage_schema()
+        self.schema = federation_schema(federation.linkage_schema)
         self._pooled: list[paillier.Encryptor] = []
         self._close_unfinished()
 

@@ -186,7 +186,7 @@ class CoordinatorStore:
         per cent of them), the rest being read from ``encodings``.
 
         ``score_histograms``: per party pair, binned link scores as JSON
-        (`headcount.report.scores`): unprotected aggregates, kept here and out
+        (`headcount.linkage.scores`): unprotected aggregates, kept here and out
         of the audit log; the quality report protects them before showing them.
         """
         with self._tx() as db:

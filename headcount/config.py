@@ -13,7 +13,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import Annotated, Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import (
@@ -27,9 +27,6 @@ from pydantic import (
 
 from headcount.departments import ATTRIBUTES, attributes
 from headcount.errors import ConfigError, NotAuthorised
-
-if TYPE_CHECKING:
-    from headcount.linkage.schema import LinkageSchema
 
 log = logging.getLogger(__name__)
 
@@ -264,16 +261,6 @@ class FederationConfig(_Frozen):
     @property
     def party_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parties)
-
-    def load_linkage_schema(self) -> LinkageSchema:
-        """The federation's linkage schema (the built-in default if none is named)."""
-        # Imported here: the linkage kernel (numba, pandas) loads only for the
-        # commands that link, so `headcount --help` and config checks stay fast.
-        from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, load_schema
-
-        if self.linkage_schema is None:
-            return DEFAULT_LINKAGE_SCHEMA
-        return load_schema(self.linkage_schema)
 
     @property
     def audit_verifier(self) -> Ed25519PublicKey:

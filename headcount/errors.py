@@ -1,25 +1,25 @@
-"""The whole Headcount error hierarchy and its gRPC status mapping.
+"""The whole Headcount error hierarchy, each class with the gRPC status it maps to.
 
 Servicers raise these; one server interceptor (``headcount.rpc``) turns each into
 its status code, and anything else into INTERNAL with a generic message. On the
-client, ``headcount.rpc.raise_from_rpc`` maps a ``grpc.RpcError`` back.
+client, ``headcount.rpc.raise_from_rpc`` maps a ``grpc.RpcError`` back. The
+status is named here as text (a ``grpc.StatusCode`` member's name), so this
+base module, and every kernel module raising these errors, loads no gRPC.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class HeadcountError(Exception):
     """Base class: every error Headcount raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    status: str = "UNKNOWN"  # the grpc.StatusCode member's name
 
 
 class InvalidRequest(HeadcountError):
     """A request, message or argument is malformed or out of range."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
 
 class InvalidInput(InvalidRequest):
@@ -37,51 +37,53 @@ class InvalidProof(InvalidRequest):
 class ConfigError(HeadcountError):
     """The configuration file is missing, malformed or inconsistent."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class NotAuthorised(HeadcountError):
     """The caller's certificate does not grant the role this call needs."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
 
 class PolicyRefused(HeadcountError):
     """A node's or the federation's disclosure policy refuses this query."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    status = "PERMISSION_DENIED"
 
 
 class UnknownJob(HeadcountError):
     """An epoch, query, ceremony or party the caller named does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class FailedPrecondition(HeadcountError):
     """The call is valid but the federation is not in a state to serve it."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class BudgetExhausted(HeadcountError):
     """The privacy budget for this node and epoch would be exceeded."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = "RESOURCE_EXHAUSTED"
 
 
 class PeerUnavailable(HeadcountError):
     """A party node or the coordinator could not be reached."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
 
 
-BY_CODE: dict[grpc.StatusCode, type[HeadcountError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.PERMISSION_DENIED: NotAuthorised,
-    grpc.StatusCode.NOT_FOUND: UnknownJob,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: BudgetExhausted,
-    grpc.StatusCode.UNAVAILABLE: PeerUnavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: PeerUnavailable,
+# Status name -> the class a client raises for it (when the server did not
+# name the exact class).
+BY_STATUS: dict[str, type[HeadcountError]] = {
+    "INVALID_ARGUMENT": InvalidRequest,
+    "PERMISSION_DENIED": NotAuthorised,
+    "NOT_FOUND": UnknownJob,
+    "FAILED_PRECONDITION": FailedPrecondition,
+    "RESOURCE_EXHAUSTED": BudgetExhausted,
+    "UNAVAILABLE": PeerUnavailable,
+    "DEADLINE_EXCEEDED": PeerUnavailable,
 }

@@ -1,10 +1,13 @@
-"""What an analyst may ask: a count over linked records, grouped by one attribute.
+"""What an analyst may ask: a count, sum or mean over linked records.
 
-This first version covers counts of one department's records (the population,
-optionally filtered on its own approved attributes) grouped by an approved
-categorical attribute held by another department. Records of the population
-with no linked record in the grouping department are counted in their own
-group, so the table adds up to the population.
+A query counts one department's records (the population, optionally filtered
+on its own approved attributes) grouped by an approved categorical attribute
+held by another department, and optionally by one of the population's own (a
+two-way table). Conditions add departments the records must be linked to,
+person to person or through a household. A sum or mean is of a numeric
+attribute of the population, clipped to the catalogue's bounds. Records of
+the population with no linked record in the grouping department are counted
+in their own group, so the table adds up to the population.
 
 A party may be one period snapshot of a department (``immigration-2024``,
 ``PartyConfig.department``); its attributes are its department's. A

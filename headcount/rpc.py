@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from headcount import errors
 from headcount.errors import (
-    BY_CODE,
+    BY_STATUS,
     HeadcountError,
     InvalidRequest,
     NotAuthorised,
@@ -88,7 +88,7 @@ def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
         # the same condition (PolicyRefused, not just PERMISSION_DENIED).
         name = next(c.__name__ for c in type(exc).__mro__ if _BY_NAME.get(c.__name__) is c)
         context.set_trailing_metadata(((ERROR_KEY, name),))
-        context.abort(exc.code, str(exc))
+        context.abort(grpc.StatusCode[exc.status], str(exc))
     log.error("unhandled error in RPC", exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
 
@@ -136,8 +136,7 @@ def _checked(request: Any, stream_in: bool) -> Any:
 
 def _code_name(exc: BaseException) -> str:
     """The status code name ``_fail`` answers ``exc`` with."""
-    code = exc.code if isinstance(exc, HeadcountError) else grpc.StatusCode.INTERNAL
-    return code.name
+    return exc.status if isinstance(exc, HeadcountError) else grpc.StatusCode.INTERNAL.name
 
 
 class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -316,12 +315,12 @@ def raise_from_rpc(exc: grpc.RpcError, peer: str | None) -> NoReturn:
     call: Any = exc
     code = call.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = call.details() if isinstance(exc, grpc.Call) else str(exc)
-    cls: type[HeadcountError] = BY_CODE.get(code, HeadcountError)
+    cls: type[HeadcountError] = BY_STATUS.get(code.name, HeadcountError)
     metadata = call.trailing_metadata() if isinstance(exc, grpc.Call) else None
     pairs: list[tuple[str, Any]] = list(metadata or [])
     for key, value in pairs:
         named = _BY_NAME.get(str(value)) if key == ERROR_KEY else None
-        if named is not None and named.code == code:
+        if named is not None and named.status == code.name:
             cls = named
     if code == grpc.StatusCode.UNAVAILABLE and not details:
         details = "not reachable"

@@ -60,6 +60,7 @@ from headcount.linkage.address import household_keys
 from headcount.linkage.clk import encode_clks
 from headcount.linkage.matchkeys import match_keys
 from headcount.linkage.normalise import Identity as Person
+from headcount.linkage.schema import federation_schema
 from headcount.measures import (
     ALL_GROUP,
     Packing,
@@ -147,7 +148,7 @@ class PartyNode:
         self._pool_lock = threading.Lock()
         self._peer_keys: tuple[paillier.PublicKey, ...] = ()
         self._peer_encryptors: dict[int, paillier.Encryptor] = {}
-        self.schema = federation.load_linkage_schema()
+        self.schema = federation_schema(federation.linkage_schema)
         if self.schema.decoy_share:
             raise ConfigError(
                 "the linkage schema asks for decoy records, which the federation protocol "
@@ -185,12 +186,10 @@ class PartyNode:
                 self.federation.paillier_bits,
             )
             _, priv = paillier.generate_keypair(self.federation.paillier_bits)
-            raw = json.dumps({"p": str(priv.p), "q": str(priv.q)}).encode()
+            raw = paillier.private_key_bytes(priv)
             self.store.put_secret("paillier", raw)
-        pq = json.loads(raw)
-        p, q = int(pq["p"]), int(pq["q"])
-        priv = phe.PaillierPrivateKey(phe.PaillierPublicKey(p * q), p, q)
-        return paillier.PublicKey(p * q), priv
+        priv = paillier.private_key_from_bytes(raw)
+        return paillier.PublicKey(priv.public_key.n), priv
 
     def identity(self) -> Identity:
         return self._identity

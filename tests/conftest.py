@@ -8,6 +8,19 @@ from pathlib import Path
 import pytest
 from harness import Federation, make_federation
 
+_HEAVY_DIRS = ("integration", "attack", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs federations or processes (tests/integration,
+    tests/attack, tests/browser, or a federation fixture) as ``federation``:
+    `make test-fast` leaves them out, `make test` runs everything."""
+    for item in items:
+        heavy = any(part in _HEAVY_DIRS for part in item.path.parts[-3:-1])
+        fixtures = getattr(item, "fixturenames", ())
+        if heavy or "federation" in fixtures or "linked_federation" in fixtures:
+            item.add_marker(pytest.mark.federation)
+
 
 @pytest.fixture
 def federation(tmp_path: Path) -> Iterator[Federation]:

@@ -68,12 +68,13 @@ def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> Non
     linkage schema's date order and postcode style, and the party's
     blank_invalid setting.
     """
+    from headcount.linkage.schema import federation_schema
     from party_node.data import DepartmentFileError, department_options, load_department_file
 
     cfg = load_config(config_path)
     p = cfg.party(party)
     options = department_options(
-        cfg.load_linkage_schema().input, blank_invalid=blank_invalid or p.blank_invalid
+        federation_schema(cfg.linkage_schema).input, blank_invalid=blank_invalid or p.blank_invalid
     )
     try:
         data = load_department_file(

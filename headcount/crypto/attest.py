@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import load_pem_x509_certificate
 
+from headcount.crypto.pki import Role, verify_issued_by
 from headcount.errors import InvalidProof, InvalidRequest
-from headcount.tls import Role, verify_issued_by
 
 _DOMAIN = b"headcount-noise-v1"
 DIGEST_BYTES = 32

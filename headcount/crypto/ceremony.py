@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509 import load_pem_x509_certificate
 
+from headcount.crypto.pki import Role, verify_issued_by
 from headcount.errors import InvalidProof, InvalidRequest
-from headcount.tls import Role, verify_issued_by
 
 CONTRIBUTION_BYTES = 32
 SECRET_BYTES = 32

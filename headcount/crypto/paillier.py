@@ -47,7 +47,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
-from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
 import gmpy2
@@ -182,16 +181,14 @@ def generate_keypair(bits: int) -> tuple[PublicKey, phe.PaillierPrivateKey]:
     return PublicKey(pub.n), priv
 
 
-def save_private_key(priv: phe.PaillierPrivateKey, path: Path) -> None:
-    """Write p and q as JSON to a file readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"p": str(priv.p), "q": str(priv.q)}, fh)
+def private_key_bytes(priv: phe.PaillierPrivateKey) -> bytes:
+    """A private key as the bytes a node keeps in its state file (p and q, JSON)."""
+    return json.dumps({"p": str(priv.p), "q": str(priv.q)}).encode()
 
 
-def load_private_key(path: Path) -> phe.PaillierPrivateKey:
-    data = json.loads(path.read_text())
+def private_key_from_bytes(raw: bytes) -> phe.PaillierPrivateKey:
+    """The private key `private_key_bytes` wrote."""
+    data = json.loads(raw)
     p, q = int(data["p"]), int(data["q"])
     return phe.PaillierPrivateKey(phe.PaillierPublicKey(p * q), p, q)
 

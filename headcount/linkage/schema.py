@@ -39,9 +39,9 @@ File format (``schemas/default.toml`` is the shipped default)::
     bands = 64                              # 1..1024
     bits_per_band = 18                      # 1..64
 
-    [linkage]
-    threshold = 0.8                         # Dice score links must reach, (0, 1]
-    auto_threshold = false                  # use the quality estimate's threshold
+    [linkage]                               # the shipped default's values:
+    threshold = 0.7                         # Dice score links must reach, (0, 1]
+    auto_threshold = true                   # use the quality estimate's threshold
     candidate_floor = 0.5                   # floor for quality estimation, < threshold
     dedup = false                           # find and count once each department's
                                             # own records of one person
@@ -87,6 +87,7 @@ __all__ = [
     "InputSpec",
     "LinkageSchema",
     "dumps_schema",
+    "federation_schema",
     "load_schema",
     "parse_schema",
 ]
@@ -757,3 +758,9 @@ class _Checker:
         if method is None or bands is None or bits is None:
             return None
         return self.build("blocking", BlockingSpec, method, bands, bits)
+
+
+def federation_schema(path: Path | None) -> LinkageSchema:
+    """A federation's linkage schema: the file its config names
+    (``linkage_schema``), or the built-in default when it names none."""
+    return DEFAULT_LINKAGE_SCHEMA if path is None else load_schema(path)

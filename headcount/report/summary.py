@@ -22,8 +22,8 @@ from typing import Any
 
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
+from headcount.linkage.scores import ScoreHistogram
 from headcount.protect.sdc import SdcPolicy, protect_counts
-from headcount.report.scores import ScoreHistogram
 
 
 def policy_of(federation: FederationConfig) -> SdcPolicy:

@@ -11,10 +11,10 @@ import pytest
 
 from headcount.errors import InvalidRequest
 from headcount.linkage.dice import dice_reference
+from headcount.linkage.scores import ScoreHistogram, score_histograms
 from headcount.protect.sdc import PRIMARY, RELEASED, TOTAL, SdcPolicy
 from headcount.query import unlinked_group
 from headcount.report.html import render_report
-from headcount.report.scores import ScoreHistogram, score_histograms
 from headcount.report.subgroups import (
     SubgroupPlan,
     SubgroupQuery,
