@@ -202,8 +202,8 @@ def tapped(fed: LocalFederation) -> Iterator[Taps]:
     """Record what each party draws and decrypts, by wrapping the functions its
     own code calls (``draw_share`` in the coordinator and the nodes,
     ``protect_release`` in the nodes); restored on exit."""
-    import coordinator.coordinator as coordinator_module
-    import party_node.node as node_module
+    import coordinator.executor as coordinator_module
+    import party_node.release as node_module
 
     taps = Taps()
     # The names each module's own code calls, looked up there (not imported

@@ -17,7 +17,8 @@ import grpc
 import pytest
 from harness import TEST_PEOPLE, TEST_SEED, ClientRecorder, Federation, Recorder, ServerRecorder
 
-import coordinator.coordinator as coordinator_module
+import coordinator.epoch as epoch_module
+import coordinator.executor as executor_module
 from coordinator.coordinator import Coordinator
 from headcount.crypto.attest import sign_abandonment
 from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
@@ -59,7 +60,7 @@ class _KillMidUpload(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(coordinator_module, "CHUNK_RECORDS", 100)
+    monkeypatch.setattr(epoch_module, "CHUNK_RECORDS", 100)
 
 
 def test_a_node_killed_mid_upload_resumes_without_resending(
@@ -214,7 +215,7 @@ def test_a_query_failing_after_every_hop_charges_nothing_anywhere(
     def fails(*args: Any, **kwargs: Any) -> list[int]:
         raise InvalidRequest("noise could not be drawn")
 
-    monkeypatch.setattr(coordinator_module, "draw_share", fails)
+    monkeypatch.setattr(executor_module, "draw_share", fails)
     with federation.analyst() as analyst:
         with pytest.raises(InvalidRequest, match="noise"):
             analyst.query(_spec())

@@ -125,8 +125,8 @@ def test_a_node_checks_its_own_approval_in_its_replica(fed: Federation) -> None:
     never approved: the check runs on the node's own replica."""
     node = fed.nodes["health"].node
     with pytest.raises(PolicyRefused, match="has not approved"):
-        node._check_project(PROJECT)  # health was never asked
-    fed.nodes["education"].node._check_project(PROJECT)  # education approved it
+        node.check_project(PROJECT)  # health was never asked
+    fed.nodes["education"].node.check_project(PROJECT)  # education approved it
 
 
 def test_an_analyst_whose_accreditation_ended_is_refused(fed: Federation) -> None:
@@ -147,9 +147,9 @@ def test_an_analyst_whose_accreditation_ended_is_refused(fed: Federation) -> Non
         }
     )
     nodes = [r.node for r in fed.nodes.values()]
-    coordinator.federation = lapsed
+    coordinator.use_config(lapsed)
     for node in nodes:
-        node.federation = lapsed
+        node.use_config(lapsed)
     try:
         with fed.analyst() as client:
             with pytest.raises(NotAuthorised, match="accreditation"):
@@ -163,10 +163,10 @@ def test_an_analyst_whose_accreditation_ended_is_refused(fed: Federation) -> Non
                     EXPIRES,
                 )
         with pytest.raises(NotAuthorised, match="safe people"):
-            nodes[0]._check_project(PROJECT)
+            nodes[0].check_project(PROJECT)
     finally:
-        coordinator.federation = current
+        coordinator.use_config(current)
         for node in nodes:
-            node.federation = current
+            node.use_config(current)
     with fed.analyst() as client:  # restored: the same query runs again
         assert client.query(_spec()).table["group"].iloc[-1] == "Total"

@@ -192,7 +192,7 @@ def test_a_coordinator_announcing_less_noise_is_refused(
     def smaller(parties: list[str], spec: object, household_cap: int) -> NoisePlan:
         return NoisePlan(1, ("coordinator", *parties[1:]))
 
-    monkeypatch.setattr("coordinator.coordinator.plan_noise", smaller)
+    monkeypatch.setattr("coordinator.queries.plan_noise", smaller)
     spent = {p: r.node.ledger.spent() for p, r in exact.nodes.items()}
     with exact.analyst() as analyst, pytest.raises(PolicyRefused, match="noise"):
         analyst.query(

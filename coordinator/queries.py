@@ -1,0 +1,233 @@
+"""A query's life at the coordinator: admitted (or refused) on the query, the
+catalogue, projects and ledgers alone, announced, run, and released or abandoned."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from coordinator.audit_sync import AuditSync
+from coordinator.executor import HopExecutor, QueryOutcome
+from coordinator.governance import Governance
+from coordinator.nodes import NodeClients
+from coordinator.planner import Plan, plan_query
+from coordinator.store import CoordinatorStore
+from headcount.config import FederationConfig
+from headcount.crypto.attest import Abandonment, verify_abandonment
+from headcount.errors import (
+    BudgetExhausted,
+    HeadcountError,
+    InvalidProof,
+    NotAuthorised,
+    PeerUnavailable,
+    PolicyRefused,
+)
+from headcount.measures import Packing
+from headcount.privacy.accountant import compose
+from headcount.privacy.sensitivity import NoisePlan, plan_noise
+from headcount.query import QuerySpec, check_group_by, check_measure, check_predicates, spec_to_json
+from headcount.wire import common_pb2, party_node_pb2
+
+log = logging.getLogger(__name__)
+
+
+class QueryDesk:
+    def __init__(
+        self,
+        federation: FederationConfig,
+        store: CoordinatorStore,
+        nodes: NodeClients,
+        audit: AuditSync,
+        governance: Governance,
+        executor: HopExecutor,
+    ) -> None:
+        self.federation, self.store, self.nodes, self.audit = federation, store, nodes, audit
+        self.governance, self.executor = governance, executor
+        self.parties: tuple[str, ...] = federation.party_names
+
+    def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
+        try:
+            plan, epoch_id, epsilon, spec_json, noise, packing = self._admit(spec, analyst)
+        except (PolicyRefused, BudgetExhausted, NotAuthorised, PeerUnavailable) as exc:
+            self._refuse(uuid.uuid4().hex, analyst, spec.purpose, str(exc))
+            raise
+        parties = plan.parties
+        query_id = uuid.uuid4().hex
+        self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
+        try:
+            self.audit.log(
+                "query",
+                {
+                    "query_id": query_id,
+                    "epoch_id": epoch_id,
+                    "project_id": spec.project_id,
+                    "analyst": analyst,
+                    "role": "analyst",
+                    "purpose": spec.purpose,
+                    "parties": parties,
+                    "epsilon": epsilon,
+                    "spec": spec_json,
+                    # Re-derived by every node before it takes part.
+                    "noise": noise.to_json(),
+                    "packing": packing.to_json(),
+                },
+                required=parties,
+            )
+            outcome = self.executor.execute(query_id, epoch_id, spec, plan, epsilon, packing, noise)
+        except Exception as exc:
+            # Nodes of the chain may have charged their ledgers. With the
+            # origin's signed promise never to decrypt, every node refunds and
+            # the query charged nothing anywhere; without it, every charge
+            # stands (the origin may have decrypted) and so does the mirror.
+            abandonment = self._abandon(query_id, plan.origin)
+            self.store.finish_query(query_id, "refused" if abandonment else "failed", None)
+            reason = str(exc) if isinstance(exc, HeadcountError) else "internal error"
+            extra = {"abandonment": abandonment.to_json()} if abandonment else {}
+            self._refuse(query_id, analyst, spec.purpose, reason, **extra)
+            raise
+        release = release_json(outcome.title, outcome.table)
+        self.store.finish_query(query_id, "released", release)
+        left_by = self.governance.budgets_remaining()
+        left = {p: left_by[p] for p in parties}
+        self.audit.log(
+            "release",
+            {
+                "query_id": query_id,
+                "epoch_id": epoch_id,
+                "analyst": analyst,
+                "purpose": spec.purpose,
+                "parties": parties,
+                "epsilon": epsilon,
+                "period": self.governance.current_period(),
+                "budget_remaining": left,
+                "table": release,
+            },
+        )
+        remaining = min(left.values())
+        return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
+
+    def _refuse(self, query_id: str, analyst: str, purpose: str, reason: str, **extra: Any) -> None:
+        """Record a refusal in the audit log: every refusal is public, and each
+        depends only on the query, the catalogue, projects and the ledgers."""
+        self.audit.log(
+            "refusal",
+            {"query_id": query_id, "analyst": analyst, "purpose": purpose, "reason": reason}
+            | extra,
+        )
+
+    def _admit(
+        self, spec: QuerySpec, analyst: str
+    ) -> tuple[Plan, str, float, dict[str, Any], NoisePlan, Packing]:
+        """Everything decided before a query is announced: nothing is charged yet."""
+        plan = plan_query(spec, self.parties)
+        parties = plan.parties
+        self._check_catalogue(plan)
+        self.governance.check_project(spec.project_id, analyst, parties)
+        epoch_id = self.store.latest_epoch()
+        epsilon = spec.epsilon or self.federation.privacy.default_query_epsilon
+        budget = self.federation.privacy.epsilon_per_period
+        spent_by = self.governance.budgets_spent()
+        for party in parties:
+            spent = spent_by.get(party, 0.0)
+            if compose([spent, epsilon]) > budget + 1e-9:
+                raise BudgetExhausted(
+                    f"{party}'s privacy budget for {self.governance.current_period()} has "
+                    f"{max(0.0, budget - spent):.3g} left; the query needs {epsilon:.3g}"
+                )
+        spec_json = {**spec_to_json(spec), "epsilon": epsilon, "parties": parties}
+        noise = plan_noise(parties, spec_json, household_cap=self.federation.privacy.household_cap)
+        packing = self.executor.packing(epoch_id, plan, epsilon, noise)
+        # Every node in the chain must answer before anything is announced or
+        # charged, so a node that is down costs nobody any budget.
+        down = [p for p in parties if not self.nodes.healthy(p)]
+        if down:
+            raise PeerUnavailable(
+                f"{', '.join(down)}: not reachable; the query was not started "
+                "and no budget was charged"
+            )
+        return plan, epoch_id, epsilon, spec_json, noise, packing
+
+    def _check_catalogue(self, plan: Plan) -> None:
+        """Refuse, before anything is stored or published, a filter, group-by or
+        measure that a department's policy does not approve or whose values are
+        not its categories: names, dates, postcodes or free text never enter
+        the store or the audit log. Each node checks again for itself."""
+        for hop in plan.hops:
+            party = self.federation.party(hop.party)
+            approved, dept = party.approved_attributes, party.department
+            check_predicates(hop.party, approved, hop.filters, department=dept)
+            if hop.group_by:
+                check_group_by(hop.party, approved, hop.group_by, department=dept)
+        origin = self.federation.party(plan.origin)
+        if plan.origin_group_by:
+            check_group_by(
+                plan.origin,
+                origin.approved_attributes,
+                plan.origin_group_by,
+                department=origin.department,
+            )
+        if plan.measure_attribute:
+            check_measure(
+                plan.origin,
+                origin.approved_measures,
+                plan.measure_attribute,
+                department=origin.department,
+            )
+
+    def _abandon(self, query_id: str, origin: str) -> Abandonment | None:
+        """Ask the origin of a failed query to abandon it; None if it cannot (it
+        is down, or it decrypted), in which case every charge stands."""
+        try:
+            reply = self.nodes.call(
+                origin,
+                lambda s: s.AbandonQuery(
+                    party_node_pb2.AbandonRequest(query_id=query_id),
+                    timeout=self.nodes.timeout_s,
+                ),
+            )
+            abandonment = Abandonment(
+                reply.query_id, reply.party, reply.signature, reply.certificate_pem
+            )
+            if abandonment.query_id != query_id:
+                raise InvalidProof(f"{origin} abandoned another query")
+            verify_abandonment(abandonment, origin, ca_cert=self.federation.ca_cert)
+        except HeadcountError as exc:
+            log.warning(
+                "query %s: %s did not abandon it (%s); charges stand", query_id, origin, exc
+            )
+            return None
+        return abandonment
+
+
+def release_json(title: str, table: common_pb2.ProtectedTable) -> dict[str, Any]:
+    """A released table as the audit log and the store keep it."""
+
+    def interval(c: common_pb2.ProtectedCell) -> list[int] | None:
+        return [c.interval_low, c.interval_high] if c.has_interval else None
+
+    return {
+        "title": title,
+        "cells": [
+            {
+                "group": c.group,
+                "column": c.column,
+                "value": c.value if c.status == "released" else None,
+                "status": c.status,
+                "mean": c.mean if c.has_mean else None,
+                "sum": c.sum if c.has_sum else None,
+                "interval": interval(c),
+                "mean_interval": [c.mean_low, c.mean_high] if c.has_mean_interval else None,
+            }
+            for c in table.cells
+        ],
+        "column_attribute": table.column_attribute,
+        "measure_attribute": table.measure_attribute,
+        "total": None if table.total_suppressed else table.total,
+        "total_interval": None if table.total_suppressed else [table.total_low, table.total_high],
+        "epsilon": table.epsilon,
+        "noise_scale": table.noise_scale,
+        "shareholders": table.shareholders,
+        "sensitivity": table.sensitivity,
+        "interval_coverage": table.interval_coverage,
+    }

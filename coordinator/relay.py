@@ -1,0 +1,114 @@
+"""The key ceremony, relayed: the coordinator carries sealed envelopes between
+nodes and records the commitments; it never learns the linkage secret."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from coordinator.audit_sync import AuditSync
+from coordinator.nodes import NodeClients, each
+from coordinator.store import CoordinatorStore
+from headcount.config import FederationConfig
+from headcount.crypto import ceremony
+from headcount.errors import InvalidProof
+from headcount.wire import convert as cv
+from headcount.wire import party_node_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CeremonyResult:
+    ceremony_id: str
+    parties: tuple[str, ...]
+    confirmed: bool
+
+
+class CeremonyRelay:
+    def __init__(
+        self,
+        federation: FederationConfig,
+        store: CoordinatorStore,
+        nodes: NodeClients,
+        audit: AuditSync,
+    ) -> None:
+        self.federation, self.store, self.nodes, self.audit = federation, store, nodes, audit
+        self.parties: tuple[str, ...] = federation.party_names
+
+    def collect_identities(self) -> dict[str, ceremony.Identity]:
+        replies = each(
+            self.parties,
+            lambda p: self.nodes.call(
+                p,
+                lambda s: s.GetIdentity(
+                    party_node_pb2.IdentityRequest(), timeout=self.nodes.timeout_s
+                ),
+            ),
+        )
+        out = {}
+        for party, reply in replies.items():
+            identity = cv.identity_from_pb(reply)
+            if identity.party != party:
+                raise InvalidProof(f"node at {party}'s address claims to be {identity.party!r}")
+            ceremony.verify_identity(identity, self.federation.ca_cert)
+            self.store.save_identity(party, reply.SerializeToString())
+            out[party] = identity
+        return out
+
+    def run_ceremony(self) -> CeremonyResult:
+        identities = self.collect_identities()
+        ceremony_id = uuid.uuid4().hex
+        roster = [cv.identity_to_pb(identities[p]) for p in self.parties]
+        contributions = each(
+            self.parties,
+            lambda p: self.nodes.call(
+                p,
+                lambda s: s.Contribute(
+                    party_node_pb2.ContributeRequest(ceremony_id=ceremony_id, parties=roster),
+                    timeout=self.nodes.timeout_s,
+                ),
+            ),
+        )
+        commitments = [c.commitment for c in contributions.values()]
+        envelopes = [e for c in contributions.values() for e in c.envelopes]
+        for party, c in contributions.items():
+            if c.commitment.party != party or any(e.sender != party for e in c.envelopes):
+                raise InvalidProof(f"{party} sent a contribution in another party's name")
+        confirmations = each(
+            self.parties,
+            lambda p: self.nodes.call(
+                p,
+                lambda s: s.Finish(
+                    party_node_pb2.FinishRequest(
+                        ceremony_id=ceremony_id,
+                        envelopes=[e for e in envelopes if e.recipient == p],
+                        commitments=commitments,
+                    ),
+                    timeout=self.nodes.timeout_s,
+                ),
+            ),
+        )
+        tags = {c.tag for c in confirmations.values()}
+        confirmed = len(tags) == 1
+        self.store.save_ceremony(
+            ceremony_id,
+            self.parties,
+            [(e.sender, e.recipient, e.nonce, e.ciphertext) for e in envelopes],
+            [(c.party, c.digest) for c in commitments],
+            confirmed,
+        )
+        self.audit.log(
+            "ceremony",
+            {
+                "ceremony_id": ceremony_id,
+                "parties": list(self.parties),
+                "commitments": {c.party: c.digest.hex() for c in commitments},
+                "confirmed": confirmed,
+            },
+        )
+        if not confirmed:
+            raise InvalidProof("nodes derived different linkage secrets; the ceremony failed")
+        log.info("ceremony %s confirmed by %d parties", ceremony_id, len(self.parties))
+        return CeremonyResult(ceremony_id, tuple(self.parties), confirmed)
