@@ -5,8 +5,11 @@ pip supports, needs no compiler at install time, spreads a loop over cores
 with ``prange``, and compiles for the host CPU, so LLVM emits the widest
 popcount the machine has (AVX-512 ``vpopcntq`` where present, ``popcnt``
 otherwise). ``cache=True`` keeps the compiled code beside this file (or in
-numba's user cache when that is read-only), so only the first process after an
-install pays the few seconds of compilation.
+numba's user cache when that is read-only, or, when neither is writable, as
+for an unprivileged user with no home in the container image, in a per-user
+directory under the system's temporary directory: `_ensure_cache_dir`), so
+only the first process after an install pays the few seconds of compilation.
+``NUMBA_CACHE_DIR`` set by the operator always wins.
 
 Everything here works on prepared arrays and trusts its caller (`dice.py`,
 `blocking.py`) to have checked shapes, dtypes and contiguity: the functions
@@ -25,8 +28,11 @@ Layouts (``W`` = 64-bit words per filter, a multiple of `WORD_MULTIPLE`):
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import numba
@@ -111,6 +117,55 @@ def _popcount_typer(typingctx: Any, value: Any) -> Any:  # pragma: no cover - co
 
 # Typed as a plain callable for mypy; numba sees the intrinsic.
 _popcount = cast(Callable[[Any], int], intrinsic(_popcount_typer))
+
+
+def _writable(directory: Path) -> bool:
+    """Whether ``directory`` exists (or can be made) and this process may write in it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def cache_dir_for(here: Path, user_cache: Path, temp: Path, uid: int) -> Path | None:
+    """Where compiled kernels should go when numba's own places fail: None when
+    the package's ``__pycache__`` or the user's cache is writable (numba uses
+    them), else ``<temp>/headcount-numba-<uid>``."""
+    if _writable(here / "__pycache__") or _writable(user_cache):
+        return None
+    return temp / f"headcount-numba-{uid}"
+
+
+def _ensure_cache_dir() -> None:
+    """Give numba a writable cache directory before any ``cache=True`` kernel is
+    defined; without one it refuses to import this module at all."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    chosen = cache_dir_for(
+        Path(__file__).parent, Path(xdg) / "numba", Path(tempfile.gettempdir()), os.getuid()
+    )
+    if chosen is None:
+        return
+    chosen.mkdir(mode=0o700, exist_ok=True)
+    check_private(chosen)
+    numba.config.CACHE_DIR = str(chosen)  # type: ignore[attr-defined]
+
+
+def check_private(directory: Path) -> None:
+    """Refuse a cache directory this user does not own alone: numba loads
+    compiled code from its cache, so a directory someone else made in the
+    shared temporary directory could feed this process theirs."""
+    info = directory.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RuntimeError(
+            f"{directory} is not private to this user; set NUMBA_CACHE_DIR to a directory"
+            " only this user can write (the container image sets /var/cache/headcount)"
+        )
+
+
+_ensure_cache_dir()
 
 
 @numba.njit(cache=True, nogil=True)

@@ -243,6 +243,12 @@ def test_dockerfile_entrypoint_is_the_installed_cli() -> None:
     env = " ".join(a for i, a in dockerfile() if i == "ENV")
     assert f"HEADCOUNT_CONFIG={CONFIG}" in env
     assert [a for i, a in dockerfile() if i == "USER"] == ["headcount"]
+    # The unprivileged user's numba cache: set, created for that user, a volume.
+    assert "NUMBA_CACHE_DIR=/var/cache/headcount/numba" in env
+    runs = " ".join(a for i, a in dockerfile() if i == "RUN")
+    assert "chown headcount:headcount" in runs and "/var/cache/headcount/numba" in runs
+    volumes = [yaml.safe_load(a) for i, a in dockerfile() if i == "VOLUME"]
+    assert ["/var/cache/headcount/numba"] in volumes
 
 
 def test_dockerfile_copies_what_exists_and_installs_every_package() -> None:
