@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64  # prev_hash of the first event, and head of an empty log
 
+# A released table with its cells is the largest event the coordinator writes
+# (well under 1 MB); anything larger is refused unread.
+MAX_EVENT_CHARS = 4_000_000
+
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _SIG_RE = re.compile(r"(?:[0-9a-f]{128})?")
 _SIGNING_CONTEXT = b"headcount/audit/v1\x00"
@@ -164,10 +168,14 @@ class AuditEvent:
 
         The hash is not checked here; ``verify_chain``/``import_event`` do that.
         """
+        if isinstance(text, str) and len(text) > MAX_EVENT_CHARS:
+            raise InvalidRequest(f"audit event is longer than {MAX_EVENT_CHARS} characters")
         try:
             data = json.loads(text)
         except (TypeError, ValueError):
             raise InvalidRequest("audit event is not valid JSON") from None
+        except RecursionError:
+            raise InvalidRequest("audit event JSON is nested too deeply") from None
         fields = {"seq", "kind", "body", "at", "prev_hash", "hash", "signature"}
         if isinstance(data, dict):
             data.setdefault("signature", "")

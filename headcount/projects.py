@@ -25,6 +25,8 @@ from headcount.errors import InvalidProof, InvalidRequest
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
 DECISIONS = ("approve", "revoke")
+MAX_TITLE_CHARS = 200
+MAX_PURPOSE_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +43,14 @@ class ProjectDoc:
             raise InvalidRequest("a project id is 3-64 characters of a-z, 0-9, '-' and '_'")
         if len(self.title.strip()) < 5:
             raise InvalidRequest("give the project a title")
+        if len(self.title) > MAX_TITLE_CHARS:
+            raise InvalidRequest(f"a project title is at most {MAX_TITLE_CHARS} characters")
         if len(self.purpose.strip()) < 20:
             raise InvalidRequest(
                 "state the project's public-interest purpose (20 characters or more)"
             )
+        if len(self.purpose) > MAX_PURPOSE_CHARS:
+            raise InvalidRequest(f"a project purpose is at most {MAX_PURPOSE_CHARS} characters")
         if not self.parties or len(set(self.parties)) != len(self.parties):
             raise InvalidRequest("name the departments whose data the project uses, once each")
 

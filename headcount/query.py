@@ -29,6 +29,13 @@ from headcount.departments import ATTRIBUTES, Attribute, attributes
 from headcount.errors import InvalidRequest, PolicyRefused
 
 MAX_PURPOSE_CHARS = 2000
+MAX_TITLE_CHARS = 200
+# A category list is short (the catalogue's largest has a few dozen values).
+MAX_FILTER_VALUES = 256
+# The smallest epsilon a query may spend: below it the noise scale (2/epsilon
+# for a count) is beyond any useful table, and tiny or denormal numbers would
+# overflow the noise arithmetic.
+MIN_QUERY_EPSILON = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,10 @@ class Predicate:
     def __post_init__(self) -> None:
         if not self.attribute or not self.values:
             raise InvalidRequest("a filter needs an attribute and at least one value")
+        if len(self.values) > MAX_FILTER_VALUES:
+            raise InvalidRequest(
+                f"a filter takes at most {MAX_FILTER_VALUES} values, not {len(self.values)}"
+            )
 
 
 LINKS = ("person", "household")
@@ -91,6 +102,12 @@ class QuerySpec:
             raise InvalidRequest("a mean or sum needs a measure_attribute; a count takes none")
         if not math.isfinite(self.epsilon) or self.epsilon < 0:
             raise InvalidRequest("epsilon must be finite and >= 0 (0 = federation default)")
+        if 0 < self.epsilon < MIN_QUERY_EPSILON:
+            raise InvalidRequest(
+                f"epsilon must be 0 (the federation default) or at least {MIN_QUERY_EPSILON}"
+            )
+        if len(self.title) > MAX_TITLE_CHARS:
+            raise InvalidRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
 
 
 def spec_to_json(spec: QuerySpec) -> dict[str, Any]:
