@@ -71,8 +71,9 @@ class Client:
                 known = ", ".join(a.name for a in federation.analysts) or "none"
                 raise ConfigError(f"no analyst {analyst!r} in the federation (known: {known})")
             cred = match[0].tls
+        self._address = federation.coordinator.address
         self._channel = rpc.secure_channel(
-            federation.coordinator.address,
+            self._address,
             tls.channel_credentials(cred.cert, cred.key, federation.ca_cert),
             max_message_bytes=federation.max_message_bytes,
         )
@@ -92,7 +93,10 @@ class Client:
         try:
             return fn(self._stub)
         except grpc.RpcError as exc:
-            rpc.raise_from_rpc(exc, None)
+            # Unreachable: say which server and where, not only gRPC's own text.
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            unreachable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            rpc.raise_from_rpc(exc, f"coordinator at {self._address}" if unreachable else None)
 
     def wait_ready(self, timeout_s: float = 30) -> None:
         rpc.wait_healthy(self._channel, "coordinator", timeout_s=timeout_s)

@@ -13,7 +13,7 @@ import importlib
 
 import click
 
-from headcount.cli.common import Group
+from headcount.cli.common import LOG_LEVELS, Group
 from headcount.log import configure
 
 # name -> (module, attribute, its one-line help: the command's own
@@ -118,11 +118,15 @@ class _Root(Group):
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR."
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="How much to log: DEBUG, INFO, WARNING or ERROR"
+    " (default: WARNING; INFO for the serve commands).",
 )
 @click.option("--log-json", is_flag=True, help="Write logs as JSON lines (for log shippers).")
 @click.version_option(package_name="headcount")
-def cli(log_level: str, log_json: bool) -> None:
+def cli(log_level: str | None, log_json: bool) -> None:
     """Headcount: count children across departments without naming any of them.
 
     Party nodes sit beside each department's data and send only keyed
@@ -132,7 +136,7 @@ def cli(log_level: str, log_json: bool) -> None:
 
     Quick start:  headcount demo
     """
-    configure(log_level, json_lines=log_json)
+    configure(log_level or "WARNING", json_lines=log_json)
 
 
 def main() -> None:

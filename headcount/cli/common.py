@@ -77,6 +77,15 @@ timeout_option = click.option(
 )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(default: str) -> str:
+    """The root ``--log-level`` if one was given, else ``default`` (a server's)."""
+    given = click.get_current_context().find_root().params.get("log_level")
+    return str(given).upper() if given else default
+
+
 def log_json() -> bool:
     """Whether ``headcount --log-json`` was given, for a server re-labelling its logs."""
     return bool(click.get_current_context().find_root().params.get("log_json", False))

@@ -10,6 +10,7 @@ from headcount.cli.common import (
     Group,
     load_config,
     log_json,
+    log_level,
     metrics_options,
     probe,
     timeout_option,
@@ -33,7 +34,7 @@ def coordinator_serve(
     from coordinator.server import serve
 
     cfg = load_config(config_path)
-    configure("INFO", json_lines=log_json(), name="coordinator")
+    configure(log_level("INFO"), json_lines=log_json(), name="coordinator")
     serve(cfg, metrics_port=metrics_port, metrics_host=metrics_host)
 
 

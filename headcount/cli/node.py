@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from headcount.cli.common import (
     Group,
     load_config,
     log_json,
+    log_level,
     metrics_options,
     probe,
     timeout_option,
@@ -36,8 +36,7 @@ def node_serve(
     from party_node.server import serve
 
     cfg = load_config(config_path)
-    configure(logging.getLevelName(logging.getLogger().level), json_lines=log_json(), name=party)
-    logging.getLogger().setLevel(logging.INFO)
+    configure(log_level("INFO"), json_lines=log_json(), name=party)
     serve(cfg, cfg.party(party).name, metrics_port=metrics_port, metrics_host=metrics_host)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -162,3 +163,26 @@ def test_help_loads_no_heavy_library_and_is_fast() -> None:
     ).stdout.splitlines()
     assert out[1] == "[]", out
     assert float(out[0]) < 1.0  # generous: CI machines are shared
+
+
+def test_a_log_level_that_does_not_exist_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["--log-level", "LOUD", "status"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--log-level'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_serve_commands_take_the_log_level_given_or_info() -> None:
+    from headcount.cli.common import log_level
+
+    seen: list[str] = []
+
+    @click.command()
+    def probe() -> None:
+        seen.append(log_level("INFO"))
+
+    root = click.Group("root", params=[click.Option(["--log-level"], default=None)])
+    root.add_command(probe)
+    CliRunner().invoke(root, ["probe"], catch_exceptions=False)
+    CliRunner().invoke(root, ["--log-level", "debug", "probe"], catch_exceptions=False)
+    assert seen == ["INFO", "DEBUG"]
