@@ -81,6 +81,7 @@ def start(
         max_message_bytes=federation.max_message_bytes,
         workers=4,
         metrics=metrics,
+        organisation=federation.name,
     )
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
     endpoint = None

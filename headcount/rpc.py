@@ -65,13 +65,14 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-def peer_principal(context: grpc.ServicerContext) -> Principal:
-    """The verified certificate holder on the other end; NotAuthorised if none."""
+def peer_principal(context: grpc.ServicerContext, organisation: str | None = None) -> Principal:
+    """The verified certificate holder on the other end; NotAuthorised if none
+    (or, given ``organisation``, if the certificate is another federation's)."""
     # grpc-stubs types the values as bytes; gRPC actually returns a list of bytes.
     pems: Any = context.auth_context().get("x509_pem_cert")
     if not pems:
         raise NotAuthorised("a client certificate from the federation CA is required")
-    return principal_of(x509.load_pem_x509_certificate(pems[0]))
+    return principal_of(x509.load_pem_x509_certificate(pems[0]), organisation)
 
 
 ERROR_KEY = "headcount-error"
@@ -150,13 +151,17 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """
 
     def __init__(
-        self, allowed: Mapping[str, frozenset[Role]], metrics: Metrics | None = None
+        self,
+        allowed: Mapping[str, frozenset[Role]],
+        metrics: Metrics | None = None,
+        organisation: str | None = None,
     ) -> None:
         self._allowed = dict(allowed)
         self._metrics = metrics
+        self._organisation = organisation
 
     def _check(self, method: str, context: grpc.ServicerContext) -> None:
-        principal = peer_principal(context)
+        principal = peer_principal(context, self._organisation)
         if method.startswith(HEALTH_PREFIX):
             return
         roles = self._allowed.get(method)
@@ -243,15 +248,18 @@ def make_server(
     workers: int = 8,
     interceptors: Sequence[ServerInterceptor] = (),
     metrics: Metrics | None = None,
+    organisation: str | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A TLS server with the guard and the health service; returns (server, port, health).
 
     Port 0 in ``address`` picks a free port. With ``metrics``, the guard counts
-    and times every call. Raises PeerUnavailable if the address cannot be bound.
+    and times every call. With ``organisation`` (the federation's name), a
+    certificate whose organisation is another federation's is refused, even
+    from the same CA. Raises PeerUnavailable if the address cannot be bound.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
-        interceptors=[Guard(allowed, metrics), *interceptors],
+        interceptors=[Guard(allowed, metrics, organisation), *interceptors],
         options=channel_options(max_message_bytes),
     )
     health_servicer = health.HealthServicer()

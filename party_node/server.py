@@ -72,6 +72,7 @@ def start(
         max_message_bytes=federation.max_message_bytes,
         interceptors=interceptors,
         metrics=metrics,
+        organisation=federation.name,
     )
     party_node_pb2_grpc.add_PartyNodeServicer_to_server(PartyNodeService(node), server)
     endpoint = None

@@ -171,8 +171,16 @@ def issue(
     return cred
 
 
-def principal_of(cert: x509.Certificate) -> Principal:
-    """The name and role a certificate states; NotAuthorised if it states none."""
+def principal_of(cert: x509.Certificate, organisation: str | None = None) -> Principal:
+    """The name and role a certificate states; NotAuthorised if it states none,
+    or (given ``organisation``, the federation's name) another federation's."""
+    if organisation is not None:
+        orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        if [str(o.value) for o in orgs] != [organisation]:
+            raise NotAuthorised(
+                f"the certificate is not for federation {organisation!r}"
+                " (its organisation names another)"
+            )
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     ous = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     if len(cns) != 1 or len(ous) != 1:

@@ -136,3 +136,60 @@ def test_health_service_is_served_over_mtls(linked_federation: Federation) -> No
         max_message_bytes=cfg.max_message_bytes,
     )
     rpc.wait_healthy(channel, "justice", timeout_s=TIMEOUT_S)
+
+
+def test_a_certificate_for_another_federation_is_refused(
+    linked_federation: Federation, tmp_path: Path
+) -> None:
+    """The federation's own CA, reused for a second federation, issues a
+    coordinator certificate there: its organisation names that federation, and
+    both servers refuse it although the TLS chain verifies."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cfg = linked_federation.config
+    ca_cert = x509.load_pem_x509_certificate(cfg.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(
+        (cfg.ca_cert.parent / "ca.key").read_bytes(), password=None
+    )
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "another-federation"),
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "coordinator"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "coordinator"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "other.pem", tmp_path / "other.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    other = Credential(cert=cert_path, key=key_path)
+    node = _node_stub(linked_federation, "health", other)
+    code = _code(lambda: node.GetIdentity(party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    coordinator = _coordinator_stub(linked_federation, other)
+    code = _code(lambda: coordinator.GetStatus(coordinator_pb2.StatusRequest(), timeout=TIMEOUT_S))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
