@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import click
 
-from headcount.cli.common import load_config
+from headcount.cli.common import echo_json, json_option, load_config
 from headcount.cli.options import config_option
 
 
@@ -48,6 +49,7 @@ def _predicate(text: str) -> tuple[str, str, tuple[str, ...]]:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write the table to this CSV file.",
 )
+@json_option
 def query(
     config_path: Path | None,
     analyst: str,
@@ -60,6 +62,7 @@ def query(
     title: str,
     project_id: str,
     csv_path: Path | None,
+    as_json: bool,
 ) -> None:
     """Ask for a protected count: POPULATION's records grouped by another
     department's attribute, optionally with conditions (use --spec for those).
@@ -114,20 +117,65 @@ def query(
         )
     with Client(load_config(config_path), analyst=analyst) as c:
         release = c.query(spec)
-    click.echo(format_release(release))
     if csv_path:
         release.table.to_csv(csv_path, index=False)
+    if as_json:
+        echo_json(
+            {
+                "query_id": release.query_id,
+                "epoch_id": release.epoch_id,
+                "title": release.title,
+                "epsilon": release.epsilon,
+                "noise_scale": release.noise_scale,
+                "budget_remaining": release.budget_remaining,
+                "shareholders": release.shareholders,
+                "sensitivity": release.sensitivity,
+                # One object per row, the total last; withheld values are null.
+                "rows": json.loads(release.table.to_json(orient="records")),
+            }
+        )
+        return
+    click.echo(format_release(release))
 
 
 @click.command()
 @config_option
 @click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
-def status(config_path: Path | None, analyst: str | None) -> None:
-    """Show the federation: parties and their health, current epoch, queries, audit head."""
+@json_option
+def status(config_path: Path | None, analyst: str | None, as_json: bool) -> None:
+    """Show the federation: parties and their health, current epoch, queries, audit head.
+
+    \b
+    Example:
+      headcount status --analyst commissioner --json
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path), analyst=analyst) as c:
         s = c.status()
+    if as_json:
+        echo_json(
+            {
+                "federation": s.federation,
+                "ceremony_id": s.ceremony_id,
+                "epoch_id": s.epoch_id,
+                "period": s.period,
+                "epsilon_per_period": s.epsilon_per_period,
+                "queries": s.queries,
+                "audit_head": s.audit_head,
+                "parties": [
+                    {
+                        "party": p.party,
+                        "healthy": p.healthy,
+                        "records": p.records,
+                        "epsilon_spent": p.epsilon_spent,
+                        "epsilon_left": p.epsilon_left,
+                    }
+                    for p in s.parties
+                ],
+            }
+        )
+        return
     click.echo(f"federation {s.federation}")
     click.echo(f"  ceremony {s.ceremony_id or '(none)'}   epoch {s.epoch_id or '(none)'}")
     click.echo(f"  privacy budget per department for {s.period}: epsilon {s.epsilon_per_period:g}")

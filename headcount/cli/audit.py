@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
-from headcount.cli.common import Group, load_config
+from headcount.cli.common import Group, echo_json, json_option, load_config
 from headcount.cli.options import config_option
 from headcount.errors import HeadcountError
 
@@ -20,15 +22,53 @@ def audit() -> None:
 @audit.command("show")
 @config_option
 @click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
-def audit_show(config_path: Path | None, analyst: str | None) -> None:
-    """Fetch the coordinator's audit log, verify chain and signatures here, list events."""
+@json_option
+def audit_show(config_path: Path | None, analyst: str | None, as_json: bool) -> None:
+    """Fetch the coordinator's audit log, verify chain and signatures here, list
+    events with the purpose of each query, refusal and release.
+
+    \b
+    Example:
+      headcount audit show --analyst commissioner --json
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path), analyst=analyst) as c:
         events, head = c.audit_log()
+    if as_json:
+        echo_json(
+            {
+                "verified": True,
+                "head": head,
+                "events": [
+                    {
+                        "seq": e.seq,
+                        "at": e.at,
+                        "kind": e.kind,
+                        "hash": e.hash,
+                        "purpose": _purpose(e.body),
+                        "body": e.body,
+                    }
+                    for e in events
+                ],
+            }
+        )
+        return
     for e in events:
-        click.echo(f"{e.seq:>4} {e.at} {e.kind:<13} {e.hash[:16]}")
+        purpose = _purpose(e.body)
+        line = f"{e.seq:>4} {e.at} {e.kind:<16} {e.hash[:16]}"
+        click.echo(f"{line}  {purpose}" if purpose else line)
     click.echo(f"chain and signatures verified: {len(events)} events, head {head}")
+
+
+def _purpose(body: Mapping[str, Any]) -> str:
+    """The purpose an event states: a query's, a refusal's, a release's or a project's."""
+    if isinstance(body.get("purpose"), str):
+        return str(body["purpose"])
+    project = body.get("project")
+    if isinstance(project, Mapping) and isinstance(project.get("purpose"), str):
+        return str(project["purpose"])
+    return ""
 
 
 @audit.command("verify")

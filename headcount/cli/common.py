@@ -91,6 +91,31 @@ def log_json() -> bool:
     return bool(click.get_current_context().find_root().params.get("log_json", False))
 
 
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the data as one JSON document on stdout (for scripts), nothing else.",
+)
+
+
+def echo_json(data: object) -> None:
+    """Print ``data`` as indented JSON; numbers that are not finite become null."""
+    import json
+    import math
+
+    def clean(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    click.echo(json.dumps(clean(data), indent=2, sort_keys=True, allow_nan=False))
+
+
 def csv_items(value: str) -> tuple[str, ...]:
     """``"a, b,,c"`` -> ``("a", "b", "c")``."""
     return tuple(v.strip() for v in value.split(",") if v.strip())

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from headcount.cli.common import Group, load_config
+from headcount.cli.common import Group, echo_json, json_option, load_config
 from headcount.cli.options import config_option
 
 
@@ -99,9 +99,29 @@ def project_revoke(config_path: Path | None, party: str | None, project_id: str)
 @project.command("list")
 @config_option
 @click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
-def project_list(config_path: Path | None, analyst: str | None) -> None:
+@json_option
+def project_list(config_path: Path | None, analyst: str | None, as_json: bool) -> None:
     """List every project with its status and approvals."""
     from headcount.client import Client
 
     with Client(load_config(config_path), analyst=analyst) as c:
-        _show_projects(c.projects())
+        projects = c.projects()
+    if as_json:
+        echo_json(
+            [
+                {
+                    "project_id": p.project_id,
+                    "title": p.title,
+                    "purpose": p.purpose,
+                    "analyst": p.analyst,
+                    "parties": list(p.parties),
+                    "expires": p.expires,
+                    "approved_by": list(p.approved_by),
+                    "revoked": p.revoked,
+                    "status": p.status,
+                }
+                for p in projects
+            ]
+        )
+        return
+    _show_projects(projects)
