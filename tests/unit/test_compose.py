@@ -28,6 +28,8 @@ DOCKER = ROOT / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, Any] = COMPOSE["services"]
 PARTIES = ("education", "health", "justice", "immigration")
+# The serving processes; `operator` runs one command on demand.
+SERVERS = sorted(s for s in SERVICES if s != "operator")
 CONFIG = "/fed/federation.toml"
 
 
@@ -65,13 +67,13 @@ def mounts(service: str) -> list[tuple[str, str, bool]]:
 
 
 def test_every_role_is_a_service() -> None:
-    assert set(SERVICES) == {*PARTIES, "coordinator", "register"}
+    assert set(SERVICES) == {*PARTIES, "coordinator", "register", "operator"}
     for name, service in SERVICES.items():
         assert service["build"]["dockerfile"] == "docker/Dockerfile", name
         assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", SERVERS)
 def test_command_parses_with_the_real_cli(service: str) -> None:
     command = [str(a) for a in SERVICES[service]["command"]]
     ctx = parse_command(command)
@@ -96,7 +98,7 @@ def test_command_parses_with_the_real_cli(service: str) -> None:
         ]
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", SERVERS)
 def test_certificates_read_only_and_state_on_its_own_named_volume(service: str) -> None:
     declared = set(COMPOSE["volumes"])
     entries = mounts(service)
@@ -118,10 +120,10 @@ def test_certificates_read_only_and_state_on_its_own_named_volume(service: str) 
 # The private keys each service's process needs, and no others.
 OWN_KEYS = {
     **{p: {f"keys/{p}.key"} for p in PARTIES},
-    # The operator's key too: the operator runs `docker compose exec coordinator
-    # headcount ceremony`.
-    "coordinator": {"keys/coordinator.key", "keys/coordinator-audit.key", "keys/operator.key"},
+    "coordinator": {"keys/coordinator.key", "keys/coordinator-audit.key"},
     "register": set(),
+    # The operator's key is in no serving process: only here, run on demand.
+    "operator": {"keys/operator.key"},
 }
 
 
@@ -175,8 +177,9 @@ def test_each_service_holds_only_its_own_private_keys(
     cfg = load(config)  # loads with every certificate and only its own key
     needed = {
         **{p.name: {p.tls.key} for p in cfg.parties},
-        "coordinator": {cfg.coordinator.tls.key, cfg.coordinator.audit_key, cfg.operator.key},
+        "coordinator": {cfg.coordinator.tls.key, cfg.coordinator.audit_key},
         "register": set(),
+        "operator": {cfg.operator.key},
     }[service]
     assert {str(k.relative_to(config.parent)) for k in needed} == OWN_KEYS[service]
 
@@ -192,7 +195,7 @@ def test_no_named_volume_is_writable_by_two_services() -> None:
     assert ("coordinator-state", "/fed/state", True) in mounts("register")
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", SERVERS)
 def test_healthcheck_is_a_real_probe(service: str) -> None:
     check = SERVICES[service]["healthcheck"]
     test = [str(a) for a in check["test"]]
@@ -211,6 +214,15 @@ def test_healthcheck_is_a_real_probe(service: str) -> None:
     else:
         assert command_path(ctx) == ["coordinator", "health"]
     assert ctx.params["config_path"] == Path(CONFIG)
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_runs_read_only_without_privileges(service: str) -> None:
+    spec = SERVICES[service]
+    assert spec["read_only"] is True
+    assert spec["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in spec["security_opt"]
+    assert "/tmp" in spec["tmpfs"]
 
 
 def test_services_start_after_what_they_call() -> None:
@@ -313,11 +325,16 @@ def test_healthcheck_fails_when_the_node_is_down(live: dict[str, Path]) -> None:
     assert "health" in result.output
 
 
-def test_the_operator_can_run_commands_inside_the_coordinator(live: dict[str, Path]) -> None:
-    """`docker compose exec coordinator headcount ...` runs as the operator with
-    the coordinator's mounts: it reaches the coordinator (status lists the
-    nodes, the down ones as unreachable)."""
-    result = CliRunner().invoke(cli, ["status", "--config", str(live["coordinator"])])
+def test_the_operator_service_runs_commands_with_its_own_key(live: dict[str, Path]) -> None:
+    """`docker compose run --rm operator status ...` runs as the operator with
+    the operator service's mounts (its key and no other): it reaches the
+    coordinator (status lists the nodes, the down ones as unreachable)."""
+    entry = [str(a) for a in SERVICES["operator"]["entrypoint"]]
+    command = [str(a) for a in SERVICES["operator"]["command"]]
+    assert entry[0] == "headcount"
+    args = [str(live["operator"]) if a == CONFIG else a for a in [*entry[1:], *command]]
+    assert SERVICES["operator"]["profiles"] == ["operator"]  # not started by `up`
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert re.search(r"education\s+healthy", result.output), result.output
     assert re.search(r"health\s+DOWN", result.output), result.output
