@@ -104,10 +104,15 @@ class EpochInfo:
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+# Each entry takes the schema one version further (headcount.db.migrate); append,
+# never edit, once released.
+SCHEMA_STEPS: tuple[str, ...] = (_SCHEMA,)
+
+
 class CoordinatorStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        create_database(path, _SCHEMA)
+        create_database(path, "coordinator", SCHEMA_STEPS)
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self.path)

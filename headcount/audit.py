@@ -32,6 +32,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from headcount.db import create_database
 from headcount.errors import InvalidProof, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ _SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
     """,
 )
+# Each entry takes the schema one version further (headcount.db.migrate); append,
+# never edit, once released.
+SCHEMA_STEPS: tuple[str, ...] = (";\n".join(_SCHEMA),)
 
 
 def canonical_json(value: Any) -> str:
@@ -258,9 +262,7 @@ class AuditLog:
         self._db_path = Path(db_path)
         self._signer = signer
         self._verifier = verifier
-        with closing(self._connect()) as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        create_database(self._db_path, "audit", SCHEMA_STEPS)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: only the explicit BEGIN IMMEDIATE opens a transaction.

@@ -89,12 +89,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# Each entry takes the schema one version further (headcount.db.migrate); append,
+# never edit, once released.
+SCHEMA_STEPS: tuple[str, ...] = (_SCHEMA,)
+
+
 class NodeStore:
     """SQLite-backed state of one party node; safe to use from server threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        create_database(path, _SCHEMA, owner_only=True)
+        create_database(path, "party_node", SCHEMA_STEPS, owner_only=True)
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self.path)

@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from headcount.db import create_database
 from headcount.errors import BudgetExhausted, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS privacy_charges (
     at       TEXT NOT NULL
 )
 """
+# Each entry takes the schema one version further (headcount.db.migrate); append,
+# never edit, once released.
+SCHEMA_STEPS: tuple[str, ...] = (_SCHEMA,)
 
 
 def _check_epsilon(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -146,8 +150,8 @@ class PeriodLedger:
         self._db_path = Path(db_path)
         self._epsilon_per_period = _check_epsilon("epsilon_per_period", epsilon_per_period)
         self._period = _check_kind(period)
+        create_database(self._db_path, "ledger", SCHEMA_STEPS)
         with closing(self._connect()) as conn:
-            conn.execute(_SCHEMA)
             labels = [row[0] for row in conn.execute("SELECT DISTINCT period FROM privacy_charges")]
         # A yearly file reopened as monthly would start every month from zero.
         foreign = [label for label in labels if not _PERIOD_LABEL[self._period].fullmatch(label)]
