@@ -66,7 +66,16 @@ def query(
 ) -> None:
     """Ask for a protected count: POPULATION's records grouped by another
     department's attribute, optionally with conditions (use --spec for those).
-    Only noisy, rounded, small-number-suppressed tables come back."""
+    Only noisy, rounded, small-number-suppressed tables come back.
+
+    \b
+    Example:
+      headcount query --config fed/federation.toml --analyst commissioner \\
+          --spec docs/queries/children-by-immigration-status.yaml --csv table.csv
+      headcount query --analyst commissioner --population education \\
+          --group-by immigration.immigration_status \\
+          --purpose "Children by immigration status" --project commissioner-2026 --json
+    """
     from headcount.client import Client
     from headcount.demo import format_release
     from headcount.query import Predicate, QuerySpec

@@ -52,6 +52,12 @@ def attack(
     bound on epsilon they prove and the epsilon the federation publishes.
     Exit code 1 if any attack succeeded or any game's bound exceeds the
     published epsilon.
+
+    \b
+    Example:
+      headcount attack --list
+      headcount attack --games --trials 50
+      headcount attack --all
     """
     from headcount.attacks import attack_names, game_names, run_attacks
 

@@ -82,7 +82,13 @@ def _purpose(body: Mapping[str, Any]) -> str:
 @click.option("--party", default=None, help="Verify this party node's replica (its state file).")
 def audit_verify(config_path: Path | None, db_path: Path | None, party: str | None) -> None:
     """Verify any copy of the audit log: the chain, and every signature against the
-    federation's audit public key. Names the first bad entry; exit code 1 if any."""
+    federation's audit public key. Names the first bad entry; exit code 1 if any.
+
+    \b
+    Example:
+      headcount audit verify --config fed/federation.toml
+      headcount audit verify --config fed/federation.toml --party education
+    """
     from headcount.audit import AuditLog
 
     cfg = load_config(config_path)

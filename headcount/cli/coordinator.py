@@ -30,7 +30,12 @@ def coordinator() -> None:
 def coordinator_serve(
     config_path: Path | None, metrics_port: int | None, metrics_host: str | None
 ) -> None:
-    """Serve the Coordinator gRPC service (operator and analyst roles by certificate)."""
+    """Serve the Coordinator gRPC service (operator and analyst roles by certificate).
+
+    \b
+    Example:
+      headcount coordinator serve --config fed/federation.toml
+    """
     from coordinator.server import serve
 
     cfg = load_config(config_path)
@@ -43,5 +48,10 @@ def coordinator_serve(
 @timeout_option
 def coordinator_health(config_path: Path | None, timeout_s: float) -> None:
     """Exit 0 if the coordinator answers the gRPC health check (a liveness probe,
-    e.g. for a container healthcheck; it uses the coordinator's own certificate)."""
+    e.g. for a container healthcheck; it uses the coordinator's own certificate).
+
+    \b
+    Example:
+      headcount coordinator health --config fed/federation.toml
+    """
     probe(load_config(config_path), "coordinator", timeout_s)

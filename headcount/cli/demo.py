@@ -65,7 +65,13 @@ def demo(
     processes, key ceremony, one linkage epoch, the demo queries, the linkage
     quality report and the children-across-time tables; print the protected
     tables and where the report and register are; stop (or, with --serve, keep
-    serving the register)."""
+    serving the register).
+
+    \b
+    Example:
+      headcount demo
+      headcount demo --people 5000 --serve
+    """
     from headcount.demo import run_demo
     from headcount.register.server import serve as serve_register
 

@@ -54,7 +54,13 @@ def federation_init(
     period_departments: str,
 ) -> None:
     """Create a federation CA, one certificate per party, coordinator, operator
-    and analyst (role and name inside each certificate), and federation.toml."""
+    and analyst (role and name inside each certificate), and federation.toml.
+
+    \b
+    Example:
+      headcount federation init fed --name demo
+      headcount federation init fed --service-hosts --base-port 50051
+    """
     from headcount.federation import InitOptions, init_federation
 
     bits = int(paillier_bits)
@@ -109,6 +115,11 @@ def synth(people: int, seed: int, out_dir: Path, years: str) -> None:
     Households of children and adults across local authorities, realistic
     coverage per department and recording errors. Keep ground_truth.csv away
     from the nodes: it exists only to evaluate linkage and released counts.
+
+    \b
+    Example:
+      headcount synth --people 20000 --out synth
+      headcount synth --people 5000 --years 2024,2025,2026 --out synth
     """
     from headcount.synth import generate_periods, generate_population
 

@@ -32,7 +32,13 @@ def node() -> None:
 def node_serve(
     config_path: Path | None, party: str, metrics_port: int | None, metrics_host: str | None
 ) -> None:
-    """Serve the PartyNode gRPC service (mutual TLS; only the coordinator may call)."""
+    """Serve the PartyNode gRPC service (mutual TLS; only the coordinator may call).
+
+    \b
+    Example:
+      headcount node serve --config fed/federation.toml --party education
+      headcount --log-json node serve --party education --metrics-port 9101
+    """
     from party_node.server import serve
 
     cfg = load_config(config_path)
@@ -46,7 +52,12 @@ def node_serve(
 @timeout_option
 def node_health(config_path: Path | None, party: str, timeout_s: float) -> None:
     """Exit 0 if PARTY's node answers the gRPC health check (a liveness probe,
-    e.g. for a container healthcheck; it uses the party's own certificate)."""
+    e.g. for a container healthcheck; it uses the party's own certificate).
+
+    \b
+    Example:
+      headcount node health --config fed/federation.toml --party education
+    """
     probe(load_config(config_path), party, timeout_s)
 
 
@@ -66,6 +77,10 @@ def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> Non
     quotes the offending values. It reads the file as the node does: with the
     linkage schema's date order and postcode style, and the party's
     blank_invalid setting.
+
+    \b
+    Example:
+      headcount node check --config fed/federation.toml --party education
     """
     from headcount.linkage.schema import federation_schema
     from party_node.data import DepartmentFileError, department_options, load_department_file

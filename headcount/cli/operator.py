@@ -13,7 +13,12 @@ from headcount.cli.options import config_option
 @click.command()
 @config_option
 def ceremony(config_path: Path | None) -> None:
-    """Run the key ceremony: nodes derive a linkage secret the coordinator never holds."""
+    """Run the key ceremony: nodes derive a linkage secret the coordinator never holds.
+
+    \b
+    Example:
+      headcount ceremony --config fed/federation.toml
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path)) as c:
@@ -30,7 +35,12 @@ def ceremony(config_path: Path | None) -> None:
     help="Dice threshold (default: the federation's).",
 )
 def link(config_path: Path | None, threshold: float) -> None:
-    """Run a linkage epoch: fresh tokens, keyed encodings, comparison, clusters."""
+    """Run a linkage epoch: fresh tokens, keyed encodings, comparison, clusters.
+
+    \b
+    Example:
+      headcount link --config fed/federation.toml
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path)) as c:

@@ -52,7 +52,15 @@ def project_propose(
     parties: str,
     expires: Any,
 ) -> None:
-    """Propose a project; each department's steward must then approve it."""
+    """Propose a project; each department's steward must then approve it.
+
+    \b
+    Example:
+      headcount project propose --config fed/federation.toml --analyst commissioner \\
+          --id commissioner-2026 --title "Children's outcomes" \\
+          --purpose "Count children across departments to plan services." \\
+          --parties education,immigration --expires 2027-03-31
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path), analyst=analyst) as c:
@@ -73,7 +81,12 @@ def project_propose(
 )
 @click.argument("project_id")
 def project_approve(config_path: Path | None, party: str, project_id: str) -> None:
-    """As a department's data steward, sign and record approval of PROJECT_ID."""
+    """As a department's data steward, sign and record approval of PROJECT_ID.
+
+    \b
+    Example:
+      headcount project approve --config fed/federation.toml --party education commissioner-2026
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path), steward=party) as c:
@@ -88,7 +101,12 @@ def project_approve(config_path: Path | None, party: str, project_id: str) -> No
 )
 @click.argument("project_id")
 def project_revoke(config_path: Path | None, party: str | None, project_id: str) -> None:
-    """Revoke PROJECT_ID: no further query may cite it."""
+    """Revoke PROJECT_ID: no further query may cite it.
+
+    \b
+    Example:
+      headcount project revoke --config fed/federation.toml commissioner-2026
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path), steward=party) as c:
@@ -101,7 +119,12 @@ def project_revoke(config_path: Path | None, party: str | None, project_id: str)
 @click.option("--analyst", default=None, help="Ask as this analyst (default: the operator).")
 @json_option
 def project_list(config_path: Path | None, analyst: str | None, as_json: bool) -> None:
-    """List every project with its status and approvals."""
+    """List every project with its status and approvals.
+
+    \b
+    Example:
+      headcount project list --config fed/federation.toml --json
+    """
     from headcount.client import Client
 
     with Client(load_config(config_path), analyst=analyst) as c:

@@ -80,6 +80,10 @@ def register_build(config_path: Path | None, out_dir: Path, db_path: Path | None
 
     A log that fails verification is still written out, under a FAILED banner
     naming the first bad event; the command then exits with code 1.
+
+    \b
+    Example:
+      headcount register build --config fed/federation.toml --out site
     """
     if not _build(config_path, out_dir, db_path):
         raise SystemExit(1)
@@ -122,6 +126,10 @@ def register_serve(
 
     Only the register's own pages are served, to GET and HEAD. Put a TLS
     reverse proxy in front of it to publish beyond this machine.
+
+    \b
+    Example:
+      headcount register serve --config fed/federation.toml --out site --port 8088
     """
     from headcount.errors import FailedPrecondition, HeadcountError
     from headcount.register import serve

@@ -91,7 +91,12 @@ def quality(
     """Write a self-contained HTML linkage quality report for an epoch: score
     distributions and thresholds, estimated precision and recall, link rates
     by department pair and by household, and (with --project) link rates by
-    subgroup from protected queries. Every count obeys the small-number rule."""
+    subgroup from protected queries. Every count obeys the small-number rule.
+
+    \b
+    Example:
+      headcount report quality --config fed/federation.toml --out report.html
+    """
     from headcount.report.build import build_quality_report
 
     federation = config_mod.load(config_path)
