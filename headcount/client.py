@@ -21,6 +21,7 @@ from headcount.config import Credential, FederationConfig
 from headcount.errors import ConfigError, UnknownJob
 from headcount.projects import ProjectDoc, sign_decision
 from headcount.query import QuerySpec
+from headcount.status import FederationStatus, ProjectView
 from headcount.wire import convert as cv
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 
@@ -130,7 +131,7 @@ class Client:
     # -- projects (Five Safes) ------------------------------------------------------
     def propose_project(
         self, project_id: str, title: str, purpose: str, parties: Sequence[str], expires: dt.date
-    ) -> coordinator_pb2.Project:
+    ) -> ProjectView:
         request = coordinator_pb2.ProjectProposal(
             project_id=project_id,
             title=title,
@@ -138,46 +139,44 @@ class Client:
             parties=list(parties),
             expires=expires.isoformat(),
         )
-        return self._call(lambda s: s.ProposeProject(request, timeout=30))
+        return cv.project_from_pb(self._call(lambda s: s.ProposeProject(request, timeout=30)))
 
-    def projects(self) -> list[coordinator_pb2.Project]:
-        return list(
-            self._call(
-                lambda s: s.ListProjects(coordinator_pb2.ListProjectsRequest(), timeout=30)
-            ).projects
+    def projects(self) -> list[ProjectView]:
+        reply = self._call(
+            lambda s: s.ListProjects(coordinator_pb2.ListProjectsRequest(), timeout=30)
         )
+        return [cv.project_from_pb(p) for p in reply.projects]
 
-    def _decide(self, project_id: str, decision: str) -> coordinator_pb2.Project:
+    def _decide(self, project_id: str, decision: str) -> ProjectView:
         signature = b""
         if self._steward is not None:
             match = [p for p in self.projects() if p.project_id == project_id]
             if not match:
                 raise UnknownJob(f"no project {project_id!r}")
             p = match[0]
-            doc = ProjectDoc(
-                p.project_id,
-                p.title,
-                p.purpose,
-                p.analyst,
-                tuple(p.parties),
-                dt.date.fromisoformat(p.expires),
-            )
+            doc = ProjectDoc(p.project_id, p.title, p.purpose, p.analyst, p.parties, p.expires)
             key = tls.load_private_key(self.federation.party(self._steward).tls.key)
             signature = sign_decision(doc, decision, self._steward, key)
         request = coordinator_pb2.ProjectDecision(project_id=project_id, signature=signature)
         if decision == "approve":
-            return self._call(lambda s: s.ApproveProject(request, timeout=30))
-        return self._call(lambda s: s.RevokeProject(request, timeout=30))
+            return cv.project_from_pb(self._call(lambda s: s.ApproveProject(request, timeout=30)))
+        return cv.project_from_pb(self._call(lambda s: s.RevokeProject(request, timeout=30)))
 
-    def approve_project(self, project_id: str) -> coordinator_pb2.Project:
+    def approve_project(self, project_id: str) -> ProjectView:
         """As a data steward: sign and record approval of the project as listed."""
         return self._decide(project_id, "approve")
 
-    def revoke_project(self, project_id: str) -> coordinator_pb2.Project:
+    def revoke_project(self, project_id: str) -> ProjectView:
         return self._decide(project_id, "revoke")
 
-    def status(self) -> coordinator_pb2.FederationStatus:
-        return self._call(lambda s: s.GetStatus(coordinator_pb2.StatusRequest(), timeout=30))
+    def status(self) -> FederationStatus:
+        return cv.status_from_pb(
+            self._call(lambda s: s.GetStatus(coordinator_pb2.StatusRequest(), timeout=30))
+        )
+
+    def budgets(self) -> pd.DataFrame:
+        """Epsilon spent and left this period per department (`FederationStatus.budgets`)."""
+        return self.status().budgets()
 
     def audit_log(self) -> tuple[list[AuditEvent], str]:
         """The audit events, verified here (not trusted from the server); returns (events, head)."""

@@ -138,7 +138,7 @@ def project_list(config_path: Path | None, analyst: str | None, as_json: bool) -
                     "purpose": p.purpose,
                     "analyst": p.analyst,
                     "parties": list(p.parties),
-                    "expires": p.expires,
+                    "expires": p.expires.isoformat(),
                     "approved_by": list(p.approved_by),
                     "revoked": p.revoked,
                     "status": p.status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.measures import Packing, PackingRequest, ReleasedCell
 from headcount.protect.sdc import TOTAL
 from headcount.query import Condition, Predicate, QuerySpec
+from headcount.status import FederationStatus, PartyStatus, ProjectView
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
 from headcount.wire import party_node_pb2 as pn
@@ -248,4 +250,34 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
         measure=m.measure or "count",
         measure_attribute=m.measure_attribute,
         project_id=m.project_id,
+    )
+
+
+def status_from_pb(m: co.FederationStatus) -> FederationStatus:
+    return FederationStatus(
+        federation=m.federation,
+        ceremony_id=m.ceremony_id,
+        epoch_id=m.epoch_id,
+        parties=tuple(
+            PartyStatus(p.party, p.healthy, p.records, p.epsilon_spent, p.epsilon_left)
+            for p in m.parties
+        ),
+        queries=m.queries,
+        audit_head=m.audit_head,
+        period=m.period,
+        epsilon_per_period=m.epsilon_per_period,
+    )
+
+
+def project_from_pb(m: co.Project) -> ProjectView:
+    return ProjectView(
+        project_id=m.project_id,
+        title=m.title,
+        purpose=m.purpose,
+        analyst=m.analyst,
+        parties=tuple(m.parties),
+        expires=dt.date.fromisoformat(m.expires),
+        approved_by=tuple(m.approved_by),
+        revoked=m.revoked,
+        status=m.status,
     )

@@ -4,16 +4,35 @@ and nothing else, parsed here, with the same facts as the text output."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
-from harness import Federation
+from harness import Federation, make_federation
 
 from headcount.cli import cli
 from headcount.demo import DEMO_PROJECT
 
 SPEC = Path(__file__).parents[2] / "docs" / "queries" / "children-with-adult-in-custody.yaml"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A federation of its own: the query run here must not show up in other
+    modules' checks of what the session's shared federation received."""
+    federation = make_federation(tmp_path_factory.mktemp("cli-json") / "fed")
+    try:
+        with federation.operator() as op:
+            op.run_ceremony()
+            op.run_linkage()
+        federation.approve_project(
+            DEMO_PROJECT, "Demo project", "Count children across departments, never name them."
+        )
+        yield federation
+    finally:
+        federation.stop()
 
 
 def _json(fed: Federation, *args: str) -> Any:
@@ -23,11 +42,7 @@ def _json(fed: Federation, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def test_every_data_command_prints_json(linked_federation: Federation) -> None:
-    fed = linked_federation
-    fed.approve_project(
-        DEMO_PROJECT, "Demo project", "Count children across departments, never name them."
-    )
+def test_every_data_command_prints_json(fed: Federation) -> None:
     status = _json(fed, "status", "--analyst", "commissioner")
     assert status["federation"] == fed.config.name
     assert {p["party"] for p in status["parties"]} == set(fed.config.party_names)
@@ -65,3 +80,33 @@ def test_every_data_command_prints_json(linked_federation: Federation) -> None:
     events = fed.coordinator.coordinator.audit.events()
     stated = [e.body["purpose"] for e in events if isinstance(e.body.get("purpose"), str)]
     assert stated and all(p in text.output for p in stated)
+
+
+def test_the_client_returns_dataclasses_and_dataframes(fed: Federation) -> None:
+    """No protobuf reaches the analyst: status, budgets and projects are typed values."""
+    import datetime as dt
+
+    from headcount.status import FederationStatus, ProjectView
+
+    with fed.analyst() as client:
+        status = client.status()
+        budgets = client.budgets()
+        projects = client.projects()
+    assert isinstance(status, FederationStatus)
+    assert isinstance(status.parties, tuple)
+    assert list(budgets.columns) == [
+        "party",
+        "period",
+        "epsilon_per_period",
+        "epsilon_spent",
+        "epsilon_left",
+    ]
+    assert set(budgets.party) == set(fed.config.party_names)
+    spent = dict(zip(budgets.party, budgets.epsilon_spent, strict=True))
+    left = dict(zip(budgets.party, budgets.epsilon_left, strict=True))
+    for party in fed.config.party_names:
+        assert spent[party] + left[party] <= status.epsilon_per_period + 1e-9
+        assert left[party] == fed.coordinator.coordinator.budget_remaining(party)
+    demo = [p for p in projects if p.project_id == DEMO_PROJECT]
+    assert demo and isinstance(demo[0], ProjectView)
+    assert isinstance(demo[0].expires, dt.date) and isinstance(demo[0].parties, tuple)

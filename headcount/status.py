@@ -1,0 +1,63 @@
+"""What the analyst's client hands back about the federation: typed values,
+never protobuf messages (`headcount.wire.convert` makes them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["FederationStatus", "PartyStatus", "ProjectView"]
+
+
+@dataclass(frozen=True, slots=True)
+class PartyStatus:
+    party: str
+    healthy: bool
+    records: int  # in the current epoch; 0 before the first
+    epsilon_spent: float  # this period, as the coordinator mirrors the node's ledger
+    epsilon_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class FederationStatus:
+    federation: str
+    ceremony_id: str  # "" before the first ceremony
+    epoch_id: str  # "" before the first linkage epoch
+    parties: tuple[PartyStatus, ...]
+    queries: int
+    audit_head: str
+    period: str  # e.g. "2026"
+    epsilon_per_period: float
+
+    def budgets(self) -> pd.DataFrame:
+        """Epsilon spent and left per department this period, one row each."""
+        return pd.DataFrame(
+            [
+                {
+                    "party": p.party,
+                    "period": self.period,
+                    "epsilon_per_period": self.epsilon_per_period,
+                    "epsilon_spent": p.epsilon_spent,
+                    "epsilon_left": p.epsilon_left,
+                }
+                for p in self.parties
+            ],
+            columns=["party", "period", "epsilon_per_period", "epsilon_spent", "epsilon_left"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    """A project as the coordinator lists it, with its approvals and status."""
+
+    project_id: str
+    title: str
+    purpose: str
+    analyst: str
+    parties: tuple[str, ...]
+    expires: dt.date
+    approved_by: tuple[str, ...]
+    revoked: bool
+    status: str  # "proposed", "approved", "revoked" or "expired"
