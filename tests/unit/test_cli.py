@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_parse import parse_command
 from click.testing import CliRunner
 
 from headcount.cli import cli
@@ -199,20 +200,6 @@ def _leaves(command: click.Command, path: list[str]) -> list[tuple[list[str], cl
     return [(path, command)]
 
 
-def _parse(args: list[str]) -> click.Context:
-    """Resolve and parse a command line without running it (UsageError if wrong)."""
-    ctx = cli.make_context("headcount", list(args))
-    command: click.Command = cli
-    while isinstance(command, click.Group):
-        protected = getattr(ctx, "_protected_args", None)
-        rest = [*(ctx.protected_args if protected is None else protected), *ctx.args]
-        name, sub, sub_args = command.resolve_command(ctx, rest)
-        assert name is not None and sub is not None
-        ctx = sub.make_context(name, sub_args, parent=ctx)
-        command = sub
-    return ctx
-
-
 def test_every_command_shows_examples_that_parse() -> None:
     """Each command's --help ends with examples, and each example is a command
     line the real CLI accepts (so the examples cannot rot)."""
@@ -232,7 +219,7 @@ def test_every_command_shows_examples_that_parse() -> None:
             for line in (ln.strip() for ln in lines):
                 if line.startswith("headcount "):
                     try:
-                        _parse(shlex.split(line)[1:])
+                        parse_command(shlex.split(line)[1:])
                     except click.BadParameter as exc:
                         # Parsed as far as checking that an input file exists.
                         assert "does not exist" in exc.format_message(), (line, exc)

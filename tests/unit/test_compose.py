@@ -14,6 +14,7 @@ from typing import Any
 import click
 import pytest
 import yaml
+from cli_parse import parse_command
 from click.testing import CliRunner
 from cryptography import x509
 
@@ -31,21 +32,6 @@ PARTIES = ("education", "health", "justice", "immigration")
 # The serving processes; `operator` runs one command on demand.
 SERVERS = sorted(s for s in SERVICES if s != "operator")
 CONFIG = "/fed/federation.toml"
-
-
-def parse_command(args: list[str]) -> click.Context:
-    """Resolve the subcommand chain and parse each level's options without
-    running anything; click.UsageError for an unknown command or option."""
-    ctx = cli.make_context("headcount", list(args))
-    command: click.Command = cli
-    while isinstance(command, click.Group):
-        protected = getattr(ctx, "_protected_args", None)
-        rest = [*(ctx.protected_args if protected is None else protected), *ctx.args]
-        name, sub, sub_args = command.resolve_command(ctx, rest)
-        assert name is not None and sub is not None
-        ctx = sub.make_context(name, sub_args, parent=ctx)
-        command = sub
-    return ctx
 
 
 def command_path(ctx: click.Context) -> list[str]:
