@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from headcount import linkfiles
 from headcount.cli import cli
 from headcount.errors import InvalidRequest, PeerUnavailable
+from headcount.linkage.dask_executor import DaskExecutor
 from headcount.linkage.dice import Candidates, score_pairs
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import (
     BlockedJob,
     CompareTask,
-    DaskExecutor,
     LocalExecutor,
     dask_address,
     executor_from_spec,
