@@ -19,6 +19,7 @@ from headcount.errors import (
     BudgetExhausted,
     HeadcountError,
     InvalidProof,
+    InvalidRequest,
     NotAuthorised,
     PeerUnavailable,
     PolicyRefused,
@@ -26,10 +27,20 @@ from headcount.errors import (
 from headcount.measures import Packing
 from headcount.privacy.accountant import compose
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
-from headcount.query import QuerySpec, check_group_by, check_measure, check_predicates, spec_to_json
+from headcount.query import (
+    MAX_PURPOSE_CHARS,
+    QuerySpec,
+    check_group_by,
+    check_measure,
+    check_predicates,
+    spec_to_json,
+)
 from headcount.wire import common_pb2, party_node_pb2
 
 log = logging.getLogger(__name__)
+
+# What the public log says of a malformed query (see QueryDesk.refuse_invalid).
+INVALID_REASON = "invalid request: the query was malformed (the analyst was told what)"
 
 
 class QueryDesk:
@@ -51,6 +62,9 @@ class QueryDesk:
             plan, epoch_id, epsilon, spec_json, noise, packing = self._admit(spec, analyst)
         except (PolicyRefused, BudgetExhausted, NotAuthorised, PeerUnavailable) as exc:
             self._refuse(uuid.uuid4().hex, analyst, spec.purpose, str(exc))
+            raise
+        except InvalidRequest:
+            self.refuse_invalid(analyst, spec.purpose)
             raise
         parties = plan.parties
         query_id = uuid.uuid4().hex
@@ -106,6 +120,15 @@ class QueryDesk:
         )
         remaining = min(left.values())
         return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
+
+    def refuse_invalid(self, analyst: str, purpose: str) -> None:
+        """Record the refusal of a malformed query (an unknown party or value,
+        an impossible epsilon, an oversized field) like any other, but with a
+        fixed reason: its message may quote what the analyst sent, and the log
+        is public. The analyst gets the full message in the reply. The purpose
+        is kept only when it is one a query may state."""
+        stated = purpose if 10 <= len(purpose.strip()) and len(purpose) <= MAX_PURPOSE_CHARS else ""
+        self._refuse(uuid.uuid4().hex, analyst, stated, INVALID_REASON)
 
     def _refuse(self, query_id: str, analyst: str, purpose: str, reason: str, **extra: Any) -> None:
         """Record a refusal in the audit log: every refusal is public, and each

@@ -81,7 +81,13 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.QueryRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.QueryResult:
         analyst = peer_principal(context).name
-        outcome = self.c.run_query(cv.query_from_pb(request), analyst)
+        try:
+            spec = cv.query_from_pb(request)
+        except InvalidRequest:
+            # Refused before it is a query: recorded like every refusal.
+            self.c.queries.refuse_invalid(analyst, request.purpose)
+            raise
+        outcome = self.c.run_query(spec, analyst)
         return coordinator_pb2.QueryResult(
             query_id=outcome.query_id,
             epoch_id=outcome.epoch_id,

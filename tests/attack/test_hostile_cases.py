@@ -4,6 +4,7 @@ clean status that names the real cause, and change nothing stored."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 from harness import Federation
 
 from headcount import tls
+from headcount.audit import AuditEvent
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2
 
 PURPOSE = "A purpose long enough to be accepted by the coordinator."
@@ -65,6 +67,10 @@ def _query(ch: grpc.Channel, **fields: object) -> grpc.RpcError | None:
     return None
 
 
+def _refusals(fed: Federation) -> list[AuditEvent]:
+    return [e for e in fed.coordinator.coordinator.audit.events() if e.kind == "refusal"]
+
+
 def _events(fed: Federation) -> int:
     return len([e for e in fed.coordinator.coordinator.audit.events() if e.kind != "refusal"])
 
@@ -112,12 +118,20 @@ def test_hostile_query_gets_a_clean_status_naming_the_cause(
     says: str,
 ) -> None:
     before = _events(linked_federation)
+    refusals = _refusals(linked_federation)
     error = _query(analyst, **fields)
     assert error is not None
     assert error.code() == code, (error.code(), error.details()[:300])
     assert says in (error.details() or ""), error.details()[:300]
     assert "budget" not in (error.details() or "").lower()
     assert _events(linked_federation) == before
+    # Every refusal is in the public log, and none quotes what was sent.
+    after = _refusals(linked_federation)
+    assert len(after) == len(refusals) + 1
+    logged = json.dumps(after[-1].body)
+    assert "first_name" not in logged or code != grpc.StatusCode.INVALID_ARGUMENT
+    assert "t" * 100 not in logged and "199999" not in logged
+    assert len(logged) < 2_000
 
 
 def test_deeply_nested_audit_json_is_invalid_argument(
