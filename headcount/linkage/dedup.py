@@ -6,8 +6,11 @@ one-record-per-party rule cannot find them, so deduplication has its own
 solver:
 
 1. candidate pairs within the file: every pair of records whose Dice score
-   reaches the threshold (``i < j``), and every pair that shares an exact
-   match-key at some level (score 1.0 for the greedy order);
+   reaches the threshold (``i < j``), every pair that shares an exact
+   match-key at some level (score 1.0 for the greedy order), and every pair
+   that shares a *supporting* key (two fields agreeing exactly, e.g. the
+   reference number and the first name; `matchkeys.SUPPORT_KEYS`) and scores
+   at least `SUPPORT_FLOOR` (taken as keyed);
 2. greedy merging, best pair first, of the clusters the two records are in,
    **only if the merged cluster stays coherent**: the average score over
    every pair of records across the two clusters must reach the threshold (a
@@ -191,54 +194,63 @@ def _self_candidates(
     return Candidates(found.left[keep], found.right[keep], found.score[keep])
 
 
-def _estimate(
-    clks: np.ndarray,
-    floor: float,
-    threshold: float,
-    *,
-    keyed: tuple[np.ndarray, np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
-    pairs: Candidates | None = None,
-) -> QualityEstimate | None:
-    """Precision and recall of the duplicate pairs, from a sample of records.
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    """A fixed sample of records scored against the whole file down to the
+    floor, each keeping its `QUALITY_TOP` best other records: what every
+    threshold's estimate reads (drawn once per run)."""
 
-    A fixed sample of records is scored against the whole file down to
-    ``floor``, each keeping its `QUALITY_TOP` best other records. Pairs that
-    share a match-key are taken as true (as in linkage); a two-component
-    mixture (`quality.fit_mixture`) fitted to the other pairs gives each its
-    posterior. ``keyed`` holds the run's keyed pairs (`_key_pairs`); given its
-    cluster ``labels`` and output ``pairs`` as well:
+    size: int  # records sampled
+    left: np.ndarray  # record indices of the sampled side
+    right: np.ndarray
+    score: np.ndarray
+    ids: np.ndarray  # min * n + max of each pair
 
-    * non-match anchors are each clustered sampled record's best candidate
-      outside its cluster (0.7-5% of them true pairs the run missed, on the
-      synthetic duplicates file; a record's best candidate outside its
-      match-key group was a true pair 14% of the time: people with three
-      records);
-    * precision is the mean posterior of the pairs written (match-keyed and
-      identical ones 1); recall is their sum over itself plus the true
-      pairs not written, the posteriors of the sample's candidate pairs
-      outside the output scaled to the file.
 
-    Measured against the truth of the pairs written at thresholds 0.65-0.75
-    (the non-UK duplicates file, 2,000-20,000 people; FEBRL3 held out):
-    precision within 1.1 points (1.3 on FEBRL3), recall 3 points low to 1
-    high (2.4 high on FEBRL3): the pairs' mixture has no anchors as good as
-    linkage's, and a person's records are not one to one.
-
-    Without ``labels`` and ``pairs``, it describes the sample's CLK pairs at
-    ``threshold``, not the clusters: recall then leaves out what match-keys
-    and cluster-mates add (6-10 points on the same files).
-    """
+def _sample(clks: np.ndarray, floor: float) -> _Sample:
     n = len(clks)
     rows = sample_rows(n, QUALITY_SAMPLE_ROWS)
     found = best_pairs(clks[rows], clks, floor, QUALITY_TOP + 1)
-    left, right, score = rows[found.left], found.right, found.score
+    left, right = rows[found.left], found.right
     ids = np.minimum(left, right) * n + np.maximum(left, right)
-    key_left, key_right = keyed if keyed is not None else _key_pairs(None, n)
-    keyed_ids = np.unique(key_left * n + key_right)
+    return _Sample(len(rows), left, right, found.score, ids)
+
+
+def _estimate(
+    sample: _Sample,
+    n: int,
+    floor: float,
+    threshold: float,
+    keyed_ids: np.ndarray,
+    component: np.ndarray,
+    labels: np.ndarray,
+    pairs: Candidates,
+) -> QualityEstimate | None:
+    """Precision and recall of the duplicate pairs one clustering wrote.
+
+    Pairs of the `_sample` that share a match-key or a supporting key
+    (``keyed_ids``, as ``min * n + max``) are taken as true (as in linkage); a
+    two-component mixture (`quality.fit_mixture`) fitted to the other pairs
+    gives each its posterior, with these non-match anchors: each clustered
+    sampled record's best candidate outside its cluster (0.7-5% of them true
+    pairs the run missed, on the synthetic duplicates file; a record's best
+    candidate outside its match-key group was a true pair 14% of the time:
+    people with three records).
+
+    Precision is the mean posterior of the pairs written: pairs in one
+    ``component`` of the keyed pairs (a chain of keyed pairs is one person)
+    and identical encodings count 1. Recall is their sum over itself plus the
+    true pairs not written, the posteriors of the sample's candidate pairs
+    outside the output scaled to the file.
+
+    Measured against the truth at the automatic threshold
+    (`benchmarks/bench_quality.py --people 5000 --seed 1`): within 1 point on
+    FEBRL1, FEBRL2 and FEBRL3 and on the non-UK duplicates file (at most 0.9).
+    """
+    left, right, score, ids = sample.left, sample.right, sample.score, sample.ids
     free = (left != right) & ~np.isin(ids, keyed_ids)
     anchors = None
-    if pairs is not None and len(pairs) and labels is not None:
+    if len(pairs):
         outside = (labels[left] != labels[right]) & (score < 1.0)
         clustered = np.bincount(labels, minlength=n)[labels[left]] >= 2
         at, best = left[outside & clustered], score[outside & clustered]
@@ -250,29 +262,18 @@ def _estimate(
     except ValueError as exc:
         log.info("dedup: no quality estimate (%s)", exc)
         return None
-    if pairs is None:
-        kept = score[free] >= threshold
-        true = float(gamma[kept].sum())
-        precision = true / int(kept.sum()) if kept.any() else 1.0
-        recall = true / float(gamma.sum()) if gamma.sum() > 0 else 1.0
-    else:
-        written = pairs.left * n + pairs.right
-        # Sure: pairs joined by a chain of keyed pairs (a match-key or a
-        # supporting key: each link of the chain is one person, so the whole
-        # chain is) and identical encodings; the rest as the model reads them.
-        component = _components(n, key_left, key_right)
-        sure = (component[pairs.left] == component[pairs.right]) | (pairs.score >= 1.0)
-        inexact = np.clip(pairs.score, floor, np.nextafter(1.0, 0.0))
-        posterior = np.where(sure, 1.0, model.posterior(inexact)) if len(pairs) else np.zeros(0)
-        true = float(posterior.sum())
-        precision = true / len(pairs) if len(pairs) else 1.0
-        # The true pairs not written: the sample's candidate pairs outside
-        # the output, by their posteriors. Each is seen from both ends when
-        # both are sampled, from one otherwise, so per sampled record it
-        # counts half a pair.
-        unwritten = ~np.isin(ids[free], written)
-        missed = float(gamma[unwritten].sum()) / len(rows) * n / 2.0
-        recall = true / max(true + missed, 1.0)
+    written = pairs.left * n + pairs.right
+    sure = (component[pairs.left] == component[pairs.right]) | (pairs.score >= 1.0)
+    inexact = np.clip(pairs.score, floor, np.nextafter(1.0, 0.0))
+    posterior = np.where(sure, 1.0, model.posterior(inexact)) if len(pairs) else np.zeros(0)
+    true = float(posterior.sum())
+    precision = true / len(pairs) if len(pairs) else 1.0
+    # The true pairs not written: the sample's candidate pairs outside the
+    # output, by their posteriors. Each is seen from both ends when both are
+    # sampled, from one otherwise, so per sampled record it counts half a pair.
+    unwritten = ~np.isin(ids[free], written)
+    missed = float(gamma[unwritten].sum()) / sample.size * n / 2.0
+    recall = true / max(true + missed, 1.0)
     precision, recall = min(1.0, precision), min(1.0, recall)
     f1 = 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return QualityEstimate(
@@ -345,13 +346,19 @@ def dedup_records(
     bits = np.ascontiguousarray(clks).view(np.uint64)
     counts = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
     keyed = _supported(_key_pairs(keys, n), _key_pairs(support, n), bits, counts, support_floor)
+    # What every threshold's estimate reads, drawn once for the run.
+    sample = _sample(clks, floor) if n > 1 else None
+    keyed_ids = keyed[0] * n + keyed[1]  # sorted and distinct (_supported)
+    component = _components(n, *keyed)
     best: DedupResult | None = None
     for cut in tries:
         keep = cands.score >= cut
         at = Candidates(cands.left[keep], cands.right[keep], cands.score[keep])
         labels, pairs, refused = _cluster(bits, counts, at, keyed, cut, max_cluster)
         quality = (
-            _estimate(clks, floor, cut, keyed=keyed, labels=labels, pairs=pairs) if n > 1 else None
+            _estimate(sample, n, floor, cut, keyed_ids, component, labels, pairs)
+            if sample is not None
+            else None
         )
         log.info(
             "dedup at %.3f: %d records, %d candidate pairs, %d keyed pairs, %d clusters,"
