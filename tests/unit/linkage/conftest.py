@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from headcount.linkage.dice import score_pairs
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, InputSpec, LinkageSchema
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -17,3 +19,21 @@ def _compiled() -> Iterator[None]:
     ones = np.ones((4, 8), dtype=np.uint8)
     score_pairs(ones, ones, 0.5)
     yield
+
+
+@pytest.fixture
+def intl_schema() -> LinkageSchema:
+    """The default schema reading the non-UK profile's files
+    (`headcount.tools.intl_profile`): names in given_name and surname, the
+    address over three columns, any country's postcodes."""
+    return dataclasses.replace(
+        DEFAULT_LINKAGE_SCHEMA,
+        input=InputSpec(
+            columns=(
+                ("first_name", ("given_name",)),
+                ("last_name", ("surname",)),
+                ("address", ("street_number", "address_1", "address_2")),
+            ),
+            postcodes="any",
+        ),
+    )

@@ -10,7 +10,6 @@ engine used before (greedy union-find over ``(party, row)`` tuples,
 from __future__ import annotations
 
 import csv
-import dataclasses
 import itertools
 from collections import Counter
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from headcount.linkage.matchkeys import (
     wire_digests,
 )
 from headcount.linkage.quality import AUTO_MARGIN
-from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, BlockingSpec, InputSpec
+from headcount.linkage.schema import BlockingSpec, LinkageSchema
 from headcount.linkage.solve import Edge, EdgeBlock, cluster_parties, cluster_records
 from headcount.linkfiles import link_files, read_options
 from headcount.tools.intl_profile import two_files
@@ -118,23 +117,15 @@ def test_quality_is_reported_at_the_threshold_used(parties: dict[str, np.ndarray
             assert auto.thresholds[pair] >= 0.5 + AUTO_MARGIN
 
 
-def test_link_files_estimate_tells_the_truth_on_an_unseen_profile(tmp_path: Path) -> None:
+def test_link_files_estimate_tells_the_truth_on_an_unseen_profile(
+    tmp_path: Path, intl_schema: LinkageSchema
+) -> None:
     """link-files at its automatic threshold on the non-UK profile (heavier
     errors, no sex column; `headcount.tools.intl_profile`): the goal of F1 >=
     0.99 at precision >= 0.995, and an estimate within a point of the truth
     of the pairs written (match-key links included)."""
     two_files(5000, 2, tmp_path)
-    schema = dataclasses.replace(
-        DEFAULT_LINKAGE_SCHEMA,
-        input=InputSpec(
-            columns=(
-                ("first_name", ("given_name",)),
-                ("last_name", ("surname",)),
-                ("address", ("street_number", "address_1", "address_2")),
-            ),
-            postcodes="any",
-        ),
-    )
+    schema = intl_schema
     assert schema.auto_threshold
     out = tmp_path / "pairs.csv"
     summary = link_files(

@@ -42,7 +42,7 @@ from headcount.linkage.quality import (
     fit_mixture,
     runner_up_scores,
 )
-from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, InputSpec
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema
 from headcount.linkage.solve import match_one_to_one
 from headcount.linkfiles import read_options
 from headcount.synth import generate_population
@@ -437,24 +437,16 @@ def test_output_estimate_refuses_bad_input(kwargs: dict[str, object], message: s
         estimate_output_quality(**args)  # type: ignore[arg-type]
 
 
-def test_dedup_estimate_against_the_truth_of_the_pairs_written(tmp_path: Path) -> None:
+def test_dedup_estimate_against_the_truth_of_the_pairs_written(
+    tmp_path: Path, intl_schema: LinkageSchema
+) -> None:
     """Deduplication of the non-UK profile's file with people up to four times
     (`headcount.tools.intl_profile.dedup_file`), encoded as link-files does.
     Some pairs there score exactly 1 (identical records), which the link
     estimator refused as anchors; the dedup estimate is of the pairs written.
     """
     dedup_file(2000, 1, tmp_path)
-    schema = dataclasses.replace(
-        DEFAULT_LINKAGE_SCHEMA,
-        input=InputSpec(
-            columns=(
-                ("first_name", ("given_name",)),
-                ("last_name", ("surname",)),
-                ("address", ("street_number", "address_1", "address_2")),
-            ),
-            postcodes="any",
-        ),
-    )
+    schema = intl_schema
     read = read_identity_file(tmp_path / "dups.csv", read_options(schema, blank_invalid=True))
     present = present_fields([read.identities])
     hierarchy = derive_match_keys(schema.match_keys, present, EXTRA_MATCH_KEYS)
