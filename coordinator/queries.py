@@ -28,11 +28,11 @@ from headcount.measures import Packing
 from headcount.privacy.accountant import compose
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
 from headcount.query import (
-    MAX_PURPOSE_CHARS,
     QuerySpec,
     check_group_by,
     check_measure,
     check_predicates,
+    check_purpose,
     spec_to_json,
 )
 from headcount.wire import common_pb2, party_node_pb2
@@ -127,8 +127,11 @@ class QueryDesk:
         fixed reason: its message may quote what the analyst sent, and the log
         is public. The analyst gets the full message in the reply. The purpose
         is kept only when it is one a query may state."""
-        stated = purpose if 10 <= len(purpose.strip()) and len(purpose) <= MAX_PURPOSE_CHARS else ""
-        self._refuse(uuid.uuid4().hex, analyst, stated, INVALID_REASON)
+        try:
+            check_purpose(purpose)
+        except InvalidRequest:
+            purpose = ""
+        self._refuse(uuid.uuid4().hex, analyst, purpose, INVALID_REASON)
 
     def _refuse(self, query_id: str, analyst: str, purpose: str, reason: str, **extra: Any) -> None:
         """Record a refusal in the audit log: every refusal is public, and each

@@ -38,6 +38,15 @@ MAX_FILTER_VALUES = 256
 MIN_QUERY_EPSILON = 0.001
 
 
+def check_purpose(purpose: str) -> None:
+    """Refuse (InvalidRequest) a purpose a query may not state: under 10
+    characters, or over `MAX_PURPOSE_CHARS`."""
+    if len(purpose.strip()) < 10:
+        raise InvalidRequest("state the purpose of the query (at least 10 characters)")
+    if len(purpose) > MAX_PURPOSE_CHARS:
+        raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_CHARS} characters")
+
+
 @dataclass(frozen=True, slots=True)
 class Predicate:
     """``attribute`` IN ``values`` on one department's categorical attribute."""
@@ -92,10 +101,7 @@ class QuerySpec:
     project_id: str = ""  # the approved project the query serves
 
     def __post_init__(self) -> None:
-        if len(self.purpose.strip()) < 10:
-            raise InvalidRequest("state the purpose of the query (at least 10 characters)")
-        if len(self.purpose) > MAX_PURPOSE_CHARS:
-            raise InvalidRequest(f"purpose is longer than {MAX_PURPOSE_CHARS} characters")
+        check_purpose(self.purpose)
         if self.measure not in MEASURES:
             raise InvalidRequest(f"measure is one of {MEASURES}, not {self.measure!r}")
         if (self.measure != "count") != bool(self.measure_attribute):
