@@ -41,10 +41,14 @@ def create_database(
 def schema_version(path: Path, component: str) -> int:
     """The schema version ``component`` last migrated the file at ``path`` to (0: none)."""
     with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
-        db.execute(_VERSIONS)
-        row = db.execute(
-            "SELECT version FROM schema_versions WHERE component = ?", (component,)
-        ).fetchone()
+        return _version(db, component)
+
+
+def _version(db: sqlite3.Connection, component: str) -> int:
+    db.execute(_VERSIONS)
+    row = db.execute(
+        "SELECT version FROM schema_versions WHERE component = ?", (component,)
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -67,14 +71,14 @@ def migrate(path: Path, component: str, steps: Sequence[str]) -> int:
     """
     if not _COMPONENT.fullmatch(component):
         raise ValueError("component names are 1-32 characters of a-z and _")
-    current = schema_version(path, component)
-    if current > len(steps):
-        raise ConfigError(
-            f"{path}: its {component} tables are at schema version {current}, written by a"
-            f" newer Headcount; this one reads up to version {len(steps)}. Upgrade Headcount"
-            " (or restore the file from before the upgrade)."
-        )
     with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
+        current = _version(db, component)
+        if current > len(steps):
+            raise ConfigError(
+                f"{path}: its {component} tables are at schema version {current}, written by"
+                f" a newer Headcount; this one reads up to version {len(steps)}. Upgrade"
+                " Headcount (or restore the file from before the upgrade)."
+            )
         for version in range(current + 1, len(steps) + 1):
             # executescript runs the whole string, BEGIN to COMMIT, as one transaction.
             db.executescript(
