@@ -65,11 +65,7 @@ class Release:
         Raises PolicyRefused or InvalidRequest otherwise.
         """
         check_id("query_id", query_id)
-        if not groups or len(groups) > MAX_GROUPS:
-            raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
-        names = [g for g, _ in groups]
-        if len(set(names)) != len(names):
-            raise InvalidRequest("group names must be unique")
+        names = _group_names(groups)
         body = self.replica.announced("query", "query_id", query_id)
         self.replica.check_project(str(body.get("project_id", "")))
         plan = self.replica.noise_plan(body)
@@ -118,11 +114,7 @@ class Release:
         single party knows. Every released cell carries its noise scale and a
         95% interval.
         """
-        if not groups or len(groups) > MAX_GROUPS:
-            raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
-        names = [g for g, _ in groups]
-        if len(set(names)) != len(names):
-            raise InvalidRequest("group names must be unique")
+        names = _group_names(groups)
         values = [paillier.from_bytes(self.keys.public, ct) for _, ct in groups]
         body = self.replica.announced("query", "query_id", query_id)
         plan = self.replica.noise_plan(body)
@@ -157,3 +149,14 @@ class Release:
             packing.sensitivity,
             packing.shareholders,
         )
+
+
+def _group_names(groups: Sequence[tuple[str, bytes]]) -> list[str]:
+    """The names of a table's aggregates: 1 to `MAX_GROUPS` of them, each once
+    (InvalidRequest otherwise)."""
+    if not groups or len(groups) > MAX_GROUPS:
+        raise InvalidRequest(f"a table has 1 to {MAX_GROUPS} groups")
+    names = [g for g, _ in groups]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("group names must be unique")
+    return names
