@@ -50,30 +50,79 @@ def test_a_cache_directory_others_can_write_is_refused(tmp_path: Path) -> None:
         check_private(planted)
 
 
-def test_an_unprivileged_user_with_no_home_can_import_and_run_the_kernel() -> None:
-    """As the image runs it: another uid than the install's owner, HOME
-    unwritable, no NUMBA_CACHE_DIR. Run as root (as here and in CI), the child
-    drops to uid 65534 with setpriv; otherwise it runs as this user."""
+# For a checkout other users cannot read (a clone under a 0700 temporary
+# directory): the child runs as this user, with writing denied where the
+# install and the home are, as os.access reports it to the kernel's check.
+DENY_WRITES = """
+import os
+_access = os.access
+_denied = tuple(os.environ["HC_DENY_WRITE"].split(os.pathsep))
+def access(path, mode, *args, **kwargs):
+    if mode & os.W_OK and os.path.realpath(path).startswith(_denied):
+        return False
+    return _access(path, mode, *args, **kwargs)
+os.access = access
+"""
+
+
+def _setpriv(uid: int) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+def _other_uid_can_run_the_install() -> bool:
+    """Whether uid 65534 can run this interpreter and import the project
+    (not when the checkout sits under a directory only its owner may enter)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    probe = subprocess.run(
+        [*_setpriv(NOBODY), sys.executable, "-c", IMPORT_ONLY, str(REPO)],
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+        capture_output=True,
+        timeout=120,
+        cwd="/",
+    )
+    return probe.returncode == 0
+
+
+IMPORT_ONLY = "import sys; sys.path.insert(0, sys.argv[1]); import numpy, numba, headcount"
+
+
+def test_an_unprivileged_user_with_no_home_can_import_and_run_the_kernel(
+    tmp_path: Path,
+) -> None:
+    """As the image runs it: the install and HOME not writable, no
+    NUMBA_CACHE_DIR. As root, when uid 65534 can read the checkout, the child
+    drops to that uid (as here and in the image); otherwise it runs as this
+    user with writes under the install and HOME reported denied. Either way
+    the kernel imports, runs, and keeps its cache in a private per-user
+    directory under TMPDIR."""
     command = [sys.executable, "-c", IMPORT_AND_SCORE, str(REPO)]
-    dropped = os.geteuid() == 0 and shutil.which("setpriv") is not None
-    if dropped:
-        command = [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            *command,
-        ]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    if _other_uid_can_run_the_install():
+        uid = NOBODY
+        command = [*_setpriv(NOBODY), *command]
+        env["HOME"] = "/nonexistent"
+    else:
+        uid = os.getuid()
+        shim = tmp_path / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(DENY_WRITES, encoding="utf-8")
+        env["PYTHONPATH"] = str(shim)
+        env["HC_DENY_WRITE"] = os.pathsep.join(
+            [os.path.realpath(REPO / "headcount"), os.path.realpath(home)]
+        )
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         tmpdir.chmod(0o1777)  # a shared temporary directory, as /tmp is
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "TMPDIR": str(tmpdir)}
+        env["TMPDIR"] = str(tmpdir)
         done = subprocess.run(
             command, env=env, capture_output=True, text=True, timeout=300, cwd="/"
         )
         assert done.returncode == 0, done.stderr[-2000:]
         pairs, cache = done.stdout.split()
         assert int(pairs) > 0
-        if dropped:  # the install is root's: the per-user directory under TMPDIR
-            assert cache == str(tmpdir / f"headcount-numba-{NOBODY}")
-            assert (tmpdir / f"headcount-numba-{NOBODY}").stat().st_uid == NOBODY
+        private = tmpdir / f"headcount-numba-{uid}"
+        assert cache == str(private)
+        assert private.stat().st_uid == uid and private.stat().st_mode & 0o077 == 0
