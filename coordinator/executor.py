@@ -14,15 +14,75 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
+from headcount.crypto.signed_sets import HopStatement, ciphertext_hash
 from headcount.errors import InvalidRequest
-from headcount.measures import Packing, make_packing
+from headcount.measures import Packing, clamp_noise, make_packing
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
-from headcount.query import QuerySpec, unlinked_group
+from headcount.query import QuerySpec
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 
 log = logging.getLogger(__name__)
+
+
+# Set hashes per message (32 bytes each: 3.2 MB, under the default 16 MiB limit).
+HASHES_PER_MESSAGE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What a sender handed on: its records' ciphertexts by token, its E(0)
+    fills for the next hop, and its signed statement over all of them."""
+
+    records: dict[bytes, bytes]
+    fills: list[bytes]
+    statement: HopStatement
+
+    def hashes(self) -> list[bytes]:
+        """The set's SHA-256 hashes in increasing order, as the receiver checks them."""
+        return sorted(
+            [ciphertext_hash(c) for c in self.records.values()]
+            + [ciphertext_hash(c) for c in self.fills]
+        )
+
+
+def _read_signed(
+    party: str,
+    key: paillier.PublicKey,
+    chunks: Sequence[party_node_pb2.CiphertextChunk],
+    tokens: Sequence[bytes] | None,
+) -> _Sent:
+    """A sender's reply stream: record chunks numbered from 0 (with tokens from
+    an origin; in the order sent, ``tokens``, from a filter node), then fills,
+    then its statement on the last chunk. InvalidRequest if malformed."""
+    records: dict[bytes, bytes] = {}
+    cts: list[bytes] = []
+    fills: list[bytes] = []
+    statement = None
+    width = key.ciphertext_bytes
+    for seq, chunk in enumerate(chunks):
+        if chunk.seq != seq or statement is not None:
+            raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")
+        if tokens is None:
+            if len(chunk.tokens) != len(chunk.ciphertexts):
+                raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")
+            records.update(zip(chunk.tokens, chunk.ciphertexts, strict=True))
+        cts.extend(chunk.ciphertexts)
+        fills.extend(chunk.fills)
+        if chunk.HasField("statement"):
+            if not chunk.last:
+                raise InvalidRequest(f"{party}: a statement before its last chunk")
+            statement = cv.statement_from_pb(chunk.statement)
+    if statement is None:
+        raise InvalidRequest(f"{party}: its reply ended without a signed statement")
+    if any(len(c) != width for c in cts) or any(len(c) != width for c in fills):
+        raise InvalidRequest(f"{party}: a ciphertext of the wrong width")
+    if tokens is not None:
+        if len(cts) != len(tokens):
+            raise InvalidRequest(f"{party}: returned {len(cts)} of {len(tokens)}")
+        records = dict(zip(tokens, cts, strict=True))
+    return _Sent(records, fills, statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,36 +125,51 @@ class HopExecutor:
             shareholders=len(noise.shareholders),
         )
 
-    def _align(
+    def _household_align(
         self,
         epoch_id: str,
         key: paillier.PublicKey,
         prev: str,
-        current: dict[bytes, int],
+        current: Mapping[bytes, bytes],
         hop: Hop,
         tokens: Sequence[bytes],
-    ) -> list[int]:
+    ) -> list[bytes]:
         cap = self.federation.privacy.household_cap
-        return align(self.store, cap, epoch_id, key, prev, current, hop, tokens)
+        ints = {t: paillier.from_bytes(key, c) for t, c in current.items()}
+        aligned = align(self.store, cap, epoch_id, key, prev, ints, hop, tokens)
+        return paillier.to_bytes_batch(key, aligned)
 
     def _hop_requests(
         self,
         header: party_node_pb2.HopHeader,
-        key: paillier.PublicKey,
+        sent: _Sent | None,
         tokens: Sequence[bytes],
-        aligned: Sequence[int],
+        aligned: Sequence[bytes],
+        leftovers: Sequence[bytes] = (),
     ) -> Iterator[party_node_pb2.HopInput]:
         yield party_node_pb2.HopInput(header=header)
+        if sent is not None:
+            hashes = sent.hashes()
+            for start in range(0, len(hashes), HASHES_PER_MESSAGE):
+                yield party_node_pb2.HopInput(
+                    set_hashes=party_node_pb2.SetHashes(
+                        hashes=hashes[start : start + HASHES_PER_MESSAGE]
+                    )
+                )
         starts = list(range(0, len(tokens), CHUNK_RECORDS)) or [0]
         for seq, start in enumerate(starts):
             yield party_node_pb2.HopInput(
                 chunk=party_node_pb2.CiphertextChunk(
                     seq=seq,
                     tokens=tokens[start : start + CHUNK_RECORDS],
-                    ciphertexts=[
-                        paillier.to_bytes(key, c) for c in aligned[start : start + CHUNK_RECORDS]
-                    ],
+                    ciphertexts=aligned[start : start + CHUNK_RECORDS],
                     last=seq == len(starts) - 1,
+                )
+            )
+        for start in range(0, len(leftovers), CHUNK_RECORDS):
+            yield party_node_pb2.HopInput(
+                leftovers=party_node_pb2.Leftovers(
+                    ciphertexts=leftovers[start : start + CHUNK_RECORDS]
                 )
             )
 
@@ -107,8 +182,12 @@ class HopExecutor:
         key: paillier.PublicKey,
         hop: Hop,
         records: int,
+        sent: _Sent | None,
+        *,
+        fill_count: int = 0,
+        unlinked_cell: bool = False,
     ) -> party_node_pb2.HopHeader:
-        return party_node_pb2.HopHeader(
+        header = party_node_pb2.HopHeader(
             query_id=query_id,
             epoch_id=epoch_id,
             paillier_n=key.to_bytes(),
@@ -117,7 +196,41 @@ class HopExecutor:
             epsilon=epsilon,
             expected_records=records,
             purpose=spec.purpose,
+            fill_count=fill_count,
+            unlinked_cell=unlinked_cell,
         )
+        if sent is not None:
+            header.sender.CopyFrom(cv.statement_to_pb(sent.statement))
+        return header
+
+    def _person_align(
+        self, epoch_id: str, prev: str, sent: _Sent, hop: Hop, tokens: Sequence[bytes]
+    ) -> list[bytes]:
+        """The next node's ciphertexts, in its token order: the linked record's
+        ciphertext of the previous hop, else one of its signed E(0) fills, each
+        used once. Nothing here is computed: the next node checks every one
+        against the previous hop's signed set (headcount.crypto.signed_sets)."""
+        link = self.store.linked(epoch_id, prev, hop.party)
+        fills = iter(sent.fills)
+        out: list[bytes] = []
+        for t in tokens:
+            source = link.get(t)
+            if source is not None:
+                out.append(sent.records[source])
+                continue
+            fill = next(fills, None)
+            if fill is None:
+                raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
+            out.append(fill)
+        return out
+
+    def _fills_for(self, epoch_id: str, plan: Plan, index: int) -> int:
+        """E(0) fills the sender at ``index`` signs for the next hop: one per record
+        of the next node, unless the next hop is a household hop (its E(0)s are
+        this coordinator's, with its sums)."""
+        if index + 1 >= len(plan.hops) or plan.hops[index + 1].link != "person":
+            return 0
+        return self.store.epoch(epoch_id).records[plan.hops[index + 1].party]
 
     def execute(
         self,
@@ -133,7 +246,8 @@ class HopExecutor:
         key = self.origin_key(origin.party)
         origin_tokens = self.store.tokens(epoch_id, origin.party)
 
-        # Hop 1: the origin encrypts an indicator for every record it holds.
+        # Hop 1: the origin encrypts an indicator for every record it holds,
+        # and signs that set with its E(0) fills for the next hop.
         chunks = self.nodes.call(
             origin.party,
             lambda s: list(
@@ -149,29 +263,40 @@ class HopExecutor:
                         group_by=packing.group_by,
                         measure_attribute=packing.measure_attribute,
                         layout=cv.packing_to_pb(packing),
+                        fill_count=self._fills_for(epoch_id, plan, 0),
                     ),
                     timeout=self.nodes.timeout_s,
                 )
             ),
         )
-        current: dict[bytes, int] = {}
-        for seq, chunk in enumerate(chunks):
-            if chunk.seq != seq or len(chunk.tokens) != len(chunk.ciphertexts):
-                raise InvalidRequest(f"{origin.party}: malformed ciphertext chunk {chunk.seq}")
-            for tok, ct in zip(chunk.tokens, chunk.ciphertexts, strict=True):
-                current[tok] = paillier.from_bytes(key, ct)
-        if not chunks or not chunks[-1].last or set(current) != set(origin_tokens):
+        sent = _read_signed(origin.party, key, chunks, None)
+        if set(sent.records) != set(origin_tokens):
             raise InvalidRequest(
                 f"{origin.party}: ciphertexts do not cover exactly its epoch records"
             )
 
         # Filter hops: align, let the node keep or zero each ciphertext.
         prev = origin.party
-        for hop in plan.hops[1:-1]:
+        for index, hop in enumerate(plan.hops[1:-1], start=1):
             tokens = self.store.tokens(epoch_id, hop.party)
-            aligned = self._align(epoch_id, key, prev, current, hop, tokens)
-            header = self._header(query_id, epoch_id, spec, epsilon, key, hop, len(tokens))
-            requests = self._hop_requests(header, key, tokens, aligned)
+            signed: _Sent | None = sent
+            if hop.link == "person":
+                aligned = self._person_align(epoch_id, prev, sent, hop, tokens)
+            else:
+                aligned = self._household_align(epoch_id, key, prev, sent.records, hop, tokens)
+                signed = None
+            header = self._header(
+                query_id,
+                epoch_id,
+                spec,
+                epsilon,
+                key,
+                hop,
+                len(tokens),
+                signed,
+                fill_count=self._fills_for(epoch_id, plan, index),
+            )
+            requests = self._hop_requests(header, signed, tokens, aligned)
 
             def apply(
                 stub: party_node_pb2_grpc.PartyNodeStub,
@@ -180,48 +305,64 @@ class HopExecutor:
                 return list(stub.ApplyPredicate(requests, timeout=self.nodes.timeout_s))
 
             replies = self.nodes.call(hop.party, apply)
-            received = [c for r in replies for c in r.ciphertexts]
-            if len(received) != len(tokens) or not replies or not replies[-1].last:
-                raise InvalidRequest(f"{hop.party}: returned {len(received)} of {len(tokens)}")
-            current = {
-                t: paillier.from_bytes(key, c) for t, c in zip(tokens, received, strict=True)
-            }
+            sent = _read_signed(hop.party, key, replies, tokens)
             prev = hop.party
 
         # Final hop: the grouping node sums per category.
         last = plan.hops[-1]
         group_tokens = self.store.tokens(epoch_id, last.party)
-        aligned = self._align(epoch_id, key, prev, current, last, group_tokens)
-        header = self._header(query_id, epoch_id, spec, epsilon, key, last, len(group_tokens))
+        leftovers: list[bytes] = []
+        if last.link == "person":
+            aligned = self._person_align(epoch_id, prev, sent, last, group_tokens)
+            signed = sent
+            if plan.unlinked_cell:
+                # Records of the previous hop with no link into the grouping
+                # department form their own cell, so the table adds up; each
+                # person once (a person's further records, dedup, left out).
+                # The grouping node sums them, checked against the signed set.
+                skip = set(self.store.linked(epoch_id, prev, last.party).values())
+                skip.update(self.store.duplicates(epoch_id, prev))
+                leftovers = [c for t, c in sent.records.items() if t not in skip]
+        else:
+            aligned = self._household_align(epoch_id, key, prev, sent.records, last, group_tokens)
+            signed = None
+        header = self._header(
+            query_id,
+            epoch_id,
+            spec,
+            epsilon,
+            key,
+            last,
+            len(group_tokens),
+            signed,
+            unlinked_cell=plan.unlinked_cell and last.link == "person",
+        )
         grouped = self.nodes.call(
             last.party,
             lambda s: s.AggregateByGroup(
-                self._hop_requests(header, key, group_tokens, aligned),
+                self._hop_requests(header, signed, group_tokens, aligned, leftovers),
                 timeout=self.nodes.timeout_s,
             ),
         )
-        sums = [(g.group, paillier.from_bytes(key, g.ciphertext)) for g in grouped.groups]
-        if not sums or len({g for g, _ in sums}) != len(sums):
+        groups = [(g.group, g.ciphertext) for g in grouped.groups]
+        if not groups or len({g for g, _ in groups}) != len(groups):
             raise InvalidRequest(f"{last.party}: malformed grouped aggregate")
-        if plan.unlinked_cell:
-            # Records of the previous hop with no link into the grouping
-            # department form their own cell, so the table adds up.
-            # Records of the previous hop with no link, each person once: a
-            # person's further records (dedup) are left out.
-            skip = set(self.store.linked(epoch_id, prev, last.party).values())
-            skip.update(self.store.duplicates(epoch_id, prev))
-            unlinked = paillier.add_all(key, (c for t, c in current.items() if t not in skip))
-            sums.append((unlinked_group(last.party), unlinked))
+        if not grouped.HasField("statement"):
+            raise InvalidRequest(f"{last.party}: returned no signed statement")
+        group_statement = grouped.statement
 
-        # Noise is added under encryption, slot by slot, in shares: this
-        # coordinator's, then each share-holding node's, which signs what it
-        # did. The origin checks the signatures before it decrypts, so its
-        # noisy aggregates carry noise that no single party knows.
+        # Noise in shares: each share-holding node adds its own under
+        # encryption, starting from exactly the grouping node's signed output,
+        # and signs what it did; this coordinator's share goes to the origin
+        # in the clear, within the share bound, and the origin adds it. So the
+        # noise is one no single party knows, and no ciphertext of this
+        # coordinator's making ever enters the sum.
         holders = len(noise.shareholders)
-        shares = [draw_share(s.scale, holders, len(sums)) for s in packing.noise_specs()]
-        groups = [
-            (g, paillier.to_bytes(key, paillier.add_plain(key, c, packing.pack_share(shares, i))))
-            for i, (g, c) in enumerate(sums)
+        shares = [draw_share(s.scale, holders, len(groups)) for s in packing.noise_specs()]
+        coordinator_noise = [
+            v
+            for i in range(len(groups))
+            for v in clamp_noise([z[i] for z in shares], packing.share_bound)
         ]
         attestations: list[NoiseAttestation] = []
         for holder in noise.nodes:
@@ -244,7 +385,8 @@ class HopExecutor:
             groups = returned
             attestations.append(cv.attestation_from_pb(reply.attestation))
 
-        # Final step: the origin decrypts the noisy aggregates and applies SDC.
+        # Final step: the origin checks the chain, adds this coordinator's
+        # share, decrypts the noisy aggregates and applies SDC.
         table = self.nodes.call(
             origin.party,
             lambda s: s.DecryptAggregate(
@@ -252,6 +394,8 @@ class HopExecutor:
                     query_id=query_id,
                     groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in groups],
                     attestations=[cv.attestation_to_pb(a) for a in attestations],
+                    group_statement=group_statement,
+                    coordinator_noise=coordinator_noise,
                 ),
                 timeout=self.nodes.timeout_s,
             ),
@@ -266,16 +410,18 @@ class HopExecutor:
         return [enc.pool for enc in self._pooled if enc.pool is not None]
 
     def warm_pools(self, records: Mapping[str, int]) -> None:
-        """Keep randomisers ready for the next queries' alignments.
+        """Keep randomisers ready for the next queries' household alignments.
 
-        Each alignment draws one randomiser per record of the hop it feeds
-        (fresh E(0) or re-randomisation, under the origin's key, which may be
-        any party's), so each party key's pool is sized to twice the largest
-        department (two alignments in a three-hop chain), capped at
-        ``paillier.pool_limit``. Filling happens in a low-priority child
-        process; a query that comes first computes any shortfall online.
+        Person links need none: the coordinator only places the senders' own
+        signed ciphertexts. A household link draws one randomiser per record
+        of the hop it feeds (a fresh E(0) or a re-randomised household sum,
+        under the origin's key, which may be any party's), and a chain has at
+        most one, so each party key's pool is sized to the largest
+        department, capped at ``paillier.pool_limit``. Filling happens in a
+        low-priority child process; a query that comes first computes any
+        shortfall online.
         """
-        need = 2 * max(records.values(), default=0)
+        need = max(records.values(), default=0)
         for party in self.parties:
             try:
                 key = self.origin_key(party)

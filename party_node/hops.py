@@ -4,18 +4,38 @@ E(0)) and group (sum per category), each only for announced work."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
-from headcount.errors import InvalidRequest, PolicyRefused
+from headcount.crypto.attest import digest_groups
+from headcount.crypto.signed_sets import (
+    FILTER_SET,
+    GROUP_OUTPUT,
+    ORIGIN_SET,
+    HopStatement,
+    SetCheck,
+    ciphertext_hash,
+    set_digest,
+    sign_hop,
+    verify_hop,
+)
+from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
 from headcount.measures import ALL_GROUP, Packing, PackingRequest, make_packing
 from headcount.privacy.accountant import PeriodLedger
-from headcount.privacy.sensitivity import NoisePlan
-from headcount.query import Predicate, check_group_by, check_measure, check_predicates
+from headcount.privacy.sensitivity import NoisePlan, is_household_query
+from headcount.query import (
+    Predicate,
+    check_group_by,
+    check_measure,
+    check_predicates,
+    unlinked_group,
+)
+from headcount.tls import load_private_key
 from party_node.data import DepartmentData
 from party_node.encode import Encoder
 from party_node.ids import check_id
@@ -25,7 +45,35 @@ from party_node.store import NodeStore
 
 log = logging.getLogger(__name__)
 
-ChunkIn = tuple[int, Sequence[bytes], Sequence[bytes], bool]  # seq, tokens, ciphertexts, last
+# The most E(0) fills a sender adds for the next hop: the largest department.
+MAX_FILLS = 50_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkIn:
+    """One chunk of a hop's stream: ciphertexts for this node's tokens."""
+
+    seq: int
+    tokens: Sequence[bytes]
+    ciphertexts: Sequence[bytes]
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetHashesIn:
+    """Part of the previous hop's signed set (hashes in increasing order)."""
+
+    hashes: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class LeftoversIn:
+    """Previous-hop ciphertexts of records with no link here, for the unlinked cell."""
+
+    ciphertexts: Sequence[bytes]
+
+
+HopItem = ChunkIn | SetHashesIn | LeftoversIn
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +86,27 @@ class HopHeader:
     epsilon: float
     expected_records: int
     purpose: str
+    fill_count: int = 0
+    sender: HopStatement | None = None
+    unlinked_cell: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOutput:
+    """What a sender hands on: its records' ciphertexts (in token order, or in
+    the order received), its E(0) fills for the next hop, and its signed
+    statement over all of them."""
+
+    tokens: list[bytes]
+    ciphertexts: list[bytes]
+    fills: list[bytes]
+    statement: HopStatement
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedOutput:
+    groups: list[tuple[str, bytes]]
+    statement: HopStatement
 
 
 def _mask(data: DepartmentData, rows: Sequence[int], filters: Sequence[Predicate]) -> list[bool]:
@@ -74,8 +143,14 @@ class Hops:
         *,
         per_household: bool = False,
         packing_request: PackingRequest | None = None,
-    ) -> tuple[list[bytes], list[bytes]]:
+        fill_count: int = 0,
+    ) -> SignedOutput:
         """One packed plaintext per record, in token order, encrypted under this node's key.
+
+        Also ``fill_count`` fresh E(0)s for the next hop's unlinked positions,
+        and this node's signed statement over the set of all of them
+        (headcount.crypto.signed_sets), so the coordinator can only place
+        these ciphertexts, never scale, repeat or make its own.
 
         Without ``packing``: 1 for each record passing ``filters``, else 0.
         With it: the record's count slot for its category of ``packing.group_by``
@@ -85,6 +160,7 @@ class Hops:
         0/1 flag; records with no household key carry 0.
         """
         check_id("query_id", query_id)
+        _check_fills(fill_count)
         body = self.replica.check_query_announced(query_id, epsilon, purpose)
         plan = self.replica.noise_plan(body)
         check_predicates(
@@ -131,8 +207,35 @@ class Hops:
             epsilon,
             packing.to_json() if packing is not None else None,
         )
-        cts = self.keys.encryptor.encrypt(plain, workers=paillier.bulk_workers(len(plain)))
-        return tokens, [paillier.to_bytes(self.keys.public, c) for c in cts]
+        workers = paillier.bulk_workers(len(plain) + fill_count)
+        cts = self.keys.encryptor.encrypt(plain, workers=workers)
+        zeros = self.keys.encryptor.encrypt_zeros(fill_count, workers=workers)
+        return self._signed(
+            query_id,
+            ORIGIN_SET,
+            tokens,
+            paillier.to_bytes_batch(self.keys.public, cts),
+            paillier.to_bytes_batch(self.keys.public, zeros),
+        )
+
+    def _signed(
+        self, query_id: str, stage: str, tokens: list[bytes], cts: list[bytes], fills: list[bytes]
+    ) -> SignedOutput:
+        hashes = [ciphertext_hash(c) for c in cts] + [ciphertext_hash(c) for c in fills]
+        if len(set(hashes)) != len(hashes):
+            # Fresh randomness never repeats; a repeat means a broken source.
+            raise InvalidRequest("two ciphertexts of one set are equal")
+        return SignedOutput(tokens, cts, fills, self._sign(query_id, stage, set_digest(hashes)))
+
+    def _sign(self, query_id: str, stage: str, digest: bytes) -> HopStatement:
+        return sign_hop(
+            query_id,
+            self.name,
+            stage,
+            digest,
+            load_private_key(self.config.tls.key),
+            self.config.tls.cert.read_bytes(),
+        )
 
     def _check_packing(self, asked: PackingRequest, epsilon: float, plan: NoisePlan) -> Packing:
         """The packing this node derives itself; refuse any other layout.
@@ -168,10 +271,16 @@ class Hops:
             raise PolicyRefused("the slot layout is not the one this node derives for the query")
         return own
 
-    def check_hop_header(self, h: HopHeader) -> tuple[str, ...]:
-        """Validate a hop before any ciphertext is read; returns the groups (if any)."""
+    def check_hop_header(self, h: HopHeader) -> tuple[tuple[str, ...], SetCheck | None]:
+        """Validate a hop before any ciphertext is read.
+
+        Returns the groups (if any) and the check of the previous hop's signed
+        set, or None for the one hop that takes coordinator-made sums (the
+        household hop after a household query's origin; docs/privacy.md).
+        """
         check_id("query_id", h.query_id)
-        self.replica.check_query_announced(h.query_id, h.epsilon, h.purpose)
+        _check_fills(h.fill_count)
+        body = self.replica.check_query_announced(h.query_id, h.epsilon, h.purpose)
         if h.origin_key.n == self.keys.public.n:
             # We hold this key: we could read every per-record value. Refuse.
             raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
@@ -185,6 +294,8 @@ class Hops:
             if h.group_by
             else (ALL_GROUP,)
         )
+        if h.unlinked_cell:
+            groups = (*groups, unlinked_group(self.name))
         check_predicates(
             self.name, self.config.approved_attributes, h.filters, department=self.config.department
         )
@@ -194,31 +305,55 @@ class Hops:
                 f"expected_records {h.expected_records} != "
                 f"{epoch.records} records in epoch {h.epoch_id}"
             )
-        return groups
+        return groups, self._sender_check(h, body)
+
+    def _sender_check(self, h: HopHeader, body: Mapping[str, Any]) -> SetCheck | None:
+        parties = [str(p) for p in body.get("parties") or ()]
+        if self.name not in parties[1:]:
+            raise PolicyRefused(f"query {h.query_id} does not pass through {self.name}")
+        index = parties.index(self.name)
+        spec = body.get("spec")
+        if index == 1 and isinstance(spec, Mapping) and is_household_query(spec):
+            return None
+        sender = parties[index - 1]
+        if h.sender is None:
+            raise InvalidProof(f"no signed set from {sender}, the previous hop")
+        stage = ORIGIN_SET if index == 1 else FILTER_SET
+        verify_hop(h.sender, h.query_id, sender, stage, ca_cert=self.federation.ca_cert)
+        return SetCheck(sender)
 
     def _hop_records(
-        self, h: HopHeader, chunks: Iterable[ChunkIn]
+        self, h: HopHeader, items: Iterator[HopItem], check: SetCheck | None
     ) -> Iterator[tuple[int, list[tuple[int, int]], bool]]:
         """Check a hop's stream and yield (seq, [(row, ciphertext)], last) per chunk.
 
-        Every token of the epoch must arrive exactly once, in chunks numbered
-        from 0, each ciphertext in range for the origin's key; anything else
-        raises InvalidRequest (or InvalidCiphertext) naming the chunk.
+        The previous hop's signed set comes first; every token of the epoch
+        must then arrive exactly once, in chunks numbered from 0, each
+        ciphertext in range for the origin's key, in the signed set and not
+        seen before; anything else raises InvalidRequest (InvalidProof,
+        InvalidCiphertext) naming the chunk. Stops after the last chunk.
         """
         tokens, rows = self.store.token_rows(h.epoch_id)
         row_of = dict(zip(tokens, rows, strict=True))
         seen: set[bytes] = set()
         expected_seq = 0
-        finished = False
-        for seq, toks, cts, last in chunks:
-            if finished:
-                raise InvalidRequest("data after the last chunk")
+        for item in items:
+            if isinstance(item, SetHashesIn):
+                if check is None or expected_seq:
+                    raise InvalidRequest("set hashes where none are expected")
+                check.add_hashes(item.hashes)
+                continue
+            if not isinstance(item, ChunkIn):
+                raise InvalidRequest("leftovers before the last chunk")
+            if expected_seq == 0 and check is not None and h.sender is not None:
+                check.seal(h.sender.digest)
+            seq, toks, cts, last = item.seq, item.tokens, item.ciphertexts, item.last
             if seq != expected_seq:
                 raise InvalidRequest(f"chunk {seq} arrived where chunk {expected_seq} was expected")
             expected_seq += 1
             if len(toks) != len(cts):
                 raise InvalidRequest(f"chunk {seq}: {len(toks)} tokens but {len(cts)} ciphertexts")
-            items = []
+            out = []
             for tok, ct in zip(toks, cts, strict=True):
                 row = row_of.get(tok)
                 if row is None:
@@ -228,15 +363,17 @@ class Hops:
                 if tok in seen:
                     raise InvalidRequest(f"chunk {seq}: a token sent twice")
                 seen.add(tok)
-                items.append((row, paillier.from_bytes(h.origin_key, ct)))
+                if check is not None:
+                    check.take(ct)
+                out.append((row, paillier.from_bytes(h.origin_key, ct)))
             # Checked before the last chunk is handed on, so a hop is charged
             # (on its last chunk) only once the whole stream has proved valid.
             if last and len(seen) != h.expected_records:
                 raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
-            yield seq, items, last
-            finished = last
-        if not finished:
-            raise InvalidRequest("stream ended before the last chunk")
+            yield seq, out, last
+            if last:
+                return
+        raise InvalidRequest("stream ended before the last chunk")
 
     def _data_for(self, h: HopHeader) -> DepartmentData:
         return self.encoder.data(self.store.epoch(h.epoch_id).data_sha256)
@@ -248,48 +385,85 @@ class Hops:
         self.store.record_query(h.query_id, h.epoch_id, role, h.purpose, h.epsilon)
 
     def apply_predicate(
-        self, h: HopHeader, chunks: Iterable[ChunkIn]
-    ) -> Iterator[tuple[int, list[bytes], bool]]:
-        """Intermediate hop: yield (seq, ciphertexts, last) in the order received.
+        self, h: HopHeader, items: Iterable[HopItem]
+    ) -> Iterator[tuple[int, list[bytes], list[bytes], HopStatement | None, bool]]:
+        """Intermediate hop: yield (seq, ciphertexts, fills, statement, last) in the
+        order received.
 
         A record passing this node's filters keeps its ciphertext, re-randomised;
-        any other gets a fresh E(0). Both look alike to the coordinator.
+        any other gets a fresh E(0). Both look alike to the coordinator. The
+        last chunk also carries ``h.fill_count`` E(0) fills for the next hop
+        and this node's signed statement over its whole output set.
         """
-        self.check_hop_header(h)
+        _, check = self.check_hop_header(h)
+        stream = iter(items)
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
         key = h.origin_key
         # Draws on the origin key's randomiser pool if _warm_pools started one.
         enc = self.keys.peer_encryptor(key)
-        for seq, items, last in self._hop_records(h, chunks):
-            kept = enc.rerandomise([c for _, c in items])
-            zeros = iter(enc.encrypt_zeros(sum(1 for r, _ in items if not keep[r])))
-            out = [
-                paillier.to_bytes(key, fresh if keep[row] else next(zeros))
-                for (row, _), fresh in zip(items, kept, strict=True)
-            ]
-            if last:
-                self._charge(h, "filter")
-            yield seq, out, last
+        hashes: list[bytes] = []
+        for seq, records, last in self._hop_records(h, stream, check):
+            kept = enc.rerandomise([c for _, c in records])
+            zeros = iter(enc.encrypt_zeros(sum(1 for r, _ in records if not keep[r])))
+            out = paillier.to_bytes_batch(
+                key,
+                [
+                    fresh if keep[row] else next(zeros)
+                    for (row, _), fresh in zip(records, kept, strict=True)
+                ],
+            )
+            hashes.extend(ciphertext_hash(c) for c in out)
+            if not last:
+                yield seq, out, [], None, False
+                continue
+            if next(stream, None) is not None:
+                raise InvalidRequest("data after the last chunk")
+            fills = paillier.to_bytes_batch(key, enc.encrypt_zeros(h.fill_count))
+            hashes.extend(ciphertext_hash(c) for c in fills)
+            if len(set(hashes)) != len(hashes):
+                raise InvalidRequest("two ciphertexts of one set are equal")
+            statement = self._sign(h.query_id, FILTER_SET, set_digest(hashes))
+            self._charge(h, "filter")
+            yield seq, out, fills, statement, True
 
-    def aggregate(self, h: HopHeader, chunks: Iterable[ChunkIn]) -> list[tuple[str, bytes]]:
-        """Final hop: sum the received ciphertexts per group of this node's attribute."""
-        groups = self.check_hop_header(h)
+    def aggregate(self, h: HopHeader, items: Iterable[HopItem]) -> GroupedOutput:
+        """Final hop: sum the received ciphertexts per group of this node's attribute.
+
+        With ``h.unlinked_cell``, the leftovers that follow the last chunk
+        (previous-hop records with no link here, each checked against the
+        signed set like every other ciphertext) are summed into their own cell.
+        """
+        groups, check = self.check_hop_header(h)
+        stream = iter(items)
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
         values = data.attributes[h.group_by].tolist() if h.group_by else None
         key = h.origin_key
         acc: dict[str, list[int]] = {g: [] for g in groups}
-        for _, items, _ in self._hop_records(h, chunks):
-            for row, c in items:
+        for _, records, _ in self._hop_records(h, stream, check):
+            for row, c in records:
                 # Records failing this node's predicate contribute E(0): they
                 # are simply left out of every sum.
                 group = ALL_GROUP if values is None else values[row]
                 if keep[row] and group in acc:
                     acc[group].append(c)
+        for item in stream:
+            if not isinstance(item, LeftoversIn) or not h.unlinked_cell:
+                raise InvalidRequest("data after the last chunk")
+            for ct in item.ciphertexts:
+                if check is not None:
+                    check.take(ct)
+                acc[unlinked_group(self.name)].append(paillier.from_bytes(key, ct))
         self._charge(h, "group")
         sums = [paillier.add_all(key, acc[g]) for g in groups]
         # Re-randomise: otherwise the coordinator, which knows every ciphertext
         # it sent, could find which subset multiplies to each sum.
         fresh = self.keys.peer_encryptor(key).rerandomise(sums)
-        return [(g, paillier.to_bytes(key, c)) for g, c in zip(groups, fresh, strict=True)]
+        out = [(g, paillier.to_bytes(key, c)) for g, c in zip(groups, fresh, strict=True)]
+        return GroupedOutput(out, self._sign(h.query_id, GROUP_OUTPUT, digest_groups(out)))
+
+
+def _check_fills(count: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_FILLS:
+        raise InvalidRequest(f"fill_count must be 0 to {MAX_FILLS}")

@@ -101,8 +101,11 @@ class NodeKeys:
 
         As origin this node encrypts one value per record under its own key; as
         a filter hop it re-randomises or replaces one ciphertext per record
-        under the origin's key, which may be any other party's. So each pool is
-        sized to this node's record count, capped at ``paillier.pool_limit``
+        under the origin's key, which may be any other party's. Either way it
+        also makes one E(0) fill per record of the next node
+        (headcount.crypto.signed_sets), which it cannot size before the epoch
+        is published: taken as its own size. So each pool is sized to twice
+        this node's record count, capped at ``paillier.pool_limit``
         (128 MiB of randomisers per key). Building the tables and filling the
         pools happens in background threads and a nice-19 child process
         (``paillier.RandomiserPool``); serving does not wait for it.
@@ -112,7 +115,7 @@ class NodeKeys:
             with self._pool_lock:
                 peers = self._peers
             for enc in (self.encryptor, *(self.peer_encryptor(k) for k in peers)):
-                enc.start_pool(min(records, paillier.pool_limit(enc.public_key)))
+                enc.start_pool(min(2 * records, paillier.pool_limit(enc.public_key)))
 
         threading.Thread(target=warm, name=f"{self.name}-pool-warm", daemon=True).start()
 

@@ -26,6 +26,7 @@ from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import Abandonment, NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
+from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import ConfigError
 from headcount.linkage.schema import federation_schema
 from headcount.measures import PackingRequest
@@ -34,9 +35,9 @@ from headcount.query import Predicate
 from party_node.ceremony import CeremonyParticipant
 from party_node.data import DepartmentData
 from party_node.encode import MATCH_KEY_BYTES, TOKEN_BYTES, EncodedEpoch, Encoder
-from party_node.hops import ChunkIn, HopHeader, Hops
+from party_node.hops import GroupedOutput, HopHeader, HopItem, Hops, SignedOutput
 from party_node.keys import NodeKeys
-from party_node.release import MAX_GROUPS, Decrypted, Release
+from party_node.release import MAX_GROUPS, Decrypted, DecryptInput, Release
 from party_node.replica import Replica
 from party_node.store import NodeStore
 
@@ -44,11 +45,14 @@ __all__ = [
     "MATCH_KEY_BYTES",
     "MAX_GROUPS",
     "TOKEN_BYTES",
-    "ChunkIn",
+    "DecryptInput",
     "Decrypted",
     "EncodedEpoch",
+    "GroupedOutput",
     "HopHeader",
+    "HopItem",
     "PartyNode",
+    "SignedOutput",
 ]
 
 
@@ -146,7 +150,8 @@ class PartyNode:
         *,
         per_household: bool = False,
         packing_request: PackingRequest | None = None,
-    ) -> tuple[list[bytes], list[bytes]]:
+        fill_count: int = 0,
+    ) -> SignedOutput:
         return self.hops.encrypt_indicators(
             query_id,
             epoch_id,
@@ -155,31 +160,24 @@ class PartyNode:
             purpose,
             per_household=per_household,
             packing_request=packing_request,
+            fill_count=fill_count,
         )
 
-    def check_hop_header(self, h: HopHeader) -> tuple[str, ...]:
-        return self.hops.check_hop_header(h)
-
     def apply_predicate(
-        self, h: HopHeader, chunks: Iterable[ChunkIn]
-    ) -> Iterator[tuple[int, list[bytes], bool]]:
-        return self.hops.apply_predicate(h, chunks)
+        self, h: HopHeader, items: Iterable[HopItem]
+    ) -> Iterator[tuple[int, list[bytes], list[bytes], HopStatement | None, bool]]:
+        return self.hops.apply_predicate(h, items)
 
-    def aggregate(self, h: HopHeader, chunks: Iterable[ChunkIn]) -> list[tuple[str, bytes]]:
-        return self.hops.aggregate(h, chunks)
+    def aggregate(self, h: HopHeader, items: Iterable[HopItem]) -> GroupedOutput:
+        return self.hops.aggregate(h, items)
 
     def add_noise(
         self, query_id: str, key: paillier.PublicKey, groups: Sequence[tuple[str, bytes]]
     ) -> tuple[list[tuple[str, bytes]], NoiseAttestation]:
         return self.release.add_noise(query_id, key, groups)
 
-    def decrypt(
-        self,
-        query_id: str,
-        groups: Sequence[tuple[str, bytes]],
-        attestations: Sequence[NoiseAttestation] = (),
-    ) -> Decrypted:
-        return self.release.decrypt(query_id, groups, attestations)
+    def decrypt(self, request: DecryptInput) -> Decrypted:
+        return self.release.decrypt(request)
 
     def close(self) -> None:
         """Stop keeping randomisers ready (the pools' threads and their memory)."""

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation, digest_groups, sign_noise, verify_noise_chain
-from headcount.errors import FailedPrecondition, InvalidRequest, PolicyRefused
+from headcount.crypto.signed_sets import GROUP_OUTPUT, HopStatement, verify_hop
+from headcount.errors import FailedPrecondition, InvalidProof, InvalidRequest, PolicyRefused
 from headcount.measures import Packing, ReleasedCell, decoded_cells, protect_release, with_intervals
 from headcount.privacy.noise import draw_share
 from headcount.protect.sdc import SdcPolicy
@@ -39,6 +40,18 @@ class Decrypted:
     noise_scale: float  # of the count cells' full noise
     sensitivity: int
     shareholders: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptInput:
+    """What the origin is asked to decrypt, with the proofs it checks first."""
+
+    query_id: str
+    groups: Sequence[tuple[str, bytes]]
+    attestations: Sequence[NoiseAttestation]
+    group_statement: HopStatement | None
+    # The coordinator's share in the clear, groups x slots (row-major).
+    coordinator_noise: Sequence[int]
 
 
 class Release:
@@ -100,38 +113,54 @@ class Release:
         )
         return out, attestation
 
-    def decrypt(
-        self,
-        query_id: str,
-        groups: Sequence[tuple[str, bytes]],
-        attestations: Sequence[NoiseAttestation] = (),
-    ) -> Decrypted:
+    def decrypt(self, request: DecryptInput) -> Decrypted:
         """Decrypt noisy aggregates of a query this node encrypted for, once; apply SDC.
 
-        Before decrypting, checks that every share-holding node of the
-        announced query added its noise share to exactly these aggregates
-        (``attestations``; InvalidProof otherwise), so the noise is one no
-        single party knows. Every released cell carries its noise scale and a
-        95% interval.
+        Before decrypting, checks that the aggregates are the grouping node's
+        signed output (``group_statement``) with every share-holding node's
+        noise share added in turn (``attestations``; InvalidProof otherwise),
+        then adds the coordinator's share itself, so no ciphertext of anyone
+        else's choosing enters the sum and the noise is one no single party
+        knows. Every released cell carries its noise scale and a 95% interval.
         """
+        query_id, groups = request.query_id, request.groups
         names = _group_names(groups)
         values = [paillier.from_bytes(self.keys.public, ct) for _, ct in groups]
         body = self.replica.announced("query", "query_id", query_id)
         plan = self.replica.noise_plan(body)
+        parties = [str(p) for p in body.get("parties") or ()]
+        if request.group_statement is None or not parties:
+            raise InvalidProof("no signed output from the query's grouping node")
+        verify_hop(
+            request.group_statement,
+            query_id,
+            parties[-1],
+            GROUP_OUTPUT,
+            ca_cert=self.federation.ca_cert,
+        )
         verify_noise_chain(
             query_id,
             plan.nodes,
-            attestations,
+            request.attestations,
+            request.group_statement.digest,
             digest_groups(groups),
             ca_cert=self.federation.ca_cert,
         )
+        # Checked before the one decryption is claimed, so a malformed share
+        # leaves the query abandonable (and every ledger refundable).
+        announced = self.replica.announced_packing(body, plan, self.keys.public.n.bit_length())
+        values = _add_coordinator_share(
+            self.keys.public, announced, values, request.coordinator_noise
+        )
         record = self.store.claim_decryption(query_id)
-        out = self.federation.output
-        policy = SdcPolicy(out.suppress_below, out.rounding_base, out.secondary_suppression)
-        plain = [paillier.decrypt(self.keys.private, c) for c in values]
         if not record.packing:
             raise FailedPrecondition(f"query {query_id} has no slot layout at {self.name}")
         packing = Packing.from_json(record.packing)
+        if packing != announced:
+            raise PolicyRefused(f"query {query_id}: the slot layout is not the one it encrypted")
+        out = self.federation.output
+        policy = SdcPolicy(out.suppress_below, out.rounding_base, out.secondary_suppression)
+        plain = [paillier.decrypt(self.keys.private, c) for c in values]
         decoded = [(g, packing.read(v)) for g, v in zip(names, plain, strict=True)]
         cells, total, two_way = protect_release(packing, decoded, policy)
         released = with_intervals(packing, cells, total, policy, decoded_cells(packing, decoded))
@@ -149,6 +178,27 @@ class Release:
             packing.sensitivity,
             packing.shareholders,
         )
+
+
+def _add_coordinator_share(
+    key: paillier.PublicKey, packing: Packing, values: Sequence[int], noise: Sequence[int]
+) -> list[int]:
+    """Each aggregate plus the coordinator's share for it: one integer per slot,
+    each within the layout's share bound (InvalidRequest otherwise), so a share
+    can neither carry into a neighbouring slot nor stand for anything but noise."""
+    slots = len(packing.noise_specs())
+    if len(noise) != slots * len(values):
+        raise InvalidRequest(
+            f"the coordinator's share has {len(noise)} values; "
+            f"{len(values)} aggregates of {slots} slots need {slots * len(values)}"
+        )
+    bound = packing.share_bound
+    if any(abs(v) > bound for v in noise):
+        raise InvalidRequest(f"a coordinator noise share outside +-{bound}")
+    return [
+        paillier.add_plain(key, c, packing.layout.pack_noise(noise[i * slots : (i + 1) * slots]))
+        for i, c in enumerate(values)
+    ]
 
 
 def _group_names(groups: Sequence[tuple[str, bytes]]) -> list[str]:

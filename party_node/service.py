@@ -9,10 +9,12 @@ import grpc
 
 from headcount.audit import AuditEvent
 from headcount.crypto import paillier
+from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
-from party_node.node import MATCH_KEY_BYTES, ChunkIn, HopHeader, PartyNode
+from party_node.hops import ChunkIn, HopItem, LeftoversIn, SetHashesIn
+from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
 MAX_AUDIT_BATCH = 1_000
@@ -95,7 +97,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         self, request: party_node_pb2.EncryptRequest, context: Any
     ) -> Iterator[party_node_pb2.CiphertextChunk]:
         size = _chunk_size(request.chunk_records)
-        tokens, cts = self.node.encrypt_indicators(
+        out = self.node.encrypt_indicators(
             request.query_id,
             request.epoch_id,
             cv.predicates_from_pb(request.filters),
@@ -105,19 +107,13 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             packing_request=(
                 cv.packing_request_from_pb(request) if request.HasField("layout") else None
             ),
+            fill_count=request.fill_count,
         )
-        starts = list(range(0, len(tokens), size)) or [0]
-        for seq, start in enumerate(starts):
-            yield party_node_pb2.CiphertextChunk(
-                seq=seq,
-                tokens=tokens[start : start + size],
-                ciphertexts=cts[start : start + size],
-                last=seq == len(starts) - 1,
-            )
+        yield from _signed_chunks(out.tokens, out.ciphertexts, out.fills, out.statement, size)
 
     def _hop(
         self, request_iterator: Iterator[party_node_pb2.HopInput]
-    ) -> tuple[HopHeader, Iterator[ChunkIn]]:
+    ) -> tuple[HopHeader, Iterator[HopItem]]:
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InvalidRequest("a hop stream must start with a header")
@@ -131,32 +127,44 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             epsilon=m.epsilon,
             expected_records=m.expected_records,
             purpose=m.purpose,
+            fill_count=m.fill_count,
+            sender=cv.statement_from_pb(m.sender) if m.HasField("sender") else None,
+            unlinked_cell=m.unlinked_cell,
         )
 
-        def chunks() -> Iterator[ChunkIn]:
+        def items() -> Iterator[HopItem]:
             for item in request_iterator:
-                if not item.HasField("chunk"):
+                kind = item.WhichOneof("item")
+                if kind == "chunk":
+                    c = item.chunk
+                    yield ChunkIn(c.seq, list(c.tokens), list(c.ciphertexts), c.last)
+                elif kind == "set_hashes":
+                    yield SetHashesIn(list(item.set_hashes.hashes))
+                elif kind == "leftovers":
+                    yield LeftoversIn(list(item.leftovers.ciphertexts))
+                else:
                     raise InvalidRequest("only one header is allowed")
-                c = item.chunk
-                yield c.seq, list(c.tokens), list(c.ciphertexts), c.last
 
-        return header, chunks()
+        return header, items()
 
     def ApplyPredicate(
         self, request_iterator: Iterator[party_node_pb2.HopInput], context: Any
     ) -> Iterator[party_node_pb2.CiphertextChunk]:
-        header, chunks = self._hop(request_iterator)
-        for seq, cts, last in self.node.apply_predicate(header, chunks):
-            yield party_node_pb2.CiphertextChunk(seq=seq, ciphertexts=cts, last=last)
+        header, items = self._hop(request_iterator)
+        for seq, cts, fills, statement, _ in self.node.apply_predicate(header, items):
+            yield party_node_pb2.CiphertextChunk(seq=seq, ciphertexts=cts)
+            if statement is not None:
+                yield from _tail(fills, statement, seq + 1, max(1, len(cts)))
 
     def AggregateByGroup(
         self, request_iterator: Iterator[party_node_pb2.HopInput], context: Any
     ) -> party_node_pb2.GroupedCiphertexts:
-        header, chunks = self._hop(request_iterator)
-        sums = self.node.aggregate(header, chunks)
+        header, items = self._hop(request_iterator)
+        out = self.node.aggregate(header, items)
         return party_node_pb2.GroupedCiphertexts(
             query_id=header.query_id,
-            groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in sums],
+            groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in out.groups],
+            statement=cv.statement_to_pb(out.statement),
         )
 
     def AddNoise(
@@ -188,9 +196,17 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         if len(request.attestations) > MAX_ATTESTATIONS:
             raise InvalidRequest(f"at most {MAX_ATTESTATIONS} noise attestations")
         out = self.node.decrypt(
-            request.query_id,
-            [(g.group, g.ciphertext) for g in request.groups],
-            [cv.attestation_from_pb(a) for a in request.attestations],
+            DecryptInput(
+                request.query_id,
+                [(g.group, g.ciphertext) for g in request.groups],
+                [cv.attestation_from_pb(a) for a in request.attestations],
+                (
+                    cv.statement_from_pb(request.group_statement)
+                    if request.HasField("group_statement")
+                    else None
+                ),
+                list(request.coordinator_noise),
+            )
         )
         policy = self.node.federation.output
         return cv.release_to_pb(
@@ -218,6 +234,36 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             [AuditEvent.from_json(e) for e in request.events_json]
         )
         return party_node_pb2.AuditHead(next_seq=next_seq, head=head)
+
+
+def _signed_chunks(
+    tokens: list[bytes],
+    cts: list[bytes],
+    fills: list[bytes],
+    statement: HopStatement,
+    size: int,
+) -> Iterator[party_node_pb2.CiphertextChunk]:
+    """A sender's set as a stream: its records' chunks (numbered from 0), then
+    its fills and signed statement (``_tail``)."""
+    starts = list(range(0, len(tokens), size)) or [0]
+    for seq, start in enumerate(starts):
+        yield party_node_pb2.CiphertextChunk(
+            seq=seq, tokens=tokens[start : start + size], ciphertexts=cts[start : start + size]
+        )
+    yield from _tail(fills, statement, len(starts), size)
+
+
+def _tail(
+    fills: list[bytes], statement: HopStatement, seq: int, size: int
+) -> Iterator[party_node_pb2.CiphertextChunk]:
+    """After a sender's record chunks: chunks of E(0) fills, then the last chunk,
+    which carries only the signed statement over the whole set."""
+    for start in range(0, len(fills), size):
+        yield party_node_pb2.CiphertextChunk(seq=seq, fills=fills[start : start + size])
+        seq += 1
+    yield party_node_pb2.CiphertextChunk(
+        seq=seq, statement=cv.statement_to_pb(statement), last=True
+    )
 
 
 def allowed_roles() -> dict[str, frozenset[Any]]:

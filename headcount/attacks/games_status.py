@@ -180,6 +180,9 @@ def padded_origin(
     quality estimate fed with real pairs: with the target alone it would fit
     one score per pair of departments, which takes seconds per epoch.
 
+    The origin also knows the coordinator's noise share: the coordinator
+    sends it in the clear for the origin to add (docs/privacy.md), so only the
+    immigration node's share stands between the origin and the count.
     ``all_shares`` removes the protection (for tests): the origin also learns
     every noise share. ``query_epsilon`` 0 asks at the federation's default.
     """
@@ -215,19 +218,22 @@ def padded_origin(
             for o in _released(outcomes):
                 if all_shares and not o.shares:
                     raise InvalidRequest("no noise share was tapped")
-                known = o.known_noise(list(o.shares)) if all_shares else {}
+                knowing = list(o.shares) if all_shares else ["coordinator"]
+                if any(h not in o.shares for h in knowing):
+                    raise InvalidRequest(f"the noise shares of {knowing} were not all tapped")
+                known = o.known_noise(knowing)
                 for group, (one, zero) in expected.items():
                     noisy = o.decrypted[group]
                     sightings.append(Sighting(noisy, True, known.get(group, 0), one, zero))
             asked += len(_released(outcomes))
-            known_shares = 2 if all_shares else 0
+            known_shares = 2 if all_shares else 1
             llr = log_likelihood_ratio(sightings, _scale(outcomes), 2, known_shares, policy)
             wins += decide(llr) == bit
     return game_result(
         fed,
         "game-padded-origin",
-        "party node (education, the origin) with its own decryptions"
-        + (" and EVERY noise share" if all_shares else ""),
+        "party node (education, the origin) with its own decryptions and "
+        + ("EVERY noise share" if all_shares else "the coordinator's share"),
         f"its file: the target, {PADDING} fabricated pupils and {len(keep) - 1} of its own "
         f"that are in neither cell; the target's status is {a} or {b}",
         trials,

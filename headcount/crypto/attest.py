@@ -65,6 +65,34 @@ def _payload(query_id: str, party: str, input_digest: bytes, output_digest: byte
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
+def sign_payload(payload: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """ECDSA-SHA256 with a node's federation certificate key."""
+    return key.sign(payload, ec.ECDSA(hashes.SHA256()))
+
+
+def verify_payload(
+    party: str,
+    payload: bytes,
+    signature: bytes,
+    certificate_pem: bytes,
+    *,
+    ca_cert: Path,
+    what: str,
+) -> None:
+    """Raise InvalidProof unless ``party``'s certificate (issued by the federation
+    CA, with the party role) signed ``payload``; ``what`` names the statement."""
+    named = _party_named(certificate_pem, ca_cert)
+    if named != party:
+        raise InvalidProof(f"{what} carries {named}'s certificate")
+    key = load_pem_x509_certificate(certificate_pem).public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise InvalidProof("a party certificate carries an EC key")
+    try:
+        key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise InvalidProof(f"{what} does not verify") from None
+
+
 def sign_noise(
     query_id: str,
     party: str,
@@ -73,9 +101,7 @@ def sign_noise(
     key: ec.EllipticCurvePrivateKey,
     certificate_pem: bytes,
 ) -> NoiseAttestation:
-    signature = key.sign(
-        _payload(query_id, party, input_digest, output_digest), ec.ECDSA(hashes.SHA256())
-    )
+    signature = sign_payload(_payload(query_id, party, input_digest, output_digest), key)
     return NoiseAttestation(party, input_digest, output_digest, signature, certificate_pem)
 
 
@@ -83,35 +109,34 @@ def verify_noise_chain(
     query_id: str,
     expected_parties: Sequence[str],
     attestations: Sequence[NoiseAttestation],
+    start_digest: bytes,
     final_digest: bytes,
     *,
     ca_cert: Path,
 ) -> None:
     """Raise InvalidProof unless ``attestations`` prove every expected share was added,
-    each signed with a party certificate the federation CA (``ca_cert``) issued."""
+    in turn, starting from exactly the aggregates whose digest is ``start_digest``
+    (the grouping node's signed output) and ending at ``final_digest``, each signed
+    with a party certificate the federation CA (``ca_cert``) issued."""
     if [a.party for a in attestations] != list(expected_parties):
         raise InvalidProof(
             f"noise shares attested by {[a.party for a in attestations]}, "
             f"the query announced {list(expected_parties)}"
         )
-    for i, a in enumerate(attestations):
-        named = _party_named(a.certificate_pem, ca_cert)
-        if named != a.party:
-            raise InvalidProof(f"the noise attestation for {a.party} carries {named}'s certificate")
-        key = load_pem_x509_certificate(a.certificate_pem).public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise InvalidProof("a party certificate carries an EC key")
-        try:
-            key.verify(
-                a.signature,
-                _payload(query_id, a.party, a.input_digest, a.output_digest),
-                ec.ECDSA(hashes.SHA256()),
-            )
-        except InvalidSignature:
-            raise InvalidProof(f"{a.party}'s noise attestation does not verify") from None
-        if i and a.input_digest != attestations[i - 1].output_digest:
+    previous = start_digest
+    for a in attestations:
+        verify_payload(
+            a.party,
+            _payload(query_id, a.party, a.input_digest, a.output_digest),
+            a.signature,
+            a.certificate_pem,
+            ca_cert=ca_cert,
+            what=f"{a.party}'s noise attestation",
+        )
+        if a.input_digest != previous:
             raise InvalidProof(f"{a.party} added its share to other aggregates than it was given")
-    if not attestations or attestations[-1].output_digest != final_digest:
+        previous = a.output_digest
+    if not attestations or previous != final_digest:
         raise InvalidProof(
             "the aggregates to decrypt are not the ones the last share-holder noised"
         )
@@ -159,7 +184,7 @@ def _abandon_payload(query_id: str, party: str) -> bytes:
 def sign_abandonment(
     query_id: str, party: str, key: ec.EllipticCurvePrivateKey, certificate_pem: bytes
 ) -> Abandonment:
-    signature = key.sign(_abandon_payload(query_id, party), ec.ECDSA(hashes.SHA256()))
+    signature = sign_payload(_abandon_payload(query_id, party), key)
     return Abandonment(query_id, party, signature, certificate_pem)
 
 
@@ -167,16 +192,11 @@ def verify_abandonment(abandonment: Abandonment, origin: str, *, ca_cert: Path) 
     """Raise InvalidProof unless ``origin`` itself signed the abandonment."""
     if abandonment.party != origin:
         raise InvalidProof(f"the query's origin is {origin}, not {abandonment.party}")
-    if _party_named(abandonment.certificate_pem, ca_cert) != origin:
-        raise InvalidProof("the abandonment carries another party's certificate")
-    key = load_pem_x509_certificate(abandonment.certificate_pem).public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise InvalidProof("a party certificate carries an EC key")
-    try:
-        key.verify(
-            abandonment.signature,
-            _abandon_payload(abandonment.query_id, origin),
-            ec.ECDSA(hashes.SHA256()),
-        )
-    except InvalidSignature:
-        raise InvalidProof(f"the abandonment of {abandonment.query_id} does not verify") from None
+    verify_payload(
+        origin,
+        _abandon_payload(abandonment.query_id, origin),
+        abandonment.signature,
+        abandonment.certificate_pem,
+        ca_cert=ca_cert,
+        what=f"the abandonment of {abandonment.query_id}",
+    )

@@ -10,6 +10,7 @@ import pandas as pd
 
 from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
+from headcount.crypto.signed_sets import HopStatement
 from headcount.measures import Packing, PackingRequest, ReleasedCell
 from headcount.protect.sdc import TOTAL
 from headcount.query import Condition, Predicate, QuerySpec
@@ -133,6 +134,21 @@ def attestation_from_pb(m: pn.NoiseAttestation) -> NoiseAttestation:
     return NoiseAttestation(
         m.party, m.input_digest, m.output_digest, m.signature, m.certificate_pem
     )
+
+
+def statement_to_pb(s: HopStatement) -> pn.HopStatement:
+    return pn.HopStatement(
+        party=s.party,
+        stage=s.stage,
+        digest=s.digest,
+        signature=s.signature,
+        certificate_pem=s.certificate_pem,
+    )
+
+
+def statement_from_pb(m: pn.HopStatement) -> HopStatement:
+    """A hop statement; InvalidRequest if its stage or digest is malformed."""
+    return HopStatement(m.party, m.stage, m.digest, m.signature, m.certificate_pem)
 
 
 def release_frame(m: c.ProtectedTable) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from harness import Federation
 
+from headcount.crypto import signed_sets
 from headcount.departments import ATTRIBUTES, DEPARTMENTS
 from headcount.query import QuerySpec, unlinked_group
 
@@ -125,6 +126,7 @@ def test_every_text_the_coordinator_receives_is_public_metadata(queried: Federat
             allowed.update(a.categories)
     allowed.update(unlinked_group(p) for p in queried.config.party_names)
     allowed.update({"released", "primary", "secondary", "discrete_laplace"})
+    allowed.update(signed_sets.STAGES)  # what a signed hop statement covers
     hexid = re.compile(r"^[0-9a-f]{32}$|^[0-9a-f]{64}$")
     for method, msg in queried.recorder.of("coordinator"):
         for s in _strings(msg):
@@ -159,23 +161,37 @@ def test_nodes_receive_only_their_own_tokens_and_foreign_ciphertexts(queried: Fe
                 assert all(e.recipient == party for e in msg.envelopes)
 
 
-def test_forwarded_ciphertexts_are_rerandomised(queried: Federation) -> None:
-    """The grouping node cannot match what it receives to what the origin sent."""
-    sent = {
-        ct
-        for m, msg in queried.recorder.of("coordinator")
-        if m == "EncryptIndicators"
-        for ct in msg.ciphertexts
-    }
+def test_a_node_receives_only_the_previous_hops_signed_ciphertexts(queried: Federation) -> None:
+    """Every ciphertext the grouping node is handed (at its positions and as
+    leftovers) is one the previous hop signed, each once: the coordinator
+    only placed them. Fills and records are indistinguishable to the node:
+    the set it checks against is sorted hashes."""
+    signed: set[bytes] = set()
+    for m, msg in queried.recorder.of("coordinator"):
+        if m == "EncryptIndicators":
+            signed.update(msg.ciphertexts)
+            signed.update(msg.fills)
     received = [
         ct
         for m, msg in queried.recorder.of("immigration")
-        if m == "AggregateByGroup" and msg.HasField("chunk")
-        for ct in msg.chunk.ciphertexts
+        if m == "AggregateByGroup"
+        for ct in (
+            list(msg.chunk.ciphertexts)
+            if msg.HasField("chunk")
+            else list(msg.leftovers.ciphertexts)
+        )
     ]
-    assert sent and received
-    assert not sent.intersection(received)
-    assert len(set(received)) == len(received)  # fresh E(0)s too, never one reused
+    hashes = [
+        h
+        for m, msg in queried.recorder.of("immigration")
+        if m == "AggregateByGroup" and msg.HasField("set_hashes")
+        for h in msg.set_hashes.hashes
+    ]
+    assert signed and received
+    assert set(received) <= signed
+    assert len(set(received)) == len(received)  # fills too: never one reused
+    assert hashes == sorted(hashes)
+    assert {signed_sets.ciphertext_hash(c) for c in received} <= set(hashes)
 
 
 def test_nodes_receive_no_raw_identifier(queried: Federation) -> None:

@@ -55,6 +55,8 @@ STAGES = [
     [("a", b"\x03" * 8), ("b", b"\x04" * 8)],
     [("a", b"\x05" * 8), ("b", b"\x06" * 8)],
 ]
+# The grouping node's signed output, where the chain must start.
+START = digest_groups(STAGES[0])
 
 
 def test_a_complete_chain_verifies(pki: PKI) -> None:
@@ -63,6 +65,7 @@ def test_a_complete_chain_verifies(pki: PKI) -> None:
         QUERY,
         PARTIES,
         _chain(pki, STAGES),
+        START,
         digest_groups(STAGES[-1]),
         ca_cert=ca,
     )
@@ -72,7 +75,7 @@ def test_a_missing_share_holder_is_refused(pki: PKI) -> None:
     ca, _ = pki
     chain = _chain(pki, STAGES)
     with pytest.raises(InvalidProof, match="announced"):
-        verify_noise_chain(QUERY, PARTIES, chain[:1], digest_groups(STAGES[1]), ca_cert=ca)
+        verify_noise_chain(QUERY, PARTIES, chain[:1], START, digest_groups(STAGES[1]), ca_cert=ca)
 
 
 def test_other_aggregates_than_the_last_noised_are_refused(pki: PKI) -> None:
@@ -83,7 +86,23 @@ def test_other_aggregates_than_the_last_noised_are_refused(pki: PKI) -> None:
             QUERY,
             PARTIES,
             _chain(pki, STAGES),
+            START,
             digest_groups(STAGES[0]),
+            ca_cert=ca,
+        )
+
+
+def test_a_chain_that_starts_elsewhere_is_refused(pki: PKI) -> None:
+    # The coordinator adds a ciphertext of its own (E(x)^k, say) to the
+    # grouping node's output before the first share-holder sees it.
+    ca, _ = pki
+    with pytest.raises(InvalidProof, match="other aggregates"):
+        verify_noise_chain(
+            QUERY,
+            PARTIES,
+            _chain(pki, STAGES),
+            digest_groups(STAGES[1]),
+            digest_groups(STAGES[-1]),
             ca_cert=ca,
         )
 
@@ -97,6 +116,7 @@ def test_a_broken_chain_is_refused(pki: PKI) -> None:
             QUERY,
             PARTIES,
             [first, other],
+            START,
             digest_groups(STAGES[1]),
             ca_cert=ca,
         )
@@ -112,6 +132,7 @@ def test_a_forged_or_misattributed_signature_is_refused(pki: PKI) -> None:
             QUERY,
             PARTIES,
             [first, forged],
+            START,
             digest_groups(STAGES[-1]),
             ca_cert=ca,
         )
@@ -122,6 +143,7 @@ def test_a_forged_or_misattributed_signature_is_refused(pki: PKI) -> None:
             QUERY,
             PARTIES,
             [first, impostor],
+            START,
             digest_groups(STAGES[-1]),
             ca_cert=ca,
         )
@@ -139,6 +161,7 @@ def test_a_forged_or_misattributed_signature_is_refused(pki: PKI) -> None:
             QUERY,
             PARTIES,
             [first, coordinator],
+            START,
             digest_groups(STAGES[-1]),
             ca_cert=ca,
         )
@@ -151,6 +174,7 @@ def test_an_attestation_for_another_query_is_refused(pki: PKI) -> None:
             "q2",
             PARTIES,
             _chain(pki, STAGES),
+            START,
             digest_groups(STAGES[-1]),
             ca_cert=ca,
         )

@@ -352,6 +352,7 @@ class EncryptRequest(_message.Message):
     GROUP_BY_FIELD_NUMBER: _builtins.int
     MEASURE_ATTRIBUTE_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
+    FILL_COUNT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch_id: _builtins.str
     epsilon: _builtins.float
@@ -367,6 +368,10 @@ class EncryptRequest(_message.Message):
     empty), followed by as many sum slots of measure_attribute when set.
     """
     measure_attribute: _builtins.str
+    fill_count: _builtins.int
+    """Fresh E(0)s to add to the signed set, for the next hop's positions that no
+    record of this node links to (the next node's record count).
+    """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]:
         """on the origin's own approved attributes"""
@@ -386,10 +391,11 @@ class EncryptRequest(_message.Message):
         group_by: _builtins.str = ...,
         measure_attribute: _builtins.str = ...,
         layout: Global___SlotLayoutSpec | None = ...,
+        fill_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["layout", b"layout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "epsilon", b"epsilon", "filters", b"filters", "group_by", b"group_by", "layout", b"layout", "measure_attribute", b"measure_attribute", "per_household", b"per_household", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_records", b"chunk_records", "epoch_id", b"epoch_id", "epsilon", b"epsilon", "fill_count", b"fill_count", "filters", b"filters", "group_by", b"group_by", "layout", b"layout", "measure_attribute", b"measure_attribute", "per_household", b"per_household", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,12 +442,22 @@ class CiphertextChunk(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     CIPHERTEXTS_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
+    FILLS_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     last: _builtins.bool
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     @_builtins.property
     def ciphertexts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def fills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """A sender's E(0) fills for the next hop (in any chunk), and on the last
+        chunk its signed statement over the whole set it hands on.
+        """
+
+    @_builtins.property
+    def statement(self) -> Global___HopStatement: ...
     def __init__(
         self,
         *,
@@ -449,14 +465,100 @@ class CiphertextChunk(_message.Message):
         tokens: _abc.Iterable[_builtins.bytes] | None = ...,
         ciphertexts: _abc.Iterable[_builtins.bytes] | None = ...,
         last: _builtins.bool = ...,
+        fills: _abc.Iterable[_builtins.bytes] | None = ...,
+        statement: Global___HopStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "last", b"last", "seq", b"seq", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "fills", b"fills", "last", b"last", "seq", b"seq", "statement", b"statement", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CiphertextChunk: _TypeAlias = CiphertextChunk  # noqa: Y015
+
+@_typing.final
+class HopStatement(_message.Message):
+    """A sender's signed statement over what it hands on: ECDSA with its federation
+    certificate key over "headcount-hop-v1" | query id | party | stage | digest.
+    Stage "origin" or "filter": digest = SHA-256("headcount-set-v1" | the sorted
+    SHA-256 of every ciphertext in its set, fills included). Stage "group": the
+    digest of its grouped output (as a noise attestation's digests).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    stage: _builtins.str
+    digest: _builtins.bytes
+    signature: _builtins.bytes
+    certificate_pem: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        digest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        certificate_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem", "digest", b"digest", "party", b"party", "signature", b"signature", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HopStatement: _TypeAlias = HopStatement  # noqa: Y015
+
+@_typing.final
+class SetHashes(_message.Message):
+    """The previous hop's signed set, as SHA-256 hashes in increasing order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetHashes: _TypeAlias = SetHashes  # noqa: Y015
+
+@_typing.final
+class Leftovers(_message.Message):
+    """Ciphertexts of the previous hop's records with no link to this (grouping)
+    node: summed into its unlinked cell, each checked against the signed set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIPHERTEXTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ciphertexts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        ciphertexts: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Leftovers: _TypeAlias = Leftovers  # noqa: Y015
 
 @_typing.final
 class HopHeader(_message.Message):
@@ -470,6 +572,9 @@ class HopHeader(_message.Message):
     EPSILON_FIELD_NUMBER: _builtins.int
     EXPECTED_RECORDS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    FILL_COUNT_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    UNLINKED_CELL_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     epoch_id: _builtins.str
     paillier_n: _builtins.bytes
@@ -481,9 +586,17 @@ class HopHeader(_message.Message):
     expected_records: _builtins.int
     """must equal this node's records in the epoch"""
     purpose: _builtins.str
+    fill_count: _builtins.int
+    """E(0) fills to sign for the next hop (a filter node)"""
+    unlinked_cell: _builtins.bool
+    """a grouping node sums Leftovers into their own cell"""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Predicate]:
         """this node's own predicate"""
+
+    @_builtins.property
+    def sender(self) -> Global___HopStatement:
+        """the previous hop's signed set"""
 
     def __init__(
         self,
@@ -496,10 +609,13 @@ class HopHeader(_message.Message):
         epsilon: _builtins.float = ...,
         expected_records: _builtins.int = ...,
         purpose: _builtins.str = ...,
+        fill_count: _builtins.int = ...,
+        sender: Global___HopStatement | None = ...,
+        unlinked_cell: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sender", b"sender"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch_id", b"epoch_id", "epsilon", b"epsilon", "expected_records", b"expected_records", "filters", b"filters", "group_by", b"group_by", "paillier_n", b"paillier_n", "purpose", b"purpose", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch_id", b"epoch_id", "epsilon", b"epsilon", "expected_records", b"expected_records", "fill_count", b"fill_count", "filters", b"filters", "group_by", b"group_by", "paillier_n", b"paillier_n", "purpose", b"purpose", "query_id", b"query_id", "sender", b"sender", "unlinked_cell", b"unlinked_cell"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -513,21 +629,33 @@ class HopInput(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    SET_HASHES_FIELD_NUMBER: _builtins.int
+    LEFTOVERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___HopHeader: ...
     @_builtins.property
     def chunk(self) -> Global___CiphertextChunk: ...
+    @_builtins.property
+    def set_hashes(self) -> Global___SetHashes:
+        """all of them after the header, before any chunk"""
+
+    @_builtins.property
+    def leftovers(self) -> Global___Leftovers:
+        """after the last chunk"""
+
     def __init__(
         self,
         *,
         header: Global___HopHeader | None = ...,
         chunk: Global___CiphertextChunk | None = ...,
+        set_hashes: Global___SetHashes | None = ...,
+        leftovers: Global___Leftovers | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "leftovers", b"leftovers", "set_hashes", b"set_hashes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "leftovers", b"leftovers", "set_hashes", b"set_hashes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk", "set_hashes", "leftovers"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
@@ -539,18 +667,24 @@ class GroupedCiphertexts(_message.Message):
 
     QUERY_ID_FIELD_NUMBER: _builtins.int
     GROUPS_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GroupCiphertext]: ...
+    @_builtins.property
+    def statement(self) -> Global___HopStatement:
+        """stage "group", over `groups`"""
+
     def __init__(
         self,
         *,
         query_id: _builtins.str = ...,
         groups: _abc.Iterable[_common_pb2.GroupCiphertext] | None = ...,
+        statement: Global___HopStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "query_id", b"query_id", "statement", b"statement"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -706,6 +840,8 @@ class DecryptRequest(_message.Message):
     NOISE_SCALE_FIELD_NUMBER: _builtins.int
     MECHANISM_FIELD_NUMBER: _builtins.int
     ATTESTATIONS_FIELD_NUMBER: _builtins.int
+    GROUP_STATEMENT_FIELD_NUMBER: _builtins.int
+    COORDINATOR_NOISE_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     noise_scale: _builtins.float
     """ignored: the origin derives the noise from the announced query"""
@@ -718,6 +854,18 @@ class DecryptRequest(_message.Message):
         one's output digest is the digest of `groups`.
         """
 
+    @_builtins.property
+    def group_statement(self) -> Global___HopStatement:
+        """The grouping node's signed output, where the first share-holder started."""
+
+    @_builtins.property
+    def coordinator_noise(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The coordinator's noise share, in the clear: groups x slots integers, each
+        within the slot layout's share bound. The origin adds it itself, so no
+        ciphertext of the coordinator's choosing enters the sum; knowing one
+        share-holder's share leaves the others' noise, sized for the full epsilon.
+        """
+
     def __init__(
         self,
         *,
@@ -726,10 +874,12 @@ class DecryptRequest(_message.Message):
         noise_scale: _builtins.float = ...,
         mechanism: _builtins.str = ...,
         attestations: _abc.Iterable[Global___NoiseAttestation] | None = ...,
+        group_statement: Global___HopStatement | None = ...,
+        coordinator_noise: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group_statement", b"group_statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestations", b"attestations", "groups", b"groups", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestations", b"attestations", "coordinator_noise", b"coordinator_noise", "group_statement", b"group_statement", "groups", b"groups", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "query_id", b"query_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

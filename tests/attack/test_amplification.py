@@ -1,0 +1,174 @@
+"""A deviating coordinator tries to amplify one record's contribution.
+
+The coordinator places every ciphertext between hops, sums nothing and makes
+none of its own (docs/privacy.md, "Amplification"). Each game here is one way
+a coordinator would try anyway: scale a linked ciphertext (E(x)^k), hand one on
+twice, put its own encryption in place of a fill, inject into the unlinked
+cell, add to the grouping node's output before the noise, or send the origin a
+"noise share" beyond the share bound. Every one is refused by the node that
+checks it, no table is released, and, because the origin abandons the query,
+no ledger anywhere is charged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from harness import Federation, make_federation
+
+import coordinator.executor as executor_module
+from coordinator.executor import HopExecutor
+from headcount.crypto import paillier
+from headcount.errors import InvalidRequest
+from headcount.query import QuerySpec
+from headcount.wire import party_node_pb2
+
+PURPOSE = "Check that a deviating coordinator cannot amplify a contribution."
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    f = make_federation(tmp_path_factory.mktemp("amplify") / "fed", people=400, seed=5)
+    try:
+        with f.operator() as op:
+            op.run_ceremony()
+            op.run_linkage()
+        yield f
+    finally:
+        f.stop()
+
+
+def _spec(through_filter: bool = False) -> QuerySpec:
+    from headcount.query import Condition, Predicate
+
+    conditions = (
+        (Condition("health", (Predicate("gp_registered", ("N",)),)),) if through_filter else ()
+    )
+    return QuerySpec(
+        purpose=PURPOSE,
+        population_party="education",
+        group_party="immigration",
+        group_by="immigration_status",
+        conditions=conditions,
+        epsilon=0.01,
+    )
+
+
+def _key(fed: Federation) -> paillier.PublicKey:
+    return fed.coordinator.coordinator.executor.origin_key("education")
+
+
+Tamper = Callable[[Federation, pytest.MonkeyPatch], None]
+
+
+def _on_alignment(change: Callable[[paillier.PublicKey, list[bytes]], None]) -> Tamper:
+    def install(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = HopExecutor._person_align
+        key = _key(fed)
+
+        def tampered(self: HopExecutor, *args: Any, **kwargs: Any) -> list[bytes]:
+            out = real(self, *args, **kwargs)
+            change(key, out)
+            return out
+
+        monkeypatch.setattr(HopExecutor, "_person_align", tampered)
+
+    return install
+
+
+def _scale(key: paillier.PublicKey, out: list[bytes]) -> None:
+    c = paillier.from_bytes(key, out[0])
+    out[0] = paillier.to_bytes(key, pow(c, 5, key.nsquare))
+
+
+def _twice(key: paillier.PublicKey, out: list[bytes]) -> None:
+    out[1] = out[0]
+
+
+def _own(key: paillier.PublicKey, out: list[bytes]) -> None:
+    enc = paillier.Encryptor.for_public_key(key)
+    out[-1] = paillier.to_bytes(key, enc.encrypt([1])[0])
+
+
+def _unlinked(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = HopExecutor._hop_requests
+
+    def tampered(
+        self: HopExecutor,
+        header: party_node_pb2.HopHeader,
+        sent: Any,
+        tokens: Sequence[bytes],
+        aligned: Sequence[bytes],
+        leftovers: Sequence[bytes] = (),
+    ) -> Iterator[party_node_pb2.HopInput]:
+        if leftovers:
+            leftovers = [*leftovers, leftovers[0]]  # one record counted twice
+        return real(self, header, sent, tokens, aligned, leftovers)
+
+    monkeypatch.setattr(HopExecutor, "_hop_requests", tampered)
+
+
+def _after_grouping(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+    coord = fed.coordinator.coordinator
+    real = coord.nodes.stubs["immigration"]
+    key = _key(fed)
+
+    class AddsToTheOutput:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def AggregateByGroup(self, *args: Any, **kwargs: Any) -> Any:
+            reply = real.AggregateByGroup(*args, **kwargs)
+            first = reply.groups[0]
+            c = paillier.add_plain(key, paillier.from_bytes(key, first.ciphertext), 7)
+            first.ciphertext = paillier.to_bytes(key, c)
+            return reply
+
+    monkeypatch.setitem(coord.nodes.stubs, "immigration", AddsToTheOutput())
+
+
+def _big_share(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        executor_module, "clamp_noise", lambda noise, bound: [bound + 1] * len(noise)
+    )
+
+
+GAMES: dict[str, tuple[Tamper, str, bool]] = {
+    "scale a linked ciphertext": (_on_alignment(_scale), "not in education's signed set", False),
+    "hand one on twice": (_on_alignment(_twice), "handed on twice", False),
+    "own encryption for a fill": (_on_alignment(_own), "not in education's signed set", False),
+    "scale through a filter node": (_on_alignment(_scale), "signed set", True),
+    "inject into the unlinked cell": (_unlinked, "handed on twice", False),
+    "add to the grouped output": (_after_grouping, "other aggregates", False),
+    "noise share beyond its bound": (_big_share, "outside", False),
+}
+
+
+@pytest.mark.parametrize("game", list(GAMES))
+def test_a_coordinator_cannot_amplify(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch, game: str
+) -> None:
+    tamper, reason, through_filter = GAMES[game]
+    coord = fed.coordinator.coordinator
+    spent = {p: r.node.ledger.spent() for p, r in fed.nodes.items()}
+    releases = sum(e.kind == "release" for e in coord.audit.events())
+    tamper(fed, monkeypatch)
+    with fed.analyst() as analyst:
+        with pytest.raises(InvalidRequest, match=reason):
+            analyst.query(_spec(through_filter))
+    assert sum(e.kind == "release" for e in coord.audit.events()) == releases
+    refusal = coord.audit.events()[-1]
+    assert refusal.kind == "refusal" and "abandonment" in refusal.body
+    # The origin signed that it will never decrypt: every node refunded.
+    assert {p: r.node.ledger.spent() for p, r in fed.nodes.items()} == spent
+    assert all(coord.budget_spent(p) == spent[p] for p in spent)
+
+
+def test_the_honest_chain_still_releases(fed: Federation) -> None:
+    """The same queries, untampered, release (the games fail for their tampering)."""
+    with fed.analyst() as analyst:
+        for through_filter in (False, True):
+            release = analyst.query(_spec(through_filter))
+            assert len(release.table) > 1
