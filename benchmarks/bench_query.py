@@ -7,8 +7,9 @@ Usage (from the repository root):
     .venv/bin/python benchmarks/bench_query.py --records 1000000  # the 1M goal (see README)
 
 Options: ``--paillier-bits 1024|2048|3072``; ``--as-is`` (no workarounds, see
-below); ``--workdir DIR`` (keep the federation, its data and state there);
-(the coordinator keeps randomiser pools too, for its alignments).
+below); ``--workdir DIR`` (keep the federation, its data and state there).
+The coordinator keeps no randomiser pools: it only places the senders' own
+signed ciphertexts (``headcount.crypto.signed_sets``).
 
 Randomiser pools: each node starts filling its pools (its own key and the other
 parties' keys, one randomiser per record) when it encodes the linkage epoch. The
@@ -680,14 +681,10 @@ def _warm(fed: Federation, timings: dict[str, float]) -> None:
     part of the work overlapped the linkage; the CPU figure counts all of it.
     """
     start = time.perf_counter()
-    # The coordinator started one pool per party key after the epoch, for its
-    # alignments (an E(0) or a re-randomisation per record of the next hop).
-    extra = fed.coordinator.coordinator.pools()
     pools = _pools(fed)
     while pools is None:
         time.sleep(0.1)
         pools = _pools(fed)
-    pools += extra
     for pool in pools:
         pool.wait_full()
     timings["warm"] = time.perf_counter() - start
@@ -907,17 +904,15 @@ def _print_report(
     rerand_s = 1 / rates["Headcount rerandomise, public"].per_s
     crossing_s = 1 / rates["Headcount to_bytes + from_bytes (one wire crossing)"].per_s
     (edu_linked, edu_zeros), (imm_linked, imm_zeros) = r.links["education"], r.links["immigration"]
-    # The nodes' share (origin, filter hop) is drawn from their randomiser pools;
-    # the coordinator's alignments only with --coordinator-pools.
-    node_s = n_j * owner_s + n_e * rerand_s  # education has no filter: it re-randomises all
-    coordinator_s = (
-        edu_linked * rerand_s + edu_zeros * zero_s + imm_linked * rerand_s + imm_zeros * zero_s
-    )
+    # Every per-record encryption is a node's, drawn from its randomiser pools:
+    # the origin's flags and its E(0) fills for education, education's
+    # re-randomisations and its fills for immigration. The coordinator makes none.
+    node_s = (n_j + edu_linked + edu_zeros) * owner_s + n_e * rerand_s
+    node_s += (imm_linked + imm_zeros) * zero_s
     convert_s = wire_ct * crossing_s
     print(
         f"per-record Paillier work at these (unpooled) rates: nodes {_fmt_s(node_s)}, "
-        f"coordinator {_fmt_s(coordinator_s)} (2 worker processes share it); "
-        "nodes and coordinator drew on randomiser pools in this run instead; "
+        "coordinator none; the nodes drew on randomiser pools in this run instead; "
         f"ciphertext bytes <-> integers: {_fmt_s(convert_s)} ({100 * convert_s / r.query_s:.0f}%); "
         f"the rest is gRPC, protobuf, SQLite and Python bookkeeping"
     )

@@ -27,7 +27,7 @@ from coordinator.relay import CeremonyRelay, CeremonyResult
 from coordinator.store import CoordinatorStore, EpochInfo
 from headcount.audit import AuditLog
 from headcount.config import FederationConfig
-from headcount.crypto import ceremony, paillier
+from headcount.crypto import ceremony
 from headcount.errors import HeadcountError
 from headcount.linkage.schema import federation_schema
 from headcount.projects import ProjectDoc
@@ -71,7 +71,6 @@ class Coordinator:
             self.store,
             self.nodes,
             self.audit_sync,
-            linked=self.executor.warm_pools,
         )
         self.governance = Governance(federation, self.store, self.audit_sync)
         self.queries = QueryDesk(
@@ -156,10 +155,6 @@ class Coordinator:
 
     def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
         return self.queries.run_query(spec, analyst)
-
-    def pools(self) -> list[paillier.RandomiserPool]:
-        """The randomiser pools this coordinator keeps (for benchmarks and status)."""
-        return self.executor.pools()
 
     def status(self) -> coordinator_pb2.FederationStatus:
         try:

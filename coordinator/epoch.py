@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -100,8 +100,7 @@ class _Upload:
 
 
 class EpochLinker:
-    """Runs linkage epochs. ``linked`` is called with each finished epoch's
-    record counts (the query executor warms its randomiser pools with them)."""
+    """Runs linkage epochs."""
 
     def __init__(
         self,
@@ -110,10 +109,9 @@ class EpochLinker:
         store: CoordinatorStore,
         nodes: NodeClients,
         audit: AuditSync,
-        linked: Callable[[Mapping[str, int]], None],
     ) -> None:
         self.federation, self.schema, self.store = federation, schema, store
-        self.nodes, self.audit, self.linked = nodes, audit, linked
+        self.nodes, self.audit = nodes, audit
         self.parties: tuple[str, ...] = federation.party_names
 
     def _fetch_encodings(
@@ -290,7 +288,6 @@ class EpochLinker:
             duplicates=duplicates,
         )
         info = self.store.epoch(epoch_id)
-        self.linked(info.records)
         self.audit.log(
             "epoch",
             {

@@ -4,10 +4,9 @@ node to node, the grouped aggregates, and the noise shares added in turn."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
-from coordinator.alignment import align
 from coordinator.nodes import CHUNK_RECORDS, NodeClients
 from coordinator.planner import Hop, Plan
 from coordinator.store import CoordinatorStore
@@ -16,6 +15,7 @@ from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.signed_sets import HopStatement, ciphertext_hash
 from headcount.errors import InvalidRequest
+from headcount.linkage.households import household_flag_sources
 from headcount.measures import Packing, clamp_noise, make_packing
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
@@ -38,13 +38,13 @@ class _Sent:
     records: dict[bytes, bytes]
     fills: list[bytes]
     statement: HopStatement
+    # A household chain's origin: its flags by keyed household, cap copies each.
+    households: dict[bytes, list[bytes]] = field(default_factory=dict)
 
     def hashes(self) -> list[bytes]:
         """The set's SHA-256 hashes in increasing order, as the receiver checks them."""
-        return sorted(
-            [ciphertext_hash(c) for c in self.records.values()]
-            + [ciphertext_hash(c) for c in self.fills]
-        )
+        flags = [c for copies in self.households.values() for c in copies]
+        return sorted(ciphertext_hash(c) for c in [*self.records.values(), *flags, *self.fills])
 
 
 def _read_signed(
@@ -57,6 +57,7 @@ def _read_signed(
     an origin; in the order sent, ``tokens``, from a filter node), then fills,
     then its statement on the last chunk. InvalidRequest if malformed."""
     records: dict[bytes, bytes] = {}
+    households: dict[bytes, list[bytes]] = {}
     cts: list[bytes] = []
     fills: list[bytes] = []
     statement = None
@@ -65,9 +66,14 @@ def _read_signed(
         if chunk.seq != seq or statement is not None:
             raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")
         if tokens is None:
-            if len(chunk.tokens) != len(chunk.ciphertexts):
+            labels = chunk.household_keys if chunk.household_keys else chunk.tokens
+            if (chunk.household_keys and chunk.tokens) or len(labels) != len(chunk.ciphertexts):
                 raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")
-            records.update(zip(chunk.tokens, chunk.ciphertexts, strict=True))
+            if chunk.household_keys:
+                for hh, c in zip(chunk.household_keys, chunk.ciphertexts, strict=True):
+                    households.setdefault(hh, []).append(c)
+            else:
+                records.update(zip(chunk.tokens, chunk.ciphertexts, strict=True))
         cts.extend(chunk.ciphertexts)
         fills.extend(chunk.fills)
         if chunk.HasField("statement"):
@@ -82,7 +88,7 @@ def _read_signed(
         if len(cts) != len(tokens):
             raise InvalidRequest(f"{party}: returned {len(cts)} of {len(tokens)}")
         records = dict(zip(tokens, cts, strict=True))
-    return _Sent(records, fills, statement)
+    return _Sent(records, fills, statement, households)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +101,13 @@ class QueryOutcome:
 
 
 class HopExecutor:
-    """Runs announced queries' hop chains and keeps randomisers ready for them."""
+    """Runs announced queries' hop chains."""
 
     def __init__(
         self, federation: FederationConfig, store: CoordinatorStore, nodes: NodeClients
     ) -> None:
         self.federation, self.store, self.nodes = federation, store, nodes
         self.parties: tuple[str, ...] = federation.party_names
-        self._pooled: list[paillier.Encryptor] = []
 
     def origin_key(self, party: str) -> paillier.PublicKey:
         raw = self.store.identities().get(party)
@@ -126,36 +131,62 @@ class HopExecutor:
         )
 
     def _household_align(
-        self,
-        epoch_id: str,
-        key: paillier.PublicKey,
-        prev: str,
-        current: Mapping[bytes, bytes],
-        hop: Hop,
-        tokens: Sequence[bytes],
+        self, epoch_id: str, prev: str, sent: _Sent, hop: Hop, tokens: Sequence[bytes]
     ) -> list[bytes]:
+        """The next node's ciphertexts for a household link, in its token order.
+
+        Each of its records in a resolved household takes the flag of the one
+        raw household of ``prev`` that household draws on
+        (``household_flag_sources``), while copies last: at most
+        ``household_cap`` records per household (the first in token order,
+        which is random), the bound the query's sensitivity is charged for.
+        Every other position takes one of the origin's signed E(0) fills.
+        Nothing is computed here: the next node checks every ciphertext
+        against the origin's signed set.
+        """
+        raw = self.store.households(epoch_id, prev)
+        resolved = self.store.resolved_households(epoch_id, prev, raw)
+        # A person's further records (dedup) do not choose a household again.
+        again = self.store.duplicates(epoch_id, prev)
+        keyed = [t for t in raw if t not in again]
+        sources = household_flag_sources(
+            [raw[t] for t in keyed], [resolved.get(t, b"") for t in keyed]
+        )
+        next_hh = self.store.resolved_households(epoch_id, hop.party)
         cap = self.federation.privacy.household_cap
-        ints = {t: paillier.from_bytes(key, c) for t, c in current.items()}
-        aligned = align(self.store, cap, epoch_id, key, prev, ints, hop, tokens)
-        return paillier.to_bytes_batch(key, aligned)
+        taken: dict[bytes, int] = {}
+        fills = iter(sent.fills)
+        out: list[bytes] = []
+        for t in tokens:
+            hh = next_hh.get(t, b"")
+            copies = sent.households.get(sources.get(hh, b""), [])
+            k = taken.get(hh, 0)
+            if k < min(cap, len(copies)):
+                taken[hh] = k + 1
+                out.append(copies[k])
+                continue
+            fill = next(fills, None)
+            if fill is None:
+                raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
+            out.append(fill)
+        return out
 
     def _hop_requests(
         self,
         header: party_node_pb2.HopHeader,
-        sent: _Sent | None,
+        sent: _Sent,
         tokens: Sequence[bytes],
         aligned: Sequence[bytes],
         leftovers: Sequence[bytes] = (),
     ) -> Iterator[party_node_pb2.HopInput]:
         yield party_node_pb2.HopInput(header=header)
-        if sent is not None:
-            hashes = sent.hashes()
-            for start in range(0, len(hashes), HASHES_PER_MESSAGE):
-                yield party_node_pb2.HopInput(
-                    set_hashes=party_node_pb2.SetHashes(
-                        hashes=hashes[start : start + HASHES_PER_MESSAGE]
-                    )
+        hashes = sent.hashes()
+        for start in range(0, len(hashes), HASHES_PER_MESSAGE):
+            yield party_node_pb2.HopInput(
+                set_hashes=party_node_pb2.SetHashes(
+                    hashes=hashes[start : start + HASHES_PER_MESSAGE]
                 )
+            )
         starts = list(range(0, len(tokens), CHUNK_RECORDS)) or [0]
         for seq, start in enumerate(starts):
             yield party_node_pb2.HopInput(
@@ -182,7 +213,7 @@ class HopExecutor:
         key: paillier.PublicKey,
         hop: Hop,
         records: int,
-        sent: _Sent | None,
+        sent: _Sent,
         *,
         fill_count: int = 0,
         unlinked_cell: bool = False,
@@ -199,8 +230,7 @@ class HopExecutor:
             fill_count=fill_count,
             unlinked_cell=unlinked_cell,
         )
-        if sent is not None:
-            header.sender.CopyFrom(cv.statement_to_pb(sent.statement))
+        header.sender.CopyFrom(cv.statement_to_pb(sent.statement))
         return header
 
     def _person_align(
@@ -226,9 +256,8 @@ class HopExecutor:
 
     def _fills_for(self, epoch_id: str, plan: Plan, index: int) -> int:
         """E(0) fills the sender at ``index`` signs for the next hop: one per record
-        of the next node, unless the next hop is a household hop (its E(0)s are
-        this coordinator's, with its sums)."""
-        if index + 1 >= len(plan.hops) or plan.hops[index + 1].link != "person":
+        of the next node (0 for the grouping node, which hands on sums)."""
+        if index + 1 >= len(plan.hops):
             return 0
         return self.store.epoch(epoch_id).records[plan.hops[index + 1].party]
 
@@ -270,7 +299,16 @@ class HopExecutor:
             ),
         )
         sent = _read_signed(origin.party, key, chunks, None)
-        if set(sent.records) != set(origin_tokens):
+        if origin.per_household:
+            cap = self.federation.privacy.household_cap
+            keys = set(self.store.households(epoch_id, origin.party).values())
+            if sent.records or set(sent.households) != keys:
+                raise InvalidRequest(
+                    f"{origin.party}: flags do not cover exactly its epoch households"
+                )
+            if any(len(copies) != cap for copies in sent.households.values()):
+                raise InvalidRequest(f"{origin.party}: not {cap} copies of every flag")
+        elif set(sent.records) != set(origin_tokens):
             raise InvalidRequest(
                 f"{origin.party}: ciphertexts do not cover exactly its epoch records"
             )
@@ -279,12 +317,10 @@ class HopExecutor:
         prev = origin.party
         for index, hop in enumerate(plan.hops[1:-1], start=1):
             tokens = self.store.tokens(epoch_id, hop.party)
-            signed: _Sent | None = sent
             if hop.link == "person":
                 aligned = self._person_align(epoch_id, prev, sent, hop, tokens)
             else:
-                aligned = self._household_align(epoch_id, key, prev, sent.records, hop, tokens)
-                signed = None
+                aligned = self._household_align(epoch_id, prev, sent, hop, tokens)
             header = self._header(
                 query_id,
                 epoch_id,
@@ -293,10 +329,10 @@ class HopExecutor:
                 key,
                 hop,
                 len(tokens),
-                signed,
+                sent,
                 fill_count=self._fills_for(epoch_id, plan, index),
             )
-            requests = self._hop_requests(header, signed, tokens, aligned)
+            requests = self._hop_requests(header, sent, tokens, aligned)
 
             def apply(
                 stub: party_node_pb2_grpc.PartyNodeStub,
@@ -314,7 +350,6 @@ class HopExecutor:
         leftovers: list[bytes] = []
         if last.link == "person":
             aligned = self._person_align(epoch_id, prev, sent, last, group_tokens)
-            signed = sent
             if plan.unlinked_cell:
                 # Records of the previous hop with no link into the grouping
                 # department form their own cell, so the table adds up; each
@@ -324,8 +359,7 @@ class HopExecutor:
                 skip.update(self.store.duplicates(epoch_id, prev))
                 leftovers = [c for t, c in sent.records.items() if t not in skip]
         else:
-            aligned = self._household_align(epoch_id, key, prev, sent.records, last, group_tokens)
-            signed = None
+            aligned = self._household_align(epoch_id, prev, sent, last, group_tokens)
         header = self._header(
             query_id,
             epoch_id,
@@ -334,13 +368,13 @@ class HopExecutor:
             key,
             last,
             len(group_tokens),
-            signed,
+            sent,
             unlinked_cell=plan.unlinked_cell and last.link == "person",
         )
         grouped = self.nodes.call(
             last.party,
             lambda s: s.AggregateByGroup(
-                self._hop_requests(header, signed, group_tokens, aligned, leftovers),
+                self._hop_requests(header, sent, group_tokens, aligned, leftovers),
                 timeout=self.nodes.timeout_s,
             ),
         )
@@ -405,33 +439,6 @@ class HopExecutor:
         title = spec.title or f"{spec.population_party} records by {last.party}.{last.group_by}"
         return QueryOutcome(query_id, epoch_id, title, table, 0.0)
 
-    def pools(self) -> list[paillier.RandomiserPool]:
-        """The randomiser pools this coordinator keeps (for benchmarks and status)."""
-        return [enc.pool for enc in self._pooled if enc.pool is not None]
-
-    def warm_pools(self, records: Mapping[str, int]) -> None:
-        """Keep randomisers ready for the next queries' household alignments.
-
-        Person links need none: the coordinator only places the senders' own
-        signed ciphertexts. A household link draws one randomiser per record
-        of the hop it feeds (a fresh E(0) or a re-randomised household sum,
-        under the origin's key, which may be any party's), and a chain has at
-        most one, so each party key's pool is sized to the largest
-        department, capped at ``paillier.pool_limit``. Filling happens in a
-        low-priority child process; a query that comes first computes any
-        shortfall online.
-        """
-        need = max(records.values(), default=0)
-        for party in self.parties:
-            try:
-                key = self.origin_key(party)
-            except InvalidRequest:
-                continue
-            enc = paillier.shared_encryptor(key)
-            enc.start_pool(min(need, paillier.pool_limit(key)))
-            if enc not in self._pooled:
-                self._pooled.append(enc)
-
     def close(self) -> None:
-        for enc in self._pooled:
-            enc.stop_pool()
+        """Nothing to release: the coordinator draws no randomness for ciphertexts
+        (it only places the senders' own), so it keeps no randomiser pools."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from headcount.crypto.signed_sets import (
 from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
 from headcount.measures import ALL_GROUP, Packing, PackingRequest, make_packing
 from headcount.privacy.accountant import PeriodLedger
-from headcount.privacy.sensitivity import NoisePlan, is_household_query
+from headcount.privacy.sensitivity import NoisePlan
 from headcount.query import (
     Predicate,
     check_group_by,
@@ -101,6 +101,8 @@ class SignedOutput:
     ciphertexts: list[bytes]
     fills: list[bytes]
     statement: HopStatement
+    # For a household hop, each ciphertext's household key instead of tokens.
+    households: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +157,12 @@ class Hops:
         Without ``packing``: 1 for each record passing ``filters``, else 0.
         With it: the record's count slot for its category of ``packing.group_by``
         (and its valued and sum slots for a mean), all zeros if it fails the
-        filters. With ``per_household``, only the first passing record of each
-        household (by keyed address) carries a 1, so a sum over a household is a
-        0/1 flag; records with no household key carry 0.
+        filters. With ``per_household``, one plaintext per household of this
+        node (by keyed address) instead of per record: its flag, 1 if any of
+        its records passes, ``household_cap`` times (distinct encryptions), in
+        ``SignedOutput.households`` order; records with no household key take
+        no part. The coordinator hands each copy to one record of the next
+        node, so a flag moves a count by at most the cap the noise is sized for.
         """
         check_id("query_id", query_id)
         _check_fills(fill_count)
@@ -173,14 +178,20 @@ class Hops:
         data = self.encoder.data(epoch.data_sha256)
         tokens, rows = self.store.token_rows(epoch_id)
         indicator = _mask(data, rows, filters)
+        labels: list[bytes] = []
         if per_household:
-            households = self.store.household_keys(epoch_id)
-            flagged: set[bytes] = set()
-            for i, passes in enumerate(indicator):
-                hh = households[i]
-                indicator[i] = bool(passes and hh and hh not in flagged)
-                if indicator[i]:
-                    flagged.add(hh)
+            # Each household's representative: its first passing record, else
+            # its first record (a zero row).
+            first: dict[bytes, int] = {}
+            for i, hh in enumerate(self.store.household_keys(epoch_id)):
+                if hh and (hh not in first or (indicator[i] and not indicator[first[hh]])):
+                    first[hh] = i
+            cap = self.federation.privacy.household_cap
+            picked = [first[hh] for hh in sorted(first) for _ in range(cap)]
+            labels = [hh for hh in sorted(first) for _ in range(cap)]
+            indicator = [indicator[i] for i in picked]
+            rows = [rows[i] for i in picked]
+            tokens = []
         # No minimum-population refusal: whether a population is small depends
         # on the data, so refusing would answer a question for free. Small
         # populations are protected by the noise (docs/privacy.md).
@@ -210,22 +221,14 @@ class Hops:
         workers = paillier.bulk_workers(len(plain) + fill_count)
         cts = self.keys.encryptor.encrypt(plain, workers=workers)
         zeros = self.keys.encryptor.encrypt_zeros(fill_count, workers=workers)
-        return self._signed(
-            query_id,
-            ORIGIN_SET,
-            tokens,
-            paillier.to_bytes_batch(self.keys.public, cts),
-            paillier.to_bytes_batch(self.keys.public, zeros),
-        )
-
-    def _signed(
-        self, query_id: str, stage: str, tokens: list[bytes], cts: list[bytes], fills: list[bytes]
-    ) -> SignedOutput:
-        hashes = [ciphertext_hash(c) for c in cts] + [ciphertext_hash(c) for c in fills]
+        out = paillier.to_bytes_batch(self.keys.public, cts)
+        fills = paillier.to_bytes_batch(self.keys.public, zeros)
+        hashes = [ciphertext_hash(c) for c in out] + [ciphertext_hash(c) for c in fills]
         if len(set(hashes)) != len(hashes):
             # Fresh randomness never repeats; a repeat means a broken source.
             raise InvalidRequest("two ciphertexts of one set are equal")
-        return SignedOutput(tokens, cts, fills, self._sign(query_id, stage, set_digest(hashes)))
+        statement = self._sign(query_id, ORIGIN_SET, set_digest(hashes))
+        return SignedOutput(tokens, out, fills, statement, labels)
 
     def _sign(self, query_id: str, stage: str, digest: bytes) -> HopStatement:
         return sign_hop(
@@ -271,12 +274,11 @@ class Hops:
             raise PolicyRefused("the slot layout is not the one this node derives for the query")
         return own
 
-    def check_hop_header(self, h: HopHeader) -> tuple[tuple[str, ...], SetCheck | None]:
+    def check_hop_header(self, h: HopHeader) -> tuple[tuple[str, ...], SetCheck]:
         """Validate a hop before any ciphertext is read.
 
         Returns the groups (if any) and the check of the previous hop's signed
-        set, or None for the one hop that takes coordinator-made sums (the
-        household hop after a household query's origin; docs/privacy.md).
+        set (headcount.crypto.signed_sets).
         """
         check_id("query_id", h.query_id)
         _check_fills(h.fill_count)
@@ -307,14 +309,11 @@ class Hops:
             )
         return groups, self._sender_check(h, body)
 
-    def _sender_check(self, h: HopHeader, body: Mapping[str, Any]) -> SetCheck | None:
+    def _sender_check(self, h: HopHeader, body: Mapping[str, Any]) -> SetCheck:
         parties = [str(p) for p in body.get("parties") or ()]
         if self.name not in parties[1:]:
             raise PolicyRefused(f"query {h.query_id} does not pass through {self.name}")
         index = parties.index(self.name)
-        spec = body.get("spec")
-        if index == 1 and isinstance(spec, Mapping) and is_household_query(spec):
-            return None
         sender = parties[index - 1]
         if h.sender is None:
             raise InvalidProof(f"no signed set from {sender}, the previous hop")
@@ -323,7 +322,7 @@ class Hops:
         return SetCheck(sender)
 
     def _hop_records(
-        self, h: HopHeader, items: Iterator[HopItem], check: SetCheck | None
+        self, h: HopHeader, items: Iterator[HopItem], check: SetCheck
     ) -> Iterator[tuple[int, list[tuple[int, int]], bool]]:
         """Check a hop's stream and yield (seq, [(row, ciphertext)], last) per chunk.
 
@@ -339,13 +338,13 @@ class Hops:
         expected_seq = 0
         for item in items:
             if isinstance(item, SetHashesIn):
-                if check is None or expected_seq:
+                if expected_seq:
                     raise InvalidRequest("set hashes where none are expected")
                 check.add_hashes(item.hashes)
                 continue
             if not isinstance(item, ChunkIn):
                 raise InvalidRequest("leftovers before the last chunk")
-            if expected_seq == 0 and check is not None and h.sender is not None:
+            if expected_seq == 0 and h.sender is not None:
                 check.seal(h.sender.digest)
             seq, toks, cts, last = item.seq, item.tokens, item.ciphertexts, item.last
             if seq != expected_seq:
@@ -363,8 +362,7 @@ class Hops:
                 if tok in seen:
                     raise InvalidRequest(f"chunk {seq}: a token sent twice")
                 seen.add(tok)
-                if check is not None:
-                    check.take(ct)
+                check.take(ct)
                 out.append((row, paillier.from_bytes(h.origin_key, ct)))
             # Checked before the last chunk is handed on, so a hop is charged
             # (on its last chunk) only once the whole stream has proved valid.
@@ -452,8 +450,7 @@ class Hops:
             if not isinstance(item, LeftoversIn) or not h.unlinked_cell:
                 raise InvalidRequest("data after the last chunk")
             for ct in item.ciphertexts:
-                if check is not None:
-                    check.take(ct)
+                check.take(ct)
                 acc[unlinked_group(self.name)].append(paillier.from_bytes(key, ct))
         self._charge(h, "group")
         sums = [paillier.add_all(key, acc[g]) for g in groups]

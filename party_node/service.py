@@ -13,7 +13,7 @@ from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
-from party_node.hops import ChunkIn, HopItem, LeftoversIn, SetHashesIn
+from party_node.hops import ChunkIn, HopItem, LeftoversIn, SetHashesIn, SignedOutput
 from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
@@ -109,7 +109,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             ),
             fill_count=request.fill_count,
         )
-        yield from _signed_chunks(out.tokens, out.ciphertexts, out.fills, out.statement, size)
+        yield from _signed_chunks(out, size)
 
     def _hop(
         self, request_iterator: Iterator[party_node_pb2.HopInput]
@@ -236,21 +236,21 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         return party_node_pb2.AuditHead(next_seq=next_seq, head=head)
 
 
-def _signed_chunks(
-    tokens: list[bytes],
-    cts: list[bytes],
-    fills: list[bytes],
-    statement: HopStatement,
-    size: int,
-) -> Iterator[party_node_pb2.CiphertextChunk]:
-    """A sender's set as a stream: its records' chunks (numbered from 0), then
-    its fills and signed statement (``_tail``)."""
-    starts = list(range(0, len(tokens), size)) or [0]
+def _signed_chunks(out: SignedOutput, size: int) -> Iterator[party_node_pb2.CiphertextChunk]:
+    """An origin's set as a stream: its records' (or households') chunks,
+    numbered from 0, then its fills and signed statement (``_tail``)."""
+    labels = out.households or out.tokens
+    starts = list(range(0, len(labels), size)) or [0]
     for seq, start in enumerate(starts):
-        yield party_node_pb2.CiphertextChunk(
-            seq=seq, tokens=tokens[start : start + size], ciphertexts=cts[start : start + size]
+        chunk = party_node_pb2.CiphertextChunk(
+            seq=seq, ciphertexts=out.ciphertexts[start : start + size]
         )
-    yield from _tail(fills, statement, len(starts), size)
+        if out.households:
+            chunk.household_keys.extend(out.households[start : start + size])
+        else:
+            chunk.tokens.extend(out.tokens[start : start + size])
+        yield chunk
+    yield from _tail(out.fills, out.statement, len(starts), size)
 
 
 def _tail(

@@ -24,15 +24,18 @@ leaves the coordinator (nodes still receive one ciphertext per record, see
 `coordinator.Coordinator._align`).
 
 `household_groups` turns the resolved keys into the groups a household hop
-sums. The origin of a household chain sets its 1 on at most one record per
-*raw* household key, so a sum over raw-key groups is a 0/1 flag; a resolved
-household may gather records of several raw keys (a person whose record there
-was out of date), whose flags could then add up to 2. Each resolved household
-therefore sums the records of one raw key only (the raw key most of its
-records carry; on a tie, the resolved key itself, then the smaller key), so
-every sum the next node receives is still 0 or 1 and the query's sensitivity
-stays 1. The flags of the records left out are lost for that household; the
-benchmark counts them.
+serves. The origin of a household chain sends one 0/1 flag per *raw*
+household key of its own (1 if any of its records there passes), signed, and
+the coordinator only places those flags (`headcount.crypto.signed_sets`); a
+resolved household may gather records of several raw keys (a person whose
+record there was out of date), whose flags could then add up to 2. Each
+resolved household therefore takes the flag of one raw key only (the raw key
+most of its records carry; on a tie, the resolved key itself, then the
+smaller key), and `household_flag_sources` gives each raw key's flag to one
+resolved household only (the one holding most of its records), so a flag
+reaches at most `household_cap` records of the next node and the query's
+sensitivity holds. The flags of the records left out are lost for that
+household; the benchmark counts them.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import pandas as pd
 
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 
-__all__ = ["household_groups", "resolve_households"]
+__all__ = ["household_flag_sources", "household_groups", "resolve_households"]
 
 
 def resolve_households(
@@ -134,6 +137,21 @@ def household_groups(raw: Sequence[bytes], resolved: Sequence[bytes]) -> dict[by
         if h not in best or rank < best[h]:
             best[h] = rank
     return {h: by_pair[(h, rank[2])] for h, rank in best.items()}
+
+
+def household_flag_sources(raw: Sequence[bytes], resolved: Sequence[bytes]) -> dict[bytes, bytes]:
+    """Per resolved household, the raw key whose flag it takes.
+
+    ``raw`` and ``resolved`` as for `household_groups`. Each resolved household
+    takes the raw key of its group; a raw key that is the group of several
+    resolved households goes to the one with most of its records (then the
+    smaller resolved key), so no flag is counted in two households.
+    """
+    groups = household_groups(raw, resolved)
+    owner: dict[bytes, bytes] = {}
+    for h, rows in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        owner.setdefault(raw[rows[0]], h)
+    return {h: r for r, h in owner.items()}
 
 
 def _pack_keys(keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:

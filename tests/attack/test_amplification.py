@@ -21,8 +21,9 @@ from harness import Federation, make_federation
 import coordinator.executor as executor_module
 from coordinator.executor import HopExecutor
 from headcount.crypto import paillier
+from headcount.departments import ADULT_AGE_BANDS
 from headcount.errors import InvalidRequest
-from headcount.query import QuerySpec
+from headcount.query import Condition, Predicate, QuerySpec
 from headcount.wire import party_node_pb2
 
 PURPOSE = "Check that a deviating coordinator cannot amplify a contribution."
@@ -40,11 +41,25 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         f.stop()
 
 
-def _spec(through_filter: bool = False) -> QuerySpec:
-    from headcount.query import Condition, Predicate
-
+def _spec(chain: str = "person") -> QuerySpec:
+    if chain == "household":
+        # Pupils living with an adult in custody: justice -> (household) -> education.
+        return QuerySpec(
+            purpose=PURPOSE,
+            population_party="education",
+            group_party="education",
+            group_by="local_authority",
+            conditions=(
+                Condition(
+                    "justice",
+                    (Predicate("sentence", ("custody",)), Predicate("age_band", ADULT_AGE_BANDS)),
+                    link="household",
+                ),
+            ),
+            epsilon=0.01,
+        )
     conditions = (
-        (Condition("health", (Predicate("gp_registered", ("N",)),)),) if through_filter else ()
+        (Condition("health", (Predicate("gp_registered", ("N",)),)),) if chain == "filter" else ()
     )
     return QuerySpec(
         purpose=PURPOSE,
@@ -63,17 +78,22 @@ def _key(fed: Federation) -> paillier.PublicKey:
 Tamper = Callable[[Federation, pytest.MonkeyPatch], None]
 
 
-def _on_alignment(change: Callable[[paillier.PublicKey, list[bytes]], None]) -> Tamper:
+def _on_alignment(
+    change: Callable[[paillier.PublicKey, list[bytes]], None], origin: str = "education"
+) -> Tamper:
     def install(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = HopExecutor._person_align
-        key = _key(fed)
+        key = fed.coordinator.coordinator.executor.origin_key(origin)
+        for name in ("_person_align", "_household_align"):
+            real = getattr(HopExecutor, name)
 
-        def tampered(self: HopExecutor, *args: Any, **kwargs: Any) -> list[bytes]:
-            out = real(self, *args, **kwargs)
-            change(key, out)
-            return out
+            def tampered(
+                self: HopExecutor, *args: Any, real: Any = real, **kwargs: Any
+            ) -> list[bytes]:
+                out: list[bytes] = real(self, *args, **kwargs)
+                change(key, out)
+                return out
 
-        monkeypatch.setattr(HopExecutor, "_person_align", tampered)
+            monkeypatch.setattr(HopExecutor, name, tampered)
 
     return install
 
@@ -135,14 +155,24 @@ def _big_share(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-GAMES: dict[str, tuple[Tamper, str, bool]] = {
-    "scale a linked ciphertext": (_on_alignment(_scale), "not in education's signed set", False),
-    "hand one on twice": (_on_alignment(_twice), "handed on twice", False),
-    "own encryption for a fill": (_on_alignment(_own), "not in education's signed set", False),
-    "scale through a filter node": (_on_alignment(_scale), "signed set", True),
-    "inject into the unlinked cell": (_unlinked, "handed on twice", False),
-    "add to the grouped output": (_after_grouping, "other aggregates", False),
-    "noise share beyond its bound": (_big_share, "outside", False),
+GAMES: dict[str, tuple[Tamper, str, str]] = {
+    "scale a linked ciphertext": (_on_alignment(_scale), "not in education's signed set", "person"),
+    "hand one on twice": (_on_alignment(_twice), "handed on twice", "person"),
+    "own encryption for a fill": (_on_alignment(_own), "not in education's signed set", "person"),
+    "scale through a filter node": (_on_alignment(_scale), "signed set", "filter"),
+    "scale a household flag": (
+        _on_alignment(_scale, origin="justice"),
+        "not in justice's signed set",
+        "household",
+    ),
+    "hand a household flag on twice": (
+        _on_alignment(_twice, origin="justice"),
+        "handed on twice",
+        "household",
+    ),
+    "inject into the unlinked cell": (_unlinked, "handed on twice", "person"),
+    "add to the grouped output": (_after_grouping, "other aggregates", "person"),
+    "noise share beyond its bound": (_big_share, "outside", "person"),
 }
 
 
@@ -150,14 +180,14 @@ GAMES: dict[str, tuple[Tamper, str, bool]] = {
 def test_a_coordinator_cannot_amplify(
     fed: Federation, monkeypatch: pytest.MonkeyPatch, game: str
 ) -> None:
-    tamper, reason, through_filter = GAMES[game]
+    tamper, reason, chain = GAMES[game]
     coord = fed.coordinator.coordinator
     spent = {p: r.node.ledger.spent() for p, r in fed.nodes.items()}
     releases = sum(e.kind == "release" for e in coord.audit.events())
     tamper(fed, monkeypatch)
     with fed.analyst() as analyst:
         with pytest.raises(InvalidRequest, match=reason):
-            analyst.query(_spec(through_filter))
+            analyst.query(_spec(chain))
     assert sum(e.kind == "release" for e in coord.audit.events()) == releases
     refusal = coord.audit.events()[-1]
     assert refusal.kind == "refusal" and "abandonment" in refusal.body
@@ -169,6 +199,6 @@ def test_a_coordinator_cannot_amplify(
 def test_the_honest_chain_still_releases(fed: Federation) -> None:
     """The same queries, untampered, release (the games fail for their tampering)."""
     with fed.analyst() as analyst:
-        for through_filter in (False, True):
-            release = analyst.query(_spec(through_filter))
+        for chain in ("person", "filter", "household"):
+            release = analyst.query(_spec(chain))
             assert len(release.table) > 1

@@ -18,7 +18,7 @@ import pytest
 from harness import Federation, make_federation, mean_bounds
 
 from headcount.departments import ADULT_AGE_BANDS
-from headcount.linkage.households import household_groups
+from headcount.linkage.households import household_flag_sources
 from headcount.query import Condition, Predicate, QuerySpec, unlinked_group
 from party_node.data import load_department_file
 
@@ -122,10 +122,11 @@ def test_household_chain_children_with_an_adult_in_custody(exact: Federation) ->
     got = _released(release.table)
 
     # What the chain must compute, in the clear from the coordinator's store
-    # and the justice node's own attributes: justice flags the first record in
-    # custody of each of its own (raw) households; each resolved household sums
-    # the records of one raw key (household_groups); a pupil counts when its
-    # resolved household carries a flag.
+    # and the justice node's own attributes: justice flags each of its own
+    # (raw) households with a record in custody; each resolved household takes
+    # the flag of one raw key, and each raw key's flag goes to one household
+    # (household_flag_sources); a pupil counts when its resolved household
+    # carries a flag.
     store = exact.coordinator.coordinator.store
     epoch = store.latest_epoch()
     justice_data = load_department_file(
@@ -136,16 +137,10 @@ def test_household_chain_children_with_an_adult_in_custody(exact: Federation) ->
     justice_ids = exact.record_ids("justice", epoch)
     raw = store.households(epoch, "justice")
     resolved = store.resolved_households(epoch, "justice")
-    flagged_raw: set[bytes] = set()
-    flag: dict[bytes, bool] = {}
-    for token in store.tokens(epoch, "justice"):
-        hh = raw.get(token, b"")
-        flag[token] = bool(passes[justice_ids[token]] and hh and hh not in flagged_raw)
-        if flag[token]:
-            flagged_raw.add(hh)
-    keyed = [t for t in store.tokens(epoch, "justice") if t in raw]
-    groups = household_groups([raw[t] for t in keyed], [resolved.get(t, b"") for t in keyed])
-    flagged = {hh for hh, rows in groups.items() if any(flag[keyed[i]] for i in rows)}
+    flagged_raw = {raw[t] for t in raw if passes[justice_ids[t]]}
+    keyed = list(raw)
+    sources = household_flag_sources([raw[t] for t in keyed], [resolved.get(t, b"") for t in keyed])
+    flagged = {hh for hh, r in sources.items() if r in flagged_raw}
     pupils = store.resolved_households(epoch, "education")
     education = _read(exact, "education").set_index("record_id")
     # The household cap (1 by default): the first pupil of each flagged

@@ -16,7 +16,11 @@ from headcount import synth
 from headcount.linkage.address import household_keys
 from headcount.linkage.clk import encode_clks
 from headcount.linkage.engine import link_parties
-from headcount.linkage.households import household_groups, resolve_households
+from headcount.linkage.households import (
+    household_flag_sources,
+    household_groups,
+    resolve_households,
+)
 from headcount.linkage.matchkeys import match_keys
 from headcount.linkage.normalise import normalise_postcode
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA
@@ -191,3 +195,32 @@ def test_resolution_places_moved_records_on_synthetic_data(tmp_path: Path) -> No
     assert right_raw / total < 0.95
     assert right_resolved - right_raw >= 0.25 * (total - right_raw)
     assert outvoted <= 0.005 * total  # a right key is rarely overruled
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([K1, K2, K3, b""]), st.sampled_from([K1, K2, K3, b""]))),
+)
+def test_each_raw_flag_reaches_one_household(pairs: list[tuple[bytes, bytes]]) -> None:
+    """A raw household's flag is handed to one resolved household at most, the one
+    whose group it is with the most records; every source is a group's raw key."""
+    raw = [r for r, _ in pairs]
+    resolved = [h for _, h in pairs]
+    sources = household_flag_sources(raw, resolved)
+    groups = household_groups(raw, resolved)
+    assert len(set(sources.values())) == len(sources)
+    for h, r in sources.items():
+        assert raw[groups[h][0]] == r
+    for h, rows in groups.items():
+        r = raw[rows[0]]
+        if h not in sources:
+            # Another household took r: it holds at least as many of r's records.
+            (other,) = [g for g, src in sources.items() if src == r]
+            assert len(groups[other]) >= len(rows)
+    # Every raw key that is some group's key has exactly one household.
+    assert set(sources.values()) == {raw[rows[0]] for rows in groups.values()}
+
+
+def test_a_raw_flag_shared_by_two_households_goes_to_the_larger() -> None:
+    # K1's records resolve to K1 (two of them) and K2 (one): K2 takes no flag.
+    sources = household_flag_sources([K1, K1, K1], [K1, K1, K2])
+    assert sources == {K1: K1}

@@ -444,6 +444,7 @@ class CiphertextChunk(_message.Message):
     LAST_FIELD_NUMBER: _builtins.int
     FILLS_FIELD_NUMBER: _builtins.int
     STATEMENT_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_KEYS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     last: _builtins.bool
     @_builtins.property
@@ -458,6 +459,12 @@ class CiphertextChunk(_message.Message):
 
     @_builtins.property
     def statement(self) -> Global___HopStatement: ...
+    @_builtins.property
+    def household_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """From a household chain's origin: each ciphertext's keyed household (one
+        flag per household, household-cap copies), in place of tokens.
+        """
+
     def __init__(
         self,
         *,
@@ -467,10 +474,11 @@ class CiphertextChunk(_message.Message):
         last: _builtins.bool = ...,
         fills: _abc.Iterable[_builtins.bytes] | None = ...,
         statement: Global___HopStatement | None = ...,
+        household_keys: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "fills", b"fills", "last", b"last", "seq", b"seq", "statement", b"statement", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertexts", b"ciphertexts", "fills", b"fills", "household_keys", b"household_keys", "last", b"last", "seq", b"seq", "statement", b"statement", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
