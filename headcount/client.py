@@ -20,6 +20,7 @@ from headcount.audit import AuditEvent, verify_chain
 from headcount.config import Credential, FederationConfig
 from headcount.errors import ConfigError, UnknownJob
 from headcount.projects import ProjectDoc, sign_decision
+from headcount.protect.sdc import TOTAL
 from headcount.query import QuerySpec
 from headcount.status import FederationStatus, ProjectView
 from headcount.wire import convert as cv
@@ -35,16 +36,34 @@ class Release:
     query_id: str
     epoch_id: str
     title: str
+    # The cells, margins apart (so ``table["count"].sum()`` adds cells only).
     # Columns: group, [the population's own attribute, for a two-way table],
     # count (nullable Int64, <NA> when suppressed), status, low and high (the
     # 95% interval of the true count), noise_scale, [mean_<attribute>, mean_low,
-    # mean_high, sum_<attribute>]; the last row is the total.
+    # mean_high, sum_<attribute>]. ``table.attrs`` holds the release's metadata
+    # (query id, title, epsilon, noise scale, share-holders, sensitivity,
+    # mechanism, interval coverage, budget left).
     table: pd.DataFrame
+    # The margins, same columns: each row's and column's total (two-way
+    # tables) and the grand total (group and column "Total"), last.
+    margins: pd.DataFrame
     epsilon: float
     noise_scale: float  # discrete Laplace scale of the full noise on each count
     budget_remaining: float  # the least any department of the query has left this period
     shareholders: int = 2  # parties whose noise shares make up the noise
     sensitivity: int = 2  # how far one person's record moves the count vector
+
+    @property
+    def total(self) -> int | None:
+        """The released grand total, or None when it is withheld."""
+        last = self.margins["count"].iloc[-1]
+        return None if pd.isna(last) else int(last)
+
+    def frame(self) -> pd.DataFrame:
+        """Cells then margins in one frame, as the CSV and JSON exports write them."""
+        out = pd.concat([self.table, self.margins], ignore_index=True)
+        out.attrs = dict(self.table.attrs)
+        return out
 
 
 class Client:
@@ -116,11 +135,31 @@ class Client:
 
     def query(self, spec: QuerySpec) -> Release:
         reply = self._call(lambda s: s.SubmitQuery(cv.query_to_pb(spec), timeout=self._timeout_s))
+        frame = cv.release_frame(reply.table)
+        margin = frame["group"].eq(TOTAL)
+        if reply.table.column_attribute:
+            margin |= frame[reply.table.column_attribute].eq(TOTAL)
+        attrs = {
+            "query_id": reply.query_id,
+            "epoch_id": reply.epoch_id,
+            "title": reply.title,
+            "epsilon": reply.table.epsilon,
+            "noise_scale": reply.table.noise_scale,
+            "mechanism": reply.table.mechanism or "discrete_laplace",
+            "shareholders": reply.table.shareholders,
+            "sensitivity": reply.table.sensitivity,
+            "interval_coverage": reply.table.interval_coverage,
+            "budget_remaining": reply.budget_remaining,
+        }
+        table = frame[~margin].reset_index(drop=True)
+        margins = frame[margin].reset_index(drop=True)
+        table.attrs, margins.attrs = dict(attrs), dict(attrs)
         return Release(
             query_id=reply.query_id,
             epoch_id=reply.epoch_id,
             title=reply.title,
-            table=cv.release_frame(reply.table),
+            table=table,
+            margins=margins,
             epsilon=reply.table.epsilon,
             noise_scale=reply.table.noise_scale,
             budget_remaining=reply.budget_remaining,

@@ -352,7 +352,7 @@ def run_demo(
                     echo(f"\n  {spec.title}\n    REFUSED by policy: {exc}\n")
                     continue
                 result.releases[i] = release
-                release.table.to_csv(releases_dir / f"q{i}.csv", index=False)
+                release.frame().to_csv(releases_dir / f"q{i}.csv", index=False)
                 echo(format_release(release))
         steps.update()
 
@@ -441,7 +441,7 @@ def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:
 
 
 def format_release(r: Release) -> str:
-    table = r.table.copy()
+    table = r.frame()
     table["count"] = table["count"].astype("object").where(table["count"].notna(), "[suppressed]")
     released = table["low"].notna()
     table["95% interval"] = ""

@@ -209,7 +209,7 @@ def run_longitudinal_demo(
             releases = run_longitudinal_queries(analyst, echo)
         queries_s = time.monotonic() - started
         for name, release in releases.items():
-            release.table.to_csv(releases_dir / name.replace(".yaml", ".csv"), index=False)
+            release.frame().to_csv(releases_dir / name.replace(".yaml", ".csv"), index=False)
     return LongitudinalResult(
         directory,
         people,

@@ -127,7 +127,7 @@ def query(
     with Client(load_config(config_path), analyst=analyst) as c:
         release = c.query(spec)
     if csv_path:
-        release.table.to_csv(csv_path, index=False)
+        release.frame().to_csv(csv_path, index=False)
     if as_json:
         echo_json(
             {
@@ -139,8 +139,10 @@ def query(
                 "budget_remaining": release.budget_remaining,
                 "shareholders": release.shareholders,
                 "sensitivity": release.sensitivity,
-                # One object per row, the total last; withheld values are null.
+                # One object per cell, withheld values null; then the margins
+                # (row and column totals of a two-way table, the total last).
                 "rows": json.loads(release.table.to_json(orient="records")),
+                "margins": json.loads(release.margins.to_json(orient="records")),
             }
         )
         return

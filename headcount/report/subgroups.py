@@ -307,7 +307,7 @@ def run_subgroup_queries(
             results.append(SubgroupResult(q, refused=str(exc)))
             continue
         rates = rates_from_release(
-            release.table,
+            release.frame(),
             q,
             noise_scale=release.noise_scale,
             policy=policy,

@@ -63,7 +63,15 @@ def test_a_query_needs_a_project_approved_by_every_department(fed: Federation) -
         assert steward.approve_project(PROJECT).status == "approved"
     with fed.analyst() as analyst:
         release = analyst.query(_spec())
-    assert release.table["group"].iloc[-1] == "Total"
+    # Cells and margins apart: the cells add up without the total.
+    assert "Total" not in set(release.table["group"])
+    assert release.margins["group"].iloc[-1] == "Total"
+    assert release.total == release.margins["count"].iloc[-1]
+    assert release.table.attrs["query_id"] == release.query_id
+    assert release.table.attrs["epsilon"] == release.epsilon
+    assert release.margins.attrs["noise_scale"] == release.noise_scale
+    assert release.table.attrs["interval_coverage"] == 0.95
+    assert len(release.frame()) == len(release.table) + len(release.margins)
     kinds = [e.kind for e in fed.coordinator.coordinator.audit.events()]
     assert kinds.count("project_approved") == 2 and "project_proposed" in kinds
 
@@ -169,4 +177,4 @@ def test_an_analyst_whose_accreditation_ended_is_refused(fed: Federation) -> Non
         for node in nodes:
             node.use_config(current)
     with fed.analyst() as client:  # restored: the same query runs again
-        assert client.query(_spec()).table["group"].iloc[-1] == "Total"
+        assert client.query(_spec()).margins["group"].iloc[-1] == "Total"
