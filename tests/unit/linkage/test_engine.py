@@ -28,7 +28,7 @@ from headcount.linkage.matchkeys import (
     match_by_keys,
     wire_digests,
 )
-from headcount.linkage.quality import AUTO_MARGIN
+from headcount.linkage.output_quality import AUTO_MARGIN
 from headcount.linkage.schema import BlockingSpec, LinkageSchema
 from headcount.linkage.solve import Edge, EdgeBlock, cluster_parties, cluster_records
 from headcount.linkfiles import link_files, read_options

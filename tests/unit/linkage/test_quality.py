@@ -1,4 +1,4 @@
-"""Tests for headcount.linkage.quality: match quality estimated without ground truth.
+"""Tests for headcount.linkage.quality, .mixture and .output_quality: quality without truth.
 
 Three kinds of check: the EM recovers a mixture drawn from known parameters;
 on a synthetic population its estimates land near the precision and recall
@@ -30,16 +30,13 @@ from headcount.linkage.matchkeys import (
     match_keys,
     present_fields,
 )
+from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture
 from headcount.linkage.normalise import Identity
+from headcount.linkage.output_quality import AUTO_MARGIN, estimate_output_quality
 from headcount.linkage.quality import (
-    AUTO_MARGIN,
-    DEFAULT_FLOOR,
     QualityEstimate,
-    ScoreMixture,
     estimate_link_quality,
-    estimate_output_quality,
     estimate_quality,
-    fit_mixture,
     runner_up_scores,
 )
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema
