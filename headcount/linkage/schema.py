@@ -75,7 +75,7 @@ from headcount.linkage.blocking import (
     MAX_BANDS,
     MAX_BITS_PER_BAND,
 )
-from headcount.linkage.clk import DEFAULT_SCHEMA, SALT_SOURCES, ClkSchema, FieldSpec
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, SALT_SOURCES, ClkSchema, FieldSpec
 from headcount.linkage.matchkeys import DEFAULT_MATCH_KEYS, MatchKeySpec, derive_support_keys
 
 __all__ = [

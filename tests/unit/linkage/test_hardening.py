@@ -25,16 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic_pairs import load_education_health
 
-from headcount.linkage.clk import (
-    DEFAULT_SCHEMA,
-    ClkSchema,
-    FieldSpec,
-    balance_permutation,
-    csprng,
-    decoy_clks,
-    encode_clks,
-    fill_rates,
-)
+from headcount.linkage.clk import balance_permutation, csprng, decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, ClkSchema, FieldSpec
 from headcount.linkage.dice import Candidates, dice_reference, score_pairs
 from headcount.linkage.normalise import Identity
 from headcount.linkage.solve import match_one_to_one

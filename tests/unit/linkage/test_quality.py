@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from synthetic_pairs import load_education_health
 
-from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates, with_present_fields
+from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk_schema import with_present_fields
 from headcount.linkage.dedup import dedup_records
 from headcount.linkage.dice import Candidates, score_pairs
 from headcount.linkage.matchkeys import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from headcount.errors import ConfigError
-from headcount.linkage.clk import DEFAULT_SCHEMA, ClkSchema, FieldSpec
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, ClkSchema, FieldSpec
 from headcount.linkage.matchkeys import DEFAULT_MATCH_KEYS, MatchKeySpec
 from headcount.linkage.schema import (
     DEFAULT_LINKAGE_SCHEMA,
