@@ -32,7 +32,7 @@ Pipeline, as the federation runs it:
   node) reads the CSV with ``party_node.data.load_identity_file`` (the node's
   checks and normalisation), then ``encode_clks`` (the default schema: 1024-bit, XOR-folded to 512)
   and ``match_keys`` (default 7 levels), all under one linkage secret; the
-  keys are saved as ``matchkeys.key_digests`` arrays (computed in numpy from
+  keys are saved as ``keylinks.key_digests`` arrays (computed in numpy from
   the 16-byte keys the wire carries);
 - coordinator: one child process loads every department's CLKs and match-key
   digests and calls ``link_parties`` as the coordinator does for an epoch
@@ -280,7 +280,7 @@ def pack_keys(keys: Sequence[Sequence[bytes | None]]) -> np.ndarray:
 
 
 def digests_from_packed(packed: np.ndarray) -> np.ndarray:
-    """``matchkeys.key_digests`` of (records, levels, 16) packed keys, in numpy."""
+    """``keylinks.key_digests`` of (records, levels, 16) packed keys, in numpy."""
     present = packed.any(axis=2).T
     first = np.ascontiguousarray(packed[:, :, :8]).view("<u8")[:, :, 0].T.copy()
     first[present & (first == 0)] = 1

@@ -86,7 +86,7 @@ class PartyEncodings:
     commitment: bytes
     households: list[bytes]  # keyed household key per token, b"" if unknown
     # Keyed match-key digests, (levels, tokens) uint64, 0 meaning no key
-    # (headcount.linkage.matchkeys.wire_digests). Used for linkage in memory
+    # (headcount.linkage.keylinks.wire_digests). Used for linkage in memory
     # only; never stored.
     match_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint64))
 

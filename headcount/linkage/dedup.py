@@ -41,7 +41,7 @@ from headcount.linkage.engine import (
     sample_rows,
 )
 from headcount.linkage.executor import BlockedJob, Executor, LocalExecutor
-from headcount.linkage.matchkeys import MatchKeyLevels, key_digests
+from headcount.linkage.keylinks import MatchKeyLevels, key_digests
 from headcount.linkage.mixture import fit_mixture
 from headcount.linkage.quality import QualityEstimate
 from headcount.linkage.schema import BlockingSpec

@@ -36,7 +36,7 @@ from headcount.linkage.executor import (
     merge_candidates,
     plan_compare,
 )
-from headcount.linkage.matchkeys import (
+from headcount.linkage.keylinks import (
     KeyLinks,
     MatchKeyLevels,
     index_digests,

@@ -9,7 +9,7 @@ On ``x = (score - floor) / (1 - floor)``:
   density, vanishing at 1: non-matching links are cut at the floor, not piled
   onto it), and never a score of exactly 1;
 * optionally, whether the pair agrees on any match-key level
-  (`matchkeys.agreement_levels` >= 0), a Bernoulli feature per class, taken as
+  (`keylinks.agreement_levels` >= 0), a Bernoulli feature per class, taken as
   independent of the score within each class. Only "any level" is used: per
   level, agreement on the strictest key and a score of exactly 1 are one and
   the same event, and EM then splits "exact" from "inexact" instead of matches

@@ -220,7 +220,7 @@ def estimate_link_quality(
             ``dice.score_pairs(left, right, floor)``.
         floor: the floor ``candidates`` were cut at, in (0, 1).
         agreement: optional bool per candidate pair: do the two records agree
-            on any match-key level (``matchkeys.agreement_levels(...) >= 0``).
+            on any match-key level (``keylinks.agreement_levels(...) >= 0``).
         threshold: as for `estimate_quality`.
 
     Raises:

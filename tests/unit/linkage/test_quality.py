@@ -23,9 +23,9 @@ from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
 from headcount.linkage.clk_schema import with_present_fields
 from headcount.linkage.dedup import dedup_records
 from headcount.linkage.dice import Candidates, score_pairs
+from headcount.linkage.keylinks import agreement_levels
 from headcount.linkage.matchkeys import (
     EXTRA_MATCH_KEYS,
-    agreement_levels,
     derive_match_keys,
     derive_support_keys,
     match_keys,
