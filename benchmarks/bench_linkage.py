@@ -55,7 +55,8 @@ from headcount.linkage.blocking import (
     blocking_stats,
     candidate_pairs_blocked,
 )
-from headcount.linkage.clk import DEFAULT_SCHEMA, encode_clks
+from headcount.linkage.clk import encode_clks
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA
 from headcount.linkage.dice import score_pairs
 from headcount.linkage.normalise import Identity, normalise_identity
 from headcount.synth import generate_population

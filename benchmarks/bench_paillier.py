@@ -36,6 +36,7 @@ import gmpy2
 import phe
 
 from headcount.crypto import paillier
+from headcount.crypto.paillier import workers as paillier_workers
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _time_rounds(rows: list[Row], rounds: int) -> None:
 def _timed_task(task: tuple[str, Sequence[int] | int, bool]) -> tuple[int, float]:
     # Runs in a worker: the library's own task function, timed in CPU seconds.
     cpu = time.process_time()
-    done = len(paillier._pool_run(task))
+    done = len(paillier_workers._pool_run(task))
     return done, time.process_time() - cpu
 
 
@@ -102,7 +103,7 @@ def _worker_cpu_s_per_item(enc: paillier.Encryptor, kind: str, items: Sequence[i
     with ProcessPoolExecutor(
         max_workers=2,
         mp_context=get_context("forkserver"),
-        initializer=paillier._pool_init,
+        initializer=paillier_workers._pool_init,
         initargs=(enc,),
     ) as pool:
         results = list(pool.map(_timed_task, tasks))

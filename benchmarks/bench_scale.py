@@ -11,10 +11,10 @@ so the ratios in the table say how each stage's cost grows (10x is linear).
 
 Data. For a size N, a population of P = N / 0.97 people is built with the
 synthetic generator's own household, name, date-of-birth and address model
-(``headcount.synth``'s helpers ``_draw_households``, ``_build_pools``,
+(``headcount.synth.population``'s helpers ``_draw_households``, ``_build_pools``,
 ``_build_population``; seed 1). Each of the four departments then holds a
 random N of those P people, drawn independently per department (so two
-departments share about 0.97 N people), recorded by ``synth._recorded_identity``
+departments share about 0.97 N people), recorded by ``synth.records._recorded_identity``
 with that department's own date format and sex labels and its own,
 independent recording errors (nicknames, typos, surname changes, day/month
 swaps, moves, missing values, case and punctuation noise), in a random row
@@ -32,7 +32,7 @@ Pipeline, as the federation runs it:
   node) reads the CSV with ``party_node.data.load_identity_file`` (the node's
   checks and normalisation), then ``encode_clks`` (the default schema: 1024-bit, XOR-folded to 512)
   and ``match_keys`` (default 7 levels), all under one linkage secret; the
-  keys are saved as ``matchkeys.key_digests`` arrays (computed in numpy from
+  keys are saved as ``keylinks.key_digests`` arrays (computed in numpy from
   the 16-byte keys the wire carries);
 - coordinator: one child process loads every department's CLKs and match-key
   digests and calls ``link_parties`` as the coordinator does for an epoch
@@ -133,6 +133,8 @@ from headcount.linkage.matchkeys import KEY_BYTES, match_keys
 from headcount.linkage.normalise import normalise_postcode
 from headcount.linkage.quality import QualityEstimate, estimate_link_quality
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, BlockingSpec
+from headcount.synth import population as synth_population
+from headcount.synth import records as synth_records
 from party_node.data import (
     LINK_FILE_COLUMNS,
     load_department_file,
@@ -228,14 +230,16 @@ def make_departments(records: int, out: str) -> dict[str, Any]:
     household_rng, person_rng, *dept_rngs = (
         np.random.default_rng(s) for s in np.random.SeedSequence(SEED).spawn(2 + len(DEPARTMENTS))
     )
-    kind, n_adults, size = synth._draw_households(people, household_rng)
-    pools = synth._build_pools(SEED, max(20, len(size) // synth._HOUSEHOLDS_PER_STREET))
-    pop = synth._build_population(kind, n_adults, size, person_rng, pools)
+    kind, n_adults, size = synth_population._draw_households(people, household_rng)
+    pools = synth_population._build_pools(
+        SEED, max(20, len(size) // synth_population._HOUSEHOLDS_PER_STREET)
+    )
+    pop = synth_population._build_population(kind, n_adults, size, person_rng, pools)
     for dept, rng in zip(DEPARTMENTS, dept_rngs, strict=True):
         # A random N people in a random row order: row order must say nothing
         # about the person, or index tie-breaks in clustering would favour truth.
         idx = rng.choice(people, size=records, replace=False)
-        recorded = synth._recorded_identity(dept, idx, rng, pop, pools)
+        recorded = synth_records._recorded_identity(dept, idx, rng, pop, pools)
         frame = pd.DataFrame({c: recorded[c] for c in LINK_FILE_COLUMNS if c != "record_id"})
         frame.insert(0, "record_id", [f"{dept[:3].upper()}-{i:07d}" for i in range(records)])
         frame.to_csv(Path(out) / f"{dept}.csv", index=False, lineterminator="\n")
@@ -280,7 +284,7 @@ def pack_keys(keys: Sequence[Sequence[bytes | None]]) -> np.ndarray:
 
 
 def digests_from_packed(packed: np.ndarray) -> np.ndarray:
-    """``matchkeys.key_digests`` of (records, levels, 16) packed keys, in numpy."""
+    """``keylinks.key_digests`` of (records, levels, 16) packed keys, in numpy."""
     present = packed.any(axis=2).T
     first = np.ascontiguousarray(packed[:, :, :8]).view("<u8")[:, :, 0].T.copy()
     first[present & (first == 0)] = 1

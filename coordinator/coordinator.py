@@ -29,7 +29,7 @@ from headcount.audit import AuditLog
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
 from headcount.errors import HeadcountError
-from headcount.linkage.schema import federation_schema
+from headcount.linkage.schema_file import federation_schema
 from headcount.projects import ProjectDoc
 from headcount.query import QuerySpec
 from headcount.tls import Principal

@@ -23,7 +23,7 @@ from headcount.linkage.dedup import dedup_records, duplicate_tokens, first_recor
 from headcount.linkage.engine import link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import resolve_households
-from headcount.linkage.matchkeys import key_digests, wire_digests
+from headcount.linkage.keylinks import key_digests, wire_digests
 from headcount.linkage.schema import LinkageSchema
 from headcount.linkage.scores import score_histograms
 from headcount.wire import party_node_pb2

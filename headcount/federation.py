@@ -45,7 +45,8 @@ from headcount.config import (
 )
 from headcount.departments import ATTRIBUTES, DEPARTMENTS, attributes
 from headcount.errors import InvalidRequest
-from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, dumps_schema
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA
+from headcount.linkage.schema_file import dumps_schema
 from headcount.tls import Role, create_ca, issue, write_private
 
 CONFIG_NAME = "federation.toml"

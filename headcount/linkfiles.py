@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from headcount.errors import InvalidRequest
-from headcount.linkage.clk import ClkSchema, encode_clks, with_present_fields
+from headcount.linkage.clk import encode_clks
+from headcount.linkage.clk_schema import ClkSchema, with_present_fields
 from headcount.linkage.dedup import DedupResult, dedup_records
 from headcount.linkage.engine import LinkResult, link_parties, pair_score
 from headcount.linkage.executor import dask_address, executor_from_spec

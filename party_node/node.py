@@ -28,7 +28,7 @@ from headcount.crypto.attest import Abandonment, NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import ConfigError
-from headcount.linkage.schema import federation_schema
+from headcount.linkage.schema_file import federation_schema
 from headcount.measures import PackingRequest
 from headcount.privacy.accountant import PeriodLedger
 from headcount.query import Predicate

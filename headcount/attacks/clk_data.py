@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from headcount.linkage.clk import ClkSchema, decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk_schema import ClkSchema
 from headcount.linkage.normalise import Identity, normalise_identity
 from headcount.local import LocalFederation
 

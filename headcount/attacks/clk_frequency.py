@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from headcount.attacks.clk_data import NO_PERSON, EncodedTarget, bit_matrix
-from headcount.linkage.clk import ClkSchema
+from headcount.linkage.clk_schema import ClkSchema
 from headcount.linkage.normalise import normalise_name
 from headcount.local import LocalFederation
 

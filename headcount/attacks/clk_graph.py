@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from headcount.attacks.clk_data import NO_PERSON, EncodedTarget, Plaintext, bit_matrix, dice_matrix
-from headcount.linkage.clk import ClkSchema, encode_clks
+from headcount.linkage.clk import encode_clks
+from headcount.linkage.clk_schema import ClkSchema
 from headcount.linkage.normalise import Identity
 from headcount.local import LocalFederation
 

@@ -51,13 +51,9 @@ import pandas as pd
 
 from headcount.attacks.clk_data import NO_PERSON, EncodedTarget, load_identities
 from headcount.attacks.clk_frequency import NameFrequencies
-from headcount.linkage.clk import (
-    SALT_SOURCES,
-    ClkSchema,
-    _token_positions,
-    balance_permutation,
-    field_keys,
-)
+from headcount.linkage.bloom import token_positions
+from headcount.linkage.clk import balance_permutation, field_keys
+from headcount.linkage.clk_schema import SALT_SOURCES, ClkSchema
 from headcount.linkage.normalise import normalise_name
 from headcount.local import LocalFederation
 
@@ -400,7 +396,7 @@ def true_positions(
     for salt in salts if salted else salts[:1]:
         keyed = hmac.digest(key, b"salt\x00" + salt.encode("utf-8"), "sha256") if salted else key
         positions = np.unique(
-            _token_positions([(keyed, "g:" + gram)], spec.hashes, schema.filter_bits)
+            token_positions([(keyed, "g:" + gram)], spec.hashes, schema.filter_bits)
         )
         if schema.xor_fold:
             positions = np.unique(positions % out_bits)

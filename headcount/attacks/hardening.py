@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headcount.linkage.clk import ClkSchema, decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk_schema import ClkSchema
 from headcount.linkage.normalise import Identity
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA
 

@@ -207,7 +207,8 @@ def link_files_command(
     A schema's [input] table names the columns once (an address may join
     several), the date order and the postcode style; see docs/linkage.md.
     """
-    from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, load_schema
+    from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA
+    from headcount.linkage.schema_file import load_schema
     from headcount.linkfiles import link_files, read_options
 
     schema = load_schema(schema_path) if schema_path else DEFAULT_LINKAGE_SCHEMA

@@ -82,7 +82,7 @@ def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> Non
     Example:
       headcount node check --config fed/federation.toml --party education
     """
-    from headcount.linkage.schema import federation_schema
+    from headcount.linkage.schema_file import federation_schema
     from party_node.data import DepartmentFileError, department_options, load_department_file
 
     cfg = load_config(config_path)

@@ -41,8 +41,9 @@ from headcount.linkage.engine import (
     sample_rows,
 )
 from headcount.linkage.executor import BlockedJob, Executor, LocalExecutor
-from headcount.linkage.matchkeys import MatchKeyLevels, key_digests
-from headcount.linkage.quality import QualityEstimate, fit_mixture
+from headcount.linkage.keylinks import MatchKeyLevels, key_digests
+from headcount.linkage.mixture import fit_mixture
+from headcount.linkage.quality import QualityEstimate
 from headcount.linkage.schema import BlockingSpec
 
 __all__ = ["DedupResult", "dedup_records", "duplicate_tokens", "first_records"]
@@ -230,7 +231,7 @@ def _estimate(
 
     Pairs of the `_sample` that share a match-key or a supporting key
     (``keyed_ids``, as ``min * n + max``) are taken as true (as in linkage); a
-    two-component mixture (`quality.fit_mixture`) fitted to the other pairs
+    two-component mixture (`mixture.fit_mixture`) fitted to the other pairs
     gives each its posterior, with these non-match anchors: each clustered
     sampled record's best candidate outside its cluster (0.7-5% of them true
     pairs the run missed, on the synthetic duplicates file; a record's best

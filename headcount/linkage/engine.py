@@ -36,14 +36,15 @@ from headcount.linkage.executor import (
     merge_candidates,
     plan_compare,
 )
-from headcount.linkage.matchkeys import (
+from headcount.linkage.keylinks import (
     KeyLinks,
     MatchKeyLevels,
     index_digests,
     key_digests,
     link_indexed,
 )
-from headcount.linkage.quality import QualityEstimate, estimate_output_quality
+from headcount.linkage.output_quality import estimate_output_quality
+from headcount.linkage.quality import QualityEstimate
 from headcount.linkage.schema import BlockingSpec
 from headcount.linkage.solve import EdgeBlock, cluster_parties
 
@@ -244,9 +245,9 @@ def link_parties(
     recall of each pair's links, match-key links included, are estimated
     from a fixed sample of its smaller side scored down to the floor against
     the other side's records no match-key link took (`_estimate`,
-    `quality.estimate_output_quality`), at the threshold the CLK links are
+    `output_quality.estimate_output_quality`), at the threshold the CLK links are
     cut at. With ``auto_threshold`` that threshold is the one maximising the
-    estimated F1, at least ``floor + quality.AUTO_MARGIN``; ``threshold``
+    estimated F1, at least ``floor + output_quality.AUTO_MARGIN``; ``threshold``
     is kept for a pair whose estimate cannot be fitted.
 
     Raises:
@@ -366,7 +367,7 @@ def _estimate(
     other side that no match-key link took (`_sample_candidates`): what is
     written for a sampled record is its match-key link if it has one, else
     its best CLK candidate among those records, if that reaches the
-    threshold. `quality.estimate_output_quality` turns that into precision
+    threshold. `output_quality.estimate_output_quality` turns that into precision
     and recall; with ``auto_threshold`` it also picks the threshold.
     """
     small_is_left = len(left) <= len(right)

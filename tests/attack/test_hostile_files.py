@@ -20,7 +20,7 @@ from headcount import config
 from headcount.audit import AuditEvent
 from headcount.errors import HeadcountError
 from headcount.federation import InitOptions, init_federation
-from headcount.linkage.schema import DEFAULT_SCHEMA_PATH, load_schema
+from headcount.linkage.schema_file import DEFAULT_SCHEMA_PATH, load_schema
 from headcount.queryfile import load_query_spec
 from headcount.synth import generate_population
 from party_node.data import load_department_file

@@ -226,7 +226,7 @@ def _with_schema_columns(src: Path, dst: Path, truth: pd.DataFrame, side: str) -
 def test_a_schema_names_the_columns_and_adds_fields(data: Path, tmp_path: Path) -> None:
     """schemas/intl-example.toml: address in three columns, a suburb, a reference
     number, no sex. Records whose names and date are wrong link by reference."""
-    from headcount.linkage.schema import DEFAULT_SCHEMA_PATH, load_schema
+    from headcount.linkage.schema_file import DEFAULT_SCHEMA_PATH, load_schema
     from headcount.linkfiles import read_options
 
     schema = load_schema(DEFAULT_SCHEMA_PATH.parent / "intl-example.toml")

@@ -20,13 +20,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headcount.linkage.clk import (
-    DEFAULT_SCHEMA,
-    ClkSchema,
-    FieldSpec,
-    encode_clks,
-    field_keys,
-)
+from headcount.linkage.clk import encode_clks, field_keys
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, ClkSchema, FieldSpec
 from headcount.linkage.dice import Candidates, dice_reference, score_pairs
 from headcount.linkage.normalise import Identity, normalise_identity
 from headcount.linkage.solve import match_one_to_one

@@ -25,17 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic_pairs import load_education_health
 
-from headcount.linkage import clk
-from headcount.linkage.clk import (
-    DEFAULT_SCHEMA,
-    SALT_SOURCES,
-    ClkSchema,
-    FieldSpec,
-    balance_permutation,
-    csprng,
-    encode_clks,
-    field_keys,
-)
+from headcount.linkage import clk_tokens
+from headcount.linkage.clk import balance_permutation, csprng, encode_clks, field_keys
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, SALT_SOURCES, ClkSchema, FieldSpec
 from headcount.linkage.normalise import Identity
 from headcount.synth import generate_population
 
@@ -290,8 +282,8 @@ def test_tokenising_arbitrary_text_matches_the_per_value_path(
     # Arbitrary Unicode, NULs and short values included: the code-point path
     # either gives exactly the per-value tokens or falls back to them.
     spec = FieldSpec(name, ngram, 1)
-    fast = _token_bags(clk._tokenise(spec, values), len(values))
-    slow = _token_bags(clk._tokens_python(spec, values), len(values))
+    fast = _token_bags(clk_tokens.tokenise(spec, values), len(values))
+    slow = _token_bags(clk_tokens._tokens_python(spec, values), len(values))
     assert fast == slow
 
 
@@ -299,10 +291,10 @@ def test_wide_alphabets_fall_back_to_the_per_value_path() -> None:
     # 4-grams over more than 2**16 distinct characters cannot pack into 64 bits.
     values = ["".join(chr(0x4E00 + 7 * i + j) for j in range(7)) for i in range(10_000)]
     spec = FieldSpec("last_name", 4, 1)
-    assert clk._tokens_numpy(spec, values) is None
-    assert clk._tokens_numpy(spec, ["a\x00b"]) is None
-    assert _token_bags(clk._tokenise(spec, values[:50]), 50) == _token_bags(
-        clk._tokens_python(spec, values[:50]), 50
+    assert clk_tokens._tokens_numpy(spec, values) is None
+    assert clk_tokens._tokens_numpy(spec, ["a\x00b"]) is None
+    assert _token_bags(clk_tokens.tokenise(spec, values[:50]), 50) == _token_bags(
+        clk_tokens._tokens_python(spec, values[:50]), 50
     )
 
 
@@ -377,10 +369,10 @@ _BY_HAND: list[tuple[str, int, str, set[str]]] = [
 def test_tokens_match_values_written_by_hand(
     name: str, n: int, value: str, expected: set[str]
 ) -> None:
-    from headcount.linkage.clk import _tokenise, _tokeniser
+    from headcount.linkage.clk_tokens import tokenise, tokeniser
 
     spec = FieldSpec(name, n, 10)
-    assert set(_tokeniser(spec)(value)) == expected
-    rows, ids, texts = _tokenise(spec, [value])  # the vectorised path
+    assert set(tokeniser(spec)(value)) == expected
+    rows, ids, texts = tokenise(spec, [value])  # the vectorised path
     assert {texts[i] for i in ids.tolist()} == expected
     assert set(rows.tolist()) == {0}

@@ -22,13 +22,8 @@ from hypothesis import strategies as st
 
 from headcount.linkage.dice import score_order, score_pairs
 from headcount.linkage.engine import LinkResult, link_parties
-from headcount.linkage.matchkeys import (
-    key_digests,
-    link_by_key_digests,
-    match_by_keys,
-    wire_digests,
-)
-from headcount.linkage.quality import AUTO_MARGIN
+from headcount.linkage.keylinks import key_digests, link_by_key_digests, match_by_keys, wire_digests
+from headcount.linkage.output_quality import AUTO_MARGIN
 from headcount.linkage.schema import BlockingSpec, LinkageSchema
 from headcount.linkage.solve import Edge, EdgeBlock, cluster_parties, cluster_records
 from headcount.linkfiles import link_files, read_options

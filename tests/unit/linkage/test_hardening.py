@@ -25,16 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic_pairs import load_education_health
 
-from headcount.linkage.clk import (
-    DEFAULT_SCHEMA,
-    ClkSchema,
-    FieldSpec,
-    balance_permutation,
-    csprng,
-    decoy_clks,
-    encode_clks,
-    fill_rates,
-)
+from headcount.linkage.clk import balance_permutation, csprng, decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, ClkSchema, FieldSpec
 from headcount.linkage.dice import Candidates, dice_reference, score_pairs
 from headcount.linkage.normalise import Identity
 from headcount.linkage.solve import match_one_to_one
@@ -366,7 +358,7 @@ def _best_f1(left: np.ndarray, right: np.ndarray, truth: frozenset[tuple[int, in
 
     Hardening moves scores (balanced filters score unrelated records near 0.6,
     folded ones lower everything), so each option is compared at its own best
-    threshold; choosing that threshold without ground truth is quality.py's job.
+    threshold; choosing that threshold without ground truth is output_quality.py's job.
     """
     links = match_one_to_one(score_pairs(left, right, FLOOR))
     best = 0.0
@@ -405,7 +397,7 @@ def _f1_with(sample: _Sample, schema: ClkSchema, decoy_share: float = 0.0) -> fl
 # decoys_10pct 0.998. On 10,000 people x 3 seeds (about 1,400 pairs each) every
 # option here stays within 0.0015 of plain at its own best threshold; at a
 # fixed threshold of 0.8, folding and flips cost 0.01-0.05 because they move
-# the scores, which is why thresholds must be re-chosen (quality.py) when
+# the scores, which is why thresholds must be re-chosen (output_quality.py) when
 # hardening is switched on.
 HARDENING_OPTIONS: dict[str, tuple[ClkSchema, float]] = {
     "balance": (ClkSchema(balance=True), 0.0),

@@ -19,13 +19,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headcount.linkage.keylinks import agreement_levels, match_by_keys
 from headcount.linkage.matchkeys import (
     COMPONENTS,
     DEFAULT_MATCH_KEYS,
     KEY_BYTES,
     MatchKeySpec,
-    agreement_levels,
-    match_by_keys,
     match_keys,
 )
 from headcount.linkage.normalise import Identity, normalise_identity

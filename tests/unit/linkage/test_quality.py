@@ -1,4 +1,4 @@
-"""Tests for headcount.linkage.quality: match quality estimated without ground truth.
+"""Tests for headcount.linkage.quality, .mixture and .output_quality: quality without truth.
 
 Three kinds of check: the EM recovers a mixture drawn from known parameters;
 on a synthetic population its estimates land near the precision and recall
@@ -19,27 +19,25 @@ import numpy as np
 import pytest
 from synthetic_pairs import load_education_health
 
-from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates, with_present_fields
+from headcount.linkage.clk import decoy_clks, encode_clks, fill_rates
+from headcount.linkage.clk_schema import with_present_fields
 from headcount.linkage.dedup import dedup_records
 from headcount.linkage.dice import Candidates, score_pairs
+from headcount.linkage.keylinks import agreement_levels
 from headcount.linkage.matchkeys import (
     EXTRA_MATCH_KEYS,
-    agreement_levels,
     derive_match_keys,
     derive_support_keys,
     match_keys,
     present_fields,
 )
+from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture
 from headcount.linkage.normalise import Identity
+from headcount.linkage.output_quality import AUTO_MARGIN, estimate_output_quality
 from headcount.linkage.quality import (
-    AUTO_MARGIN,
-    DEFAULT_FLOOR,
     QualityEstimate,
-    ScoreMixture,
     estimate_link_quality,
-    estimate_output_quality,
     estimate_quality,
-    fit_mixture,
     runner_up_scores,
 )
 from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, LinkageSchema

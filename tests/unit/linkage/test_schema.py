@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from headcount.errors import ConfigError
-from headcount.linkage.clk import DEFAULT_SCHEMA, ClkSchema, FieldSpec
+from headcount.linkage.clk_schema import DEFAULT_SCHEMA, ClkSchema, FieldSpec
 from headcount.linkage.matchkeys import DEFAULT_MATCH_KEYS, MatchKeySpec
-from headcount.linkage.schema import (
-    DEFAULT_LINKAGE_SCHEMA,
+from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA, BlockingSpec, LinkageSchema
+from headcount.linkage.schema_file import (
     DEFAULT_SCHEMA_PATH,
-    BlockingSpec,
-    LinkageSchema,
     dumps_schema,
     load_schema,
     parse_schema,
@@ -247,7 +245,8 @@ def test_optional_sections_take_their_defaults() -> None:
 
 
 def test_the_input_table_names_columns_and_reads_back(tmp_path: Path) -> None:
-    from headcount.linkage.schema import DEFAULT_SCHEMA_PATH, InputSpec
+    from headcount.linkage.schema import InputSpec
+    from headcount.linkage.schema_file import DEFAULT_SCHEMA_PATH
 
     intl = load_schema(DEFAULT_SCHEMA_PATH.parent / "intl-example.toml")
     assert intl.input.mapping()["address"] == ("street_number", "address_1", "address_2")

@@ -1,0 +1,267 @@
+"""The quality of what a run writes: match-key links plus CLK links, without ground truth.
+
+What a run writes (`estimate_output_quality`, used by `engine.link_parties`)
+----------------------------------------------------------------------------
+
+For a pair of parties a run writes two kinds of link: match-key links, taken
+first, and then CLK links between the records match-keys left, greedily one
+to one, at Dice >= the threshold. The estimate follows the same steps on a
+sample of the smaller side, each sampled record scored against every record
+of the other side that no match-key link took:
+
+* **Match-key links are counted as true.** They agree exactly on names and
+  a date of birth or a reference number; a wrong one (namesakes born on one
+  day at one address) scores like a right one, so no estimate from scores
+  could see it. On the synthetic profiles every one was right.
+* **The CLK links of the other records** (each record's best candidate, one
+  to one) are fitted by the mixture below; each gets its posterior ``g``.
+* **Anchors** show the fit what a non-matching link scores: each record
+  whose partner is known (held by a match-key, or linked at exactly 1, which
+  a non-match never scores) takes its best candidate that no link holds with
+  a higher score (`_anchors`). That is what its link would be without its
+  partner, competition included: records with many bits set are the best
+  chance candidate of many records at once, and anchors that ignored this
+  ran 0.02 above the non-matching links they stand for.
+* **Precision** at ``t`` is ``(K + sum of g over links >= t) / (K + links
+  >= t)``, ``K`` the sampled records a match-key links.
+* **Recall** is relative to every sampled record with a true partner on the
+  other side: ``K``, plus the sum of ``g`` over *all* CLK links (a match
+  whose link scores below ``t`` is a match not written), plus the partners
+  no record links to at all (`_lost_matches`: a partner outscored by the
+  record's best chance pair; each true link at ``s`` stands for ``1 / G(s)``
+  partners scoring about ``s``, ``G`` the chance of beating the best
+  non-match). With the floor at 0.5, below any record's best chance pair,
+  matches scoring under the floor are in this last group too.
+* **The automatic threshold** is the multiple of 0.001 maximising the
+  estimated F1 (``2 precision recall / (precision + recall)``), at least
+  `AUTO_MARGIN` above the floor, where the non-match component is least sure.
+
+What it misses, measured against the truth of what link-files wrote (the UK
+synthetic profile it was built on; the non-UK profile of
+`headcount.tools.intl_profile`, 2,000-20,000 people, three seeds; the UK
+people re-recorded with `headcount.tools.corrupt`, heavy errors and swapped
+names in one file): precision within 0.6 of a point, recall 0.0-1.2 of a
+point high (intl 0.4-0.7, UK 0.0-0.9, heavy-error 1.0-1.2). Recall runs high
+because some true matches score among the chance pairs (0.55-0.65), where a
+beta's left tail puts too few of them; their number is not identifiable from
+the scores alone (runner-up gaps, per-record chance tails and a flat extra
+match component were tried: each moved the estimate by profile-dependent
+amounts, none consistently toward the truth). Held out (FEBRL4, 5,000 x
+5,000): precision and recall within 0.3 of a point at the automatic threshold.
+
+The sample (`engine.QUALITY_SAMPLE_ROWS` records) competes only within itself
+for candidates: on a large side its non-matching links score a little higher
+than the full run's, so precision errs low there. Each pair of parties is
+estimated alone: with three or more, the pairs a cluster joins through a
+third party are not in its estimate (UK profile, four departments: up to 3.6
+points of precision on a pair of a hundred people, under 1 on larger pairs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from headcount.linkage.beta import MIN_WEIGHT, beta_logpdf
+from headcount.linkage.dice import Candidates
+from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture, prepare_scores
+from headcount.linkage.quality import QualityEstimate, runner_up_scores
+from headcount.linkage.solve import match_one_to_one
+
+__all__ = ["AUTO_MARGIN", "MIN_ANCHORS", "estimate_output_quality"]
+
+# An automatic threshold is never within this of the floor: the fit's
+# non-match component is cut at the floor, and is least sure just above it.
+AUTO_MARGIN = 0.05
+_GRID_STEPS = 1000  # automatic thresholds are multiples of 1 / _GRID_STEPS
+# Below this many anchors from records whose partner is known, runner-ups
+# join them (`estimate_output_quality`).
+MIN_ANCHORS = 50
+# Grid for the non-match distribution in `_lost_matches`, and the least
+# chance of beating the best non-match it believes.
+_GRID = 2000
+_MIN_BEAT = 0.05
+
+
+def estimate_output_quality(
+    candidates: Candidates,
+    keyed: np.ndarray,
+    floor: float = DEFAULT_FLOOR,
+    *,
+    threshold: float,
+    auto_threshold: bool = False,
+    lowest_threshold: float | None = None,
+) -> QualityEstimate:
+    """Estimate precision and recall of what a run writes: match-key links plus CLK links.
+
+    Args:
+        candidates: for each sampled record of one side (``left``, numbered
+            ``0 .. len(keyed) - 1``), its best candidates scoring >= ``floor``
+            among the other side's records that no match-key link took
+            (``right``: any ids of those records).
+        keyed: bool per sampled record: does a match-key link hold it.
+        floor: the floor ``candidates`` were cut at, in (0, 1).
+        threshold: the Dice threshold CLK links are cut at, in [floor, 1].
+        auto_threshold: instead pick the threshold maximising the estimated
+            F1 among multiples of 0.001 >= ``lowest_threshold`` (ties to the
+            highest); ``threshold`` is kept when no link scores that high.
+        lowest_threshold: the lowest threshold picked, in [floor, 1]; default
+            ``floor + AUTO_MARGIN``.
+
+    Returns:
+        The estimate at the threshold used (its ``threshold``); see the module
+        docstring for what it counts and how.
+
+    Raises:
+        ValueError: ``keyed`` is not a non-empty bool array, a candidate names
+            a sampled record outside it, or a threshold is out of range.
+    """
+    prepare_scores(np.array([floor]), floor)  # checks the floor
+    flags = np.asarray(keyed)
+    if flags.ndim != 1 or flags.dtype != np.bool_ or len(flags) == 0:
+        raise ValueError("keyed must be a non-empty bool array, one entry per sampled record")
+    if len(candidates) and int(candidates.left.max()) >= len(flags):
+        raise ValueError("a candidate names a sampled record outside keyed")
+    if not floor <= threshold <= 1.0:
+        raise ValueError("threshold must be in [floor, 1]")
+    lowest = floor + AUTO_MARGIN if lowest_threshold is None else lowest_threshold
+    if not floor <= lowest <= 1.0:
+        raise ValueError("lowest_threshold must be in [floor, 1]")
+    parts = _output_parts(candidates, flags, floor)
+    return _output_estimate(parts, threshold, lowest if auto_threshold else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _OutputParts:
+    """What `estimate_output_quality` fits and sums (counts are per sample)."""
+
+    keyed: int  # sampled records a match-key links, each taken as a true link
+    records: int  # sampled records
+    scores: np.ndarray  # CLK link score of each other record that has one, descending
+    gamma: np.ndarray  # posterior that each of those links is a true match
+    lost: float  # expected true matches that are no record's link
+    model: ScoreMixture | None
+
+
+def _output_parts(candidates: Candidates, keyed: np.ndarray, floor: float) -> _OutputParts:
+    rows = len(keyed)
+    k = int(keyed.sum())
+    open_rows = ~keyed[candidates.left]
+    free = Candidates(
+        candidates.left[open_rows], candidates.right[open_rows], candidates.score[open_rows]
+    )
+    links = match_one_to_one(free)
+    scores = np.sort(links.score)[::-1]
+    if not len(scores) or bool(np.all(scores >= 1.0)):
+        gamma = np.ones(len(scores))
+        return _OutputParts(k, rows, scores, gamma, 0.0, None)
+    # Records whose partner is known: a match-key holds them, or their link
+    # scores exactly 1 (identical encodings; never a non-match).
+    sure = keyed.copy()
+    sure[links.left[links.score >= 1.0]] = True
+    anchors = _anchors(candidates, sure, links)
+    if len(anchors) < MIN_ANCHORS:
+        # Too few such records to show what a non-match looks like: add the
+        # runner-ups of the others (second-best chance scores, a little low
+        # for a non-matching link).
+        runner_ups, _ = runner_up_scores(free, links)
+        anchors = np.concatenate((anchors, runner_ups[runner_ups < 1.0]))
+    model, gamma = fit_mixture(scores, floor, nonmatch_scores=anchors)
+    lost = _lost_matches(model, scores, gamma)
+    return _OutputParts(k, rows, scores, gamma, lost, model)
+
+
+def _anchors(candidates: Candidates, sure: np.ndarray, links: Candidates) -> np.ndarray:
+    """What the CLK link of each record whose partner is known would score
+    without that partner: a non-match.
+
+    Its best candidate but the partner is a chance pair (or a relative);
+    but the other records' links compete for the same candidates, and a
+    record whose best candidate was taken by a better link gets its next
+    best. Records with many bits set are the best chance candidate of many
+    records at once, so this matters: without it, anchors ran 0.02 above
+    the non-matching links they stand for (intl profile, 5,000 people). So
+    each such record takes its best candidate that no link holds with a
+    higher score, as if it alone were added to the one-to-one solve; its
+    own partner (taken by a match-key, or its own link at 1) never
+    qualifies.
+    """
+    on_sure = sure[candidates.left]
+    left, right = candidates.left[on_sure], candidates.right[on_sure]
+    score = candidates.score[on_sure]
+    if len(links):
+        held = np.zeros(int(max(right.max(initial=0), links.right.max())) + 1)
+        held[links.right] = links.score
+        free = score > held[right]
+        left, score = left[free], score[free]
+    order = np.lexsort((-score, left))
+    left, score = left[order], score[order]
+    best = score[np.r_[True, left[1:] != left[:-1]]] if len(left) else score
+    # A score of exactly 1 is a second record of the same person on the
+    # other side, not a chance pair: it says nothing about non-matches.
+    out: np.ndarray = best[best < 1.0]
+    return out
+
+
+def _lost_matches(model: ScoreMixture, scores: np.ndarray, gamma: np.ndarray) -> float:
+    """Expected matches that are no record's link: the partner scored below a chance pair.
+
+    A record's link is its true partner when the partner outscores the
+    record's best non-match, which happens with probability ``G(s)`` for a
+    partner scoring ``s`` (``G``: the non-match component's distribution).
+    So each true link at ``s`` stands for ``1 / G(s)`` records with a
+    partner scoring about ``s``, of whom ``1 / G(s) - 1`` lost theirs. Only
+    links more likely matches than not are counted: below that the
+    posterior rests on the far tail of the match component, and a sum of
+    many small posteriors times large ``1 / G`` would be that tail's guess
+    (measured: 7 lost partners where there was 1, on 61 links).
+    """
+    seen = (scores < 1.0) & (gamma >= 0.5)
+    if not bool(seen.any()):
+        return 0.0
+    x, _ = prepare_scores(scores[seen], model.floor)
+    grid = (np.arange(_GRID) + 0.5) / _GRID
+    density = np.exp(beta_logpdf(np.log(grid), np.log1p(-grid), *model.nonmatch_shape))
+    cdf = np.cumsum(density) / density.sum()
+    beaten = np.maximum(np.interp(x, grid, cdf), _MIN_BEAT)
+    return float(np.sum(gamma[seen] * (1.0 - beaten) / beaten))
+
+
+def _output_estimate(
+    parts: _OutputParts, threshold: float, lowest: float | None
+) -> QualityEstimate:
+    """The estimate at ``threshold``, or at the best cut >= ``lowest`` when given."""
+    s, g = parts.scores, parts.gamma
+    k = float(parts.keyed)
+    matches = k + float(g.sum()) + parts.lost
+    kept = k + np.cumsum(g)
+    precision = kept / (k + np.arange(1, len(s) + 1, dtype=np.float64))
+    recall = kept / max(matches, MIN_WEIGHT)
+    f1 = 2.0 * precision * recall / np.maximum(precision + recall, MIN_WEIGHT)
+    chosen = float(threshold)
+    if lowest is not None and bool((s >= lowest).any()):
+        # A grid of round thresholds (Dice scores of 1024-bit filters are
+        # some 0.002 apart, so 0.001 loses nothing), highest first so that
+        # ties go to the smaller link set.
+        grid = np.arange(_GRID_STEPS, math.ceil(lowest * _GRID_STEPS - 1e-9) - 1, -1)
+        kept_at = np.searchsorted(-s, -grid / _GRID_STEPS, side="right") - 1
+        scores = np.where(kept_at >= 0, f1[np.maximum(kept_at, 0)], -1.0)
+        chosen = round(float(grid[int(np.argmax(scores))]) / _GRID_STEPS, 3)
+    at = int(np.searchsorted(-s, -chosen, side="right")) - 1
+    if at < 0:  # no CLK link kept: the match-key links alone
+        p, r = 1.0, (k / matches if matches > MIN_WEIGHT else 1.0)
+    else:
+        p, r = float(precision[at]), float(recall[at])
+    p, r = min(1.0, p), min(1.0, r)
+    model = parts.model
+    return QualityEstimate(
+        threshold=chosen,
+        est_precision=p,
+        est_recall=r,
+        est_f1=2.0 * p * r / (p + r) if p + r > 0.0 else 0.0,
+        match_share=min(1.0, matches / parts.records),
+        converged=True if model is None else model.converged,
+        iterations=0 if model is None else model.iterations,
+    )
