@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from coordinator.alignment import (
+    Sent,
+    fills_for,
+    household_align,
+    person_align,
+    read_signed,
+)
 from coordinator.nodes import CHUNK_RECORDS, NodeClients
 from coordinator.planner import Hop, Plan
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
-from headcount.crypto.signed_sets import HopStatement, ciphertext_hash
 from headcount.errors import InvalidRequest
-from headcount.linkage.households import household_flag_sources
 from headcount.measures import Packing, clamp_noise, make_packing
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
@@ -28,67 +33,6 @@ log = logging.getLogger(__name__)
 
 # Set hashes per message (32 bytes each: 3.2 MB, under the default 16 MiB limit).
 HASHES_PER_MESSAGE = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    """What a sender handed on: its records' ciphertexts by token, its E(0)
-    fills for the next hop, and its signed statement over all of them."""
-
-    records: dict[bytes, bytes]
-    fills: list[bytes]
-    statement: HopStatement
-    # A household chain's origin: its flags by keyed household, cap copies each.
-    households: dict[bytes, list[bytes]] = field(default_factory=dict)
-
-    def hashes(self) -> list[bytes]:
-        """The set's SHA-256 hashes in increasing order, as the receiver checks them."""
-        flags = [c for copies in self.households.values() for c in copies]
-        return sorted(ciphertext_hash(c) for c in [*self.records.values(), *flags, *self.fills])
-
-
-def _read_signed(
-    party: str,
-    key: paillier.PublicKey,
-    chunks: Sequence[party_node_pb2.CiphertextChunk],
-    tokens: Sequence[bytes] | None,
-) -> _Sent:
-    """A sender's reply stream: record chunks numbered from 0 (with tokens from
-    an origin; in the order sent, ``tokens``, from a filter node), then fills,
-    then its statement on the last chunk. InvalidRequest if malformed."""
-    records: dict[bytes, bytes] = {}
-    households: dict[bytes, list[bytes]] = {}
-    cts: list[bytes] = []
-    fills: list[bytes] = []
-    statement = None
-    width = key.ciphertext_bytes
-    for seq, chunk in enumerate(chunks):
-        if chunk.seq != seq or statement is not None:
-            raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")
-        if tokens is None:
-            labels = chunk.household_keys if chunk.household_keys else chunk.tokens
-            if (chunk.household_keys and chunk.tokens) or len(labels) != len(chunk.ciphertexts):
-                raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")
-            if chunk.household_keys:
-                for hh, c in zip(chunk.household_keys, chunk.ciphertexts, strict=True):
-                    households.setdefault(hh, []).append(c)
-            else:
-                records.update(zip(chunk.tokens, chunk.ciphertexts, strict=True))
-        cts.extend(chunk.ciphertexts)
-        fills.extend(chunk.fills)
-        if chunk.HasField("statement"):
-            if not chunk.last:
-                raise InvalidRequest(f"{party}: a statement before its last chunk")
-            statement = cv.statement_from_pb(chunk.statement)
-    if statement is None:
-        raise InvalidRequest(f"{party}: its reply ended without a signed statement")
-    if any(len(c) != width for c in cts) or any(len(c) != width for c in fills):
-        raise InvalidRequest(f"{party}: a ciphertext of the wrong width")
-    if tokens is not None:
-        if len(cts) != len(tokens):
-            raise InvalidRequest(f"{party}: returned {len(cts)} of {len(tokens)}")
-        records = dict(zip(tokens, cts, strict=True))
-    return _Sent(records, fills, statement, households)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,50 +75,15 @@ class HopExecutor:
         )
 
     def _household_align(
-        self, epoch_id: str, prev: str, sent: _Sent, hop: Hop, tokens: Sequence[bytes]
+        self, epoch_id: str, prev: str, sent: Sent, hop: Hop, tokens: Sequence[bytes]
     ) -> list[bytes]:
-        """The next node's ciphertexts for a household link, in its token order.
-
-        Each of its records in a resolved household takes the flag of the one
-        raw household of ``prev`` that household draws on
-        (``household_flag_sources``), while copies last: at most
-        ``household_cap`` records per household (the first in token order,
-        which is random), the bound the query's sensitivity is charged for.
-        Every other position takes one of the origin's signed E(0) fills.
-        Nothing is computed here: the next node checks every ciphertext
-        against the origin's signed set.
-        """
-        raw = self.store.households(epoch_id, prev)
-        resolved = self.store.resolved_households(epoch_id, prev, raw)
-        # A person's further records (dedup) do not choose a household again.
-        again = self.store.duplicates(epoch_id, prev)
-        keyed = [t for t in raw if t not in again]
-        sources = household_flag_sources(
-            [raw[t] for t in keyed], [resolved.get(t, b"") for t in keyed]
-        )
-        next_hh = self.store.resolved_households(epoch_id, hop.party)
         cap = self.federation.privacy.household_cap
-        taken: dict[bytes, int] = {}
-        fills = iter(sent.fills)
-        out: list[bytes] = []
-        for t in tokens:
-            hh = next_hh.get(t, b"")
-            copies = sent.households.get(sources.get(hh, b""), [])
-            k = taken.get(hh, 0)
-            if k < min(cap, len(copies)):
-                taken[hh] = k + 1
-                out.append(copies[k])
-                continue
-            fill = next(fills, None)
-            if fill is None:
-                raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
-            out.append(fill)
-        return out
+        return household_align(self.store, cap, epoch_id, prev, sent, hop, tokens)
 
     def _hop_requests(
         self,
         header: party_node_pb2.HopHeader,
-        sent: _Sent,
+        sent: Sent,
         tokens: Sequence[bytes],
         aligned: Sequence[bytes],
         leftovers: Sequence[bytes] = (),
@@ -213,7 +122,7 @@ class HopExecutor:
         key: paillier.PublicKey,
         hop: Hop,
         records: int,
-        sent: _Sent,
+        sent: Sent,
         *,
         fill_count: int = 0,
         unlinked_cell: bool = False,
@@ -232,34 +141,6 @@ class HopExecutor:
         )
         header.sender.CopyFrom(cv.statement_to_pb(sent.statement))
         return header
-
-    def _person_align(
-        self, epoch_id: str, prev: str, sent: _Sent, hop: Hop, tokens: Sequence[bytes]
-    ) -> list[bytes]:
-        """The next node's ciphertexts, in its token order: the linked record's
-        ciphertext of the previous hop, else one of its signed E(0) fills, each
-        used once. Nothing here is computed: the next node checks every one
-        against the previous hop's signed set (headcount.crypto.signed_sets)."""
-        link = self.store.linked(epoch_id, prev, hop.party)
-        fills = iter(sent.fills)
-        out: list[bytes] = []
-        for t in tokens:
-            source = link.get(t)
-            if source is not None:
-                out.append(sent.records[source])
-                continue
-            fill = next(fills, None)
-            if fill is None:
-                raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
-            out.append(fill)
-        return out
-
-    def _fills_for(self, epoch_id: str, plan: Plan, index: int) -> int:
-        """E(0) fills the sender at ``index`` signs for the next hop: one per record
-        of the next node (0 for the grouping node, which hands on sums)."""
-        if index + 1 >= len(plan.hops):
-            return 0
-        return self.store.epoch(epoch_id).records[plan.hops[index + 1].party]
 
     def execute(
         self,
@@ -292,13 +173,13 @@ class HopExecutor:
                         group_by=packing.group_by,
                         measure_attribute=packing.measure_attribute,
                         layout=cv.packing_to_pb(packing),
-                        fill_count=self._fills_for(epoch_id, plan, 0),
+                        fill_count=fills_for(self.store, epoch_id, plan, 0),
                     ),
                     timeout=self.nodes.timeout_s,
                 )
             ),
         )
-        sent = _read_signed(origin.party, key, chunks, None)
+        sent = read_signed(origin.party, key, chunks, None)
         if origin.per_household:
             cap = self.federation.privacy.household_cap
             keys = set(self.store.households(epoch_id, origin.party).values())
@@ -318,9 +199,17 @@ class HopExecutor:
         for index, hop in enumerate(plan.hops[1:-1], start=1):
             tokens = self.store.tokens(epoch_id, hop.party)
             if hop.link == "person":
-                aligned = self._person_align(epoch_id, prev, sent, hop, tokens)
+                aligned = person_align(self.store, epoch_id, prev, sent, hop, tokens)
             else:
-                aligned = self._household_align(epoch_id, prev, sent, hop, tokens)
+                aligned = household_align(
+                    self.store,
+                    self.federation.privacy.household_cap,
+                    epoch_id,
+                    prev,
+                    sent,
+                    hop,
+                    tokens,
+                )
             header = self._header(
                 query_id,
                 epoch_id,
@@ -330,7 +219,7 @@ class HopExecutor:
                 hop,
                 len(tokens),
                 sent,
-                fill_count=self._fills_for(epoch_id, plan, index),
+                fill_count=fills_for(self.store, epoch_id, plan, index),
             )
             requests = self._hop_requests(header, sent, tokens, aligned)
 
@@ -341,7 +230,7 @@ class HopExecutor:
                 return list(stub.ApplyPredicate(requests, timeout=self.nodes.timeout_s))
 
             replies = self.nodes.call(hop.party, apply)
-            sent = _read_signed(hop.party, key, replies, tokens)
+            sent = read_signed(hop.party, key, replies, tokens)
             prev = hop.party
 
         # Final hop: the grouping node sums per category.
@@ -349,7 +238,7 @@ class HopExecutor:
         group_tokens = self.store.tokens(epoch_id, last.party)
         leftovers: list[bytes] = []
         if last.link == "person":
-            aligned = self._person_align(epoch_id, prev, sent, last, group_tokens)
+            aligned = person_align(self.store, epoch_id, prev, sent, last, group_tokens)
             if plan.unlinked_cell:
                 # Records of the previous hop with no link into the grouping
                 # department form their own cell, so the table adds up; each
@@ -359,7 +248,15 @@ class HopExecutor:
                 skip.update(self.store.duplicates(epoch_id, prev))
                 leftovers = [c for t, c in sent.records.items() if t not in skip]
         else:
-            aligned = self._household_align(epoch_id, prev, sent, last, group_tokens)
+            aligned = household_align(
+                self.store,
+                self.federation.privacy.household_cap,
+                epoch_id,
+                prev,
+                sent,
+                last,
+                group_tokens,
+            )
         header = self._header(
             query_id,
             epoch_id,

@@ -62,7 +62,7 @@ class Release:
     def frame(self) -> pd.DataFrame:
         """Cells then margins in one frame, as the CSV and JSON exports write them."""
         out = pd.concat([self.table, self.margins], ignore_index=True)
-        out.attrs = dict(self.table.attrs)
+        out.attrs.update(self.table.attrs)
         return out
 
 
@@ -153,7 +153,8 @@ class Client:
         }
         table = frame[~margin].reset_index(drop=True)
         margins = frame[margin].reset_index(drop=True)
-        table.attrs, margins.attrs = dict(attrs), dict(attrs)
+        table.attrs.update(attrs)
+        margins.attrs.update(attrs)
         return Release(
             query_id=reply.query_id,
             epoch_id=reply.epoch_id,

@@ -1,12 +1,12 @@
 """A query's hops at a node: encrypt (as origin), filter (keep or replace by
-E(0)) and group (sum per category), each only for announced work."""
+E(0)) and group (sum per category), each only for announced work; what
+arrives is checked in party_node.inbound."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -18,13 +18,11 @@ from headcount.crypto.signed_sets import (
     GROUP_OUTPUT,
     ORIGIN_SET,
     HopStatement,
-    SetCheck,
     ciphertext_hash,
     set_digest,
     sign_hop,
-    verify_hop,
 )
-from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
+from headcount.errors import InvalidRequest, PolicyRefused
 from headcount.measures import ALL_GROUP, Packing, PackingRequest, make_packing
 from headcount.privacy.accountant import PeriodLedger
 from headcount.privacy.sensitivity import NoisePlan
@@ -39,56 +37,18 @@ from headcount.tls import load_private_key
 from party_node.data import DepartmentData
 from party_node.encode import Encoder
 from party_node.ids import check_id
+from party_node.inbound import (
+    HopHeader,
+    HopItem,
+    Inbound,
+    LeftoversIn,
+    check_fills,
+)
 from party_node.keys import NodeKeys
 from party_node.replica import Replica
 from party_node.store import NodeStore
 
 log = logging.getLogger(__name__)
-
-# The most E(0) fills a sender adds for the next hop: the largest department.
-MAX_FILLS = 50_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkIn:
-    """One chunk of a hop's stream: ciphertexts for this node's tokens."""
-
-    seq: int
-    tokens: Sequence[bytes]
-    ciphertexts: Sequence[bytes]
-    last: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetHashesIn:
-    """Part of the previous hop's signed set (hashes in increasing order)."""
-
-    hashes: Sequence[bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class LeftoversIn:
-    """Previous-hop ciphertexts of records with no link here, for the unlinked cell."""
-
-    ciphertexts: Sequence[bytes]
-
-
-HopItem = ChunkIn | SetHashesIn | LeftoversIn
-
-
-@dataclass(frozen=True, slots=True)
-class HopHeader:
-    query_id: str
-    epoch_id: str
-    origin_key: paillier.PublicKey
-    group_by: str
-    filters: tuple[Predicate, ...]
-    epsilon: float
-    expected_records: int
-    purpose: str
-    fill_count: int = 0
-    sender: HopStatement | None = None
-    unlinked_cell: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +94,7 @@ class Hops:
         self.federation, self.config, self.name = federation, config, name
         self.store, self.ledger, self.keys = store, ledger, keys
         self.replica, self.encoder = replica, encoder
+        self.inbound = Inbound(federation, config, name, store, keys, replica)
 
     def encrypt_indicators(
         self,
@@ -165,7 +126,7 @@ class Hops:
         node, so a flag moves a count by at most the cap the noise is sized for.
         """
         check_id("query_id", query_id)
-        _check_fills(fill_count)
+        check_fills(fill_count)
         body = self.replica.check_query_announced(query_id, epsilon, purpose)
         plan = self.replica.noise_plan(body)
         check_predicates(
@@ -274,105 +235,6 @@ class Hops:
             raise PolicyRefused("the slot layout is not the one this node derives for the query")
         return own
 
-    def check_hop_header(self, h: HopHeader) -> tuple[tuple[str, ...], SetCheck]:
-        """Validate a hop before any ciphertext is read.
-
-        Returns the groups (if any) and the check of the previous hop's signed
-        set (headcount.crypto.signed_sets).
-        """
-        check_id("query_id", h.query_id)
-        _check_fills(h.fill_count)
-        body = self.replica.check_query_announced(h.query_id, h.epsilon, h.purpose)
-        if h.origin_key.n == self.keys.public.n:
-            # We hold this key: we could read every per-record value. Refuse.
-            raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
-        groups = (
-            check_group_by(
-                self.name,
-                self.config.approved_attributes,
-                h.group_by,
-                department=self.config.department,
-            )
-            if h.group_by
-            else (ALL_GROUP,)
-        )
-        if h.unlinked_cell:
-            groups = (*groups, unlinked_group(self.name))
-        check_predicates(
-            self.name, self.config.approved_attributes, h.filters, department=self.config.department
-        )
-        epoch = self.store.epoch(h.epoch_id)
-        if h.expected_records != epoch.records:
-            raise InvalidRequest(
-                f"expected_records {h.expected_records} != "
-                f"{epoch.records} records in epoch {h.epoch_id}"
-            )
-        return groups, self._sender_check(h, body)
-
-    def _sender_check(self, h: HopHeader, body: Mapping[str, Any]) -> SetCheck:
-        parties = [str(p) for p in body.get("parties") or ()]
-        if self.name not in parties[1:]:
-            raise PolicyRefused(f"query {h.query_id} does not pass through {self.name}")
-        index = parties.index(self.name)
-        sender = parties[index - 1]
-        if h.sender is None:
-            raise InvalidProof(f"no signed set from {sender}, the previous hop")
-        stage = ORIGIN_SET if index == 1 else FILTER_SET
-        verify_hop(h.sender, h.query_id, sender, stage, ca_cert=self.federation.ca_cert)
-        return SetCheck(sender)
-
-    def _hop_records(
-        self, h: HopHeader, items: Iterator[HopItem], check: SetCheck
-    ) -> Iterator[tuple[int, list[tuple[int, int]], bool]]:
-        """Check a hop's stream and yield (seq, [(row, ciphertext)], last) per chunk.
-
-        The previous hop's signed set comes first; every token of the epoch
-        must then arrive exactly once, in chunks numbered from 0, each
-        ciphertext in range for the origin's key, in the signed set and not
-        seen before; anything else raises InvalidRequest (InvalidProof,
-        InvalidCiphertext) naming the chunk. Stops after the last chunk.
-        """
-        tokens, rows = self.store.token_rows(h.epoch_id)
-        row_of = dict(zip(tokens, rows, strict=True))
-        seen: set[bytes] = set()
-        expected_seq = 0
-        for item in items:
-            if isinstance(item, SetHashesIn):
-                if expected_seq:
-                    raise InvalidRequest("set hashes where none are expected")
-                check.add_hashes(item.hashes)
-                continue
-            if not isinstance(item, ChunkIn):
-                raise InvalidRequest("leftovers before the last chunk")
-            if expected_seq == 0 and h.sender is not None:
-                check.seal(h.sender.digest)
-            seq, toks, cts, last = item.seq, item.tokens, item.ciphertexts, item.last
-            if seq != expected_seq:
-                raise InvalidRequest(f"chunk {seq} arrived where chunk {expected_seq} was expected")
-            expected_seq += 1
-            if len(toks) != len(cts):
-                raise InvalidRequest(f"chunk {seq}: {len(toks)} tokens but {len(cts)} ciphertexts")
-            out = []
-            for tok, ct in zip(toks, cts, strict=True):
-                row = row_of.get(tok)
-                if row is None:
-                    raise InvalidRequest(
-                        f"chunk {seq}: a token that is not this node's in the epoch"
-                    )
-                if tok in seen:
-                    raise InvalidRequest(f"chunk {seq}: a token sent twice")
-                seen.add(tok)
-                check.take(ct)
-                out.append((row, paillier.from_bytes(h.origin_key, ct)))
-            # Checked before the last chunk is handed on, so a hop is charged
-            # (on its last chunk) only once the whole stream has proved valid.
-            if last and len(seen) != h.expected_records:
-                raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
-            yield seq, out, last
-            if last:
-                return
-        raise InvalidRequest("stream ended before the last chunk")
-
     def _data_for(self, h: HopHeader) -> DepartmentData:
         return self.encoder.data(self.store.epoch(h.epoch_id).data_sha256)
 
@@ -393,7 +255,7 @@ class Hops:
         last chunk also carries ``h.fill_count`` E(0) fills for the next hop
         and this node's signed statement over its whole output set.
         """
-        _, check = self.check_hop_header(h)
+        _, check = self.inbound.check_header(h)
         stream = iter(items)
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
@@ -401,7 +263,7 @@ class Hops:
         # Draws on the origin key's randomiser pool if _warm_pools started one.
         enc = self.keys.peer_encryptor(key)
         hashes: list[bytes] = []
-        for seq, records, last in self._hop_records(h, stream, check):
+        for seq, records, last in self.inbound.records(h, stream, check):
             kept = enc.rerandomise([c for _, c in records])
             zeros = iter(enc.encrypt_zeros(sum(1 for r, _ in records if not keep[r])))
             out = paillier.to_bytes_batch(
@@ -432,14 +294,14 @@ class Hops:
         (previous-hop records with no link here, each checked against the
         signed set like every other ciphertext) are summed into their own cell.
         """
-        groups, check = self.check_hop_header(h)
+        groups, check = self.inbound.check_header(h)
         stream = iter(items)
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
         values = data.attributes[h.group_by].tolist() if h.group_by else None
         key = h.origin_key
         acc: dict[str, list[int]] = {g: [] for g in groups}
-        for _, records, _ in self._hop_records(h, stream, check):
+        for _, records, _ in self.inbound.records(h, stream, check):
             for row, c in records:
                 # Records failing this node's predicate contribute E(0): they
                 # are simply left out of every sum.
@@ -459,8 +321,3 @@ class Hops:
         fresh = self.keys.peer_encryptor(key).rerandomise(sums)
         out = [(g, paillier.to_bytes(key, c)) for g, c in zip(groups, fresh, strict=True)]
         return GroupedOutput(out, self._sign(h.query_id, GROUP_OUTPUT, digest_groups(out)))
-
-
-def _check_fills(count: int) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_FILLS:
-        raise InvalidRequest(f"fill_count must be 0 to {MAX_FILLS}")

@@ -35,7 +35,8 @@ from headcount.query import Predicate
 from party_node.ceremony import CeremonyParticipant
 from party_node.data import DepartmentData
 from party_node.encode import MATCH_KEY_BYTES, TOKEN_BYTES, EncodedEpoch, Encoder
-from party_node.hops import GroupedOutput, HopHeader, HopItem, Hops, SignedOutput
+from party_node.hops import GroupedOutput, Hops, SignedOutput
+from party_node.inbound import HopHeader, HopItem
 from party_node.keys import NodeKeys
 from party_node.release import MAX_GROUPS, Decrypted, DecryptInput, Release
 from party_node.replica import Replica

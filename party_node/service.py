@@ -13,7 +13,8 @@ from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
-from party_node.hops import ChunkIn, HopItem, LeftoversIn, SetHashesIn, SignedOutput
+from party_node.hops import SignedOutput
+from party_node.inbound import ChunkIn, HopItem, LeftoversIn, SetHashesIn
 from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000

@@ -83,17 +83,15 @@ def _on_alignment(
 ) -> Tamper:
     def install(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
         key = fed.coordinator.coordinator.executor.origin_key(origin)
-        for name in ("_person_align", "_household_align"):
-            real = getattr(HopExecutor, name)
+        for name in ("person_align", "household_align"):
+            real = getattr(executor_module, name)
 
-            def tampered(
-                self: HopExecutor, *args: Any, real: Any = real, **kwargs: Any
-            ) -> list[bytes]:
-                out: list[bytes] = real(self, *args, **kwargs)
+            def tampered(*args: Any, real: Any = real, **kwargs: Any) -> list[bytes]:
+                out: list[bytes] = real(*args, **kwargs)
                 change(key, out)
                 return out
 
-            monkeypatch.setattr(HopExecutor, name, tampered)
+            monkeypatch.setattr(executor_module, name, tampered)
 
     return install
 

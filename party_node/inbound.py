@@ -1,0 +1,191 @@
+"""What arrives at a filter or grouping node: a hop's header and stream, checked
+before any ciphertext is used (announced query, own tokens once each, every
+ciphertext in the previous hop's signed set and taken once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from headcount.config import FederationConfig, PartyConfig
+from headcount.crypto import paillier
+from headcount.crypto.signed_sets import (
+    FILTER_SET,
+    ORIGIN_SET,
+    HopStatement,
+    SetCheck,
+    verify_hop,
+)
+from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
+from headcount.measures import ALL_GROUP
+from headcount.query import Predicate, check_group_by, check_predicates, unlinked_group
+from party_node.ids import check_id
+from party_node.keys import NodeKeys
+from party_node.replica import Replica
+from party_node.store import NodeStore
+
+# The most E(0) fills a sender adds for the next hop: the largest department.
+MAX_FILLS = 50_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkIn:
+    """One chunk of a hop's stream: ciphertexts for this node's tokens."""
+
+    seq: int
+    tokens: Sequence[bytes]
+    ciphertexts: Sequence[bytes]
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetHashesIn:
+    """Part of the previous hop's signed set (hashes in increasing order)."""
+
+    hashes: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class LeftoversIn:
+    """Previous-hop ciphertexts of records with no link here, for the unlinked cell."""
+
+    ciphertexts: Sequence[bytes]
+
+
+HopItem = ChunkIn | SetHashesIn | LeftoversIn
+
+
+@dataclass(frozen=True, slots=True)
+class HopHeader:
+    query_id: str
+    epoch_id: str
+    origin_key: paillier.PublicKey
+    group_by: str
+    filters: tuple[Predicate, ...]
+    epsilon: float
+    expected_records: int
+    purpose: str
+    fill_count: int = 0
+    sender: HopStatement | None = None
+    unlinked_cell: bool = False
+
+
+class Inbound:
+    """Checks a hop's header and stream for one node."""
+
+    def __init__(
+        self,
+        federation: FederationConfig,
+        config: PartyConfig,
+        name: str,
+        store: NodeStore,
+        keys: NodeKeys,
+        replica: Replica,
+    ) -> None:
+        self.federation, self.config, self.name = federation, config, name
+        self.store, self.keys, self.replica = store, keys, replica
+
+    def check_header(self, h: HopHeader) -> tuple[tuple[str, ...], SetCheck]:
+        """Validate a hop before any ciphertext is read.
+
+        Returns the groups (if any) and the check of the previous hop's signed
+        set (headcount.crypto.signed_sets).
+        """
+        check_id("query_id", h.query_id)
+        check_fills(h.fill_count)
+        body = self.replica.check_query_announced(h.query_id, h.epsilon, h.purpose)
+        if h.origin_key.n == self.keys.public.n:
+            # We hold this key: we could read every per-record value. Refuse.
+            raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
+        groups = (
+            check_group_by(
+                self.name,
+                self.config.approved_attributes,
+                h.group_by,
+                department=self.config.department,
+            )
+            if h.group_by
+            else (ALL_GROUP,)
+        )
+        if h.unlinked_cell:
+            groups = (*groups, unlinked_group(self.name))
+        check_predicates(
+            self.name, self.config.approved_attributes, h.filters, department=self.config.department
+        )
+        epoch = self.store.epoch(h.epoch_id)
+        if h.expected_records != epoch.records:
+            raise InvalidRequest(
+                f"expected_records {h.expected_records} != "
+                f"{epoch.records} records in epoch {h.epoch_id}"
+            )
+        return groups, self._sender_check(h, body)
+
+    def _sender_check(self, h: HopHeader, body: Mapping[str, Any]) -> SetCheck:
+        parties = [str(p) for p in body.get("parties") or ()]
+        if self.name not in parties[1:]:
+            raise PolicyRefused(f"query {h.query_id} does not pass through {self.name}")
+        index = parties.index(self.name)
+        sender = parties[index - 1]
+        if h.sender is None:
+            raise InvalidProof(f"no signed set from {sender}, the previous hop")
+        stage = ORIGIN_SET if index == 1 else FILTER_SET
+        verify_hop(h.sender, h.query_id, sender, stage, ca_cert=self.federation.ca_cert)
+        return SetCheck(sender)
+
+    def records(
+        self, h: HopHeader, items: Iterator[HopItem], check: SetCheck
+    ) -> Iterator[tuple[int, list[tuple[int, int]], bool]]:
+        """Check a hop's stream and yield (seq, [(row, ciphertext)], last) per chunk.
+
+        The previous hop's signed set comes first; every token of the epoch
+        must then arrive exactly once, in chunks numbered from 0, each
+        ciphertext in range for the origin's key, in the signed set and not
+        seen before; anything else raises InvalidRequest (InvalidProof,
+        InvalidCiphertext) naming the chunk. Stops after the last chunk.
+        """
+        tokens, rows = self.store.token_rows(h.epoch_id)
+        row_of = dict(zip(tokens, rows, strict=True))
+        seen: set[bytes] = set()
+        expected_seq = 0
+        for item in items:
+            if isinstance(item, SetHashesIn):
+                if expected_seq:
+                    raise InvalidRequest("set hashes where none are expected")
+                check.add_hashes(item.hashes)
+                continue
+            if not isinstance(item, ChunkIn):
+                raise InvalidRequest("leftovers before the last chunk")
+            if expected_seq == 0 and h.sender is not None:
+                check.seal(h.sender.digest)
+            seq, toks, cts, last = item.seq, item.tokens, item.ciphertexts, item.last
+            if seq != expected_seq:
+                raise InvalidRequest(f"chunk {seq} arrived where chunk {expected_seq} was expected")
+            expected_seq += 1
+            if len(toks) != len(cts):
+                raise InvalidRequest(f"chunk {seq}: {len(toks)} tokens but {len(cts)} ciphertexts")
+            out = []
+            for tok, ct in zip(toks, cts, strict=True):
+                row = row_of.get(tok)
+                if row is None:
+                    raise InvalidRequest(
+                        f"chunk {seq}: a token that is not this node's in the epoch"
+                    )
+                if tok in seen:
+                    raise InvalidRequest(f"chunk {seq}: a token sent twice")
+                seen.add(tok)
+                check.take(ct)
+                out.append((row, paillier.from_bytes(h.origin_key, ct)))
+            # Checked before the last chunk is handed on, so a hop is charged
+            # (on its last chunk) only once the whole stream has proved valid.
+            if last and len(seen) != h.expected_records:
+                raise InvalidRequest(f"received {len(seen)} of {h.expected_records} records")
+            yield seq, out, last
+            if last:
+                return
+        raise InvalidRequest("stream ended before the last chunk")
+
+
+def check_fills(count: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_FILLS:
+        raise InvalidRequest(f"fill_count must be 0 to {MAX_FILLS}")
