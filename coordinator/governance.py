@@ -11,7 +11,7 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.errors import FailedPrecondition, InvalidRequest, NotAuthorised, PolicyRefused
 from headcount.privacy.accountant import compose, period_of
-from headcount.projects import ProjectDoc, verify_decision
+from headcount.projects import ProjectDoc, check_project_id, verify_decision
 from headcount.tls import Principal, Role
 from headcount.wire import coordinator_pb2
 
@@ -62,6 +62,7 @@ class Governance:
     def decide_project(
         self, project_id: str, decision: str, by: Principal, signature: bytes, cert_pem: bytes
     ) -> coordinator_pb2.Project:
+        check_project_id(project_id)
         raw, _, revoked = self.store.project(project_id)
         doc = ProjectDoc.from_json(raw)
         if revoked:
@@ -96,6 +97,7 @@ class Governance:
             if self.federation.require_projects:
                 raise PolicyRefused("cite an approved project (Five Safes: safe projects)")
             return
+        check_project_id(project_id)
         self.federation.check_accredited(analyst)
         raw, approvals, revoked = self.store.project(project_id)
         doc = ProjectDoc.from_json(raw)

@@ -27,6 +27,14 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
 DECISIONS = ("approve", "revoke")
 MAX_TITLE_CHARS = 200
 MAX_PURPOSE_CHARS = 2000
+# More departments than any federation has; the coordinator then names the unknown ones.
+MAX_PROJECT_PARTIES = 64
+
+
+def check_project_id(project_id: str) -> None:
+    """Refuse (InvalidRequest) an id no project can have, before it is looked up."""
+    if not _ID.fullmatch(project_id):
+        raise InvalidRequest("a project id is 3-64 characters of a-z, 0-9, '-' and '_'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +47,7 @@ class ProjectDoc:
     expires: dt.date
 
     def __post_init__(self) -> None:
-        if not _ID.fullmatch(self.project_id):
-            raise InvalidRequest("a project id is 3-64 characters of a-z, 0-9, '-' and '_'")
+        check_project_id(self.project_id)
         if len(self.title.strip()) < 5:
             raise InvalidRequest("give the project a title")
         if len(self.title) > MAX_TITLE_CHARS:
@@ -51,6 +58,8 @@ class ProjectDoc:
             )
         if len(self.purpose) > MAX_PURPOSE_CHARS:
             raise InvalidRequest(f"a project purpose is at most {MAX_PURPOSE_CHARS} characters")
+        if len(self.parties) > MAX_PROJECT_PARTIES:
+            raise InvalidRequest(f"a project names at most {MAX_PROJECT_PARTIES} departments")
         if not self.parties or len(set(self.parties)) != len(self.parties):
             raise InvalidRequest("name the departments whose data the project uses, once each")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +32,10 @@ MAX_PURPOSE_CHARS = 2000
 MAX_TITLE_CHARS = 200
 # A category list is short (the catalogue's largest has a few dozen values).
 MAX_FILTER_VALUES = 256
+# Filters per list (one per approved attribute is all a query needs) and
+# conditions per query (one per other department).
+MAX_FILTERS = 32
+MAX_CONDITIONS = 32
 # The smallest epsilon a query may spend: below it the noise scale (2/epsilon
 # for a count) is beyond any useful table, and tiny or denormal numbers would
 # overflow the noise arithmetic.
@@ -63,6 +67,12 @@ class Predicate:
             )
 
 
+def check_filters(what: str, filters: Sized) -> None:
+    """Refuse (InvalidRequest) more than `MAX_FILTERS` filters in one list."""
+    if len(filters) > MAX_FILTERS:
+        raise InvalidRequest(f"{what} take at most {MAX_FILTERS} filters, not {len(filters)}")
+
+
 LINKS = ("person", "household")
 MEASURES = ("count", "mean", "sum")
 
@@ -79,6 +89,7 @@ class Condition:
     def __post_init__(self) -> None:
         if self.link not in LINKS:
             raise InvalidRequest(f"a condition's link is one of {LINKS}, not {self.link!r}")
+        check_filters("a condition's filters", self.filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +125,12 @@ class QuerySpec:
             )
         if len(self.title) > MAX_TITLE_CHARS:
             raise InvalidRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
+        check_filters("population_filters", self.population_filters)
+        check_filters("group_filters", self.group_filters)
+        if len(self.conditions) > MAX_CONDITIONS:
+            raise InvalidRequest(
+                f"a query takes at most {MAX_CONDITIONS} conditions, not {len(self.conditions)}"
+            )
 
 
 def spec_to_json(spec: QuerySpec) -> dict[str, Any]:

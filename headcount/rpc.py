@@ -83,13 +83,26 @@ _BY_NAME: dict[str, type[HeadcountError]] = {
 }
 
 
+# Status details travel in trailing metadata, which gRPC caps (16 KiB by
+# default): a message quoting a huge field would reach the client as
+# RESOURCE_EXHAUSTED about metadata instead of its own status and reason.
+MAX_DETAIL_CHARS = 1000
+
+
+def _detail(exc: HeadcountError) -> str:
+    text = str(exc)
+    if len(text) <= MAX_DETAIL_CHARS:
+        return text
+    return text[: MAX_DETAIL_CHARS - 30] + f"... ({len(text)} characters)"
+
+
 def _fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     if isinstance(exc, HeadcountError):
         # The class name travels in trailing metadata so the client can raise
         # the same condition (PolicyRefused, not just PERMISSION_DENIED).
         name = next(c.__name__ for c in type(exc).__mro__ if _BY_NAME.get(c.__name__) is c)
         context.set_trailing_metadata(((ERROR_KEY, name),))
-        context.abort(grpc.StatusCode[exc.status], str(exc))
+        context.abort(grpc.StatusCode[exc.status], _detail(exc))
     log.error("unhandled error in RPC", exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
 

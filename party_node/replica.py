@@ -145,7 +145,9 @@ class Replica:
         self, query_id: str, epsilon: float, purpose: str
     ) -> Mapping[str, Any]:
         body = self.announced("query", "query_id", query_id)
-        if abs(float(body.get("epsilon", -1)) - epsilon) > 1e-12 or body.get("purpose") != purpose:
+        # Written so that NaN fails: every comparison with NaN is False.
+        same_epsilon = abs(float(body.get("epsilon", -1)) - epsilon) <= 1e-12
+        if not same_epsilon or body.get("purpose") != purpose:
             raise PolicyRefused(f"query {query_id} differs from what the audit log announced")
         self.check_project(str(body.get("project_id", "")))
         return body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,16 +12,30 @@ from headcount.audit import AuditEvent
 from headcount.crypto import paillier
 from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import InvalidRequest
+from headcount.query import check_filters
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 from party_node.hops import SignedOutput
+from party_node.ids import check_id
 from party_node.inbound import ChunkIn, HopItem, LeftoversIn, SetHashesIn
 from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
+MAX_SET_HASHES = 100_000  # per message (coordinator.executor.HASHES_PER_MESSAGE)
 MAX_AUDIT_BATCH = 1_000
 MAX_ATTESTATIONS = 64
+# Parties of a ceremony, and envelopes and commitments of its second round:
+# more than any federation has (the roster check then names the difference).
+MAX_PARTIES = 64
 DEFAULT_CHUNK_RECORDS = 1_000
+
+
+def _epsilon(value: float) -> float:
+    """The epsilon a hop is charged: finite and positive (an announced query's
+    epsilon always is), else InvalidRequest before anything is looked up."""
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidRequest("epsilon must be finite and > 0")
+    return value
 
 
 def _chunk_size(requested: int) -> int:
@@ -29,6 +44,11 @@ def _chunk_size(requested: int) -> int:
     if not 1 <= requested <= MAX_CHUNK_RECORDS:
         raise InvalidRequest(f"chunk_records must be 1..{MAX_CHUNK_RECORDS}")
     return requested
+
+
+def _at_most(what: str, items: Any, limit: int) -> None:
+    if len(items) > limit:
+        raise InvalidRequest(f"at most {limit} {what}, not {len(items)}")
 
 
 class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
@@ -43,6 +63,8 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
     def Contribute(
         self, request: party_node_pb2.ContributeRequest, context: Any
     ) -> party_node_pb2.Contribution:
+        check_id("ceremony_id", request.ceremony_id)
+        _at_most("parties", request.parties, MAX_PARTIES)
         commitment, envelopes = self.node.contribute(
             request.ceremony_id, [cv.identity_from_pb(i) for i in request.parties]
         )
@@ -54,6 +76,9 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
     def Finish(
         self, request: party_node_pb2.FinishRequest, context: Any
     ) -> party_node_pb2.KeyConfirmation:
+        check_id("ceremony_id", request.ceremony_id)
+        _at_most("envelopes", request.envelopes, MAX_PARTIES)
+        _at_most("commitments", request.commitments, MAX_PARTIES)
         tag = self.node.finish(
             request.ceremony_id,
             [cv.envelope_from_pb(e) for e in request.envelopes],
@@ -65,6 +90,8 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         self, request: party_node_pb2.EncodeRequest, context: Any
     ) -> Iterator[party_node_pb2.EncodingChunk]:
         size = _chunk_size(request.chunk_records)
+        check_id("epoch_id", request.epoch_id)
+        check_id("ceremony_id", request.ceremony_id)
         encoded = self.node.encode(request.epoch_id, request.ceremony_id)
         n = len(encoded.tokens)
         width = int(encoded.clks.shape[1])
@@ -98,11 +125,12 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         self, request: party_node_pb2.EncryptRequest, context: Any
     ) -> Iterator[party_node_pb2.CiphertextChunk]:
         size = _chunk_size(request.chunk_records)
+        check_filters("filters", request.filters)
         out = self.node.encrypt_indicators(
             request.query_id,
             request.epoch_id,
             cv.predicates_from_pb(request.filters),
-            request.epsilon,
+            _epsilon(request.epsilon),
             request.purpose,
             per_household=request.per_household,
             packing_request=(
@@ -119,13 +147,14 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         if first is None or not first.HasField("header"):
             raise InvalidRequest("a hop stream must start with a header")
         m = first.header
+        check_filters("filters", m.filters)
         header = HopHeader(
             query_id=m.query_id,
             epoch_id=m.epoch_id,
             origin_key=paillier.PublicKey.from_bytes(m.paillier_n),
             group_by=m.group_by,
             filters=cv.predicates_from_pb(m.filters),
-            epsilon=m.epsilon,
+            epsilon=_epsilon(m.epsilon),
             expected_records=m.expected_records,
             purpose=m.purpose,
             fill_count=m.fill_count,
@@ -138,11 +167,17 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
                 kind = item.WhichOneof("item")
                 if kind == "chunk":
                     c = item.chunk
+                    _at_most("tokens in a chunk", c.tokens, MAX_CHUNK_RECORDS)
+                    _at_most("ciphertexts in a chunk", c.ciphertexts, MAX_CHUNK_RECORDS)
                     yield ChunkIn(c.seq, list(c.tokens), list(c.ciphertexts), c.last)
                 elif kind == "set_hashes":
-                    yield SetHashesIn(list(item.set_hashes.hashes))
+                    hashes = item.set_hashes.hashes
+                    _at_most("hashes in a message", hashes, MAX_SET_HASHES)
+                    yield SetHashesIn(list(hashes))
                 elif kind == "leftovers":
-                    yield LeftoversIn(list(item.leftovers.ciphertexts))
+                    cts = item.leftovers.ciphertexts
+                    _at_most("leftovers in a message", cts, MAX_CHUNK_RECORDS)
+                    yield LeftoversIn(list(cts))
                 else:
                     raise InvalidRequest("only one header is allowed")
 

@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "node": ("headcount.cli.node", "node", "Run or check a department's party node."),
     "coordinator": ("headcount.cli.coordinator", "coordinator", "Run the coordinator."),
+    "health": (
+        "headcount.cli.health",
+        "health",
+        "Exit 0 if every node or coordinator whose private key...",
+    ),
     "ceremony": (
         "headcount.cli.operator",
         "ceremony",

@@ -20,6 +20,7 @@ COMMANDS = [
     ["node", "serve"],
     ["node", "check"],
     ["coordinator", "serve"],
+    ["health"],
     ["ceremony"],
     ["link"],
     ["query"],

@@ -229,33 +229,126 @@ def dockerfile() -> list[tuple[str, str]]:
         line = line.strip()
         if line and not line.startswith("#"):
             instruction, _, rest = line.partition(" ")
-            out.append((instruction.upper(), rest.strip()))
+            out.append((instruction.upper(), " ".join(rest.split())))
     return out
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions by stage name ("" before the first FROM)."""
+    out: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for instruction, args in dockerfile():
+        if instruction == "FROM":
+            image, _, current = args.partition(" AS ")
+            assert current, f"unnamed stage FROM {image}"
+            out[current] = [("FROM", image)]
+        else:
+            out[current].append((instruction, args))
+    return out
+
+
+def args_of(instruction: str, stage: str = "runtime") -> list[str]:
+    return [a for i, a in stages()[stage] if i == instruction]
+
+
+def env() -> dict[str, str]:
+    """The runtime stage's ENV, KEY=VALUE pairs."""
+    pairs = [p for a in args_of("ENV") for p in shlex.split(a)]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def volumes() -> list[str]:
+    return [v for a in args_of("VOLUME") for v in yaml.safe_load(a)]
+
+
+def under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def apt_packages(stage: str) -> set[str]:
+    """What a stage's RUNs install with apt-get."""
+    out = set()
+    for run in args_of("RUN", stage):
+        for part in run.split("apt-get install")[1:]:
+            out |= {w for w in part.split("&&")[0].split() if not w.startswith("-")}
+    return out
+
+
+def is_toolchain(package: str) -> bool:
+    return package in {"build-essential", "gcc", "g++", "clang", "make"} or package.endswith("-dev")
+
+
+def test_dockerfile_builds_wheels_in_one_stage_and_runs_without_a_compiler() -> None:
+    assert list(stages()) == ["", "build", "runtime"]  # the last stage is the image
+    runtime_runs = " ".join(args_of("RUN"))
+    build_runs = " ".join(args_of("RUN", "build"))
+    assert "build-essential" in apt_packages("build") and "pip wheel" in build_runs
+    assert apt_packages("runtime") and not any(map(is_toolchain, apt_packages("runtime")))
+    # The runtime installs the build stage's wheels and nothing from an index;
+    # the wheels are mounted, so they leave no layer behind.
+    assert "--mount=type=bind,from=build,source=/wheels,target=/wheels" in runtime_runs
+    assert "pip install --no-cache-dir --no-index --find-links=/wheels headcount" in runtime_runs
+    assert not args_of("COPY"), "the runtime copies nothing but through the wheel"
+
+
+def test_dockerfile_base_is_pinned_to_an_exact_release() -> None:
+    default = dict(a.split("=", 1) for i, a in stages()[""] if i == "ARG")["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", default)
+    for stage in ("build", "runtime"):
+        assert args_of("FROM", stage) == ["${PYTHON_IMAGE}"], stage
 
 
 def test_dockerfile_entrypoint_is_the_installed_cli() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    entry = [yaml.safe_load(a) for i, a in dockerfile() if i == "ENTRYPOINT"]
+    entry = [yaml.safe_load(a) for a in args_of("ENTRYPOINT")]
     assert entry == [["headcount"]]
     assert pyproject["project"]["scripts"]["headcount"] == "headcount.cli:main"
-    env = " ".join(a for i, a in dockerfile() if i == "ENV")
-    assert f"HEADCOUNT_CONFIG={CONFIG}" in env
-    assert [a for i, a in dockerfile() if i == "USER"] == ["headcount"]
-    # The unprivileged user's numba cache: set, created for that user, a volume.
-    assert "NUMBA_CACHE_DIR=/var/cache/headcount/numba" in env
-    runs = " ".join(a for i, a in dockerfile() if i == "RUN")
-    assert "chown headcount:headcount" in runs and "/var/cache/headcount/numba" in runs
-    volumes = [yaml.safe_load(a) for i, a in dockerfile() if i == "VOLUME"]
-    assert ["/var/cache/headcount/numba"] in volumes
+    assert env()["HEADCOUNT_CONFIG"] == CONFIG
+
+
+def test_dockerfile_runs_as_an_unprivileged_user_with_no_writable_home() -> None:
+    assert args_of("USER") == ["10001:10001"]  # numeric, so runAsNonRoot can check it
+    runs = " ".join(args_of("RUN"))
+    assert "useradd --system --uid 10001 --user-group --home-dir /nonexistent" in runs
+    assert "--no-create-home" in runs
+    assert env()["HOME"] == "/nonexistent"
+    assert args_of("WORKDIR") == ["/fed"]  # root's, not writable
+
+
+def test_every_writable_path_is_a_declared_volume() -> None:
+    declared = volumes()
+    runs = " ".join(args_of("RUN"))
+    owned = runs.split("chown -R 10001:10001", 1)[1].split("&&")[0].split()
+    assert owned and all(under(p, declared) for p in owned), (owned, declared)
+    assert all(p in owned for p in declared)  # each volume starts owned by the user
+    # numba's compiled kernels and matplotlib's cache: on the cache volume,
+    # since neither the install nor HOME is writable.
+    for name in ("NUMBA_CACHE_DIR", "MPLCONFIGDIR"):
+        assert under(env()[name], ["/var/cache/headcount"]) and under(env()[name], declared)
+    # What compose mounts writable is a volume the image declares.
+    for service in SERVICES:
+        for _, target, read_only in mounts(service):
+            if not read_only:
+                assert under(target, declared), (service, target)
+
+
+def test_dockerfile_healthcheck_is_a_real_probe() -> None:
+    (check,) = args_of("HEALTHCHECK")
+    options, _, command = check.partition(" CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    argv = yaml.safe_load(command)
+    assert argv[0] == "headcount"
+    ctx = parse_command(argv[1:])
+    assert command_path(ctx) == ["health"]
+    assert ctx.params["config_path"] is None  # $HEADCOUNT_CONFIG, the image's /fed
 
 
 def test_dockerfile_copies_what_exists_and_installs_every_package() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     copied = []
-    for instruction, args in dockerfile():
-        if instruction == "COPY":
-            *sources, _ = shlex.split(args)
-            copied += sources
+    for args in args_of("COPY", "build"):
+        *sources, _ = shlex.split(args)
+        copied += sources
     for source in copied:
         assert (ROOT / source).exists(), source
     packages = {
@@ -266,10 +359,7 @@ def test_dockerfile_copies_what_exists_and_installs_every_package() -> None:
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8")
     for source in copied:
         assert re.search(rf"^!{re.escape(source)}(/\*\*)?$", ignore, re.M), source
-    runs = " ".join(a for i, a in dockerfile() if i == "RUN")
-    assert "pip install --no-cache-dir ." in runs
-    for directory in ("/fed/state", "/srv/register"):
-        assert directory in runs  # mount points owned by the unprivileged user
+    assert "pip wheel --no-cache-dir --wheel-dir /wheels ." in " ".join(args_of("RUN", "build"))
 
 
 # -- the healthcheck commands against live servers -----------------------------------------
@@ -307,6 +397,28 @@ def test_healthchecks_pass_against_serving_processes(live: dict[str, Path]) -> N
 
 def test_healthcheck_fails_when_the_node_is_down(live: dict[str, Path]) -> None:
     result = _run_healthcheck("health", live["health"], "--timeout", "1")
+    assert result.exit_code == 1
+    assert "health" in result.output
+
+
+def test_the_image_healthcheck_probes_the_server_whose_key_is_mounted(
+    live: dict[str, Path],
+) -> None:
+    """The image's one HEALTHCHECK (`headcount health`) with each service's
+    mounts: a node's and the coordinator's containers ask their own server;
+    the operator's and the register's hold no server key and pass; a node
+    that is down fails."""
+    (check,) = args_of("HEALTHCHECK")
+    argv = yaml.safe_load(check.partition(" CMD ")[2])[1:]
+    for service, expected in (("education", "education"), ("coordinator", "coordinator")):
+        result = CliRunner().invoke(cli, [*argv, "--config", str(live[service])])
+        assert result.exit_code == 0, result.output
+        assert re.fullmatch(rf"{expected} at \S+: serving\n", result.output), result.output
+    for service in ("operator", "register"):
+        result = CliRunner().invoke(cli, [*argv, "--config", str(live[service])])
+        assert result.exit_code == 0, result.output
+        assert "nothing to probe" in result.output
+    result = CliRunner().invoke(cli, [*argv, "--config", str(live["health"]), "--timeout", "1"])
     assert result.exit_code == 1
     assert "health" in result.output
 

@@ -5,18 +5,16 @@ linkage kernel must work there, and never from a directory someone else owns."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from unprivileged import NOBODY, REPO, can_switch_user, setpriv
 
 from headcount.linkage._kernel import cache_dir_for, check_private
 
-REPO = Path(__file__).resolve().parents[3]
-NOBODY = 65534
 IMPORT_AND_SCORE = (
     "import sys; sys.path.insert(0, sys.argv[1]);"
     "import numpy as np, numba;"
@@ -65,17 +63,13 @@ os.access = access
 """
 
 
-def _setpriv(uid: int) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-
-
 def _other_uid_can_run_the_install() -> bool:
     """Whether uid 65534 can run this interpreter and import the project
     (not when the checkout sits under a directory only its owner may enter)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+    if not can_switch_user():
         return False
     probe = subprocess.run(
-        [*_setpriv(NOBODY), sys.executable, "-c", IMPORT_ONLY, str(REPO)],
+        [*setpriv(NOBODY), sys.executable, "-c", IMPORT_ONLY, str(REPO)],
         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
         capture_output=True,
         timeout=120,
@@ -102,7 +96,7 @@ def test_an_unprivileged_user_with_no_home_can_import_and_run_the_kernel(
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
     if _other_uid_can_run_the_install():
         uid = NOBODY
-        command = [*_setpriv(NOBODY), *command]
+        command = [*setpriv(NOBODY), *command]
         env["HOME"] = "/nonexistent"
     else:
         uid = os.getuid()
