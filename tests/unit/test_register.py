@@ -19,9 +19,9 @@ from typing import cast
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from markupsafe import escape
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import make_federation
+from markupsafe import escape
 
 from headcount.audit import event_hash, sign_event_hash
 from headcount.cli import cli
