@@ -195,12 +195,14 @@ def subgroup_rates(result: SubgroupResult, overall: float | None) -> str | None:
         )
     for r in result.rates:
         if r.rate is None:
-            y = 0.5 if r.low is None else ((r.low or 0.0) + (r.high or 1.0)) / 2
+            low, high = r.low or 0.0, r.high if r.high is not None else 1.0
+            short = r.low is not None and high - low < 0.3  # the word sits above the band
+            y = 0.5 if r.low is None else (high + 0.02 if short else (low + high) / 2)
             ax.annotate(
                 "withheld",
                 xy=(xs[r.group], y),
                 ha="center",
-                va="center",
+                va="bottom" if short else "center",
                 rotation=90,
                 fontsize=7,
                 color="#555555",

@@ -274,6 +274,25 @@ def _withheld_range(
     return 0.0, 1.0
 
 
+def _linked_range(
+    total: int, linked: int | None, status: str, slack: _Slack, policy: SdcPolicy
+) -> tuple[float, float]:
+    """The rates the single linked cell allows (95%): its interval over the total's
+    when released; below what the threshold allows when primary-suppressed."""
+    total_low = max(1, total - slack.above)
+    total_high = total + slack.below
+    if linked is not None:
+        return (
+            _clip(max(0, linked - slack.unlinked) / total_high),
+            _clip((linked + slack.unlinked) / total_low),
+        )
+    if status == PRIMARY:
+        return 0.0, _clip((policy.threshold - 1 + slack.unlinked) / total_low)
+    if status == SECONDARY:
+        return _clip(max(0, policy.threshold - slack.unlinked) / total_high), 1.0
+    return 0.0, 1.0
+
+
 def _clip(value: float) -> float:
     return min(1.0, max(0.0, value))
 
@@ -338,6 +357,13 @@ def rates_from_release(
             continue
         if unlinked is None:
             low, high = _withheld_range(total, unlinked_status, slack, policy)
+            if len(linked_groups) == 1:
+                # One linked cell: the rate is also linked / total, so that
+                # cell's own value or suppression narrows the range.
+                linked, linked_status = cell(next(iter(linked_groups)), g)
+                by_linked = _linked_range(total, linked, linked_status, slack, policy)
+                low, high = max(low, by_linked[0]), min(high, by_linked[1])
+                low, high = (low, high) if low <= high else (0.0, 1.0)
             out.append(
                 SubgroupRate(
                     g,

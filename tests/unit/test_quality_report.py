@@ -99,11 +99,13 @@ def _two_way(partner: str) -> pd.DataFrame:
         ("all", "18-24", None, PRIMARY),
         ("all", "10-14", None, SECONDARY),
         ("all", "15-17", 10, RELEASED),
+        ("all", "20-24", None, PRIMARY),
         (unlinked, "0-4", 15, RELEASED),
         (unlinked, "5-9", None, PRIMARY),
         (unlinked, "18-24", None, PRIMARY),
         (unlinked, "10-14", None, SECONDARY),
         (unlinked, "15-17", 15, RELEASED),
+        (unlinked, "20-24", None, SECONDARY),
         ("all", TOTAL, 390, RELEASED),
         (unlinked, TOTAL, 20, RELEASED),
         (TOTAL, "0-4", 100, RELEASED),
@@ -111,6 +113,7 @@ def _two_way(partner: str) -> pd.DataFrame:
         (TOTAL, "18-24", None, PRIMARY),
         (TOTAL, "10-14", 230, RELEASED),
         (TOTAL, "15-17", 25, RELEASED),
+        (TOTAL, "20-24", 100, RELEASED),
         (TOTAL, TOTAL, 410, RELEASED),
     ]
     frame = pd.DataFrame(rows, columns=["group", "education.age_band", "count", "status"])
@@ -143,7 +146,14 @@ def test_subgroup_rates_come_from_the_unlinked_row_and_the_margin() -> None:
     quiet = rates_from_release(_two_way("health"), q, noise_scale=0.3, policy=POLICY)
     (ten_quiet,) = [r for r in quiet if r.group == "10-14"]
     assert ten_quiet.high is not None and 0.9 < ten_quiet.high < 1.0
-    assert rate_text(ten_quiet).startswith("withheld; 95% range 0.0%–9")
+    # ... and its one linked cell, withheld as secondary too, was >= 10 of 230.
+    assert ten_quiet.low is not None and 0.0 < ten_quiet.low < 0.1
+    assert rate_text(ten_quiet) == f"withheld; 95% range {ten_quiet.low:.1%}–{ten_quiet.high:.1%}"
+    # A small linked cell (primary) takes the unlinked one with it (secondary):
+    # the range says the rate is low, not that nothing is known.
+    few = rates["20-24"]
+    assert few.unlinked_status == SECONDARY and few.rate is None
+    assert few.low == 0.0 and few.high is not None and few.high < 0.3
     # A small subgroup: the interval is bounded to [0, 1], never 40% ± 146%.
     small = rates["15-17"]
     assert small.rate == pytest.approx(0.4)
@@ -292,7 +302,8 @@ def test_subgroup_figure_draws_withheld_rates_as_withheld(
     (ax,) = drawn[0].axes
     groups = [r.group for r in result.rates]
     withheld = {groups.index(r.group): r for r in result.rates if r.rate is None}
-    assert set(withheld) == {1, 2, 3}  # 5-9 (primary), 18-24 (no total), 10-14 (secondary)
+    # 5-9 (primary), 18-24 (no total), 10-14 and 20-24 (secondary)
+    assert set(withheld) == {1, 2, 3, 5}
     # No point is plotted for a withheld rate, at 0 or anywhere else.
     markers = [line for line in ax.lines if line.get_marker() not in (None, "None", "")]
     assert markers
