@@ -2,10 +2,11 @@
 
 ``build_register`` reads the coordinator's audit log read-only, verifies its
 hash chain and signatures with the federation's audit public key, and writes
-plain HTML pages (``index.html``, ``events.html`` and one ``query-N.html`` per
-query) into a directory. ``serve`` publishes that directory, read-only, with
-the standard library's HTTP server. ``headcount register build|serve`` are the
-command-line entry points.
+plain HTML pages (``index.html``, ``events.html``, one ``event-N.html`` per
+audit event and one ``query-N.html`` per query) into a directory, from the
+Jinja2 templates in ``templates/`` (autoescaped). ``serve`` publishes that
+directory, read-only, with the standard library's HTTP server. ``headcount
+register build|serve`` are the command-line entry points.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from pathlib import Path
 
 from headcount import config as config_mod
 from headcount.config import FederationConfig
+from headcount.register.events import event_page
 from headcount.register.model import Register, load_register
-from headcount.register.render import EVENTS, INDEX, render_events, render_index, render_query
+from headcount.register.render import (
+    EVENTS,
+    INDEX,
+    render_event,
+    render_events,
+    render_index,
+    render_query,
+)
 from headcount.register.server import make_server, serve
 
 __all__ = [
@@ -56,11 +65,13 @@ def write_register(reg: Register, out_dir: Path | str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pages = {INDEX: render_index(reg), EVENTS: render_events(reg)}
     pages.update({q.page: render_query(reg, q) for q in reg.queries})
+    pages.update({event_page(e.seq): render_event(reg, i) for i, e in enumerate(reg.events)})
     for name, text in pages.items():
         _write(out / name, text)
-    for stale in out.glob("query-*.html"):
-        if stale.name not in pages:
-            stale.unlink()
+    for pattern in ("query-*.html", "event-*.html"):
+        for stale in out.glob(pattern):
+            if stale.name not in pages:
+                stale.unlink()
     log.info("register: %d pages written to %s", len(pages), out)
     return out / INDEX
 

@@ -31,6 +31,7 @@ from headcount.config import FederationConfig
 from headcount.errors import FailedPrecondition, HeadcountError, InvalidRequest
 from headcount.privacy.accountant import compose, period_of
 from headcount.projects import ProjectDoc, verify_decision
+from headcount.protect.sdc import SdcPolicy
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,9 @@ class Query:
         return f"query-{self.seq}.html"
 
 
+_DEFAULT_POLICY = SdcPolicy()
+
+
 @dataclass(frozen=True, slots=True)
 class Register:
     federation: str
@@ -207,6 +211,7 @@ class Register:
     queries: tuple[Query, ...] = ()
     period: str = "year"
     budgets: tuple[BudgetLine, ...] = ()  # newest period first
+    policy: SdcPolicy = _DEFAULT_POLICY  # the federation's small-number rule, for the labels
 
 
 def _budgets(
@@ -325,7 +330,8 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _table(raw: Any) -> Table | None:
+def parse_table(raw: Any) -> Table | None:
+    """A released table from its audit JSON; None if it is not one."""
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         return None
     cells = []
@@ -470,7 +476,7 @@ def _queries(events: Sequence[AuditEvent], ver: Verification) -> tuple[Query, ..
                 epsilon=_float(body.get("epsilon")),
                 status=status,
                 reason=_str((refusal or aborted or first).body, "reason"),
-                table=_table(release.body.get("table")) if release else None,
+                table=parse_table(release.body.get("table")) if release else None,
                 budget_left={p: f for p, v in left.items() if (f := _float(v)) is not None},
                 spec=_mapping(body.get("spec")),
                 event_seqs=seqs,
@@ -548,4 +554,7 @@ def load_register(
         projects=_projects(events, ver, cfg, now.date()),
         epochs=_epochs(events, ver),
         queries=queries,
+        policy=SdcPolicy(
+            cfg.output.suppress_below, cfg.output.rounding_base, cfg.output.secondary_suppression
+        ),
     )

@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from headcount.report.subgroups import SubgroupResult
 from headcount.report.summary import EpochSummary, PairSummary
@@ -143,37 +144,77 @@ def rate_matrix(
 
 
 def subgroup_rates(result: SubgroupResult, overall: float | None) -> str | None:
-    """Link rate per subgroup with approximate 95% noise intervals; None if none released."""
-    rates = [r for r in result.rates if r.rate is not None]
-    if not rates:
+    """Link rate per subgroup with its 95% interval (within [0, 1]); None if no rate.
+
+    A withheld rate is drawn as withheld, never as a value: a grey band over the
+    range of rates its suppression leaves (when the subgroup's total was
+    released), or the word "withheld" where nothing is known.
+    """
+    if not result.rates:
         return None
     groups = [r.group for r in result.rates]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(groups) + 1.5), 2.9))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(groups) + 1.5), 3.1))
     xs = {g: i for i, g in enumerate(groups)}
-    ax.errorbar(
-        [xs[r.group] for r in rates],
-        [r.rate or 0.0 for r in rates],
-        yerr=[r.half_width or 0.0 for r in rates],
-        fmt="o",
-        color=LINK_COLOUR,
-        capsize=3,
-        label="estimate from protected counts (95% noise interval)",
-    )
-    missing = [xs[r.group] for r in result.rates if r.rate is None]
-    if missing:
-        ax.scatter(
-            missing,
-            [0.02] * len(missing),
-            marker="x",
-            color=SUPPRESSED_COLOUR,
-            label="withheld",
+    shown = [r for r in result.rates if r.rate is not None]
+    if shown:
+        rates = [r.rate or 0.0 for r in shown]
+        pairs = zip(shown, rates, strict=True)
+        lows, highs = zip(
+            *[
+                (r.low if r.low is not None else v, r.high if r.high is not None else v)
+                for r, v in pairs
+            ],
+            strict=True,
         )
+        ax.errorbar(
+            [xs[r.group] for r in shown],
+            rates,
+            # Asymmetric: the interval is bounded to [0, 1], so never drawn past either.
+            yerr=[
+                [rate - low for rate, low in zip(rates, lows, strict=True)],
+                [high - rate for rate, high in zip(rates, highs, strict=True)],
+            ],
+            fmt="o",
+            color=LINK_COLOUR,
+            capsize=3,
+            label="estimate from protected counts (95% interval)",
+        )
+    ranged = [r for r in result.rates if r.rate is None and r.low is not None]
+    for i, r in enumerate(ranged):
+        low, high = r.low or 0.0, r.high if r.high is not None else 1.0
+        ax.bar(
+            xs[r.group],
+            high - low,
+            bottom=low,
+            width=0.35,
+            color=SUPPRESSED_COLOUR,
+            alpha=0.35,
+            hatch="///",
+            edgecolor=SUPPRESSED_COLOUR,
+            label="withheld: range its suppression leaves (95%)" if i == 0 else None,
+        )
+    for r in result.rates:
+        if r.rate is None:
+            low, high = r.low or 0.0, r.high if r.high is not None else 1.0
+            short = r.low is not None and high - low < 0.3  # the word sits above the band
+            y = 0.5 if r.low is None else (high + 0.02 if short else (low + high) / 2)
+            ax.annotate(
+                "withheld",
+                xy=(xs[r.group], y),
+                ha="center",
+                va="bottom" if short else "center",
+                rotation=90,
+                fontsize=7,
+                color="#555555",
+            )
     if overall is not None:
         ax.axhline(overall, color=THRESHOLD_COLOUR, linestyle=":", label="all records (epoch)")
     q = result.query
     ax.set_xticks(range(len(groups)), groups, fontsize=8, rotation=25)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylim(0.0, 1.05)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel(f"share linked to {q.partner}")
     ax.set_title(f"{q.population} records by {q.attribute}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=2, frameon=False)
     return to_data_uri(fig)

@@ -19,8 +19,9 @@ all of A's records in the subgroup, so
 
 both numbers noisy (discrete Laplace, added under encryption) and rounded or
 suppressed by the decrypting node before release. The rate is therefore an
-*estimate from protected counts*; `SubgroupRate.half_width` says roughly how
-far noise and rounding may move it.
+*estimate from protected counts*; `SubgroupRate.low` and `high` bound it
+within [0, 1] in 95% of releases. A withheld count is shown as withheld, with
+the range of rates its suppression still allows.
 
 By default B is grouped by nothing (one "linked" cell): the margin is then
 the sum of only two noisy cells, which keeps the noise on the rate smallest.
@@ -40,7 +41,8 @@ from headcount.client import Client, Release
 from headcount.config import FederationConfig
 from headcount.errors import BudgetExhausted, InvalidRequest, PolicyRefused
 from headcount.privacy.noise import interval_halfwidth, margin_bounds
-from headcount.protect.sdc import RELEASED, TOTAL, SdcPolicy
+from headcount.protect.labels import WITHHELD, status_label
+from headcount.protect.sdc import PRIMARY, RELEASED, SECONDARY, TOTAL, SdcPolicy
 from headcount.query import QuerySpec, unlinked_group
 
 log = logging.getLogger(__name__)
@@ -126,26 +128,52 @@ class SubgroupRate:
 
     ``total``: released count of A's records in the subgroup (None: withheld).
     ``unlinked``: released count of those with no link into B (None: withheld).
-    ``rate``: ``1 - unlinked / total``, clipped to [0, 1]; None when either is
-    withheld. ``half_width``: the half-width of an interval that holds the true
-    rate in 95% of releases, from the exact noise quantiles and the rounding
-    (None with the rate). ``note`` explains a gap.
+    ``total_status`` / ``unlinked_status``: each count's status under the
+    small-number rule (released, primary or secondary). ``rate``:
+    ``1 - unlinked / total``, clipped to [0, 1]; None when either is withheld.
+    ``low``/``high``: an interval within [0, 1] that holds the true rate in 95%
+    of releases (noise and rounding); for a withheld rate, the range the
+    suppression leaves, when the total was released; else None. ``note``
+    explains a gap.
     """
 
     group: str
     total: int | None
     unlinked: int | None
     rate: float | None
-    half_width: float | None
+    low: float | None
+    high: float | None
     note: str = ""
+    total_status: str = RELEASED
+    unlinked_status: str = RELEASED
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "low", "high"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InvalidRequest(f"a rate's {name} lies in [0, 1], got {value!r}")
+        if (self.low is None) != (self.high is None):
+            raise InvalidRequest("a rate's interval has both ends or neither")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise InvalidRequest("a rate's interval must not be reversed")
+
+    @property
+    def withheld(self) -> bool:
+        return self.rate is None
 
     def to_json(self) -> dict[str, Any]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 4)
+
         return {
             "group": self.group,
             "total": self.total,
             "unlinked": self.unlinked,
-            "rate": None if self.rate is None else round(self.rate, 4),
-            "half_width": None if self.half_width is None else round(self.half_width, 4),
+            "total_status": self.total_status,
+            "unlinked_status": self.unlinked_status,
+            "rate": r(self.rate),
+            "low": r(self.low),
+            "high": r(self.high),
             "note": self.note,
         }
 
@@ -194,33 +222,79 @@ def query_spec(query: SubgroupQuery, project_id: str, epsilon: float) -> QuerySp
     )
 
 
-def _rate_half_width(
-    rate: float,
-    total: int,
-    unlinked: int,
-    noise_scale: float,
-    shareholders: int,
-    margin_cells: int,
-    policy: SdcPolicy,
-) -> float:
-    """Half-width of an interval that holds the true rate in >= 95% of releases.
+@dataclass(frozen=True, slots=True)
+class _Slack:
+    """How far each released count may sit from the truth, at 97.5% each (so the
+    rate's interval, which uses both, holds in >= 95% of releases: a union bound).
 
-    From the exact noise quantiles (``headcount.privacy.noise``): the unlinked
-    cell's and the margin's own intervals at 97.5% each (a union bound), plus
-    half the rounding base on each; the rate's interval is what those allow,
-    within [0, 1], and the half-width its larger side around the rate.
+    ``unlinked``: the unlinked cell's noise plus half the rounding base;
+    ``above``/``below``: how far the subgroup margin (a sum of noisy cells, each
+    clipped at 0) may overstate or understate the truth, rounding included.
     """
-    slack = policy.rounding_base // 2
-    holders = max(2, shareholders)
-    h_unlinked = interval_halfwidth(noise_scale, holders, 0.975) + slack
-    above, below = margin_bounds(noise_scale, holders, margin_cells, 0.975)
-    total_low = max(1, total - above - slack)
-    total_high = total + below + slack
-    unlinked_low = max(0, unlinked - h_unlinked)
-    unlinked_high = unlinked + h_unlinked
-    low = max(0.0, 1.0 - unlinked_high / total_low)
-    high = min(1.0, 1.0 - unlinked_low / total_high)
-    return max(rate - low, high - rate, 0.0)
+
+    unlinked: int
+    above: int
+    below: int
+
+    @classmethod
+    def of(
+        cls, noise_scale: float, shareholders: int, margin_cells: int, policy: SdcPolicy
+    ) -> _Slack:
+        rounding = policy.rounding_base // 2
+        holders = max(2, shareholders)
+        above, below = margin_bounds(noise_scale, holders, margin_cells, 0.975)
+        unlinked = interval_halfwidth(noise_scale, holders, 0.975) + rounding
+        return cls(unlinked, above + rounding, below + rounding)
+
+
+def _rate_interval(total: int, unlinked: int, slack: _Slack) -> tuple[float, float]:
+    """The interval, within [0, 1], that the two counts' intervals allow."""
+    total_low = max(1, total - slack.above)
+    total_high = total + slack.below
+    low = 1.0 - (unlinked + slack.unlinked) / total_low
+    high = 1.0 - max(0, unlinked - slack.unlinked) / total_high
+    return _clip(low), _clip(high)
+
+
+def _withheld_range(
+    total: int, unlinked_status: str, slack: _Slack, policy: SdcPolicy
+) -> tuple[float, float]:
+    """The rates a withheld unlinked count leaves possible (95%), given the total.
+
+    Primary suppression says the noisy count was below the threshold, so the
+    rate is high; secondary suppression says it was at least the threshold
+    (large enough to publish), so the rate is at most what that allows.
+    """
+    total_low = max(1, total - slack.above)
+    total_high = total + slack.below
+    if unlinked_status == PRIMARY:
+        return _clip(1.0 - (policy.threshold - 1 + slack.unlinked) / total_low), 1.0
+    if unlinked_status == SECONDARY:
+        return 0.0, _clip(1.0 - max(0, policy.threshold - slack.unlinked) / total_high)
+    return 0.0, 1.0
+
+
+def _linked_range(
+    total: int, linked: int | None, status: str, slack: _Slack, policy: SdcPolicy
+) -> tuple[float, float]:
+    """The rates the single linked cell allows (95%): its interval over the total's
+    when released; below what the threshold allows when primary-suppressed."""
+    total_low = max(1, total - slack.above)
+    total_high = total + slack.below
+    if linked is not None:
+        return (
+            _clip(max(0, linked - slack.unlinked) / total_high),
+            _clip((linked + slack.unlinked) / total_low),
+        )
+    if status == PRIMARY:
+        return 0.0, _clip((policy.threshold - 1 + slack.unlinked) / total_low)
+    if status == SECONDARY:
+        return _clip(max(0, policy.threshold - slack.unlinked) / total_high), 1.0
+    return 0.0, 1.0
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, value))
 
 
 def rates_from_release(
@@ -251,38 +325,89 @@ def rates_from_release(
     margin_cells = len(linked_groups) + 1
     subgroups = [g for g in dict.fromkeys(table[attribute]) if g != TOTAL]
 
-    def cell(group: str, column: str) -> int | None:
+    def cell(group: str, column: str) -> tuple[int | None, str]:
         rows = table[(table["group"] == group) & (table[attribute] == column)]
-        if rows.empty or rows["status"].iloc[0] != RELEASED:
-            return None
-        return int(rows["count"].iloc[0])
+        if rows.empty:
+            return None, WITHHELD
+        status = str(rows["status"].iloc[0])
+        return (int(rows["count"].iloc[0]), status) if status == RELEASED else (None, status)
 
+    slack = _Slack.of(noise_scale, shareholders, margin_cells, policy)
     out: list[SubgroupRate] = []
     for g in subgroups:
-        total, unlinked = cell(TOTAL, g), cell(unlinked_label, g)
+        (total, total_status), (unlinked, unlinked_status) = (
+            cell(TOTAL, g),
+            cell(unlinked_label, g),
+        )
         if not total:
-            out.append(SubgroupRate(g, None, unlinked, None, None, "subgroup total suppressed"))
-            continue
-        if unlinked is None:
+            why = status_label(total_status, policy).long
             out.append(
                 SubgroupRate(
-                    g, total, None, None, None, f"unlinked count withheld (< {policy.threshold})"
+                    g,
+                    None,
+                    unlinked,
+                    None,
+                    None,
+                    None,
+                    f"subgroup total {why}",
+                    total_status,
+                    unlinked_status,
                 )
             )
             continue
-        rate = min(1.0, max(0.0, 1.0 - unlinked / total))
+        if unlinked is None:
+            low, high = _withheld_range(total, unlinked_status, slack, policy)
+            if len(linked_groups) == 1:
+                # One linked cell: the rate is also linked / total, so that
+                # cell's own value or suppression narrows the range.
+                linked, linked_status = cell(next(iter(linked_groups)), g)
+                by_linked = _linked_range(total, linked, linked_status, slack, policy)
+                low, high = max(low, by_linked[0]), min(high, by_linked[1])
+                low, high = (low, high) if low <= high else (0.0, 1.0)
+            out.append(
+                SubgroupRate(
+                    g,
+                    total,
+                    None,
+                    None,
+                    low,
+                    high,
+                    _withheld_note(unlinked_status, total, query.partner, policy),
+                    total_status,
+                    unlinked_status,
+                )
+            )
+            continue
+        rate = _clip(1.0 - unlinked / total)
+        low, high = _rate_interval(total, unlinked, slack)
         out.append(
             SubgroupRate(
                 g,
                 total,
                 unlinked,
                 rate,
-                _rate_half_width(
-                    rate, total, unlinked, noise_scale, shareholders, margin_cells, policy
-                ),
+                min(low, rate),
+                max(high, rate),
+                "",
+                total_status,
+                unlinked_status,
             )
         )
     return tuple(out)
+
+
+def _withheld_note(status: str, total: int, partner: str, policy: SdcPolicy) -> str:
+    if status == PRIMARY:
+        return (
+            f"withheld (< {policy.threshold} of {total:,} not known to {partner}): "
+            "primary suppression"
+        )
+    if status == SECONDARY:
+        return (
+            f"withheld (>= {policy.threshold} of {total:,} not known to {partner}): "
+            "secondary suppression, to protect another cell"
+        )
+    return f"withheld ({status_label(status, policy).long})"
 
 
 def run_subgroup_queries(

@@ -4,16 +4,14 @@ The site is built from the audit log of an in-process federation, served by
 the register's own server on a free loopback port, and read by Chromium: the
 pages load under their Content-Security-Policy with styles applied, tables
 render with the expected rows and cells, and a tampered copy of the log shows
-the FAILED banner. Screenshots are kept as test artefacts
-($HEADCOUNT_TEST_ARTIFACTS, else the test's tmp_path).
+the FAILED banner; each event has its own page with a typed view of its kind.
+Screenshots are kept as test artefacts (tests/browser/conftest.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import sqlite3
 import threading
 from collections.abc import Generator, Iterator
@@ -22,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from browsing import screenshot
 from harness import make_federation
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page
 
 from headcount.query import QuerySpec
 from headcount.register import build_register, load_register, make_server
@@ -31,15 +30,6 @@ from headcount.register.model import Register
 
 PROJECT = "school-support-2026"
 HOSTILE_PURPOSE = 'Count pupils <script>alert("x")</script> by immigration status'
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OK_GREEN = "rgb(218, 251, 225)"  # .banner.ok background: proves the stylesheet applied
 FAIL_RED = "rgb(255, 235, 233)"  # .banner.fail background
 
@@ -48,23 +38,6 @@ FAIL_RED = "rgb(255, 235, 233)"  # .banner.fail background
 class Site:
     url: str
     register: Register
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        pytest.fail(
-            f"Chromium not found (looked for `chromium` on PATH and {path}). The browser "
-            "tests need it: apt-get install -y --no-install-recommends chromium "
-            "(.ci/run installs it in CI)."
-        )
-    return path
-
-
-def _artefacts(tmp_path: Path) -> Path:
-    directory = Path(os.environ.get("HEADCOUNT_TEST_ARTIFACTS") or tmp_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def _serve(site: Path) -> Generator[str, None, None]:
@@ -136,26 +109,6 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site
             gen.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = _chromium()
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
 def _background(page: Page, selector: str) -> str:
     return str(page.eval_on_selector(selector, "e => getComputedStyle(e).backgroundColor"))
 
@@ -193,7 +146,7 @@ def test_register_loads_and_its_tables_render(
     assert queries.count() == len(site.register.queries) == 2
     assert queries.nth(0).locator("td").count() == 8
     assert HOSTILE_PURPOSE in queries.nth(0).inner_text()  # shown as text, never run
-    page.screenshot(path=str(_artefacts(tmp_path) / "register-index.png"), full_page=True)
+    screenshot(page, tmp_path, "register-index.png")
     # A query's own page, reached by its link: the released table in full.
     queries.nth(0).locator("a").first.click()
     page.wait_for_load_state()
@@ -203,7 +156,10 @@ def test_register_loads_and_its_tables_render(
     assert page.locator("#purpose").inner_text() == HOSTILE_PURPOSE
     assert page.locator("#released-table tbody tr").count() == len(query.table.cells)
     assert page.locator("#released-table tfoot td").first.inner_text() == "Total"
-    page.screenshot(path=str(_artefacts(tmp_path) / "register-query.png"), full_page=True)
+    for badge in page.locator("#released-table tbody .badge").all_inner_texts():
+        assert badge in ("rounded to 5", "withheld: < 10", "withheld: protects another cell")
+    assert page.locator("ul.legend li").count() == 3  # what each rule means
+    screenshot(page, tmp_path, "register-query.png")
     assert problems == []
 
 
@@ -221,7 +177,57 @@ def test_tampered_log_shows_failing_verification(
     assert page.locator("#first-bad").inner_text() == f"event #{bad} (release)"
     assert _background(page, "#verification") == FAIL_RED
     assert page.locator("#queries-table tbody tr.unverified").count() == 2
-    page.screenshot(path=str(_artefacts(tmp_path) / "register-tampered.png"), full_page=True)
+    screenshot(page, tmp_path, "register-tampered.png")
     page.goto(site.url + "events.html")
     assert page.locator("#events-table tbody tr.unverified").count() >= 1
     assert "first bad event" in page.locator("#events-table").inner_text()
+
+
+def test_each_event_page_shows_its_kind_typed(
+    sites: tuple[Site, Site], page: Page, tmp_path: Path
+) -> None:
+    site = sites[0]
+    page.goto(site.url + "events.html")
+    kinds = page.locator("#events-table tbody td.kind")
+    assert kinds.count() == len(site.register.events)
+    # The Kind column never breaks a word: one line per kind, however narrow.
+    page.set_viewport_size({"width": 700, "height": 900})
+    for i in range(kinds.count()):
+        cell = kinds.nth(i)
+        assert cell.evaluate("e => getComputedStyle(e).whiteSpace") == "nowrap"
+        code = cell.locator("code")
+        line = float(code.evaluate("e => parseFloat(getComputedStyle(e).lineHeight) || 20"))
+        assert code.bounding_box()["height"] <= line * 1.5  # type: ignore[index]
+    assert page.locator("pre").count() == 0
+    page.set_viewport_size({"width": 1280, "height": 900})
+    seen: set[str] = set()
+    for event in site.register.events:
+        page.goto(site.url + f"event-{event.seq}.html")
+        assert page.locator("pre").count() == 0  # no raw JSON anywhere
+        assert page.locator("#event-facts").inner_text().count(event.kind) >= 1
+        assert "Audit log verified" in page.locator("#verification").inner_text()
+        body = page.locator("#event-body")
+        assert body.locator("dl.facts, table").count() >= 1
+        if event.kind == "epoch":  # each department's dataset size, by name
+            records = sorted(event.body["records"].items())
+            rows = page.locator("#epoch-records tbody tr").all_inner_texts()
+            assert len(rows) == len(records)
+            for row, (party, n) in zip(rows, records, strict=True):
+                assert row.startswith(party) and f"{n:,}" in row
+        if event.kind == "query":
+            assert page.locator("#purpose").inner_text() == event.body["purpose"]
+        if event.kind == "release" and "release" not in seen:
+            cells = event.body["table"]["cells"]
+            assert page.locator("#released-table tbody tr").count() == len(cells)
+            badges = page.locator("#released-table tbody td .badge").all_inner_texts()
+            assert set(badges) <= {
+                "rounded to 5",
+                "withheld: < 10",
+                "withheld: protects another cell",
+            }
+            assert page.locator("#release-budget tbody tr").count() == len(event.body["parties"])
+            assert "95% interval" in page.locator("#released-table thead").inner_text()
+            screenshot(page, tmp_path, "register-event.png", keep=True)
+        seen.add(event.kind)
+    assert {"ceremony", "epoch_started", "epoch", "project_proposed", "project_approved"} <= seen
+    assert {"query", "release"} <= seen

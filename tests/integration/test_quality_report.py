@@ -16,10 +16,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from harness import Federation, make_federation
+from markupsafe import escape
 
 from headcount.cli import cli
 from headcount.errors import InvalidRequest
-from headcount.protect.sdc import SdcPolicy
+from headcount.protect.labels import status_label
+from headcount.protect.sdc import TOTAL, SdcPolicy
+from headcount.query import unlinked_group
+from headcount.register import build_register, load_register
 from headcount.report import SubgroupPlan, build_quality_report
 from headcount.report.summary import summarise_epoch
 
@@ -258,3 +262,34 @@ def test_the_summary_matches_the_store_without_rendering(report: tuple[Federatio
     for h in summary.households:
         if h.shared is not None and h.left_households:
             assert 0 < h.shared <= h.left_households + 5
+
+
+def test_the_register_shows_the_reports_figures_for_the_same_release(
+    report: tuple[Federation, Path], tmp_path: Path
+) -> None:
+    """Each subgroup rate's counts are the cells of a release in the register,
+    with the same values and the same suppression rule, named the same way."""
+    fed, path = report
+    reg = load_register(fed.config)
+    build_register(fed.config, tmp_path)
+    by_id = {q.query_id: q for q in reg.queries}
+    page = path.read_text(encoding="utf-8")
+    compared = 0
+    for result in _data(path)["subgroups"]:
+        query = by_id[result["query_id"]]
+        assert query.table is not None
+        cells = {(c.group, c.column): c for c in query.table.cells}
+        unlinked_label = unlinked_group(result["partner"])
+        register_page = (tmp_path / query.page).read_text(encoding="utf-8")
+        for rate in result["rates"]:
+            total = cells[(TOTAL, rate["group"])]
+            unlinked = cells[(unlinked_label, rate["group"])]
+            assert (total.value, total.status) == (rate["total"], rate["total_status"])
+            assert (unlinked.value, unlinked.status) == (rate["unlinked"], rate["unlinked_status"])
+            for c in (total, unlinked):
+                label = str(escape(status_label(c.status, reg.policy).short))
+                assert label in register_page
+                if c.value is None:
+                    assert label in page  # the report names the rule the same way
+            compared += 1
+    assert compared >= 8

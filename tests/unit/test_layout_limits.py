@@ -23,8 +23,6 @@ ALLOWED = {
     # The numba kernel: one compiled unit whose functions call each other, and
     # which the pure reference implementation is checked against.
     "headcount/linkage/_kernel.py",
-    # TEMPORARY: being replaced by templates under issue #16; remove then.
-    "headcount/register/render.py",
 }
 
 

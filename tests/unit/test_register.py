@@ -5,7 +5,6 @@ tampered copies of the log rendering the FAILED banner, and the read-only server
 from __future__ import annotations
 
 import datetime as dt
-import html
 import http.client
 import json
 import re
@@ -22,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import make_federation
+from markupsafe import escape
 
 from headcount.audit import event_hash, sign_event_hash
 from headcount.cli import cli
@@ -126,6 +126,11 @@ def copy(logged: Logged, tmp_path: Path) -> Path:
     return _copy_db(logged.db, tmp_path / "copy.sqlite")
 
 
+def _esc(text: str) -> str:
+    """``text`` as the templates' autoescaping writes it."""
+    return str(escape(text))
+
+
 def _pages(out: Path) -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(out.glob("*.html"))}
 
@@ -164,7 +169,7 @@ def test_verified_log_lists_projects_epochs_queries_and_tables(
     assert [q.status for q in reg.queries] == [RELEASED, RELEASED, REFUSED]
     assert {f"query-{q.seq}.html" for q in reg.queries} <= set(pages)
     assert page.count('<tr><td><a href="query-') == 3
-    assert html.escape(PLAIN_PURPOSE) in page
+    assert _esc(PLAIN_PURPOSE) in page
     # Budget per department per period, across epochs: refusals are not charged.
     (epoch,) = reg.epochs
     year = str(dt.datetime.now(dt.UTC).year)
@@ -190,14 +195,14 @@ def test_query_page_shows_the_released_table_and_who_asked(logged: Logged, tmp_p
     query = reg.queries[1]
     assert query.table is not None
     page = (tmp_path / query.page).read_text(encoding="utf-8")
-    assert html.escape(PLAIN_PURPOSE) in page
+    assert _esc(PLAIN_PURPOSE) in page
     assert "analyst (commissioner)" in page
     assert "education, health" in page
     body = page.split('id="released-table"', 1)[1].split("</table>", 1)[0]
     assert body.count("<tr") == 1 + len(query.table.cells) + 1  # header, cells, total
     assert "95% interval" in page
     for cell in query.table.cells:
-        assert f"<td>{html.escape(cell.group)}</td>" in body
+        assert f"<td>{_esc(cell.group)}</td>" in body
         if cell.value is not None:
             assert f">{cell.value:,}</td>" in body
             # Every released cell shows its 95% interval, around its value.
@@ -205,7 +210,15 @@ def test_query_page_shows_the_released_table_and_who_asked(logged: Logged, tmp_p
             low, high = cell.interval
             assert low <= cell.value <= high
             assert f"{low:,} – {high:,}" in body
-    assert "suppressed" in body or all(c.value is not None for c in query.table.cells)
+    # Each cell is labelled by the rule that applied to it, never a generic "suppressed".
+    rows = body.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("</tr>")
+    for cell, row in zip(query.table.cells, rows, strict=False):
+        expected = {
+            "released": "rounded to 5",
+            "primary": "withheld: &lt; 10",
+            "secondary": "withheld: protects another cell",
+        }[cell.status]
+        assert expected in row, (cell, row)
     refused = (tmp_path / reg.queries[2].page).read_text(encoding="utf-8")
     assert "Refused" in refused and 'id="reason"' in refused
 
@@ -213,20 +226,23 @@ def test_query_page_shows_the_released_table_and_who_asked(logged: Logged, tmp_p
 def test_hostile_text_is_escaped_on_every_page(logged: Logged, tmp_path: Path) -> None:
     build_register(logged.config, tmp_path, db_path=logged.db)
     pages = _pages(tmp_path)
-    assert len(pages) == 5  # index, events, three queries
+    reg = load_register(logged.config, logged.db)
+    assert len(pages) == 2 + 3 + len(reg.events)  # index, events, three queries, each event
     for name, text in pages.items():
         assert "<script" not in text.lower(), name
         assert "<img" not in text.lower(), name
         assert "<b onmouseover" not in text, name
-    assert html.escape(HOSTILE_PURPOSE) in pages["index.html"]
-    assert html.escape(HOSTILE_TITLE) in pages["index.html"]
-    assert html.escape(HOSTILE_PURPOSE) in pages["events.html"]
+    assert _esc(HOSTILE_PURPOSE) in pages["index.html"]
+    assert _esc(HOSTILE_TITLE) in pages["index.html"]
+    assert _esc(HOSTILE_PURPOSE) in pages["events.html"]
+    query = next(e for e in reg.events if e.kind == "query")
+    assert _esc(HOSTILE_PURPOSE) in pages[f"event-{query.seq}.html"]
 
 
 def test_pages_allow_no_script_and_nothing_from_elsewhere(logged: Logged, tmp_path: Path) -> None:
     build_register(logged.config, tmp_path, db_path=logged.db)
     for name, text in _pages(tmp_path).items():
-        assert html.escape("default-src 'none'") in text, name
+        assert _esc("default-src 'none'") in text, name
         assert "script-src" not in text, name
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", text), name
 
