@@ -61,7 +61,7 @@ class QueryDesk:
         try:
             plan, epoch_id, epsilon, spec_json, noise, packing = self._admit(spec, analyst)
         except (PolicyRefused, BudgetExhausted, NotAuthorised, PeerUnavailable) as exc:
-            self._refuse(uuid.uuid4().hex, analyst, spec.purpose, str(exc))
+            self._refuse(uuid.uuid4().hex, analyst, spec.purpose, exc.public)
             raise
         except InvalidRequest:
             self.refuse_invalid(analyst, spec.purpose)
@@ -96,7 +96,7 @@ class QueryDesk:
             # stands (the origin may have decrypted) and so does the mirror.
             abandonment = self._abandon(query_id, plan.origin)
             self.store.finish_query(query_id, "refused" if abandonment else "failed", None)
-            reason = str(exc) if isinstance(exc, HeadcountError) else "internal error"
+            reason = exc.public if isinstance(exc, HeadcountError) else "internal error"
             extra = {"abandonment": abandonment.to_json()} if abandonment else {}
             self._refuse(query_id, analyst, spec.purpose, reason, **extra)
             raise

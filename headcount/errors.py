@@ -11,9 +11,18 @@ from __future__ import annotations
 
 
 class HeadcountError(Exception):
-    """Base class: every error Headcount raises on purpose."""
+    """Base class: every error Headcount raises on purpose.
+
+    ``public``: the text a published record of the error may carry (a refusal
+    in the audit log), when the message itself quotes what a caller sent and
+    only the caller should see that; the message by default.
+    """
 
     status: str = "UNKNOWN"  # the grpc.StatusCode member's name
+
+    def __init__(self, *args: object, public: str | None = None) -> None:
+        super().__init__(*args)
+        self.public = public if public is not None else str(self)
 
 
 class InvalidRequest(HeadcountError):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -150,6 +150,15 @@ def _known(party: str, department: str) -> dict[str, Attribute]:
     return {a.name: a for a in attributes(dept)} if dept in ATTRIBUTES else {}
 
 
+def _named(attribute: str, known: Mapping[str, Attribute]) -> str:
+    """An attribute as a published refusal may name it: quoted when it is one
+    of the department's catalogue attributes, else not at all. Refusals are
+    published in the audit log, and a string that is no attribute could be
+    anything the analyst typed (a child's name); the analyst's own reply
+    quotes it."""
+    return repr(attribute) if attribute in known else "an attribute not in its catalogue"
+
+
 def check_predicates(
     party: str, approved: Iterable[str], predicates: Sequence[Predicate], *, department: str = ""
 ) -> None:
@@ -162,7 +171,10 @@ def check_predicates(
     known = _known(party, department)
     for p in predicates:
         if p.attribute not in approved_set:
-            raise PolicyRefused(f"{party} does not allow filtering on {p.attribute!r}")
+            raise PolicyRefused(
+                f"{party} does not allow filtering on {p.attribute!r}",
+                public=f"{party} does not allow filtering on {_named(p.attribute, known)}",
+            )
         attr = known[p.attribute]
         bad = [v for v in p.values if v not in attr.categories]
         if bad:
@@ -181,7 +193,10 @@ def check_measure(
     known = _known(party, department)
     attr = known.get(attribute)
     if attr is None or attribute not in set(approved) or not attr.is_numeric:
-        raise PolicyRefused(f"{party} does not allow averaging {attribute!r}")
+        raise PolicyRefused(
+            f"{party} does not allow averaging {attribute!r}",
+            public=f"{party} does not allow averaging {_named(attribute, known)}",
+        )
     return attr
 
 
@@ -191,7 +206,10 @@ def check_group_by(
     """The categories of an approved group-by attribute; PolicyRefused otherwise."""
     known = _known(party, department)
     if attribute not in set(approved) or attribute not in known:
-        raise PolicyRefused(f"{party} does not allow grouping by {attribute!r}")
+        raise PolicyRefused(
+            f"{party} does not allow grouping by {attribute!r}",
+            public=f"{party} does not allow grouping by {_named(attribute, known)}",
+        )
     attr = known[attribute]
     if attr.is_numeric:
         raise PolicyRefused(f"{party}.{attribute} is numeric; grouping by it would isolate people")

@@ -180,3 +180,32 @@ def test_a_project_with_an_enormous_title_or_purpose_is_refused(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert says in (caught.value.details() or "")
     assert _events(linked_federation) == before
+
+
+NAME = "Amelia Jones 2013-04-02"  # what an analyst might type where an attribute goes
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"group_by": NAME},
+        {"population_group_by": NAME},
+        {"measure": "mean", "measure_attribute": NAME},
+        {"population_filters": [common_pb2.Predicate(attribute=NAME, values=["Y"])]},
+    ],
+    ids=["group-by", "two-way", "mean", "filter"],
+)
+def test_a_refusal_never_publishes_what_the_analyst_typed(
+    linked_federation: Federation, analyst: grpc.Channel, fields: dict[str, object]
+) -> None:
+    """The analyst's reply quotes the string it sent; the public refusal names
+    only the department and says the attribute is not in its catalogue."""
+    refusals = _refusals(linked_federation)
+    error = _query(analyst, **fields)
+    assert error is not None and error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert NAME in (error.details() or "")
+    after = _refusals(linked_federation)
+    assert len(after) == len(refusals) + 1
+    logged = json.dumps(after[-1].body)
+    assert "Amelia" not in logged and "2013" not in logged
+    assert "not in its catalogue" in after[-1].body["reason"]
