@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from headcount.cli.common import echo_json, json_option
+
 
 @click.command()
 @click.argument("names", nargs=-1)
@@ -36,6 +38,7 @@ import click
     help="Synthetic population of the attacked federation.",
 )
 @click.option("--seed", default=5, show_default=True, type=int, help="Random seed.")
+@json_option
 def attack(
     names: tuple[str, ...],
     run_all: bool,
@@ -44,6 +47,7 @@ def attack(
     trials: int | None,
     people: int,
     seed: int,
+    as_json: bool,
 ) -> None:
     """Run the attack suite against a live local federation and print what each
     attacker knew and achieved. Every attack must fail, or its residual success
@@ -58,11 +62,16 @@ def attack(
       headcount attack --list
       headcount attack --games --trials 50
       headcount attack --all
+      headcount attack --games --trials 20 --json   # one object per attack or game
     """
     from headcount.attacks import attack_names, game_names, run_attacks
 
     if list_only:
-        click.echo("\n".join(game_names() if run_games else attack_names()))
+        listed = game_names() if run_games else attack_names()
+        if as_json:
+            echo_json(listed)
+        else:
+            click.echo("\n".join(listed))
         return
     chosen = list(names)
     if run_all:
@@ -75,6 +84,29 @@ def attack(
         games=run_games,
         trials=trials,
     )
+    if as_json:
+        echo_json(
+            [
+                {
+                    "name": r.name,
+                    "game": r.is_game,
+                    "attacker": r.attacker,
+                    "knows": r.knows,
+                    "outcome": r.outcome,
+                    "success_rate": r.success_rate,
+                    "accepted": r.accepted,
+                    "defended": r.defended,
+                    "trials": r.trials,
+                    "successes": r.successes,
+                    "epsilon_bound": r.epsilon_bound,
+                    "epsilon_claimed": r.epsilon_claimed,
+                }
+                for r in results
+            ]
+        )
+        if not all(r.defended for r in results):
+            sys.exit(1)
+        return
     attacks = [r for r in results if not r.is_game]
     played = [r for r in results if r.is_game]
     if attacks:

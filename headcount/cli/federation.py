@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from headcount.cli.common import Group, csv_items
+from headcount.cli.common import Group, csv_items, echo_json, json_option
 
 
 @click.group(cls=Group)
@@ -109,7 +109,8 @@ def federation_init(
     "snapshot per year for education and immigration (education-2024.csv, ...), as "
     "`federation init --periods` expects.",
 )
-def synth(people: int, seed: int, out_dir: Path, years: str) -> None:
+@json_option
+def synth(people: int, seed: int, out_dir: Path, years: str, as_json: bool) -> None:
     """Write a synthetic population: one CSV per department plus ground_truth.csv.
 
     Households of children and adults across local authorities, realistic
@@ -120,6 +121,7 @@ def synth(people: int, seed: int, out_dir: Path, years: str) -> None:
     Example:
       headcount synth --people 20000 --out synth
       headcount synth --people 5000 --years 2024,2025,2026 --out synth
+      headcount synth --people 2000 --out synth --json   # the summary as JSON
     """
     from headcount.synth import generate_periods, generate_population
 
@@ -129,11 +131,31 @@ def synth(people: int, seed: int, out_dir: Path, years: str) -> None:
         except ValueError:
             raise click.BadParameter("years are numbers, e.g. 2024,2025,2026") from None
         many = generate_periods(people, seed, out_dir, years=chosen, progress=True)
+        if as_json:
+            echo_json(
+                {
+                    "people": many.people,
+                    "years": list(many.years),
+                    "records": dict(many.records),
+                    "out": str(out_dir),
+                }
+            )
+            return
         click.echo(f"{many.people} people over {len(many.years)} years -> {out_dir}")
         for party, n in many.records.items():
             click.echo(f"  {party:<18} {n:>8} records")
         return
     summary = generate_population(people, seed, out_dir, progress=True)
+    if as_json:
+        echo_json(
+            {
+                "people": summary.people,
+                "households": summary.households,
+                "records": dict(summary.records),
+                "out": str(out_dir),
+            }
+        )
+        return
     click.echo(f"{summary.people} people in {summary.households} households -> {out_dir}")
     for dept, n in summary.records.items():
         click.echo(f"  {dept:<12} {n:>8} records")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from headcount.cli.common import echo_json, json_option
 from headcount.errors import HeadcountError
 
 if TYPE_CHECKING:
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
     from headcount.linkage.matchkeys import MatchKeySpec
     from headcount.linkage.schema import LinkageSchema
     from party_node.data import ReadOptions, ReadReport
+
+
+def _read_json(records: int, report: ReadReport) -> dict[str, object]:
+    return {
+        "records": records,
+        "date_order": report.date_order.describe(),
+        "blanked": dict(report.blanked),
+        "nameless": report.nameless,
+        "absent": list(report.absent),
+    }
 
 
 def _echo_read(name: str, records: int, report: ReadReport) -> None:
@@ -44,6 +55,7 @@ def _dedup_one(
     executor: str,
     seed: int | None,
     options: ReadOptions,
+    as_json: bool,
 ) -> None:
     from headcount.linkfiles import dedup_file
 
@@ -57,10 +69,29 @@ def _dedup_one(
         seed=seed,
         options=options,
     )
-    _echo_read(path.name, summary.records, summary.report)
-    _echo_encodings(summary.clk_fields, summary.match_keys)
     r = summary.result
     q = r.quality
+    if as_json:
+        echo_json(
+            {
+                "file": {path.name: _read_json(summary.records, summary.report)},
+                "clk_fields": list(summary.clk_fields),
+                "match_keys": [k.name for k in summary.match_keys],
+                "candidates": r.candidates,
+                "key_pairs": r.key_pairs,
+                "refused_merges": r.refused,
+                "threshold": r.threshold,
+                "est_precision": q.est_precision if q else None,
+                "est_recall": q.est_recall if q else None,
+                "people": summary.clusters,
+                "with_duplicates": summary.duplicated,
+                "pairs_written": summary.pairs_written,
+                "out": str(summary.out),
+            }
+        )
+        return
+    _echo_read(path.name, summary.records, summary.report)
+    _echo_encodings(summary.clk_fields, summary.match_keys)
     est = (
         f"est. precision {q.est_precision:.3f}, recall {q.est_recall:.3f}"
         if q
@@ -169,6 +200,7 @@ def corrupt_command(args: tuple[str, ...]) -> None:
     help="Derive the encoding secret and blocking key from this number, for a repeatable run"
     " (default: fresh random keys each run).",
 )
+@json_option
 def link_files_command(
     files: tuple[Path, ...],
     out_path: Path,
@@ -181,6 +213,7 @@ def link_files_command(
     blank_invalid: bool,
     dedup: bool,
     seed: int | None,
+    as_json: bool,
 ) -> None:
     """Link two or more local CSV files with the federation's linkage engine.
 
@@ -203,6 +236,7 @@ def link_files_command(
           --column first_name=given_name --column last_name=surname --blank-invalid
       headcount link-files a.csv b.csv --out pairs.csv --schema my-schema.toml
       headcount link-files register.csv --dedup --out duplicates.csv
+      headcount link-files a.csv b.csv --out pairs.csv --json   # the summary as JSON
 
     A schema's [input] table names the columns once (an address may join
     several), the date order and the postcode style; see docs/linkage.md.
@@ -231,7 +265,7 @@ def link_files_command(
     if dedup:
         if len(files) != 1:
             raise click.BadParameter("--dedup takes exactly one file", param_hint="FILES")
-        _dedup_one(files[0], out_path, threshold, schema, executor, seed, options)
+        _dedup_one(files[0], out_path, threshold, schema, executor, seed, options, as_json)
         return
     if len(files) < 2:
         raise click.BadParameter(
@@ -247,10 +281,40 @@ def link_files_command(
         seed=seed,
         options=options,
     )
+    r = summary.result
+    if as_json:
+        pairs = []
+        for a, b in r.links:
+            q = r.quality.get((a, b))
+            pairs.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "links": r.links[(a, b)],
+                    "key_links": r.key_links.get((a, b), 0),
+                    "threshold": r.thresholds[(a, b)],
+                    "est_precision": q.est_precision if q else None,
+                    "est_recall": q.est_recall if q else None,
+                }
+            )
+        echo_json(
+            {
+                "files": {
+                    party: _read_json(n, summary.reports[party])
+                    for party, n in summary.records.items()
+                },
+                "clk_fields": list(summary.clk_fields),
+                "match_keys": [k.name for k in summary.match_keys],
+                "pairs": pairs,
+                "clusters": summary.clusters,
+                "pairs_written": summary.pairs_written,
+                "out": str(summary.out),
+            }
+        )
+        return
     for party, n in summary.records.items():
         _echo_read(party, n, summary.reports[party])
     _echo_encodings(summary.clk_fields, summary.match_keys)
-    r = summary.result
     for a, b in r.links:
         q = r.quality.get((a, b))
         est = (

@@ -9,6 +9,8 @@ import click
 
 from headcount.cli.common import (
     Group,
+    echo_json,
+    json_option,
     load_config,
     log_json,
     log_level,
@@ -70,7 +72,8 @@ def node_health(config_path: Path | None, party: str, timeout_s: float) -> None:
     help="Check as the node reads with blank_invalid = true: unreadable dates, sexes and"
     " postcodes are blanked and counted, not refused.",
 )
-def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> None:
+@json_option
+def node_check(config_path: Path | None, party: str, blank_invalid: bool, as_json: bool) -> None:
     """Check the department file against its contract, showing problem values.
 
     Run this at the node: unlike errors sent to the coordinator, its output
@@ -81,6 +84,7 @@ def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> Non
     \b
     Example:
       headcount node check --config fed/federation.toml --party education
+      headcount node check --party education --json   # the result as JSON
     """
     from headcount.linkage.schema_file import federation_schema
     from party_node.data import DepartmentFileError, department_options, load_department_file
@@ -95,8 +99,25 @@ def node_check(config_path: Path | None, party: str, blank_invalid: bool) -> Non
             p.data, p.department, p.reference_date or cfg.reference_date, options
         )
     except DepartmentFileError as exc:
-        click.echo(exc.detail, err=True)
+        if as_json:
+            # The steward's own terminal: the detail may quote values.
+            echo_json({"file": str(p.data), "passed": False, "problems": exc.detail})
+        else:
+            click.echo(exc.detail, err=True)
         sys.exit(1)
+    if as_json:
+        report = data.report
+        echo_json(
+            {
+                "file": str(p.data),
+                "passed": True,
+                "records": data.records,
+                "date_order": report.date_order.describe() if report else None,
+                "blanked": dict(report.blanked) if report else {},
+                "nameless": report.nameless if report else 0,
+            }
+        )
+        return
     click.echo(f"{p.data}: {data.records} records, all checks passed")
     if data.report is not None:
         click.echo(f"  dates read {data.report.date_order.describe()}")

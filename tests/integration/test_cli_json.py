@@ -111,3 +111,49 @@ def test_the_client_returns_dataclasses_and_dataframes(fed: Federation) -> None:
     demo = [p for p in projects if p.project_id == DEMO_PROJECT]
     assert demo and isinstance(demo[0], ProjectView)
     assert isinstance(demo[0].expires, dt.date) and isinstance(demo[0].parties, tuple)
+
+
+def _run(*args: str) -> Any:
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_node_check_prints_json(fed: Federation) -> None:
+    report = _json(fed, "node", "check", "--party", "education")
+    assert report["passed"] is True
+    assert report["records"] == fed.nodes["education"].node.data().records
+    assert report["file"].endswith("education.csv")
+
+
+def test_synth_and_link_files_print_json(tmp_path: Path) -> None:
+    synth = _run("synth", "--people", "600", "--seed", "3", "--out", str(tmp_path / "s"))
+    assert synth["people"] == 600 and synth["records"]["education"] > 0
+    data = tmp_path / "s"
+    linked = _run(
+        "link-files",
+        str(data / "education.csv"),
+        str(data / "health.csv"),
+        "--out",
+        str(tmp_path / "pairs.csv"),
+        "--seed",
+        "1",
+    )
+    assert set(linked["files"]) == {"education", "health"}
+    assert linked["files"]["education"]["records"] == synth["records"]["education"]
+    (pair,) = linked["pairs"]
+    assert pair["links"] > 0 and 0 < pair["threshold"] < 1
+    written = (tmp_path / "pairs.csv").read_text().splitlines()
+    assert len(written) - 1 == linked["pairs_written"] == pair["links"]
+    dedup = _run(
+        "link-files", str(data / "health.csv"), "--dedup", "--out", str(tmp_path / "dup.csv")
+    )
+    assert dedup["people"] <= synth["records"]["health"]
+    assert dedup["file"]["health.csv"]["records"] == synth["records"]["health"]
+
+
+def test_attack_list_prints_json() -> None:
+    names = _run("attack", "--list")
+    games = _run("attack", "--list", "--games")
+    assert names and all(isinstance(n, str) for n in names)
+    assert games and all(n.startswith("game-") for n in games)
