@@ -240,11 +240,14 @@ class Call:
 
 
 def _ciphertexts(message: Message) -> int:
-    # CiphertextChunk carries them directly, HopInput inside its chunk.
-    if hasattr(message, "ciphertexts"):
-        return len(message.ciphertexts)
+    # CiphertextChunk carries them directly (records' and E(0) fills), HopInput
+    # inside its chunk or as unlinked-cell leftovers.
+    if hasattr(message, "fills"):
+        return len(message.ciphertexts) + len(message.fills)
     if hasattr(message, "chunk") and message.HasField("chunk"):
         return len(message.chunk.ciphertexts)
+    if hasattr(message, "leftovers") and message.HasField("leftovers"):
+        return len(message.leftovers.ciphertexts)
     return 0
 
 
@@ -568,10 +571,9 @@ def main() -> None:
             report = _query(fed, links, timings)
             # Stop refilling, so the Paillier rates below run on a quiet machine.
             for running in fed.nodes.values():
-                node = running.node
-                for enc in (node._encryptor, *node._peer_encryptors.values()):
+                for enc in running.node.keys.encryptors():
                     enc.stop_pool()
-                paillier.shared_encryptor(node._paillier_pub).stop_pool()
+                paillier.shared_encryptor(running.node.keys.public).stop_pool()
         finally:
             fed.stop()
     finally:
@@ -666,8 +668,7 @@ def _pools(fed: Federation) -> list[paillier.RandomiserPool] | None:
     """Every node's randomiser pools, or None while a node is still starting them."""
     pools: list[paillier.RandomiserPool] = []
     for running in fed.nodes.values():
-        node = running.node
-        encryptors = [node._encryptor, *node._peer_encryptors.values()]
+        encryptors = running.node.keys.encryptors()
         if len(encryptors) < len(PARTIES) or any(e.pool is None for e in encryptors):
             return None
         pools.extend(e.pool for e in encryptors if e.pool is not None)

@@ -119,6 +119,11 @@ class NodeKeys:
 
         threading.Thread(target=warm, name=f"{self.name}-pool-warm", daemon=True).start()
 
+    def encryptors(self) -> list[paillier.Encryptor]:
+        """This node's own encryptor, then one per other party's key in use."""
+        with self._pool_lock:
+            return [self.encryptor, *self._peer_encryptors.values()]
+
     def close(self) -> None:
         """Stop keeping randomisers ready (the pools' threads and their memory)."""
         with self._pool_lock:
