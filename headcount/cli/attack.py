@@ -62,7 +62,7 @@ def attack(
       headcount attack --list
       headcount attack --games --trials 50
       headcount attack --all
-      headcount attack --games --trials 20 --json   # one object per attack or game
+      headcount attack --games --trials 20 --json
     """
     from headcount.attacks import attack_names, game_names, run_attacks
 

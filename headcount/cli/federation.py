@@ -121,7 +121,7 @@ def synth(people: int, seed: int, out_dir: Path, years: str, as_json: bool) -> N
     Example:
       headcount synth --people 20000 --out synth
       headcount synth --people 5000 --years 2024,2025,2026 --out synth
-      headcount synth --people 2000 --out synth --json   # the summary as JSON
+      headcount synth --people 2000 --out synth --json
     """
     from headcount.synth import generate_periods, generate_population
 

@@ -236,7 +236,7 @@ def link_files_command(
           --column first_name=given_name --column last_name=surname --blank-invalid
       headcount link-files a.csv b.csv --out pairs.csv --schema my-schema.toml
       headcount link-files register.csv --dedup --out duplicates.csv
-      headcount link-files a.csv b.csv --out pairs.csv --json   # the summary as JSON
+      headcount link-files a.csv b.csv --out pairs.csv --json
 
     A schema's [input] table names the columns once (an address may join
     several), the date order and the postcode style; see docs/linkage.md.

@@ -84,7 +84,7 @@ def node_check(config_path: Path | None, party: str, blank_invalid: bool, as_jso
     \b
     Example:
       headcount node check --config fed/federation.toml --party education
-      headcount node check --party education --json   # the result as JSON
+      headcount node check --party education --json
     """
     from headcount.linkage.schema_file import federation_schema
     from party_node.data import DepartmentFileError, department_options, load_department_file
