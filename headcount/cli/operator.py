@@ -6,23 +6,30 @@ from pathlib import Path
 
 import click
 
-from headcount.cli.common import load_config
+from headcount.cli.common import echo_json, json_option, load_config
 from headcount.cli.options import config_option
 
 
 @click.command()
 @config_option
-def ceremony(config_path: Path | None) -> None:
+@json_option
+def ceremony(config_path: Path | None, as_json: bool) -> None:
     """Run the key ceremony: nodes derive a linkage secret the coordinator never holds.
 
     \b
     Example:
       headcount ceremony --config fed/federation.toml
+      headcount ceremony --config fed/federation.toml --json
     """
     from headcount.client import Client
 
     with Client(load_config(config_path)) as c:
         s = c.run_ceremony()
+    if as_json:
+        echo_json(
+            {"ceremony_id": s.ceremony_id, "parties": list(s.parties), "confirmed": s.confirmed}
+        )
+        return
     click.echo(f"ceremony {s.ceremony_id}: {len(s.parties)} parties, confirmed={s.confirmed}")
 
 
@@ -34,17 +41,44 @@ def ceremony(config_path: Path | None) -> None:
     type=click.FloatRange(0, 1),
     help="Dice threshold (default: the federation's).",
 )
-def link(config_path: Path | None, threshold: float) -> None:
+@json_option
+def link(config_path: Path | None, threshold: float, as_json: bool) -> None:
     """Run a linkage epoch: fresh tokens, keyed encodings, comparison, clusters.
+
+    Its link counts and quality estimates are exact linkage statistics, for
+    the coordinator's operator only (docs/privacy.md).
 
     \b
     Example:
       headcount link --config fed/federation.toml
+      headcount link --config fed/federation.toml --json
     """
     from headcount.client import Client
 
     with Client(load_config(config_path)) as c:
         s = c.run_linkage(threshold)
+    if as_json:
+        echo_json(
+            {
+                "epoch_id": s.epoch_id,
+                "schema_fingerprint": s.schema_fingerprint,
+                "records": dict(s.records),
+                "clusters": s.clusters,
+                "pairs": [
+                    {
+                        "left": p.left,
+                        "right": p.right,
+                        "links": p.links,
+                        "key_links": p.key_links,
+                        "threshold": p.threshold,
+                        "est_precision": p.est_precision if p.has_estimate else None,
+                        "est_recall": p.est_recall if p.has_estimate else None,
+                    }
+                    for p in s.pairs
+                ],
+            }
+        )
+        return
     click.echo(f"epoch {s.epoch_id} (schema {s.schema_fingerprint[:12]})")
     for party, n in s.records.items():
         click.echo(f"  {party:<12} {n:>8} records")

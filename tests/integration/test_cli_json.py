@@ -157,3 +157,15 @@ def test_attack_list_prints_json() -> None:
     games = _run("attack", "--list", "--games")
     assert names and all(isinstance(n, str) for n in names)
     assert games and all(n.startswith("game-") for n in games)
+
+
+def test_ceremony_and_link_print_json(fed: Federation) -> None:
+    """The operator's commands (run last here: a new ceremony and epoch)."""
+    ceremony = _json(fed, "ceremony")
+    assert ceremony["confirmed"] is True
+    assert set(ceremony["parties"]) == set(fed.config.party_names)
+    epoch = _json(fed, "link")
+    assert epoch["epoch_id"] == fed.coordinator.coordinator.store.latest_epoch()
+    assert set(epoch["records"]) == set(fed.config.party_names)
+    assert epoch["clusters"] > 0 and epoch["pairs"]
+    assert all(p["links"] >= p["key_links"] >= 0 for p in epoch["pairs"])
