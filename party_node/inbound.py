@@ -131,7 +131,17 @@ class Inbound:
             raise InvalidProof(f"no signed set from {sender}, the previous hop")
         stage = ORIGIN_SET if index == 1 else FILTER_SET
         verify_hop(h.sender, h.query_id, sender, stage, ca_cert=self.federation.ca_cert)
-        return SetCheck(sender)
+        return SetCheck(sender, self._set_limit(h.epoch_id, sender))
+
+    def _set_limit(self, epoch_id: str, sender: str) -> int:
+        """The most a sender's set may hold, from the epoch's published sizes: a
+        ciphertext per record (per household at most, ``household_cap`` copies
+        each) and one E(0) fill per record of this node."""
+        records = self.replica.epoch_records(epoch_id)
+        if not isinstance(records.get(sender), int):
+            raise PolicyRefused(f"epoch {epoch_id} publishes no record count for {sender}")
+        cap = self.federation.privacy.household_cap
+        return cap * int(records[sender]) + self.store.epoch(epoch_id).records
 
     def records(
         self, h: HopHeader, items: Iterator[HopItem], check: SetCheck

@@ -116,6 +116,15 @@ class Replica:
             self.config.tls.cert.read_bytes(),
         )
 
+    def epoch_records(self, epoch_id: str) -> Mapping[str, Any]:
+        """Each department's record count as the signed ``epoch`` event publishes it."""
+        self.verify_replica()
+        for event in reversed(self.audit.find("epoch", "$.epoch_id", epoch_id)):
+            records = event.body.get("records")
+            if isinstance(records, Mapping):
+                return records
+        raise FailedPrecondition(f"{self.name} has no signed audit event for epoch {epoch_id}")
+
     def announced(self, kind: str, key: str, value: str) -> Mapping[str, Any]:
         """The body of the signed ``kind`` event whose ``key`` is ``value``.
 

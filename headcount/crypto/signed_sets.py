@@ -120,8 +120,11 @@ class SetCheck:
     ciphertext: it must be in the set and not taken before.
     """
 
-    def __init__(self, sender: str) -> None:
-        self.sender = sender
+    def __init__(self, sender: str, limit: int | None = None) -> None:
+        """``limit``: the most hashes the set may hold (the sender's published
+        records, times the household cap, plus the receiver's fills), so a
+        coordinator cannot make a receiver hold an endless set."""
+        self.sender, self.limit = sender, limit
         self._hashes: set[bytes] = set()
         self._digest = hashlib.sha256(_SET_DOMAIN)
         self._last = b""
@@ -138,6 +141,11 @@ class SetCheck:
                 )
             self._last = h
             self._hashes.add(h)
+            if self.limit is not None and len(self._hashes) > self.limit:
+                raise InvalidRequest(
+                    f"{self.sender}'s set holds more than the {self.limit} ciphertexts "
+                    "its published size allows"
+                )
             self._digest.update(h)
 
     def seal(self, statement_digest: bytes) -> None:

@@ -122,3 +122,9 @@ def test_a_malformed_statement_is_refused() -> None:
         HopStatement("education", "mine", bytes(32), b"", b"")
     with pytest.raises(InvalidRequest, match="32 bytes"):
         HopStatement("education", ORIGIN_SET, bytes(31), b"", b"")
+
+
+def test_a_set_larger_than_its_published_size_is_refused() -> None:
+    check = SetCheck("education", limit=len(CTS) - 1)
+    with pytest.raises(InvalidRequest, match="published size"):
+        check.add_hashes(sorted(ciphertext_hash(c) for c in CTS))
