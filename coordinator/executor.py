@@ -25,6 +25,7 @@ from headcount.measures import Packing, clamp_noise, make_packing
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
 from headcount.query import QuerySpec
+from headcount.release import ReleasedTable
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 
@@ -40,7 +41,7 @@ class QueryOutcome:
     query_id: str
     epoch_id: str
     title: str
-    table: common_pb2.ProtectedTable
+    table: ReleasedTable
     budget_remaining: float
 
 
@@ -318,7 +319,7 @@ class HopExecutor:
 
         # Final step: the origin checks the chain, adds this coordinator's
         # share, decrypts the noisy aggregates and applies SDC.
-        table = self.nodes.call(
+        released = self.nodes.call(
             origin.party,
             lambda s: s.DecryptAggregate(
                 party_node_pb2.DecryptRequest(
@@ -331,6 +332,7 @@ class HopExecutor:
                 timeout=self.nodes.timeout_s,
             ),
         )
+        table = cv.table_from_pb(released)
         if table.query_id != query_id:
             raise InvalidRequest(f"{origin.party}: released a table for another query")
         title = spec.title or f"{spec.population_party} records by {last.party}.{last.group_by}"

@@ -92,7 +92,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             query_id=outcome.query_id,
             epoch_id=outcome.epoch_id,
             title=outcome.title,
-            table=outcome.table,
+            table=cv.table_to_pb(outcome.table),
             budget_remaining=outcome.budget_remaining,
         )
 
