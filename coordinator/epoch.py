@@ -9,13 +9,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 
-import grpc
 import numpy as np
 
 from coordinator.audit_sync import AuditSync
 from coordinator.nodes import CHUNK_RECORDS, NodeClients, each
 from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
-from headcount import rpc
 from headcount.config import FederationConfig
 from headcount.errors import InvalidRequest, PeerUnavailable
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
@@ -26,7 +24,7 @@ from headcount.linkage.households import resolve_households
 from headcount.linkage.keylinks import key_digests, wire_digests
 from headcount.linkage.schema import LinkageSchema
 from headcount.linkage.scores import score_histograms
-from headcount.wire import party_node_pb2
+from headcount.wire.node_values import EncodingChunk
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +41,11 @@ class _Upload:
 
     def __init__(self, party: str, epoch_id: str, width: int, levels: int) -> None:
         self.party, self.epoch_id, self.width, self.levels = party, epoch_id, width, levels
-        self.chunks: list[party_node_pb2.EncodingChunk] = []
+        self.chunks: list[EncodingChunk] = []
         self.total = -1
         self.fingerprint = ""
 
-    def add(self, chunk: party_node_pb2.EncodingChunk) -> None:
+    def add(self, chunk: EncodingChunk) -> None:
         party, seq = self.party, len(self.chunks)
         key_width = self.levels * MATCH_KEY_BYTES
         if self.chunks and self.chunks[-1].last:
@@ -128,30 +126,27 @@ class EpochLinker:
         levels = len(self.schema.match_keys) + len(self.schema.support_keys())
         upload = _Upload(party, epoch_id, self.schema.clk.clk_bits // 8, levels)
         for attempt in range(UPLOAD_ATTEMPTS):
-            request = party_node_pb2.EncodeRequest(
-                epoch_id=epoch_id,
-                ceremony_id=ceremony_id,
+            chunks = self.nodes.node(party).encode(
+                epoch_id,
+                ceremony_id,
                 chunk_records=CHUNK_RECORDS,
                 resume_from_seq=len(upload.chunks),
             )
             try:
-                for chunk in self.nodes.stub(party).Encode(request, timeout=self.nodes.timeout_s):
+                for chunk in chunks:
                     upload.add(chunk)
-            except grpc.RpcError as exc:
-                try:
-                    rpc.raise_from_rpc(exc, party)
-                except PeerUnavailable:
-                    if attempt + 1 == UPLOAD_ATTEMPTS:
-                        raise
-                    wait = min(UPLOAD_BACKOFF_S * 2**attempt, 30.0)
-                    log.warning(
-                        "%s: upload cut after %d chunks; resuming in %.1f s",
-                        party,
-                        len(upload.chunks),
-                        wait,
-                    )
-                    time.sleep(wait)
-                    continue
+            except PeerUnavailable:
+                if attempt + 1 == UPLOAD_ATTEMPTS:
+                    raise
+                wait = min(UPLOAD_BACKOFF_S * 2**attempt, 30.0)
+                log.warning(
+                    "%s: upload cut after %d chunks; resuming in %.1f s",
+                    party,
+                    len(upload.chunks),
+                    wait,
+                )
+                time.sleep(wait)
+                continue
             break
         return upload.finish()
 

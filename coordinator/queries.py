@@ -36,7 +36,6 @@ from headcount.query import (
     spec_to_json,
 )
 from headcount.release import ReleasedTable
-from headcount.wire import party_node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -206,16 +205,7 @@ class QueryDesk:
         """Ask the origin of a failed query to abandon it; None if it cannot (it
         is down, or it decrypted), in which case every charge stands."""
         try:
-            reply = self.nodes.call(
-                origin,
-                lambda s: s.AbandonQuery(
-                    party_node_pb2.AbandonRequest(query_id=query_id),
-                    timeout=self.nodes.timeout_s,
-                ),
-            )
-            abandonment = Abandonment(
-                reply.query_id, reply.party, reply.signature, reply.certificate_pem
-            )
+            abandonment = self.nodes.node(origin).abandon_query(query_id)
             if abandonment.query_id != query_id:
                 raise InvalidProof(f"{origin} abandoned another query")
             verify_abandonment(abandonment, origin, ca_cert=self.federation.ca_cert)

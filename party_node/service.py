@@ -22,7 +22,7 @@ from party_node.inbound import ChunkIn, HopItem, LeftoversIn, SetHashesIn
 from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
-MAX_SET_HASHES = 100_000  # per message (coordinator.executor.HASHES_PER_MESSAGE)
+MAX_SET_HASHES = 100_000  # per message (headcount.wire.node_client.HASHES_PER_MESSAGE)
 MAX_AUDIT_BATCH = 1_000
 MAX_ATTESTATIONS = 64
 # Parties of a ceremony, and envelopes and commitments of its second round:

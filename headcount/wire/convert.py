@@ -31,6 +31,15 @@ def identity_from_pb(m: c.PartyIdentity) -> Identity:
     return Identity(m.party, m.x25519_public_key, m.paillier_n, m.certificate_pem, m.signature)
 
 
+def identity_to_bytes(i: Identity) -> bytes:
+    """An identity as the coordinator's store keeps it: the serialised message."""
+    return identity_to_pb(i).SerializeToString()
+
+
+def identity_from_bytes(raw: bytes) -> Identity:
+    return identity_from_pb(c.PartyIdentity.FromString(raw))
+
+
 def envelope_to_pb(e: Envelope) -> pn.Envelope:
     return pn.Envelope(
         ceremony_id=e.ceremony_id,
