@@ -24,6 +24,7 @@ from headcount.linkage.households import resolve_households
 from headcount.linkage.keylinks import key_digests, wire_digests
 from headcount.linkage.schema import LinkageSchema
 from headcount.linkage.scores import score_histograms
+from headcount.status import LinkageSummary, PairLinks
 from headcount.wire.node_values import EncodingChunk
 
 log = logging.getLogger(__name__)
@@ -313,3 +314,29 @@ def _records_of(
             linked = out[:, k] >= 0
             out[linked, k] = people[party][out[linked, k]]
     return out
+
+
+def linkage_summary(info: EpochInfo) -> LinkageSummary:
+    """An epoch as the operator sees it: links and quality per pair, in pair order."""
+
+    def pair(a: str, b: str, links: int) -> PairLinks:
+        q = info.quality.get(f"{a}|{b}", {})
+        estimated = "est_precision" in q
+        return PairLinks(
+            left=a,
+            right=b,
+            links=links,
+            threshold=float(q.get("threshold", 0.0)),
+            key_links=int(q.get("key_links", 0)),
+            est_precision=float(q["est_precision"]) if estimated else None,
+            est_recall=float(q.get("est_recall", 0.0)) if estimated else None,
+        )
+
+    return LinkageSummary(
+        epoch_id=info.epoch_id,
+        records=info.records,
+        pairs=tuple(pair(a, b, n) for (a, b), n in sorted(info.pair_links.items())),
+        clusters=info.clusters,
+        threshold=info.threshold,
+        schema_fingerprint=info.schema_fingerprint,
+    )

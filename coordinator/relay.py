@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 
 from coordinator.audit_sync import AuditSync
 from coordinator.nodes import NodeClients, each
@@ -13,16 +12,10 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
 from headcount.errors import InvalidProof
+from headcount.status import CeremonySummary
 from headcount.wire import convert as cv
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CeremonyResult:
-    ceremony_id: str
-    parties: tuple[str, ...]
-    confirmed: bool
 
 
 class CeremonyRelay:
@@ -47,7 +40,7 @@ class CeremonyRelay:
             out[party] = identity
         return out
 
-    def run_ceremony(self) -> CeremonyResult:
+    def run_ceremony(self) -> CeremonySummary:
         identities = self.collect_identities()
         ceremony_id = uuid.uuid4().hex
         roster = [identities[p] for p in self.parties]
@@ -86,4 +79,4 @@ class CeremonyRelay:
         if not confirmed:
             raise InvalidProof("nodes derived different linkage secrets; the ceremony failed")
         log.info("ceremony %s confirmed by %d parties", ceremony_id, len(self.parties))
-        return CeremonyResult(ceremony_id, tuple(self.parties), confirmed)
+        return CeremonySummary(ceremony_id, tuple(self.parties), confirmed)

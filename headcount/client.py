@@ -23,7 +23,7 @@ from headcount.projects import ProjectDoc, sign_decision
 from headcount.protect.sdc import TOTAL
 from headcount.query import QuerySpec
 from headcount.release import release_frame
-from headcount.status import FederationStatus, ProjectView
+from headcount.status import CeremonySummary, FederationStatus, LinkageSummary, ProjectView
 from headcount.wire import convert as cv
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 
@@ -122,15 +122,23 @@ class Client:
     def wait_ready(self, timeout_s: float = 30) -> None:
         rpc.wait_healthy(self._channel, "coordinator", timeout_s=timeout_s)
 
-    def run_ceremony(self) -> coordinator_pb2.CeremonySummary:
-        return self._call(
-            lambda s: s.RunCeremony(coordinator_pb2.RunCeremonyRequest(), timeout=self._timeout_s)
+    def run_ceremony(self) -> CeremonySummary:
+        return cv.ceremony_from_pb(
+            self._call(
+                lambda s: s.RunCeremony(
+                    coordinator_pb2.RunCeremonyRequest(), timeout=self._timeout_s
+                )
+            )
         )
 
-    def run_linkage(self, threshold: float = 0.0) -> coordinator_pb2.LinkageSummary:
-        return self._call(
-            lambda s: s.RunLinkage(
-                coordinator_pb2.RunLinkageRequest(threshold=threshold), timeout=self._timeout_s
+    def run_linkage(self, threshold: float = 0.0) -> LinkageSummary:
+        """A linkage epoch's exact statistics (the operator's view)."""
+        return cv.linkage_from_pb(
+            self._call(
+                lambda s: s.RunLinkage(
+                    coordinator_pb2.RunLinkageRequest(threshold=threshold),
+                    timeout=self._timeout_s,
+                )
             )
         )
 

@@ -11,7 +11,14 @@ from headcount.crypto.signed_sets import HopStatement
 from headcount.measures import Packing, PackingRequest, ReleasedCell
 from headcount.query import Condition, Predicate, QuerySpec
 from headcount.release import ReleasedTable
-from headcount.status import FederationStatus, PartyStatus, ProjectView
+from headcount.status import (
+    CeremonySummary,
+    FederationStatus,
+    LinkageSummary,
+    PairLinks,
+    PartyStatus,
+    ProjectView,
+)
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
 from headcount.wire import party_node_pb2 as pn
@@ -238,6 +245,28 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
     )
 
 
+def status_to_pb(s: FederationStatus) -> co.FederationStatus:
+    return co.FederationStatus(
+        federation=s.federation,
+        ceremony_id=s.ceremony_id,
+        epoch_id=s.epoch_id,
+        parties=[
+            co.PartyStatus(
+                party=p.party,
+                healthy=p.healthy,
+                records=p.records,
+                epsilon_spent=p.epsilon_spent,
+                epsilon_left=p.epsilon_left,
+            )
+            for p in s.parties
+        ],
+        queries=s.queries,
+        audit_head=s.audit_head,
+        period=s.period,
+        epsilon_per_period=s.epsilon_per_period,
+    )
+
+
 def status_from_pb(m: co.FederationStatus) -> FederationStatus:
     return FederationStatus(
         federation=m.federation,
@@ -265,4 +294,73 @@ def project_from_pb(m: co.Project) -> ProjectView:
         approved_by=tuple(m.approved_by),
         revoked=m.revoked,
         status=m.status,
+    )
+
+
+def project_to_pb(p: ProjectView) -> co.Project:
+    return co.Project(
+        project_id=p.project_id,
+        title=p.title,
+        purpose=p.purpose,
+        analyst=p.analyst,
+        parties=list(p.parties),
+        expires=p.expires.isoformat(),
+        approved_by=list(p.approved_by),
+        revoked=p.revoked,
+        status=p.status,
+    )
+
+
+def ceremony_to_pb(s: CeremonySummary) -> co.CeremonySummary:
+    return co.CeremonySummary(
+        ceremony_id=s.ceremony_id, parties=list(s.parties), confirmed=s.confirmed
+    )
+
+
+def ceremony_from_pb(m: co.CeremonySummary) -> CeremonySummary:
+    return CeremonySummary(m.ceremony_id, tuple(m.parties), m.confirmed)
+
+
+def linkage_to_pb(s: LinkageSummary) -> co.LinkageSummary:
+    return co.LinkageSummary(
+        epoch_id=s.epoch_id,
+        records=s.records,
+        pairs=[
+            co.PairLinks(
+                left=p.left,
+                right=p.right,
+                links=p.links,
+                threshold=p.threshold,
+                has_estimate=p.est_precision is not None,
+                est_precision=p.est_precision or 0.0,
+                est_recall=p.est_recall or 0.0,
+                key_links=p.key_links,
+            )
+            for p in s.pairs
+        ],
+        clusters=s.clusters,
+        threshold=s.threshold,
+        schema_fingerprint=s.schema_fingerprint,
+    )
+
+
+def linkage_from_pb(m: co.LinkageSummary) -> LinkageSummary:
+    return LinkageSummary(
+        epoch_id=m.epoch_id,
+        records=dict(m.records),
+        pairs=tuple(
+            PairLinks(
+                left=p.left,
+                right=p.right,
+                links=p.links,
+                threshold=p.threshold,
+                key_links=p.key_links,
+                est_precision=p.est_precision if p.has_estimate else None,
+                est_recall=p.est_recall if p.has_estimate else None,
+            )
+            for p in m.pairs
+        ),
+        clusters=m.clusters,
+        threshold=m.threshold,
+        schema_fingerprint=m.schema_fingerprint,
     )
