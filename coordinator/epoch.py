@@ -13,12 +13,12 @@ import numpy as np
 
 from coordinator.audit_sync import AuditSync
 from coordinator.nodes import CHUNK_RECORDS, NodeClients, each
-from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
+from coordinator.store import CoordinatorStore, EpochInfo, PairKey, PairQuality, PartyEncodings
 from headcount.config import FederationConfig
 from headcount.errors import InvalidRequest, PeerUnavailable
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.dedup import dedup_records, duplicate_tokens, first_records
-from headcount.linkage.engine import link_parties
+from headcount.linkage.engine import LinkResult, link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import resolve_households
 from headcount.linkage.keylinks import key_digests, wire_digests
@@ -236,23 +236,7 @@ class EpochLinker:
             duplicates = {
                 p: duplicate_tokens(encodings[p].tokens, d.labels) for p, d in deduped.items()
             }
-        quality = {
-            f"{a}|{b}": {
-                "threshold": result.thresholds[(a, b)],
-                "key_links": result.key_links.get((a, b), 0),
-                "links": result.links[(a, b)],
-                **(
-                    {
-                        "est_precision": round(q.est_precision, 4),
-                        "est_recall": round(q.est_recall, 4),
-                        "est_f1": round(q.est_f1, 4),
-                    }
-                    if (q := result.quality.get((a, b))) is not None
-                    else {}
-                ),
-            }
-            for a, b in result.links
-        }
+        quality = {pair: _pair_quality(result, pair) for pair in result.links}
         # One household per person, from the person's linked records' keys, so
         # a record at an out-of-date address is placed where the person lives.
         resolved = resolve_households(
@@ -304,6 +288,19 @@ class EpochLinker:
         return info
 
 
+def _pair_quality(result: LinkResult, pair: PairKey) -> PairQuality:
+    """What the store keeps of a pair's linkage: estimates rounded to 4 decimals."""
+    q = result.quality.get(pair)
+    return PairQuality(
+        threshold=result.thresholds[pair],
+        key_links=result.key_links.get(pair, 0),
+        links=result.links[pair],
+        est_precision=round(q.est_precision, 4) if q is not None else None,
+        est_recall=round(q.est_recall, 4) if q is not None else None,
+        est_f1=round(q.est_f1, 4) if q is not None else None,
+    )
+
+
 def _records_of(
     members: np.ndarray, parties: Sequence[str], people: Mapping[str, np.ndarray]
 ) -> np.ndarray:
@@ -320,17 +317,10 @@ def linkage_summary(info: EpochInfo) -> LinkageSummary:
     """An epoch as the operator sees it: links and quality per pair, in pair order."""
 
     def pair(a: str, b: str, links: int) -> PairLinks:
-        q = info.quality.get(f"{a}|{b}", {})
-        estimated = "est_precision" in q
-        return PairLinks(
-            left=a,
-            right=b,
-            links=links,
-            threshold=float(q.get("threshold", 0.0)),
-            key_links=int(q.get("key_links", 0)),
-            est_precision=float(q["est_precision"]) if estimated else None,
-            est_recall=float(q.get("est_recall", 0.0)) if estimated else None,
-        )
+        q = info.quality.get((a, b))
+        if q is None:
+            return PairLinks(a, b, links, threshold=0.0, key_links=0)
+        return PairLinks(a, b, links, q.threshold, q.key_links, q.est_precision, q.est_recall)
 
     return LinkageSummary(
         epoch_id=info.epoch_id,

@@ -275,7 +275,7 @@ def _exact_linkage_statistics(fed: Federation) -> set[int]:
     store = fed.coordinator.coordinator.store
     info = store.epoch(store.latest_epoch())
     stats: set[int] = {info.clusters, *info.pair_links.values()}
-    stats.update(int(q["key_links"]) for q in info.quality.values() if "key_links" in q)
+    stats.update(q.key_links for q in info.quality.values())
     # A department's own size is published by the department itself.
     return {v for v in stats if v >= 20 and v not in set(info.records.values())}
 
