@@ -4,7 +4,7 @@ senders' own ciphertexts here and computes none (headcount.crypto.signed_sets)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from coordinator.planner import Hop, Plan
@@ -13,8 +13,7 @@ from headcount.crypto import paillier
 from headcount.crypto.signed_sets import HopStatement, ciphertext_hash
 from headcount.errors import InvalidRequest
 from headcount.linkage.households import household_flag_sources
-from headcount.wire import convert as cv
-from headcount.wire import party_node_pb2
+from headcount.wire.node_values import CiphertextChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +36,13 @@ class Sent:
 def read_signed(
     party: str,
     key: paillier.PublicKey,
-    chunks: Sequence[party_node_pb2.CiphertextChunk],
+    chunks: Iterable[CiphertextChunk],
     tokens: Sequence[bytes] | None,
 ) -> Sent:
-    """A sender's reply stream: record chunks numbered from 0 (with tokens from
-    an origin; in the order sent, ``tokens``, from a filter node), then fills,
-    then its statement on the last chunk. InvalidRequest if malformed."""
+    """A sender's reply stream, read as it arrives: record chunks numbered from 0
+    (with tokens from an origin; in the order sent, ``tokens``, from a filter
+    node), then fills, then its statement on the last chunk. InvalidRequest if
+    malformed."""
     records: dict[bytes, bytes] = {}
     households: dict[bytes, list[bytes]] = {}
     cts: list[bytes] = []
@@ -63,10 +63,10 @@ def read_signed(
                 records.update(zip(chunk.tokens, chunk.ciphertexts, strict=True))
         cts.extend(chunk.ciphertexts)
         fills.extend(chunk.fills)
-        if chunk.HasField("statement"):
+        if chunk.statement is not None:
             if not chunk.last:
                 raise InvalidRequest(f"{party}: a statement before its last chunk")
-            statement = cv.statement_from_pb(chunk.statement)
+            statement = chunk.statement
     if statement is None:
         raise InvalidRequest(f"{party}: its reply ended without a signed statement")
     if any(len(c) != width for c in cts) or any(len(c) != width for c in fills):

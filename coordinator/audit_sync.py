@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from coordinator.nodes import NodeClients, each_settled
 from headcount.audit import AuditLog
 from headcount.errors import ConfigError
-from headcount.wire import party_node_pb2, party_node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +34,12 @@ class AuditSync:
     def sync(self, party: str) -> int:
         """Bring ``party``'s replica up to date; returns its next seq."""
 
-        def sync(stub: party_node_pb2_grpc.PartyNodeStub) -> int:
-            head = stub.SyncAudit(party_node_pb2.AuditBatch(), timeout=self.nodes.timeout_s)
-            missing = self.audit.events(since=head.next_seq)
-            for start in range(0, len(missing), 500):
-                head = stub.SyncAudit(
-                    party_node_pb2.AuditBatch(
-                        events_json=[e.to_json() for e in missing[start : start + 500]]
-                    ),
-                    timeout=self.nodes.timeout_s,
-                )
-            return int(head.next_seq)
-
-        return self.nodes.call(party, sync)
+        node = self.nodes.node(party)
+        head = node.sync_audit()
+        missing = self.audit.events(since=head.next_seq)
+        for start in range(0, len(missing), 500):
+            head = node.sync_audit(missing[start : start + 500])
+        return head.next_seq
 
     def log(self, kind: str, body: dict[str, Any], *, required: Sequence[str] = ()) -> None:
         """Append a signed event and push it to every node's replica.

@@ -23,7 +23,7 @@ from coordinator.executor import HopExecutor, QueryOutcome
 from coordinator.governance import Governance
 from coordinator.nodes import NodeClients
 from coordinator.queries import QueryDesk, release_json
-from coordinator.relay import CeremonyRelay, CeremonyResult
+from coordinator.relay import CeremonyRelay
 from coordinator.store import CoordinatorStore, EpochInfo
 from headcount.audit import AuditLog
 from headcount.config import FederationConfig
@@ -32,11 +32,10 @@ from headcount.errors import HeadcountError
 from headcount.linkage.schema_file import federation_schema
 from headcount.projects import ProjectDoc
 from headcount.query import QuerySpec
+from headcount.status import CeremonySummary, FederationStatus, PartyStatus, ProjectView
 from headcount.tls import Principal
-from headcount.wire import coordinator_pb2
 
 __all__ = [
-    "CeremonyResult",
     "Coordinator",
     "NodeClients",
     "QueryOutcome",
@@ -118,21 +117,21 @@ class Coordinator:
     def collect_identities(self) -> dict[str, ceremony.Identity]:
         return self.relay.collect_identities()
 
-    def run_ceremony(self) -> CeremonyResult:
+    def run_ceremony(self) -> CeremonySummary:
         return self.relay.run_ceremony()
 
     def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
         return self.epochs.run_linkage(threshold)
 
-    def project_view(self, project_id: str) -> coordinator_pb2.Project:
+    def project_view(self, project_id: str) -> ProjectView:
         return self.governance.project_view(project_id)
 
-    def propose_project(self, doc: ProjectDoc) -> coordinator_pb2.Project:
+    def propose_project(self, doc: ProjectDoc) -> ProjectView:
         return self.governance.propose_project(doc)
 
     def decide_project(
         self, project_id: str, decision: str, by: Principal, signature: bytes, cert_pem: bytes
-    ) -> coordinator_pb2.Project:
+    ) -> ProjectView:
         return self.governance.decide_project(project_id, decision, by, signature, cert_pem)
 
     def check_project(self, project_id: str, analyst: str, parties: Sequence[str]) -> None:
@@ -156,7 +155,7 @@ class Coordinator:
     def run_query(self, spec: QuerySpec, analyst: str) -> QueryOutcome:
         return self.queries.run_query(spec, analyst)
 
-    def status(self) -> coordinator_pb2.FederationStatus:
+    def status(self) -> FederationStatus:
         try:
             epoch_id = self.store.latest_epoch()
             records = self.store.epoch(epoch_id).records
@@ -167,12 +166,12 @@ class Coordinator:
         except HeadcountError:
             ceremony_id = ""
         spent_by = self.governance.budgets_spent()
-        return coordinator_pb2.FederationStatus(
+        return FederationStatus(
             federation=self.federation.name,
             ceremony_id=ceremony_id,
             epoch_id=epoch_id,
-            parties=[
-                coordinator_pb2.PartyStatus(
+            parties=tuple(
+                PartyStatus(
                     party=p,
                     healthy=self.nodes.healthy(p),
                     records=records.get(p, 0),
@@ -180,7 +179,7 @@ class Coordinator:
                     epsilon_left=self.governance.left(spent_by.get(p, 0.0)),
                 )
                 for p in self.parties
-            ],
+            ),
             queries=self.store.query_count(),
             audit_head=self.audit.head(),
             period=self.governance.current_period(),

@@ -9,24 +9,23 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 
-import grpc
 import numpy as np
 
 from coordinator.audit_sync import AuditSync
 from coordinator.nodes import CHUNK_RECORDS, NodeClients, each
-from coordinator.store import CoordinatorStore, EpochInfo, PartyEncodings
-from headcount import rpc
+from coordinator.store import CoordinatorStore, EpochInfo, PairKey, PairQuality, PartyEncodings
 from headcount.config import FederationConfig
 from headcount.errors import InvalidRequest, PeerUnavailable
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.dedup import dedup_records, duplicate_tokens, first_records
-from headcount.linkage.engine import link_parties
+from headcount.linkage.engine import LinkResult, link_parties
 from headcount.linkage.executor import executor_from_spec
 from headcount.linkage.households import resolve_households
 from headcount.linkage.keylinks import key_digests, wire_digests
 from headcount.linkage.schema import LinkageSchema
 from headcount.linkage.scores import score_histograms
-from headcount.wire import party_node_pb2
+from headcount.status import LinkageSummary, PairLinks
+from headcount.wire.node_values import EncodingChunk
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,11 @@ class _Upload:
 
     def __init__(self, party: str, epoch_id: str, width: int, levels: int) -> None:
         self.party, self.epoch_id, self.width, self.levels = party, epoch_id, width, levels
-        self.chunks: list[party_node_pb2.EncodingChunk] = []
+        self.chunks: list[EncodingChunk] = []
         self.total = -1
         self.fingerprint = ""
 
-    def add(self, chunk: party_node_pb2.EncodingChunk) -> None:
+    def add(self, chunk: EncodingChunk) -> None:
         party, seq = self.party, len(self.chunks)
         key_width = self.levels * MATCH_KEY_BYTES
         if self.chunks and self.chunks[-1].last:
@@ -128,30 +127,27 @@ class EpochLinker:
         levels = len(self.schema.match_keys) + len(self.schema.support_keys())
         upload = _Upload(party, epoch_id, self.schema.clk.clk_bits // 8, levels)
         for attempt in range(UPLOAD_ATTEMPTS):
-            request = party_node_pb2.EncodeRequest(
-                epoch_id=epoch_id,
-                ceremony_id=ceremony_id,
+            chunks = self.nodes.node(party).encode(
+                epoch_id,
+                ceremony_id,
                 chunk_records=CHUNK_RECORDS,
                 resume_from_seq=len(upload.chunks),
             )
             try:
-                for chunk in self.nodes.stub(party).Encode(request, timeout=self.nodes.timeout_s):
+                for chunk in chunks:
                     upload.add(chunk)
-            except grpc.RpcError as exc:
-                try:
-                    rpc.raise_from_rpc(exc, party)
-                except PeerUnavailable:
-                    if attempt + 1 == UPLOAD_ATTEMPTS:
-                        raise
-                    wait = min(UPLOAD_BACKOFF_S * 2**attempt, 30.0)
-                    log.warning(
-                        "%s: upload cut after %d chunks; resuming in %.1f s",
-                        party,
-                        len(upload.chunks),
-                        wait,
-                    )
-                    time.sleep(wait)
-                    continue
+            except PeerUnavailable:
+                if attempt + 1 == UPLOAD_ATTEMPTS:
+                    raise
+                wait = min(UPLOAD_BACKOFF_S * 2**attempt, 30.0)
+                log.warning(
+                    "%s: upload cut after %d chunks; resuming in %.1f s",
+                    party,
+                    len(upload.chunks),
+                    wait,
+                )
+                time.sleep(wait)
+                continue
             break
         return upload.finish()
 
@@ -240,23 +236,7 @@ class EpochLinker:
             duplicates = {
                 p: duplicate_tokens(encodings[p].tokens, d.labels) for p, d in deduped.items()
             }
-        quality = {
-            f"{a}|{b}": {
-                "threshold": result.thresholds[(a, b)],
-                "key_links": result.key_links.get((a, b), 0),
-                "links": result.links[(a, b)],
-                **(
-                    {
-                        "est_precision": round(q.est_precision, 4),
-                        "est_recall": round(q.est_recall, 4),
-                        "est_f1": round(q.est_f1, 4),
-                    }
-                    if (q := result.quality.get((a, b))) is not None
-                    else {}
-                ),
-            }
-            for a, b in result.links
-        }
+        quality = {pair: _pair_quality(result, pair) for pair in result.links}
         # One household per person, from the person's linked records' keys, so
         # a record at an out-of-date address is placed where the person lives.
         resolved = resolve_households(
@@ -308,6 +288,19 @@ class EpochLinker:
         return info
 
 
+def _pair_quality(result: LinkResult, pair: PairKey) -> PairQuality:
+    """What the store keeps of a pair's linkage: estimates rounded to 4 decimals."""
+    q = result.quality.get(pair)
+    return PairQuality(
+        threshold=result.thresholds[pair],
+        key_links=result.key_links.get(pair, 0),
+        links=result.links[pair],
+        est_precision=round(q.est_precision, 4) if q is not None else None,
+        est_recall=round(q.est_recall, 4) if q is not None else None,
+        est_f1=round(q.est_f1, 4) if q is not None else None,
+    )
+
+
 def _records_of(
     members: np.ndarray, parties: Sequence[str], people: Mapping[str, np.ndarray]
 ) -> np.ndarray:
@@ -318,3 +311,22 @@ def _records_of(
             linked = out[:, k] >= 0
             out[linked, k] = people[party][out[linked, k]]
     return out
+
+
+def linkage_summary(info: EpochInfo) -> LinkageSummary:
+    """An epoch as the operator sees it: links and quality per pair, in pair order."""
+
+    def pair(a: str, b: str, links: int) -> PairLinks:
+        q = info.quality.get((a, b))
+        if q is None:
+            return PairLinks(a, b, links, threshold=0.0, key_links=0)
+        return PairLinks(a, b, links, q.threshold, q.key_links, q.est_precision, q.est_recall)
+
+    return LinkageSummary(
+        epoch_id=info.epoch_id,
+        records=info.records,
+        pairs=tuple(pair(a, b, n) for (a, b), n in sorted(info.pair_links.items())),
+        clusters=info.clusters,
+        threshold=info.threshold,
+        schema_fingerprint=info.schema_fingerprint,
+    )

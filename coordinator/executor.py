@@ -4,7 +4,7 @@ node to node, the grouped aggregates, and the noise shares added in turn."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator.alignment import (
@@ -25,14 +25,11 @@ from headcount.measures import Packing, clamp_noise, make_packing
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
 from headcount.query import QuerySpec
-from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
+from headcount.release import ReleasedTable
 from headcount.wire import convert as cv
+from headcount.wire.node_values import DecryptRequest, HopHeader, HopInput, IndicatorRequest
 
 log = logging.getLogger(__name__)
-
-
-# Set hashes per message (32 bytes each: 3.2 MB, under the default 16 MiB limit).
-HASHES_PER_MESSAGE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +37,7 @@ class QueryOutcome:
     query_id: str
     epoch_id: str
     title: str
-    table: common_pb2.ProtectedTable
+    table: ReleasedTable
     budget_remaining: float
 
 
@@ -57,8 +54,7 @@ class HopExecutor:
         raw = self.store.identities().get(party)
         if raw is None:
             raise InvalidRequest(f"no identity registered for {party}; run the ceremony first")
-        ident = common_pb2.PartyIdentity.FromString(raw)
-        return paillier.PublicKey.from_bytes(ident.paillier_n)
+        return paillier.PublicKey.from_bytes(cv.identity_from_bytes(raw).paillier_n)
 
     def packing(self, epoch_id: str, plan: Plan, epsilon: float, noise: NoisePlan) -> Packing:
         # No aggregate can add more per-record plaintexts than the epoch has
@@ -80,39 +76,6 @@ class HopExecutor:
         cap = self.federation.privacy.household_cap
         return household_align(self.store, cap, epoch_id, prev, sent, hop, tokens)
 
-    def _hop_requests(
-        self,
-        header: party_node_pb2.HopHeader,
-        sent: Sent,
-        tokens: Sequence[bytes],
-        aligned: Sequence[bytes],
-        leftovers: Sequence[bytes] = (),
-    ) -> Iterator[party_node_pb2.HopInput]:
-        yield party_node_pb2.HopInput(header=header)
-        hashes = sent.hashes()
-        for start in range(0, len(hashes), HASHES_PER_MESSAGE):
-            yield party_node_pb2.HopInput(
-                set_hashes=party_node_pb2.SetHashes(
-                    hashes=hashes[start : start + HASHES_PER_MESSAGE]
-                )
-            )
-        starts = list(range(0, len(tokens), CHUNK_RECORDS)) or [0]
-        for seq, start in enumerate(starts):
-            yield party_node_pb2.HopInput(
-                chunk=party_node_pb2.CiphertextChunk(
-                    seq=seq,
-                    tokens=tokens[start : start + CHUNK_RECORDS],
-                    ciphertexts=aligned[start : start + CHUNK_RECORDS],
-                    last=seq == len(starts) - 1,
-                )
-            )
-        for start in range(0, len(leftovers), CHUNK_RECORDS):
-            yield party_node_pb2.HopInput(
-                leftovers=party_node_pb2.Leftovers(
-                    ciphertexts=leftovers[start : start + CHUNK_RECORDS]
-                )
-            )
-
     def _header(
         self,
         query_id: str,
@@ -126,21 +89,20 @@ class HopExecutor:
         *,
         fill_count: int = 0,
         unlinked_cell: bool = False,
-    ) -> party_node_pb2.HopHeader:
-        header = party_node_pb2.HopHeader(
+    ) -> HopHeader:
+        return HopHeader(
             query_id=query_id,
             epoch_id=epoch_id,
-            paillier_n=key.to_bytes(),
+            origin_key=key,
             group_by=hop.group_by,
-            filters=cv.predicates_to_pb(hop.filters),
+            filters=hop.filters,
             epsilon=epsilon,
             expected_records=records,
             purpose=spec.purpose,
             fill_count=fill_count,
+            sender=sent.statement,
             unlinked_cell=unlinked_cell,
         )
-        header.sender.CopyFrom(cv.statement_to_pb(sent.statement))
-        return header
 
     def execute(
         self,
@@ -158,26 +120,18 @@ class HopExecutor:
 
         # Hop 1: the origin encrypts an indicator for every record it holds,
         # and signs that set with its E(0) fills for the next hop.
-        chunks = self.nodes.call(
-            origin.party,
-            lambda s: list(
-                s.EncryptIndicators(
-                    party_node_pb2.EncryptRequest(
-                        query_id=query_id,
-                        epoch_id=epoch_id,
-                        filters=cv.predicates_to_pb(origin.filters),
-                        epsilon=epsilon,
-                        chunk_records=CHUNK_RECORDS,
-                        purpose=spec.purpose,
-                        per_household=origin.per_household,
-                        group_by=packing.group_by,
-                        measure_attribute=packing.measure_attribute,
-                        layout=cv.packing_to_pb(packing),
-                        fill_count=fills_for(self.store, epoch_id, plan, 0),
-                    ),
-                    timeout=self.nodes.timeout_s,
-                )
-            ),
+        chunks = self.nodes.node(origin.party).encrypt_indicators(
+            IndicatorRequest(
+                query_id=query_id,
+                epoch_id=epoch_id,
+                filters=origin.filters,
+                epsilon=epsilon,
+                purpose=spec.purpose,
+                chunk_records=CHUNK_RECORDS,
+                per_household=origin.per_household,
+                packing=packing,
+                fill_count=fills_for(self.store, epoch_id, plan, 0),
+            )
         )
         sent = read_signed(origin.party, key, chunks, None)
         if origin.per_household:
@@ -221,15 +175,9 @@ class HopExecutor:
                 sent,
                 fill_count=fills_for(self.store, epoch_id, plan, index),
             )
-            requests = self._hop_requests(header, sent, tokens, aligned)
-
-            def apply(
-                stub: party_node_pb2_grpc.PartyNodeStub,
-                requests: Iterator[party_node_pb2.HopInput] = requests,
-            ) -> list[party_node_pb2.CiphertextChunk]:
-                return list(stub.ApplyPredicate(requests, timeout=self.nodes.timeout_s))
-
-            replies = self.nodes.call(hop.party, apply)
+            replies = self.nodes.node(hop.party).apply_predicate(
+                HopInput(header, sent.hashes(), tokens, aligned)
+            )
             sent = read_signed(hop.party, key, replies, tokens)
             prev = hop.party
 
@@ -268,17 +216,13 @@ class HopExecutor:
             sent,
             unlinked_cell=plan.unlinked_cell and last.link == "person",
         )
-        grouped = self.nodes.call(
-            last.party,
-            lambda s: s.AggregateByGroup(
-                self._hop_requests(header, sent, group_tokens, aligned, leftovers),
-                timeout=self.nodes.timeout_s,
-            ),
+        grouped = self.nodes.node(last.party).aggregate_by_group(
+            HopInput(header, sent.hashes(), group_tokens, aligned, leftovers)
         )
-        groups = [(g.group, g.ciphertext) for g in grouped.groups]
+        groups = grouped.groups
         if not groups or len({g for g, _ in groups}) != len(groups):
             raise InvalidRequest(f"{last.party}: malformed grouped aggregate")
-        if not grouped.HasField("statement"):
+        if grouped.statement is None:
             raise InvalidRequest(f"{last.party}: returned no signed statement")
         group_statement = grouped.statement
 
@@ -297,39 +241,22 @@ class HopExecutor:
         ]
         attestations: list[NoiseAttestation] = []
         for holder in noise.nodes:
-            request = party_node_pb2.NoiseRequest(
-                query_id=query_id,
-                paillier_n=key.to_bytes(),
-                groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in groups],
-            )
-
-            def add_noise(
-                stub: party_node_pb2_grpc.PartyNodeStub,
-                request: party_node_pb2.NoiseRequest = request,
-            ) -> party_node_pb2.NoisedAggregate:
-                return stub.AddNoise(request, timeout=self.nodes.timeout_s)
-
-            reply = self.nodes.call(holder, add_noise)
-            returned = [(g.group, g.ciphertext) for g in reply.groups]
-            if [g for g, _ in returned] != [g for g, _ in groups]:
+            reply = self.nodes.node(holder).add_noise(query_id, key, groups)
+            if [g for g, _ in reply.groups] != [g for g, _ in groups]:
                 raise InvalidRequest(f"{holder}: noised other groups than it was sent")
-            groups = returned
-            attestations.append(cv.attestation_from_pb(reply.attestation))
+            groups = reply.groups
+            attestations.append(reply.attestation)
 
         # Final step: the origin checks the chain, adds this coordinator's
         # share, decrypts the noisy aggregates and applies SDC.
-        table = self.nodes.call(
-            origin.party,
-            lambda s: s.DecryptAggregate(
-                party_node_pb2.DecryptRequest(
-                    query_id=query_id,
-                    groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in groups],
-                    attestations=[cv.attestation_to_pb(a) for a in attestations],
-                    group_statement=group_statement,
-                    coordinator_noise=coordinator_noise,
-                ),
-                timeout=self.nodes.timeout_s,
-            ),
+        table = self.nodes.node(origin.party).decrypt_aggregate(
+            DecryptRequest(
+                query_id,
+                groups,
+                tuple(attestations),
+                group_statement,
+                tuple(coordinator_noise),
+            )
         )
         if table.query_id != query_id:
             raise InvalidRequest(f"{origin.party}: released a table for another query")

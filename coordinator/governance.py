@@ -12,8 +12,8 @@ from headcount.config import FederationConfig
 from headcount.errors import FailedPrecondition, InvalidRequest, NotAuthorised, PolicyRefused
 from headcount.privacy.accountant import compose, period_of
 from headcount.projects import ProjectDoc, check_project_id, verify_decision
+from headcount.status import ProjectView
 from headcount.tls import Principal, Role
-from headcount.wire import coordinator_pb2
 
 
 class Governance:
@@ -31,22 +31,22 @@ class Governance:
             return "expired"
         return "approved" if set(approvals) >= set(doc.parties) else "proposed"
 
-    def project_view(self, project_id: str) -> coordinator_pb2.Project:
+    def project_view(self, project_id: str) -> ProjectView:
         raw, approvals, revoked = self.store.project(project_id)
         doc = ProjectDoc.from_json(raw)
-        return coordinator_pb2.Project(
+        return ProjectView(
             project_id=doc.project_id,
             title=doc.title,
             purpose=doc.purpose,
             analyst=doc.analyst,
-            parties=list(doc.parties),
-            expires=doc.expires.isoformat(),
-            approved_by=sorted(approvals),
+            parties=tuple(doc.parties),
+            expires=doc.expires,
+            approved_by=tuple(sorted(approvals)),
             revoked=revoked,
             status=self._project_status(doc, approvals, revoked),
         )
 
-    def propose_project(self, doc: ProjectDoc) -> coordinator_pb2.Project:
+    def propose_project(self, doc: ProjectDoc) -> ProjectView:
         self.federation.check_accredited(doc.analyst)
         unknown = [p for p in doc.parties if p not in self.parties]
         if unknown:
@@ -61,7 +61,7 @@ class Governance:
 
     def decide_project(
         self, project_id: str, decision: str, by: Principal, signature: bytes, cert_pem: bytes
-    ) -> coordinator_pb2.Project:
+    ) -> ProjectView:
         check_project_id(project_id)
         raw, _, revoked = self.store.project(project_id)
         doc = ProjectDoc.from_json(raw)

@@ -1,4 +1,4 @@
-"""The coordinator's channels to the party nodes, and running a call on each."""
+"""The coordinator's clients of the party nodes, and running a call on each."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from headcount import rpc, tls
 from headcount.config import FederationConfig
-from headcount.wire import party_node_pb2_grpc
+from headcount.wire.node_client import CHUNK_RECORDS, NodeClient
+
+__all__ = ["CHUNK_RECORDS", "NodeClients", "each", "each_settled"]
 
 T = TypeVar("T")
-# Records per streamed chunk, uploads and hop inputs alike.
-CHUNK_RECORDS = 1_000
 
 
 class NodeClients:
-    """One mutual-TLS channel per party node, with status mapping and deadlines."""
+    """One typed client per party node, each over its own mutual-TLS channel
+    (status mapping and deadlines: `headcount.wire.node_client`)."""
 
     def __init__(
         self,
@@ -30,40 +28,29 @@ class NodeClients:
             federation.coordinator.tls.cert, federation.coordinator.tls.key, federation.ca_cert
         )
         self.timeout_s = federation.rpc_timeout_s
-        self.channels = {
-            p.name: rpc.secure_channel(
-                p.address,
-                creds,
-                max_message_bytes=federation.max_message_bytes,
-                interceptors=interceptors,
+        self.clients = {
+            p.name: NodeClient(
+                p.name,
+                rpc.secure_channel(
+                    p.address,
+                    creds,
+                    max_message_bytes=federation.max_message_bytes,
+                    interceptors=interceptors,
+                ),
+                self.timeout_s,
             )
             for p in federation.parties
         }
-        self.stubs = {
-            name: party_node_pb2_grpc.PartyNodeStub(ch) for name, ch in self.channels.items()
-        }
 
-    def stub(self, party: str) -> party_node_pb2_grpc.PartyNodeStub:
-        return self.stubs[party]
-
-    def call(self, party: str, fn: Callable[[party_node_pb2_grpc.PartyNodeStub], T]) -> T:
-        try:
-            return fn(self.stubs[party])
-        except grpc.RpcError as exc:
-            rpc.raise_from_rpc(exc, party)
+    def node(self, party: str) -> NodeClient:
+        return self.clients[party]
 
     def healthy(self, party: str) -> bool:
-        try:
-            reply = health_pb2_grpc.HealthStub(self.channels[party]).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=3
-            )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        return self.clients[party].healthy()
 
     def close(self) -> None:
-        for ch in self.channels.values():
-            ch.close()
+        for client in self.clients.values():
+            client.close()
 
 
 def each_settled(parties: Sequence[str], fn: Callable[[str], T]) -> dict[str, T | BaseException]:

@@ -35,7 +35,7 @@ from headcount.query import (
     check_purpose,
     spec_to_json,
 )
-from headcount.wire import common_pb2, party_node_pb2
+from headcount.release import ReleasedTable
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +205,7 @@ class QueryDesk:
         """Ask the origin of a failed query to abandon it; None if it cannot (it
         is down, or it decrypted), in which case every charge stands."""
         try:
-            reply = self.nodes.call(
-                origin,
-                lambda s: s.AbandonQuery(
-                    party_node_pb2.AbandonRequest(query_id=query_id),
-                    timeout=self.nodes.timeout_s,
-                ),
-            )
-            abandonment = Abandonment(
-                reply.query_id, reply.party, reply.signature, reply.certificate_pem
-            )
+            abandonment = self.nodes.node(origin).abandon_query(query_id)
             if abandonment.query_id != query_id:
                 raise InvalidProof(f"{origin} abandoned another query")
             verify_abandonment(abandonment, origin, ca_cert=self.federation.ca_cert)
@@ -226,11 +217,11 @@ class QueryDesk:
         return abandonment
 
 
-def release_json(title: str, table: common_pb2.ProtectedTable) -> dict[str, Any]:
+def release_json(title: str, table: ReleasedTable) -> dict[str, Any]:
     """A released table as the audit log and the store keep it."""
 
-    def interval(c: common_pb2.ProtectedCell) -> list[int] | None:
-        return [c.interval_low, c.interval_high] if c.has_interval else None
+    def pair(interval: tuple[Any, Any] | None) -> list[Any] | None:
+        return list(interval) if interval is not None else None
 
     return {
         "title": title,
@@ -240,17 +231,17 @@ def release_json(title: str, table: common_pb2.ProtectedTable) -> dict[str, Any]
                 "column": c.column,
                 "value": c.value if c.status == "released" else None,
                 "status": c.status,
-                "mean": c.mean if c.has_mean else None,
-                "sum": c.sum if c.has_sum else None,
-                "interval": interval(c),
-                "mean_interval": [c.mean_low, c.mean_high] if c.has_mean_interval else None,
+                "mean": c.mean,
+                "sum": c.sum,
+                "interval": pair(c.interval),
+                "mean_interval": pair(c.mean_interval),
             }
             for c in table.cells
         ],
         "column_attribute": table.column_attribute,
         "measure_attribute": table.measure_attribute,
-        "total": None if table.total_suppressed else table.total,
-        "total_interval": None if table.total_suppressed else [table.total_low, table.total_high],
+        "total": table.total,
+        "total_interval": pair(table.total_interval),
         "epsilon": table.epsilon,
         "noise_scale": table.noise_scale,
         "shareholders": table.shareholders,

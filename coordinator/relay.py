@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 
 from coordinator.audit_sync import AuditSync
 from coordinator.nodes import NodeClients, each
@@ -13,17 +12,10 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
 from headcount.errors import InvalidProof
+from headcount.status import CeremonySummary
 from headcount.wire import convert as cv
-from headcount.wire import party_node_pb2
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CeremonyResult:
-    ceremony_id: str
-    parties: tuple[str, ...]
-    confirmed: bool
 
 
 class CeremonyRelay:
@@ -38,38 +30,22 @@ class CeremonyRelay:
         self.parties: tuple[str, ...] = federation.party_names
 
     def collect_identities(self) -> dict[str, ceremony.Identity]:
-        replies = each(
-            self.parties,
-            lambda p: self.nodes.call(
-                p,
-                lambda s: s.GetIdentity(
-                    party_node_pb2.IdentityRequest(), timeout=self.nodes.timeout_s
-                ),
-            ),
-        )
+        replies = each(self.parties, lambda p: self.nodes.node(p).get_identity())
         out = {}
-        for party, reply in replies.items():
-            identity = cv.identity_from_pb(reply)
+        for party, identity in replies.items():
             if identity.party != party:
                 raise InvalidProof(f"node at {party}'s address claims to be {identity.party!r}")
             ceremony.verify_identity(identity, self.federation.ca_cert)
-            self.store.save_identity(party, reply.SerializeToString())
+            self.store.save_identity(party, cv.identity_to_bytes(identity))
             out[party] = identity
         return out
 
-    def run_ceremony(self) -> CeremonyResult:
+    def run_ceremony(self) -> CeremonySummary:
         identities = self.collect_identities()
         ceremony_id = uuid.uuid4().hex
-        roster = [cv.identity_to_pb(identities[p]) for p in self.parties]
+        roster = [identities[p] for p in self.parties]
         contributions = each(
-            self.parties,
-            lambda p: self.nodes.call(
-                p,
-                lambda s: s.Contribute(
-                    party_node_pb2.ContributeRequest(ceremony_id=ceremony_id, parties=roster),
-                    timeout=self.nodes.timeout_s,
-                ),
-            ),
+            self.parties, lambda p: self.nodes.node(p).contribute(ceremony_id, roster)
         )
         commitments = [c.commitment for c in contributions.values()]
         envelopes = [e for c in contributions.values() for e in c.envelopes]
@@ -78,16 +54,8 @@ class CeremonyRelay:
                 raise InvalidProof(f"{party} sent a contribution in another party's name")
         confirmations = each(
             self.parties,
-            lambda p: self.nodes.call(
-                p,
-                lambda s: s.Finish(
-                    party_node_pb2.FinishRequest(
-                        ceremony_id=ceremony_id,
-                        envelopes=[e for e in envelopes if e.recipient == p],
-                        commitments=commitments,
-                    ),
-                    timeout=self.nodes.timeout_s,
-                ),
+            lambda p: self.nodes.node(p).finish(
+                ceremony_id, [e for e in envelopes if e.recipient == p], commitments
             ),
         )
         tags = {c.tag for c in confirmations.values()}
@@ -111,4 +79,4 @@ class CeremonyRelay:
         if not confirmed:
             raise InvalidProof("nodes derived different linkage secrets; the ceremony failed")
         log.info("ceremony %s confirmed by %d parties", ceremony_id, len(self.parties))
-        return CeremonyResult(ceremony_id, tuple(self.parties), confirmed)
+        return CeremonySummary(ceremony_id, tuple(self.parties), confirmed)

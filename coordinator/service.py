@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from coordinator.coordinator import Coordinator
+from coordinator.epoch import linkage_summary
 from headcount.errors import InvalidRequest
 from headcount.projects import ProjectDoc
 from headcount.rpc import peer_certificate, peer_principal
@@ -36,19 +37,6 @@ def allowed_roles() -> dict[str, frozenset[Role]]:
     }
 
 
-def _pair(a: str, b: str, links: int, q: dict[str, Any]) -> coordinator_pb2.PairLinks:
-    return coordinator_pb2.PairLinks(
-        left=a,
-        right=b,
-        links=links,
-        threshold=float(q.get("threshold", 0.0)),
-        has_estimate="est_precision" in q,
-        est_precision=float(q.get("est_precision", 0.0)),
-        est_recall=float(q.get("est_recall", 0.0)),
-        key_links=int(q.get("key_links", 0)),
-    )
-
-
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
@@ -56,26 +44,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def RunCeremony(
         self, request: coordinator_pb2.RunCeremonyRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.CeremonySummary:
-        result = self.c.run_ceremony()
-        return coordinator_pb2.CeremonySummary(
-            ceremony_id=result.ceremony_id, parties=list(result.parties), confirmed=result.confirmed
-        )
+        return cv.ceremony_to_pb(self.c.run_ceremony())
 
     def RunLinkage(
         self, request: coordinator_pb2.RunLinkageRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.LinkageSummary:
-        info = self.c.run_linkage(request.threshold)
-        return coordinator_pb2.LinkageSummary(
-            epoch_id=info.epoch_id,
-            records=info.records,
-            pairs=[
-                _pair(a, b, n, info.quality.get(f"{a}|{b}", {}))
-                for (a, b), n in sorted(info.pair_links.items())
-            ],
-            clusters=info.clusters,
-            threshold=info.threshold,
-            schema_fingerprint=info.schema_fingerprint,
-        )
+        return cv.linkage_to_pb(linkage_summary(self.c.run_linkage(request.threshold)))
 
     def SubmitQuery(
         self, request: coordinator_pb2.QueryRequest, context: grpc.ServicerContext
@@ -92,14 +66,14 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             query_id=outcome.query_id,
             epoch_id=outcome.epoch_id,
             title=outcome.title,
-            table=outcome.table,
+            table=cv.table_to_pb(outcome.table),
             budget_remaining=outcome.budget_remaining,
         )
 
     def GetStatus(
         self, request: coordinator_pb2.StatusRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.FederationStatus:
-        return self.c.status()
+        return cv.status_to_pb(self.c.status())
 
     def ProposeProject(
         self, request: coordinator_pb2.ProjectProposal, context: grpc.ServicerContext
@@ -116,35 +90,39 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             tuple(request.parties),
             expires,
         )
-        return self.c.propose_project(doc)
+        return cv.project_to_pb(self.c.propose_project(doc))
 
     def ApproveProject(
         self, request: coordinator_pb2.ProjectDecision, context: grpc.ServicerContext
     ) -> coordinator_pb2.Project:
-        return self.c.decide_project(
-            request.project_id,
-            "approve",
-            peer_principal(context),
-            request.signature,
-            peer_certificate(context),
+        return cv.project_to_pb(
+            self.c.decide_project(
+                request.project_id,
+                "approve",
+                peer_principal(context),
+                request.signature,
+                peer_certificate(context),
+            )
         )
 
     def RevokeProject(
         self, request: coordinator_pb2.ProjectDecision, context: grpc.ServicerContext
     ) -> coordinator_pb2.Project:
-        return self.c.decide_project(
-            request.project_id,
-            "revoke",
-            peer_principal(context),
-            request.signature,
-            peer_certificate(context),
+        return cv.project_to_pb(
+            self.c.decide_project(
+                request.project_id,
+                "revoke",
+                peer_principal(context),
+                request.signature,
+                peer_certificate(context),
+            )
         )
 
     def ListProjects(
         self, request: coordinator_pb2.ListProjectsRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.ProjectList:
         return coordinator_pb2.ProjectList(
-            projects=[self.c.project_view(p) for p in self.c.store.project_ids()]
+            projects=[cv.project_to_pb(self.c.project_view(p)) for p in self.c.store.project_ids()]
         )
 
     def GetAuditLog(

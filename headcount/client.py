@@ -22,7 +22,8 @@ from headcount.errors import ConfigError, UnknownJob
 from headcount.projects import ProjectDoc, sign_decision
 from headcount.protect.sdc import TOTAL
 from headcount.query import QuerySpec
-from headcount.status import FederationStatus, ProjectView
+from headcount.release import release_frame
+from headcount.status import CeremonySummary, FederationStatus, LinkageSummary, ProjectView
 from headcount.wire import convert as cv
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 
@@ -121,34 +122,43 @@ class Client:
     def wait_ready(self, timeout_s: float = 30) -> None:
         rpc.wait_healthy(self._channel, "coordinator", timeout_s=timeout_s)
 
-    def run_ceremony(self) -> coordinator_pb2.CeremonySummary:
-        return self._call(
-            lambda s: s.RunCeremony(coordinator_pb2.RunCeremonyRequest(), timeout=self._timeout_s)
+    def run_ceremony(self) -> CeremonySummary:
+        return cv.ceremony_from_pb(
+            self._call(
+                lambda s: s.RunCeremony(
+                    coordinator_pb2.RunCeremonyRequest(), timeout=self._timeout_s
+                )
+            )
         )
 
-    def run_linkage(self, threshold: float = 0.0) -> coordinator_pb2.LinkageSummary:
-        return self._call(
-            lambda s: s.RunLinkage(
-                coordinator_pb2.RunLinkageRequest(threshold=threshold), timeout=self._timeout_s
+    def run_linkage(self, threshold: float = 0.0) -> LinkageSummary:
+        """A linkage epoch's exact statistics (the operator's view)."""
+        return cv.linkage_from_pb(
+            self._call(
+                lambda s: s.RunLinkage(
+                    coordinator_pb2.RunLinkageRequest(threshold=threshold),
+                    timeout=self._timeout_s,
+                )
             )
         )
 
     def query(self, spec: QuerySpec) -> Release:
         reply = self._call(lambda s: s.SubmitQuery(cv.query_to_pb(spec), timeout=self._timeout_s))
-        frame = cv.release_frame(reply.table)
+        released = cv.table_from_pb(reply.table)
+        frame = release_frame(released)
         margin = frame["group"].eq(TOTAL)
-        if reply.table.column_attribute:
-            margin |= frame[reply.table.column_attribute].eq(TOTAL)
+        if released.column_attribute:
+            margin |= frame[released.column_attribute].eq(TOTAL)
         attrs = {
             "query_id": reply.query_id,
             "epoch_id": reply.epoch_id,
             "title": reply.title,
-            "epsilon": reply.table.epsilon,
-            "noise_scale": reply.table.noise_scale,
-            "mechanism": reply.table.mechanism or "discrete_laplace",
-            "shareholders": reply.table.shareholders,
-            "sensitivity": reply.table.sensitivity,
-            "interval_coverage": reply.table.interval_coverage,
+            "epsilon": released.epsilon,
+            "noise_scale": released.noise_scale,
+            "mechanism": released.mechanism or "discrete_laplace",
+            "shareholders": released.shareholders,
+            "sensitivity": released.sensitivity,
+            "interval_coverage": released.interval_coverage,
             "budget_remaining": reply.budget_remaining,
         }
         table = frame[~margin].reset_index(drop=True)
@@ -161,11 +171,11 @@ class Client:
             title=reply.title,
             table=table,
             margins=margins,
-            epsilon=reply.table.epsilon,
-            noise_scale=reply.table.noise_scale,
+            epsilon=released.epsilon,
+            noise_scale=released.noise_scale,
             budget_remaining=reply.budget_remaining,
-            shareholders=reply.table.shareholders,
-            sensitivity=reply.table.sensitivity,
+            shareholders=released.shareholders,
+            sensitivity=released.sensitivity,
         )
 
     # -- projects (Five Safes) ------------------------------------------------------

@@ -32,8 +32,8 @@ from headcount.federation import CONFIG_NAME, InitOptions, free_ports, init_fede
 from headcount.privacy.noise import guessing_bound
 from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.register import build_register
+from headcount.status import PairLinks
 from headcount.synth import REFERENCE_DATE, generate_population
-from headcount.wire import coordinator_pb2
 
 MARKER = ".headcount-demo"
 READY_TIMEOUT_S = 180.0
@@ -422,7 +422,7 @@ def run_demo(
     return result
 
 
-def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:
+def link_table(pairs: Iterable[PairLinks]) -> str:
     """Links per department pair with the quality estimated without ground truth."""
     lines = [
         "  pair                       links  by match-key  threshold  est. precision  est. recall"
@@ -430,7 +430,7 @@ def link_table(pairs: Iterable[coordinator_pb2.PairLinks]) -> str:
     for p in pairs:
         est = (
             f"{p.est_precision:14.3f}  {p.est_recall:11.3f}"
-            if p.has_estimate
+            if p.est_precision is not None and p.est_recall is not None
             else f"{'(too few to fit)':>27}"
         )
         lines.append(

@@ -1,5 +1,5 @@
-"""What the analyst's client hands back about the federation: typed values,
-never protobuf messages (`headcount.wire.convert` makes them)."""
+"""What the coordinator and the client hand back about the federation: typed
+values, never protobuf messages (`headcount.wire.convert` carries them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["FederationStatus", "PartyStatus", "ProjectView"]
+__all__ = [
+    "CeremonySummary",
+    "FederationStatus",
+    "LinkageSummary",
+    "PairLinks",
+    "PartyStatus",
+    "ProjectView",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +68,38 @@ class ProjectView:
     approved_by: tuple[str, ...]
     revoked: bool
     status: str  # "proposed", "approved", "revoked" or "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class CeremonySummary:
+    ceremony_id: str
+    parties: tuple[str, ...]
+    confirmed: bool  # every node derived the same secret
+
+
+@dataclass(frozen=True, slots=True)
+class PairLinks:
+    """Links between two departments in an epoch, as the operator sees them."""
+
+    left: str
+    right: str
+    links: int
+    threshold: float  # Dice threshold used for this pair
+    key_links: int  # links found by exact keyed match-keys
+    # Estimated from the score distribution, no ground truth; None when too
+    # few scores to fit.
+    est_precision: float | None = None
+    est_recall: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkageSummary:
+    """A linkage epoch as the operator sees it: exact statistics that stay
+    within the coordinator's trust domain (never in the audit log)."""
+
+    epoch_id: str
+    records: dict[str, int]  # party -> records encoded
+    pairs: tuple[PairLinks, ...]
+    clusters: int
+    threshold: float
+    schema_fingerprint: str

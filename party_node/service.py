@@ -13,6 +13,7 @@ from headcount.crypto import paillier
 from headcount.crypto.signed_sets import HopStatement
 from headcount.errors import InvalidRequest
 from headcount.query import check_filters
+from headcount.release import ReleasedTable
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 from party_node.hops import SignedOutput
@@ -21,7 +22,7 @@ from party_node.inbound import ChunkIn, HopItem, LeftoversIn, SetHashesIn
 from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
-MAX_SET_HASHES = 100_000  # per message (coordinator.executor.HASHES_PER_MESSAGE)
+MAX_SET_HASHES = 100_000  # per message (headcount.wire.node_client.HASHES_PER_MESSAGE)
 MAX_AUDIT_BATCH = 1_000
 MAX_ATTESTATIONS = 64
 # Parties of a ceremony, and envelopes and commitments of its second round:
@@ -245,20 +246,21 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             )
         )
         policy = self.node.federation.output
-        return cv.release_to_pb(
-            request.query_id,
-            out.cells,
-            out.total,
-            epsilon=out.epsilon,
-            noise_scale=out.noise_scale,
-            mechanism="discrete_laplace",
-            threshold=policy.suppress_below,
-            rounding_base=policy.rounding_base,
-            column_attribute=out.column_attribute,
-            measure_attribute=out.measure_attribute,
-            total_interval=out.total_interval,
-            shareholders=out.shareholders,
-            sensitivity=out.sensitivity,
+        return cv.table_to_pb(
+            ReleasedTable(
+                request.query_id,
+                tuple(out.cells),
+                out.total,
+                out.total_interval,
+                epsilon=out.epsilon,
+                noise_scale=out.noise_scale,
+                suppression_threshold=policy.suppress_below,
+                rounding_base=policy.rounding_base,
+                column_attribute=out.column_attribute,
+                measure_attribute=out.measure_attribute,
+                shareholders=out.shareholders,
+                sensitivity=out.sensitivity,
+            )
         )
 
     def SyncAudit(

@@ -15,12 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordinator.store.ceremonies import CeremonyTables
-from coordinator.store.epochs import EpochInfo, EpochTables, PartyEncodings
+from coordinator.store.epochs import EpochInfo, EpochTables, PairKey, PairQuality, PartyEncodings
 from coordinator.store.queries import QueryTables
 from coordinator.store.sql import SCHEMA_STEPS
 from headcount.db import create_database
 
-__all__ = ["SCHEMA_STEPS", "CoordinatorStore", "EpochInfo", "PartyEncodings"]
+__all__ = [
+    "SCHEMA_STEPS",
+    "CoordinatorStore",
+    "EpochInfo",
+    "PairKey",
+    "PairQuality",
+    "PartyEncodings",
+]
 
 
 class CoordinatorStore(CeremonyTables, EpochTables, QueryTables):

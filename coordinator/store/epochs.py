@@ -26,6 +26,65 @@ class PartyEncodings:
     match_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint64))
 
 
+# A pair of departments, (left, right) in the linkage's party order.
+PairKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PairQuality:
+    """What the coordinator keeps of one pair's linkage; it is never published."""
+
+    threshold: float  # Dice threshold used for this pair
+    key_links: int  # links found by exact keyed match-keys
+    links: int
+    # Estimated from the score distribution alone (4 decimals); None when too
+    # few scores to fit.
+    est_precision: float | None = None
+    est_recall: float | None = None
+    est_f1: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As the store keeps it: the estimates only when there are some."""
+        out: dict[str, Any] = {
+            "threshold": self.threshold,
+            "key_links": self.key_links,
+            "links": self.links,
+        }
+        for name in ("est_precision", "est_recall", "est_f1"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PairQuality:
+        def estimate(name: str) -> float | None:
+            value = data.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            threshold=float(data.get("threshold", 0.0)),
+            key_links=int(data.get("key_links", 0)),
+            links=int(data.get("links", 0)),
+            est_precision=estimate("est_precision"),
+            est_recall=estimate("est_recall"),
+            est_f1=estimate("est_f1"),
+        )
+
+
+def _quality_to_json(quality: Mapping[PairKey, PairQuality]) -> str:
+    # Stored keyed "left|right", as it always was.
+    return json.dumps({f"{a}|{b}": q.to_json() for (a, b), q in quality.items()}, sort_keys=True)
+
+
+def _quality_from_json(text: str) -> dict[PairKey, PairQuality]:
+    out: dict[PairKey, PairQuality] = {}
+    for key, value in json.loads(text).items():
+        left, _, right = str(key).partition("|")
+        out[(left, right)] = PairQuality.from_json(value)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class EpochInfo:
     epoch_id: str
@@ -35,8 +94,7 @@ class EpochInfo:
     clusters: int
     records: dict[str, int]
     pair_links: dict[tuple[str, str], int]
-    # "left|right" -> threshold, est_precision, est_recall, est_f1 (or None), key_links
-    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quality: dict[PairKey, PairQuality] = field(default_factory=dict)
 
 
 class EpochTables(Tables):
@@ -51,7 +109,7 @@ class EpochTables(Tables):
         encodings: Sequence[PartyEncodings],
         clusters: Sequence[dict[str, bytes]],
         pair_links: dict[tuple[str, str], int],
-        quality: dict[str, dict[str, Any]] | None = None,
+        quality: Mapping[PairKey, PairQuality] | None = None,
         score_histograms: dict[tuple[str, str], dict[str, Any]] | None = None,
         resolved_households: Mapping[str, Sequence[bytes]] | None = None,
         duplicates: Mapping[str, Mapping[bytes, bytes]] | None = None,
@@ -82,7 +140,7 @@ class EpochTables(Tables):
                     schema_fingerprint,
                     len(clusters),
                     _now(),
-                    json.dumps(quality or {}, sort_keys=True),
+                    _quality_to_json(quality or {}),
                 ),
             )
             for enc in encodings:
@@ -177,7 +235,7 @@ class EpochTables(Tables):
             int(row[4]),
             records,
             pairs,
-            json.loads(row[5]),
+            _quality_from_json(row[5]),
         )
 
     def score_histograms(self, epoch_id: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -16,7 +16,6 @@ dataclasses below hold only labels, released counts and rates.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,9 +224,8 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _estimate(quality: Mapping[str, Any], name: str) -> float | None:
-    value = quality.get(name)
-    return None if value is None else round(float(value), 3)
+def _estimate(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def summarise_epoch(
@@ -254,7 +252,7 @@ def summarise_epoch(
         link_map = store.linked(epoch_id, a, b)
         linked_tokens[b].update(link_map)
         linked_tokens[a].update(link_map.values())
-        quality: Mapping[str, Any] = info.quality.get(f"{a}|{b}", {})
+        quality = info.quality.get((a, b))
         links = released(info.pair_links.get((a, b), 0))
         raw_histogram = stored_histograms.get((a, b))
         histogram = (
@@ -266,16 +264,16 @@ def summarise_epoch(
             PairSummary(
                 left=a,
                 right=b,
-                threshold=float(quality.get("threshold", info.threshold)),
+                threshold=quality.threshold if quality else info.threshold,
                 links=links,
-                key_links=released(int(quality.get("key_links", 0))),
+                key_links=released(quality.key_links if quality else 0),
                 left_records=records[a],
                 right_records=records[b],
                 left_rate=share(links, records[a]),
                 right_rate=share(links, records[b]),
-                est_precision=_estimate(quality, "est_precision"),
-                est_recall=_estimate(quality, "est_recall"),
-                est_f1=_estimate(quality, "est_f1"),
+                est_precision=_estimate(quality.est_precision if quality else None),
+                est_recall=_estimate(quality.est_recall if quality else None),
+                est_f1=_estimate(quality.est_f1 if quality else None),
                 histogram=histogram,
             )
         )

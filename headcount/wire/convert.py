@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from typing import Any
-
-import pandas as pd
+from collections.abc import Iterable
 
 from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.crypto.signed_sets import HopStatement
 from headcount.measures import Packing, PackingRequest, ReleasedCell
-from headcount.protect.sdc import TOTAL
 from headcount.query import Condition, Predicate, QuerySpec
-from headcount.status import FederationStatus, PartyStatus, ProjectView
+from headcount.release import ReleasedTable
+from headcount.status import (
+    CeremonySummary,
+    FederationStatus,
+    LinkageSummary,
+    PairLinks,
+    PartyStatus,
+    ProjectView,
+)
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
 from headcount.wire import party_node_pb2 as pn
@@ -32,6 +36,15 @@ def identity_to_pb(i: Identity) -> c.PartyIdentity:
 
 def identity_from_pb(m: c.PartyIdentity) -> Identity:
     return Identity(m.party, m.x25519_public_key, m.paillier_n, m.certificate_pem, m.signature)
+
+
+def identity_to_bytes(i: Identity) -> bytes:
+    """An identity as the coordinator's store keeps it: the serialised message."""
+    return identity_to_pb(i).SerializeToString()
+
+
+def identity_from_bytes(raw: bytes) -> Identity:
+    return identity_from_pb(c.PartyIdentity.FromString(raw))
 
 
 def envelope_to_pb(e: Envelope) -> pn.Envelope:
@@ -64,25 +77,9 @@ def predicates_from_pb(ms: Iterable[c.Predicate]) -> tuple[Predicate, ...]:
     return tuple(Predicate(m.attribute, tuple(m.values)) for m in ms)
 
 
-def release_to_pb(
-    query_id: str,
-    cells: Sequence[ReleasedCell],
-    total: int | None,
-    *,
-    epsilon: float,
-    noise_scale: float,
-    mechanism: str,
-    threshold: int,
-    rounding_base: int,
-    column_attribute: str = "",
-    measure_attribute: str = "",
-    total_interval: tuple[int, int] | None = None,
-    shareholders: int = 0,
-    sensitivity: int = 0,
-    coverage: float = 0.95,
-) -> c.ProtectedTable:
+def table_to_pb(t: ReleasedTable) -> c.ProtectedTable:
     return c.ProtectedTable(
-        query_id=query_id,
+        query_id=t.query_id,
         cells=[
             c.ProtectedCell(
                 group=x.group,
@@ -101,22 +98,55 @@ def release_to_pb(
                 mean_high=x.mean_interval[1] if x.mean_interval else 0.0,
                 has_mean_interval=x.mean_interval is not None,
             )
-            for x in cells
+            for x in t.cells
         ],
-        total=total or 0,
-        total_suppressed=total is None,
-        epsilon=epsilon,
-        noise_scale=noise_scale,
-        mechanism=mechanism,
-        suppression_threshold=threshold,
-        rounding_base=rounding_base,
-        column_attribute=column_attribute,
-        measure_attribute=measure_attribute,
-        shareholders=shareholders,
-        interval_coverage=coverage,
-        total_low=total_interval[0] if total_interval else 0,
-        total_high=total_interval[1] if total_interval else 0,
-        sensitivity=sensitivity,
+        total=t.total or 0,
+        total_suppressed=t.total is None,
+        epsilon=t.epsilon,
+        noise_scale=t.noise_scale,
+        mechanism=t.mechanism,
+        suppression_threshold=t.suppression_threshold,
+        rounding_base=t.rounding_base,
+        column_attribute=t.column_attribute,
+        measure_attribute=t.measure_attribute,
+        shareholders=t.shareholders,
+        interval_coverage=t.interval_coverage,
+        total_low=t.total_interval[0] if t.total_interval else 0,
+        total_high=t.total_interval[1] if t.total_interval else 0,
+        sensitivity=t.sensitivity,
+    )
+
+
+def table_from_pb(m: c.ProtectedTable) -> ReleasedTable:
+    """A released table; a cell's value only when it is released (as the node sends it)."""
+    return ReleasedTable(
+        query_id=m.query_id,
+        cells=tuple(
+            ReleasedCell(
+                group=x.group,
+                column=x.column,
+                value=x.value if x.status == "released" else None,
+                status=x.status,
+                mean=x.mean if x.has_mean else None,
+                sum=x.sum if x.has_sum else None,
+                noise_scale=x.noise_scale,
+                interval=(x.interval_low, x.interval_high) if x.has_interval else None,
+                mean_interval=(x.mean_low, x.mean_high) if x.has_mean_interval else None,
+            )
+            for x in m.cells
+        ),
+        total=None if m.total_suppressed else m.total,
+        total_interval=None if m.total_suppressed else (m.total_low, m.total_high),
+        epsilon=m.epsilon,
+        noise_scale=m.noise_scale,
+        mechanism=m.mechanism,
+        suppression_threshold=m.suppression_threshold,
+        rounding_base=m.rounding_base,
+        column_attribute=m.column_attribute,
+        measure_attribute=m.measure_attribute,
+        shareholders=m.shareholders,
+        interval_coverage=m.interval_coverage,
+        sensitivity=m.sensitivity,
     )
 
 
@@ -149,60 +179,6 @@ def statement_to_pb(s: HopStatement) -> pn.HopStatement:
 def statement_from_pb(m: pn.HopStatement) -> HopStatement:
     """A hop statement; InvalidRequest if its stage or digest is malformed."""
     return HopStatement(m.party, m.stage, m.digest, m.signature, m.certificate_pem)
-
-
-def release_frame(m: c.ProtectedTable) -> pd.DataFrame:
-    """A released table as a DataFrame: one row per cell, then the total.
-
-    Columns: ``group``, the column attribute (two-way tables only), ``count``
-    (nullable Int64, <NA> when suppressed), ``status``, ``low`` and ``high``
-    (the interval holding the true count in 95% of releases), ``noise_scale``,
-    and ``mean_<attribute>`` with ``mean_low``/``mean_high`` and
-    ``sum_<attribute>`` when a measure was asked for.
-    """
-    rows: dict[str, list[Any]] = {"group": []}
-    if m.column_attribute:
-        rows[m.column_attribute] = []
-    rows["count"], rows["status"], rows["low"], rows["high"] = [], [], [], []
-    rows["noise_scale"] = []
-    mean_col = f"mean_{m.measure_attribute}" if m.measure_attribute else ""
-    sum_col = f"sum_{m.measure_attribute}" if m.measure_attribute else ""
-    if mean_col:
-        rows[mean_col], rows["mean_low"], rows["mean_high"], rows[sum_col] = [], [], [], []
-    for x in m.cells:
-        rows["group"].append(x.group)
-        if m.column_attribute:
-            rows[m.column_attribute].append(x.column)
-        released = x.status == "released"
-        rows["count"].append(x.value if released else None)
-        rows["status"].append(x.status)
-        rows["low"].append(x.interval_low if released and x.has_interval else None)
-        rows["high"].append(x.interval_high if released and x.has_interval else None)
-        rows["noise_scale"].append(x.noise_scale or m.noise_scale)
-        if mean_col:
-            rows[mean_col].append(x.mean if x.has_mean else None)
-            rows["mean_low"].append(x.mean_low if x.has_mean_interval else None)
-            rows["mean_high"].append(x.mean_high if x.has_mean_interval else None)
-            rows[sum_col].append(x.sum if x.has_sum else None)
-    rows["group"].append(TOTAL)
-    if m.column_attribute:
-        rows[m.column_attribute].append(TOTAL)
-    rows["count"].append(None if m.total_suppressed else m.total)
-    rows["status"].append("primary" if m.total_suppressed else "released")
-    has_total_interval = not m.total_suppressed and m.total_high > 0
-    rows["low"].append(m.total_low if has_total_interval else None)
-    rows["high"].append(m.total_high if has_total_interval else None)
-    rows["noise_scale"].append(m.noise_scale)
-    if mean_col:
-        for col in (mean_col, "mean_low", "mean_high", sum_col):
-            rows[col].append(None)
-    frame = pd.DataFrame(rows)
-    for col in ("count", "low", "high"):
-        frame[col] = pd.array(rows[col], dtype="Int64")
-    if mean_col:
-        for col in (mean_col, "mean_low", "mean_high", sum_col):
-            frame[col] = pd.array(rows[col], dtype="Float64")
-    return frame
 
 
 def packing_to_pb(p: Packing) -> pn.SlotLayoutSpec:
@@ -269,6 +245,28 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
     )
 
 
+def status_to_pb(s: FederationStatus) -> co.FederationStatus:
+    return co.FederationStatus(
+        federation=s.federation,
+        ceremony_id=s.ceremony_id,
+        epoch_id=s.epoch_id,
+        parties=[
+            co.PartyStatus(
+                party=p.party,
+                healthy=p.healthy,
+                records=p.records,
+                epsilon_spent=p.epsilon_spent,
+                epsilon_left=p.epsilon_left,
+            )
+            for p in s.parties
+        ],
+        queries=s.queries,
+        audit_head=s.audit_head,
+        period=s.period,
+        epsilon_per_period=s.epsilon_per_period,
+    )
+
+
 def status_from_pb(m: co.FederationStatus) -> FederationStatus:
     return FederationStatus(
         federation=m.federation,
@@ -296,4 +294,73 @@ def project_from_pb(m: co.Project) -> ProjectView:
         approved_by=tuple(m.approved_by),
         revoked=m.revoked,
         status=m.status,
+    )
+
+
+def project_to_pb(p: ProjectView) -> co.Project:
+    return co.Project(
+        project_id=p.project_id,
+        title=p.title,
+        purpose=p.purpose,
+        analyst=p.analyst,
+        parties=list(p.parties),
+        expires=p.expires.isoformat(),
+        approved_by=list(p.approved_by),
+        revoked=p.revoked,
+        status=p.status,
+    )
+
+
+def ceremony_to_pb(s: CeremonySummary) -> co.CeremonySummary:
+    return co.CeremonySummary(
+        ceremony_id=s.ceremony_id, parties=list(s.parties), confirmed=s.confirmed
+    )
+
+
+def ceremony_from_pb(m: co.CeremonySummary) -> CeremonySummary:
+    return CeremonySummary(m.ceremony_id, tuple(m.parties), m.confirmed)
+
+
+def linkage_to_pb(s: LinkageSummary) -> co.LinkageSummary:
+    return co.LinkageSummary(
+        epoch_id=s.epoch_id,
+        records=s.records,
+        pairs=[
+            co.PairLinks(
+                left=p.left,
+                right=p.right,
+                links=p.links,
+                threshold=p.threshold,
+                has_estimate=p.est_precision is not None,
+                est_precision=p.est_precision or 0.0,
+                est_recall=p.est_recall or 0.0,
+                key_links=p.key_links,
+            )
+            for p in s.pairs
+        ],
+        clusters=s.clusters,
+        threshold=s.threshold,
+        schema_fingerprint=s.schema_fingerprint,
+    )
+
+
+def linkage_from_pb(m: co.LinkageSummary) -> LinkageSummary:
+    return LinkageSummary(
+        epoch_id=m.epoch_id,
+        records=dict(m.records),
+        pairs=tuple(
+            PairLinks(
+                left=p.left,
+                right=p.right,
+                links=p.links,
+                threshold=p.threshold,
+                key_links=p.key_links,
+                est_precision=p.est_precision if p.has_estimate else None,
+                est_recall=p.est_recall if p.has_estimate else None,
+            )
+            for p in m.pairs
+        ),
+        clusters=m.clusters,
+        threshold=m.threshold,
+        schema_fingerprint=m.schema_fingerprint,
     )

@@ -12,19 +12,19 @@ no ledger anywhere is charged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from harness import Federation, make_federation
 
 import coordinator.executor as executor_module
-from coordinator.executor import HopExecutor
 from headcount.crypto import paillier
 from headcount.departments import ADULT_AGE_BANDS
 from headcount.errors import InvalidRequest
 from headcount.query import Condition, Predicate, QuerySpec
-from headcount.wire import party_node_pb2
+from headcount.wire.node_values import GroupedCiphertexts, HopInput
 
 PURPOSE = "Check that a deviating coordinator cannot amplify a contribution."
 
@@ -111,40 +111,30 @@ def _own(key: paillier.PublicKey, out: list[bytes]) -> None:
 
 
 def _unlinked(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = HopExecutor._hop_requests
+    client = fed.coordinator.coordinator.nodes.node("immigration")
+    real = client.aggregate_by_group
 
-    def tampered(
-        self: HopExecutor,
-        header: party_node_pb2.HopHeader,
-        sent: Any,
-        tokens: Sequence[bytes],
-        aligned: Sequence[bytes],
-        leftovers: Sequence[bytes] = (),
-    ) -> Iterator[party_node_pb2.HopInput]:
-        if leftovers:
-            leftovers = [*leftovers, leftovers[0]]  # one record counted twice
-        return real(self, header, sent, tokens, aligned, leftovers)
+    def tampered(hop: HopInput) -> GroupedCiphertexts:
+        if hop.leftovers:
+            # One record counted twice.
+            hop = dataclasses.replace(hop, leftovers=[*hop.leftovers, hop.leftovers[0]])
+        return real(hop)
 
-    monkeypatch.setattr(HopExecutor, "_hop_requests", tampered)
+    monkeypatch.setattr(client, "aggregate_by_group", tampered)
 
 
 def _after_grouping(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
-    coord = fed.coordinator.coordinator
-    real = coord.nodes.stubs["immigration"]
+    client = fed.coordinator.coordinator.nodes.node("immigration")
+    real = client.aggregate_by_group
     key = _key(fed)
 
-    class AddsToTheOutput:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
+    def adds_to_the_output(hop: HopInput) -> GroupedCiphertexts:
+        reply = real(hop)
+        (group, first), *rest = reply.groups
+        c = paillier.add_plain(key, paillier.from_bytes(key, first), 7)
+        return dataclasses.replace(reply, groups=((group, paillier.to_bytes(key, c)), *rest))
 
-        def AggregateByGroup(self, *args: Any, **kwargs: Any) -> Any:
-            reply = real.AggregateByGroup(*args, **kwargs)
-            first = reply.groups[0]
-            c = paillier.add_plain(key, paillier.from_bytes(key, first.ciphertext), 7)
-            first.ciphertext = paillier.to_bytes(key, c)
-            return reply
-
-    monkeypatch.setitem(coord.nodes.stubs, "immigration", AddsToTheOutput())
+    monkeypatch.setattr(client, "aggregate_by_group", adds_to_the_output)
 
 
 def _big_share(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
 from headcount.local import start_local_federation
 from headcount.query import QuerySpec
 from headcount.tls import load_private_key
+from headcount.wire.node_values import GroupedCiphertexts, HopInput
 from party_node import server as node_server
 
 CUT_AFTER = 3  # chunks the dying node sends before it is killed
@@ -162,7 +163,9 @@ def test_a_node_down_at_query_time_charges_nothing(federation: Federation) -> No
     assert all(coord.budget_remaining(p) == before[p] for p in before)
 
 
-def test_a_node_dying_mid_query_releases_nothing(federation: Federation) -> None:
+def test_a_node_dying_mid_query_releases_nothing(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The grouping node dies after the origin has encrypted: the query fails as a
     whole, no table is released, the failure is recorded in the audit log, and
     the origin signs that it will never decrypt the query and refunds."""
@@ -170,19 +173,15 @@ def test_a_node_dying_mid_query_releases_nothing(federation: Federation) -> None
         op.run_ceremony()
         op.run_linkage()
     coord = federation.coordinator.coordinator
-    real = coord.nodes.stubs["immigration"]
+    client = coord.nodes.node("immigration")
+    real = client.aggregate_by_group
 
-    class DiesAtTheGroupHop:
-        """The immigration stub, whose server dies as its group hop begins."""
+    def dies_at_the_group_hop(hop: HopInput) -> GroupedCiphertexts:
+        """The immigration node's server dies as its group hop begins."""
+        federation.nodes["immigration"].server.stop(grace=None).wait()
+        return real(hop)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-        def AggregateByGroup(self, *args: Any, **kwargs: Any) -> Any:
-            federation.nodes["immigration"].server.stop(grace=None).wait()
-            return real.AggregateByGroup(*args, **kwargs)
-
-    coord.nodes.stubs["immigration"] = DiesAtTheGroupHop()  # type: ignore[assignment]
+    monkeypatch.setattr(client, "aggregate_by_group", dies_at_the_group_hop)
     with federation.analyst() as analyst:
         with pytest.raises(PeerUnavailable, match="immigration"):
             analyst.query(_spec())

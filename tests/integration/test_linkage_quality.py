@@ -38,7 +38,7 @@ def test_person_links_match_ground_truth_and_the_estimate(epoch: tuple[Federatio
         f1 = 2 * precision * recall / (precision + recall)
         assert f1 >= 0.98, (a, b, precision, recall)
         p = pairs[(a, b)]
-        assert p.has_estimate and p.key_links > 0
+        assert p.est_precision is not None and p.est_recall is not None and p.key_links > 0
         # The estimate comes from score distributions alone: no ground truth.
         # It does not see the links a cluster makes through a third department
         # (a known limit, docs/linkage.md), which on a pair of about 100 links

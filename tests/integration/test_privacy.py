@@ -275,7 +275,7 @@ def _exact_linkage_statistics(fed: Federation) -> set[int]:
     store = fed.coordinator.coordinator.store
     info = store.epoch(store.latest_epoch())
     stats: set[int] = {info.clusters, *info.pair_links.values()}
-    stats.update(int(q["key_links"]) for q in info.quality.values() if "key_links" in q)
+    stats.update(q.key_links for q in info.quality.values())
     # A department's own size is published by the department itself.
     return {v for v in stats if v >= 20 and v not in set(info.records.values())}
 
@@ -402,31 +402,28 @@ def test_origin_refuses_aggregates_without_every_noise_share(
     """A coordinator that keeps its own noise share as the only noise (it skips
     the share-holding node and forges its statement) gets nothing decrypted:
     the origin checks every announced share-holder's signature first."""
+    from headcount.crypto.attest import NoiseAttestation
     from headcount.errors import InvalidProof
-    from headcount.wire import party_node_pb2
+    from headcount.wire.node_values import NoisedAggregate
 
     coordinator = linked_federation.coordinator.coordinator
-    nodes = coordinator.nodes
-    real_call = nodes.call
+    client = coordinator.nodes.node("immigration")
     skipped: list[str] = []
 
-    def call(party: str, fn: Any) -> Any:
-        if getattr(fn, "__name__", "") == "add_noise":
-            (request,) = fn.__defaults__
-            skipped.append(party)
-            return party_node_pb2.NoisedAggregate(
-                groups=request.groups,
-                attestation=party_node_pb2.NoiseAttestation(
-                    party=party,
-                    input_digest=b"\0" * 32,
-                    output_digest=b"\0" * 32,
-                    signature=b"forged",
-                    certificate_pem=linked_federation.config.party(party).tls.cert.read_bytes(),
-                ),
-            )
-        return real_call(party, fn)
+    def add_noise(query_id: str, key: Any, groups: Any) -> NoisedAggregate:
+        skipped.append(client.party)
+        return NoisedAggregate(
+            groups,
+            NoiseAttestation(
+                client.party,
+                b"\0" * 32,
+                b"\0" * 32,
+                b"forged",
+                linked_federation.config.party(client.party).tls.cert.read_bytes(),
+            ),
+        )
 
-    monkeypatch.setattr(nodes, "call", call)
+    monkeypatch.setattr(client, "add_noise", add_noise)
     releases_before = [e for e in coordinator.audit.events() if e.kind == "release"]
     with linked_federation.analyst() as analyst, pytest.raises(InvalidProof):
         analyst.query(QuerySpec(PURPOSE, "education", "immigration", "immigration_status"))

@@ -104,7 +104,7 @@ def test_threshold_and_pair_rates_are_the_coordinators_link_counts(
     assert set(shown) == set(info.pair_links)
     for (a, b), links in info.pair_links.items():
         p = shown[(a, b)]
-        threshold = info.quality[f"{a}|{b}"]["threshold"]
+        threshold = info.quality[(a, b)].threshold
         assert p["threshold"] == pytest.approx(threshold)
         assert f"{threshold:.3f}" in page
         assert p["links"] == policy.release_value(links)
@@ -113,9 +113,9 @@ def test_threshold_and_pair_rates_are_the_coordinators_link_counts(
         if p["links"] is not None and records:
             assert p["left_rate"] == pytest.approx(p["links"] / records, abs=1e-4)
             assert f"{p['links'] / records:.1%}" in page
-        quality = info.quality[f"{a}|{b}"]
-        if "est_precision" in quality:
-            assert p["est_precision"] == pytest.approx(quality["est_precision"], abs=1e-3)
+        quality = info.quality[(a, b)]
+        if quality.est_precision is not None:
+            assert p["est_precision"] == pytest.approx(quality.est_precision, abs=1e-3)
 
 
 def _counts(doc: Any) -> Iterator[int | None]:

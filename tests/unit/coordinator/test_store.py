@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.store import CoordinatorStore, PartyEncodings
+from coordinator.store import CoordinatorStore, PairQuality, PartyEncodings
 from headcount.errors import UnknownJob
 
 K1, K2, K3 = (bytes([i]) * 16 for i in (1, 2, 3))
@@ -59,3 +59,32 @@ def test_resolved_keys_must_cover_every_token(tmp_path: Path) -> None:
         _save(store, "e2", {"a": [K1]})
     with pytest.raises(UnknownJob, match="no epoch"):
         store.epoch("e2")  # nothing of the failed epoch was kept
+
+
+def test_link_quality_is_typed_in_memory_and_keyed_left_bar_right_on_disk(
+    tmp_path: Path,
+) -> None:
+    store = CoordinatorStore(tmp_path / "c.sqlite")
+    quality = {
+        ("a", "b"): PairQuality(0.8, 3, 7, est_precision=0.9912, est_recall=0.95, est_f1=0.97),
+        ("a", "c"): PairQuality(0.75, 0, 1),  # too few scores to fit
+    }
+    store.save_epoch(
+        "e1",
+        "ceremony",
+        0.7,
+        "fingerprint",
+        [_encodings("a", [K1]), _encodings("b", [K2]), _encodings("c", [K3])],
+        [],
+        {("a", "b"): 7, ("a", "c"): 1},
+        quality,
+    )
+    assert store.epoch("e1").quality == quality
+    with closing(sqlite3.connect(tmp_path / "c.sqlite")) as db:
+        (raw,) = db.execute("SELECT quality FROM epochs WHERE epoch_id = 'e1'").fetchone()
+    # The stored format is the one every earlier release wrote.
+    assert raw == (
+        '{"a|b": {"est_f1": 0.97, "est_precision": 0.9912, "est_recall": 0.95, '
+        '"key_links": 3, "links": 7, "threshold": 0.8}, '
+        '"a|c": {"key_links": 0, "links": 1, "threshold": 0.75}}'
+    )
