@@ -71,8 +71,8 @@ def link(config_path: Path | None, threshold: float, as_json: bool) -> None:
                         "links": p.links,
                         "key_links": p.key_links,
                         "threshold": p.threshold,
-                        "est_precision": p.est_precision if p.has_estimate else None,
-                        "est_recall": p.est_recall if p.has_estimate else None,
+                        "est_precision": p.est_precision,
+                        "est_recall": p.est_recall,
                     }
                     for p in s.pairs
                 ],
