@@ -33,9 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from headcount.client import Client
+from headcount.domain.query import QuerySpec
 from headcount.errors import BudgetExhausted, HeadcountError
 from headcount.local import LocalFederation, start_local_federation
-from headcount.query import QuerySpec
 
 SPECS = (
     ("education", "immigration", "immigration_status"),

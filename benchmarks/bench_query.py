@@ -95,10 +95,10 @@ from headcount import config, rpc
 from headcount.client import Client
 from headcount.crypto import paillier
 from headcount.departments import ADULT_AGE_BANDS, ATTRIBUTES, IDENTITY_COLUMNS, columns
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import HeadcountError
 from headcount.federation import CONFIG_NAME, InitOptions, init_federation
 from headcount.linkage.households import household_groups
-from headcount.query import Condition, Predicate, QuerySpec
 from headcount.synth import REFERENCE_DATE, generate_population
 from party_node import server as node_server
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from coordinator.nodes import NodeClients, each_settled
-from headcount.audit import AuditLog
+from headcount.domain.audit import AuditLog
 from headcount.errors import ConfigError
 
 log = logging.getLogger(__name__)

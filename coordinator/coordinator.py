@@ -25,14 +25,14 @@ from coordinator.nodes import NodeClients
 from coordinator.queries import QueryDesk, release_json
 from coordinator.relay import CeremonyRelay
 from coordinator.store import CoordinatorStore, EpochInfo
-from headcount.audit import AuditLog
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
+from headcount.domain.audit import AuditLog
+from headcount.domain.projects import ProjectDoc
+from headcount.domain.query import QuerySpec
+from headcount.domain.status import CeremonySummary, FederationStatus, PartyStatus, ProjectView
 from headcount.errors import HeadcountError
 from headcount.linkage.schema_file import federation_schema
-from headcount.projects import ProjectDoc
-from headcount.query import QuerySpec
-from headcount.status import CeremonySummary, FederationStatus, PartyStatus, ProjectView
 from headcount.tls import Principal
 
 __all__ = [

@@ -15,6 +15,7 @@ from coordinator.audit_sync import AuditSync
 from coordinator.nodes import CHUNK_RECORDS, NodeClients, each
 from coordinator.store import CoordinatorStore, EpochInfo, PairKey, PairQuality, PartyEncodings
 from headcount.config import FederationConfig
+from headcount.domain.status import LinkageSummary, PairLinks
 from headcount.errors import InvalidRequest, PeerUnavailable
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
 from headcount.linkage.dedup import dedup_records, duplicate_tokens, first_records
@@ -24,7 +25,6 @@ from headcount.linkage.households import resolve_households
 from headcount.linkage.keylinks import key_digests, wire_digests
 from headcount.linkage.schema import LinkageSchema
 from headcount.linkage.scores import score_histograms
-from headcount.status import LinkageSummary, PairLinks
 from headcount.wire.node_values import EncodingChunk
 
 log = logging.getLogger(__name__)

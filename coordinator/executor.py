@@ -20,12 +20,12 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
+from headcount.domain.measures import Packing, clamp_noise, make_packing
+from headcount.domain.query import QuerySpec
+from headcount.domain.release import ReleasedTable
 from headcount.errors import InvalidRequest
-from headcount.measures import Packing, clamp_noise, make_packing
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
-from headcount.query import QuerySpec
-from headcount.release import ReleasedTable
 from headcount.wire import convert as cv
 from headcount.wire.node_values import DecryptRequest, HopHeader, HopInput, IndicatorRequest
 

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from coordinator.audit_sync import AuditSync
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
+from headcount.domain.projects import ProjectDoc, check_project_id, verify_decision
+from headcount.domain.status import ProjectView
 from headcount.errors import FailedPrecondition, InvalidRequest, NotAuthorised, PolicyRefused
 from headcount.privacy.accountant import compose, period_of
-from headcount.projects import ProjectDoc, check_project_id, verify_decision
-from headcount.status import ProjectView
 from headcount.tls import Principal, Role
 
 

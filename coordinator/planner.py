@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from headcount.domain.query import Predicate, QuerySpec
 from headcount.errors import InvalidRequest
-from headcount.query import Predicate, QuerySpec
 
 ORIGIN, FILTER, GROUP = "origin", "filter", "group"
 

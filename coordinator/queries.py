@@ -15,6 +15,16 @@ from coordinator.planner import Plan, plan_query
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto.attest import Abandonment, verify_abandonment
+from headcount.domain.measures import Packing
+from headcount.domain.query import (
+    QuerySpec,
+    check_group_by,
+    check_measure,
+    check_predicates,
+    check_purpose,
+    spec_to_json,
+)
+from headcount.domain.release import ReleasedTable
 from headcount.errors import (
     BudgetExhausted,
     HeadcountError,
@@ -24,18 +34,8 @@ from headcount.errors import (
     PeerUnavailable,
     PolicyRefused,
 )
-from headcount.measures import Packing
 from headcount.privacy.accountant import compose
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
-from headcount.query import (
-    QuerySpec,
-    check_group_by,
-    check_measure,
-    check_predicates,
-    check_purpose,
-    spec_to_json,
-)
-from headcount.release import ReleasedTable
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from coordinator.nodes import NodeClients, each
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
+from headcount.domain.status import CeremonySummary
 from headcount.errors import InvalidProof
-from headcount.status import CeremonySummary
 from headcount.wire import convert as cv
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import grpc
 
 from coordinator.coordinator import Coordinator
 from coordinator.epoch import linkage_summary
+from headcount.domain.projects import ProjectDoc
 from headcount.errors import InvalidRequest
-from headcount.projects import ProjectDoc
 from headcount.rpc import peer_certificate, peer_principal
 from headcount.tls import Role
 from headcount.wire import convert as cv

@@ -16,14 +16,14 @@ import grpc
 import pandas as pd
 
 from headcount import rpc, tls
-from headcount.audit import AuditEvent, verify_chain
 from headcount.config import Credential, FederationConfig
+from headcount.domain.audit import AuditEvent, verify_chain
+from headcount.domain.projects import ProjectDoc, sign_decision
+from headcount.domain.query import QuerySpec
+from headcount.domain.release import release_frame
+from headcount.domain.status import CeremonySummary, FederationStatus, LinkageSummary, ProjectView
 from headcount.errors import ConfigError, UnknownJob
-from headcount.projects import ProjectDoc, sign_decision
 from headcount.protect.sdc import TOTAL
-from headcount.query import QuerySpec
-from headcount.release import release_frame
-from headcount.status import CeremonySummary, FederationStatus, LinkageSummary, ProjectView
 from headcount.wire import convert as cv
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 

@@ -27,12 +27,12 @@ from tqdm import tqdm
 from headcount.client import Client, Release
 from headcount.config import FederationConfig
 from headcount.departments import ADULT_AGE_BANDS
+from headcount.domain.query import Condition, Predicate, QuerySpec, spec_to_json
+from headcount.domain.status import PairLinks
 from headcount.errors import BudgetExhausted, FailedPrecondition, PeerUnavailable, PolicyRefused
 from headcount.federation import CONFIG_NAME, InitOptions, free_ports, init_federation
 from headcount.privacy.noise import guessing_bound
-from headcount.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.register import build_register
-from headcount.status import PairLinks
 from headcount.synth import REFERENCE_DATE, generate_population
 
 MARKER = ".headcount-demo"

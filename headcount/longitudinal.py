@@ -33,9 +33,9 @@ from typing import Any
 from coordinator import server as coordinator_server
 from headcount import rpc
 from headcount.client import Client, Release
+from headcount.domain.query import QuerySpec
 from headcount.federation import InitOptions, init_federation
 from headcount.local import LocalFederation
-from headcount.query import QuerySpec
 from headcount.synth import PeriodsSummary, generate_periods, snapshot_date
 from party_node import server as node_server
 

@@ -22,17 +22,17 @@ from headcount.crypto.signed_sets import (
     set_digest,
     sign_hop,
 )
-from headcount.errors import InvalidRequest, PolicyRefused
-from headcount.measures import ALL_GROUP, Packing, PackingRequest, make_packing
-from headcount.privacy.accountant import PeriodLedger
-from headcount.privacy.sensitivity import NoisePlan
-from headcount.query import (
+from headcount.domain.measures import ALL_GROUP, Packing, PackingRequest, make_packing
+from headcount.domain.query import (
     Predicate,
     check_group_by,
     check_measure,
     check_predicates,
     unlinked_group,
 )
+from headcount.errors import InvalidRequest, PolicyRefused
+from headcount.privacy.accountant import PeriodLedger
+from headcount.privacy.sensitivity import NoisePlan
 from headcount.tls import load_private_key
 from party_node.data import DepartmentData
 from party_node.encode import Encoder

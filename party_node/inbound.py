@@ -17,9 +17,9 @@ from headcount.crypto.signed_sets import (
     SetCheck,
     verify_hop,
 )
+from headcount.domain.measures import ALL_GROUP
+from headcount.domain.query import Predicate, check_group_by, check_predicates, unlinked_group
 from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
-from headcount.measures import ALL_GROUP
-from headcount.query import Predicate, check_group_by, check_predicates, unlinked_group
 from party_node.ids import check_id
 from party_node.keys import NodeKeys
 from party_node.replica import Replica

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-from headcount.audit import AuditEvent, AuditLog
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import Abandonment, NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.crypto.signed_sets import HopStatement
+from headcount.domain.audit import AuditEvent, AuditLog
+from headcount.domain.measures import PackingRequest
+from headcount.domain.query import Predicate
 from headcount.errors import ConfigError
 from headcount.linkage.schema_file import federation_schema
-from headcount.measures import PackingRequest
 from headcount.privacy.accountant import PeriodLedger
-from headcount.query import Predicate
 from party_node.ceremony import CeremonyParticipant
 from party_node.data import DepartmentData
 from party_node.encode import MATCH_KEY_BYTES, TOKEN_BYTES, EncodedEpoch, Encoder

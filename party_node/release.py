@@ -12,8 +12,14 @@ from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation, digest_groups, sign_noise, verify_noise_chain
 from headcount.crypto.signed_sets import GROUP_OUTPUT, HopStatement, verify_hop
+from headcount.domain.measures import (
+    Packing,
+    ReleasedCell,
+    decoded_cells,
+    protect_release,
+    with_intervals,
+)
 from headcount.errors import FailedPrecondition, InvalidProof, InvalidRequest, PolicyRefused
-from headcount.measures import Packing, ReleasedCell, decoded_cells, protect_release, with_intervals
 from headcount.privacy.noise import draw_share
 from headcount.protect.sdc import SdcPolicy
 from headcount.tls import load_private_key

@@ -10,14 +10,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from headcount.audit import GENESIS_HASH, AuditEvent, AuditLog, verify_chain
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto.attest import Abandonment, sign_abandonment, verify_abandonment
+from headcount.domain.audit import GENESIS_HASH, AuditEvent, AuditLog, verify_chain
+from headcount.domain.measures import Packing, make_packing
+from headcount.domain.projects import ProjectDoc, verify_decision
 from headcount.errors import FailedPrecondition, InvalidProof, PolicyRefused
-from headcount.measures import Packing, make_packing
 from headcount.privacy.accountant import PeriodLedger
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
-from headcount.projects import ProjectDoc, verify_decision
 from headcount.tls import load_private_key
 from party_node.ids import check_id
 from party_node.store import NodeStore

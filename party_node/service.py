@@ -8,12 +8,12 @@ from typing import Any
 
 import grpc
 
-from headcount.audit import AuditEvent
 from headcount.crypto import paillier
 from headcount.crypto.signed_sets import HopStatement
+from headcount.domain.audit import AuditEvent
+from headcount.domain.query import check_filters
+from headcount.domain.release import ReleasedTable
 from headcount.errors import InvalidRequest
-from headcount.query import check_filters
-from headcount.release import ReleasedTable
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
 from party_node.hops import SignedOutput

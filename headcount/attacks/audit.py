@@ -8,7 +8,7 @@ import json
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from headcount.attacks import AttackResult
-from headcount.audit import AuditEvent, event_hash, sign_event_hash, verify_chain
+from headcount.domain.audit import AuditEvent, event_hash, sign_event_hash, verify_chain
 from headcount.errors import InvalidProof
 from headcount.local import LocalFederation
 

@@ -60,12 +60,12 @@ import pandas as pd
 
 from headcount.attacks import AttackResult
 from headcount.client import Release
+from headcount.domain.query import QuerySpec
 from headcount.errors import BudgetExhausted, HeadcountError, InvalidRequest
 from headcount.local import LocalFederation
 from headcount.privacy.bounds import epsilon_lower_bound
 from headcount.privacy.noise import guessing_bound
 from headcount.protect.sdc import TOTAL
-from headcount.query import QuerySpec
 
 PURPOSE = "Privacy game: measure what one party can learn about one person."
 

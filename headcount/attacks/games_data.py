@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from headcount.attacks.games import new_period, relink
+from headcount.domain.query import unlinked_group
 from headcount.local import LocalFederation
-from headcount.query import unlinked_group
 
 
 def read_csv(path: Path) -> pd.DataFrame:

@@ -36,9 +36,9 @@ from headcount.attacks.games_data import (
     truth,
 )
 from headcount.attacks.games_guess import log_likelihood_ratio, released_sightings, sdc_policy
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import InvalidRequest
 from headcount.local import LocalFederation
-from headcount.query import Condition, Predicate, QuerySpec
 from headcount.register import load_register
 
 PROBER = "justice"  # the department that plants probes in its own file

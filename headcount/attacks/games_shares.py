@@ -43,9 +43,9 @@ from headcount.attacks.games_guess import (
     released_sightings,
     sdc_policy,
 )
+from headcount.domain.query import Predicate, QuerySpec, unlinked_group
 from headcount.errors import InvalidRequest
 from headcount.local import LocalFederation
-from headcount.query import Predicate, QuerySpec, unlinked_group
 
 HOLDERS = ("coordinator", "immigration")  # who draws a share in this chain
 

@@ -45,9 +45,9 @@ from headcount.attacks.games_guess import (
     sdc_policy,
 )
 from headcount.departments import STATUSES
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import InvalidRequest
 from headcount.local import LocalFederation
-from headcount.query import Condition, Predicate, QuerySpec
 
 # Fabricated pupils beside the target in a padded origin's file.
 PADDING = 19

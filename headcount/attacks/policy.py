@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from headcount.attacks import ATTACK_PROJECT, AttackResult
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import BudgetExhausted, HeadcountError, PolicyRefused
 from headcount.local import LocalFederation
-from headcount.query import Condition, Predicate, QuerySpec
 
 PURPOSE = "Attack suite: check that the federation refuses this query."
 

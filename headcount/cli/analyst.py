@@ -78,8 +78,8 @@ def query(
     """
     from headcount.client import Client
     from headcount.demo import format_release
-    from headcount.query import Predicate, QuerySpec
-    from headcount.queryfile import load_query_spec
+    from headcount.domain.query import Predicate, QuerySpec
+    from headcount.domain.queryfile import load_query_spec
 
     if spec_path is not None:
         spec = load_query_spec(spec_path)

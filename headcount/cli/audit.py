@@ -89,7 +89,7 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
       headcount audit verify --config fed/federation.toml
       headcount audit verify --config fed/federation.toml --party education
     """
-    from headcount.audit import AuditLog
+    from headcount.domain.audit import AuditLog
 
     cfg = load_config(config_path)
     if db_path is None:

@@ -46,7 +46,7 @@ def count_sensitivity(*, household: bool, household_cap: int) -> int:
 
 
 def is_household_query(spec: Mapping[str, Any]) -> bool:
-    """Whether a query spec (as JSON, ``headcount.query.spec_to_json``) has a household link."""
+    """Whether a query spec (as JSON, ``domain.query.spec_to_json``) has a household link."""
     conditions = spec.get("conditions") or ()
     if not isinstance(conditions, list | tuple):
         raise InvalidRequest("a query's conditions must be a list")

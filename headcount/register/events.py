@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from headcount.audit import AuditEvent
+from headcount.domain.audit import AuditEvent
 from headcount.privacy.noise import guessing_bound
 from headcount.register.model import Register, Table, parse_table
 

@@ -26,11 +26,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from headcount.audit import AuditEvent, verify_chain
 from headcount.config import FederationConfig
+from headcount.domain.audit import AuditEvent, verify_chain
+from headcount.domain.projects import ProjectDoc, verify_decision
 from headcount.errors import FailedPrecondition, HeadcountError, InvalidRequest
 from headcount.privacy.accountant import compose, period_of
-from headcount.projects import ProjectDoc, verify_decision
 from headcount.protect.sdc import SdcPolicy
 
 log = logging.getLogger(__name__)

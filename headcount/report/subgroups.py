@@ -11,7 +11,7 @@ elsewhere (that would be a lookup). So the rates are asked for as what any
 analyst may ask for, through the hop chain, under an approved project, charged
 to each department's privacy budget: a two-way table of department A's
 records by A's own attribute (``population_group_by``) against department B.
-Its "not known to B" row (`headcount.query.unlinked_group`) counts, per
+Its "not known to B" row (`headcount.domain.query.unlinked_group`) counts, per
 subgroup of A, the records with no link into B, and the column margin counts
 all of A's records in the subgroup, so
 
@@ -39,11 +39,11 @@ import pandas as pd
 
 from headcount.client import Client, Release
 from headcount.config import FederationConfig
+from headcount.domain.query import QuerySpec, unlinked_group
 from headcount.errors import BudgetExhausted, InvalidRequest, PolicyRefused
 from headcount.privacy.noise import interval_halfwidth, margin_bounds
 from headcount.protect.labels import WITHHELD, status_label
 from headcount.protect.sdc import PRIMARY, RELEASED, SECONDARY, TOTAL, SdcPolicy
-from headcount.query import QuerySpec, unlinked_group
 
 log = logging.getLogger(__name__)
 

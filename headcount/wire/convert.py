@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.crypto.signed_sets import HopStatement
-from headcount.measures import Packing, PackingRequest, ReleasedCell
-from headcount.query import Condition, Predicate, QuerySpec
-from headcount.release import ReleasedTable
-from headcount.status import (
+from headcount.domain.measures import Packing, PackingRequest, ReleasedCell
+from headcount.domain.query import Condition, Predicate, QuerySpec
+from headcount.domain.release import ReleasedTable
+from headcount.domain.status import (
     CeremonySummary,
     FederationStatus,
     LinkageSummary,

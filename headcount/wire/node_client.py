@@ -19,11 +19,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headcount import rpc
-from headcount.audit import AuditEvent
 from headcount.crypto import paillier
 from headcount.crypto.attest import Abandonment
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
-from headcount.release import ReleasedTable
+from headcount.domain.audit import AuditEvent
+from headcount.domain.release import ReleasedTable
 from headcount.wire import common_pb2 as c
 from headcount.wire import convert as cv
 from headcount.wire import party_node_pb2 as pn

@@ -3,7 +3,7 @@
 Values both ends already name keep their kernel classes: identities, envelopes
 and commitments (`headcount.crypto.ceremony`), noise attestations and
 abandonments (`headcount.crypto.attest`), hop statements
-(`headcount.crypto.signed_sets`), released tables (`headcount.release`).
+(`headcount.crypto.signed_sets`), released tables (`headcount.domain.release`).
 Per-group aggregates are ``(group, ciphertext)`` pairs, as the attestations'
 digests read them (`headcount.crypto.attest.digest_groups`).
 """
@@ -17,8 +17,8 @@ from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope
 from headcount.crypto.signed_sets import HopStatement
-from headcount.measures import Packing
-from headcount.query import Predicate
+from headcount.domain.measures import Packing
+from headcount.domain.query import Predicate
 
 __all__ = [
     "AuditHead",

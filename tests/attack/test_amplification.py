@@ -22,8 +22,8 @@ from harness import Federation, make_federation
 import coordinator.executor as executor_module
 from headcount.crypto import paillier
 from headcount.departments import ADULT_AGE_BANDS
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import InvalidRequest
-from headcount.query import Condition, Predicate, QuerySpec
 from headcount.wire.node_values import GroupedCiphertexts, HopInput
 
 PURPOSE = "Check that a deviating coordinator cannot amplify a contribution."

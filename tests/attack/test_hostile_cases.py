@@ -12,7 +12,7 @@ import pytest
 from harness import Federation
 
 from headcount import tls
-from headcount.audit import AuditEvent
+from headcount.domain.audit import AuditEvent
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2
 
 PURPOSE = "A purpose long enough to be accepted by the coordinator."

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headcount import config
-from headcount.audit import AuditEvent
+from headcount.domain.audit import AuditEvent
+from headcount.domain.queryfile import load_query_spec
 from headcount.errors import HeadcountError
 from headcount.federation import InitOptions, init_federation
 from headcount.linkage.schema_file import DEFAULT_SCHEMA_PATH, load_schema
-from headcount.queryfile import load_query_spec
 from headcount.synth import generate_population
 from party_node.data import load_department_file
 

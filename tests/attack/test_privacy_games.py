@@ -121,7 +121,7 @@ def test_the_origin_wins_once_it_knows_every_noise_share(fed: LocalFederation) -
 def test_taps_attribute_each_share_to_its_holder(fed: LocalFederation) -> None:
     from headcount.attacks import ATTACK_PROJECT
     from headcount.attacks.games import PURPOSE, new_period, spend_period
-    from headcount.query import QuerySpec
+    from headcount.domain.query import QuerySpec
 
     spec = QuerySpec(
         PURPOSE, "education", "immigration", "immigration_status", project_id=ATTACK_PROJECT

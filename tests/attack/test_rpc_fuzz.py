@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from headcount import tls
 from headcount.departments import ATTRIBUTES, DERIVED
-from headcount.query import QuerySpec
+from headcount.domain.query import QuerySpec
 from headcount.wire import common_pb2, convert, coordinator_pb2, party_node_pb2
 
 PURPOSE = "Hostile requests must be answered cleanly and charge nothing."

@@ -24,7 +24,7 @@ from browsing import screenshot
 from harness import make_federation
 from playwright.sync_api import ConsoleMessage, Page
 
-from headcount.query import QuerySpec
+from headcount.domain.query import QuerySpec
 from headcount.register import build_register, load_register, make_server
 from headcount.register.model import Register
 

@@ -14,8 +14,8 @@ from harness import Federation
 
 from headcount import tls
 from headcount.cli import cli
+from headcount.domain.query import QuerySpec
 from headcount.errors import InvalidProof
-from headcount.query import QuerySpec
 from headcount.wire import party_node_pb2, party_node_pb2_grpc
 
 PURPOSE = "Count pupils by immigration status to plan school support services."

@@ -8,8 +8,8 @@ from contextlib import closing
 import pytest
 from harness import Federation
 
+from headcount.domain.query import QuerySpec
 from headcount.errors import InvalidInput, PeerUnavailable
-from headcount.query import QuerySpec
 
 PURPOSE = "Count pupils by immigration status to plan school support services."
 

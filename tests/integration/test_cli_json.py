@@ -87,7 +87,7 @@ def test_the_client_returns_dataclasses_and_dataframes(fed: Federation) -> None:
     """No protobuf reaches the analyst: status, budgets and projects are typed values."""
     import datetime as dt
 
-    from headcount.status import FederationStatus, ProjectView
+    from headcount.domain.status import FederationStatus, ProjectView
 
     with fed.analyst() as client:
         status = client.status()

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from harness import Federation, make_federation
 
+from headcount.domain.query import QuerySpec, unlinked_group
 from headcount.linkage.normalise import normalise_date
-from headcount.query import QuerySpec, unlinked_group
 
 PURPOSE = "Check that duplicates within a department are counted once."
 EPSILON = 12.5

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from headcount.departments import age_band
-from headcount.query import unlinked_group
+from headcount.domain.query import unlinked_group
 
 PEOPLE = 5000
 

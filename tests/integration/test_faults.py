@@ -21,9 +21,9 @@ import coordinator.epoch as epoch_module
 import coordinator.executor as executor_module
 from coordinator.coordinator import Coordinator
 from headcount.crypto.attest import sign_abandonment
+from headcount.domain.query import QuerySpec
 from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
 from headcount.local import start_local_federation
-from headcount.query import QuerySpec
 from headcount.tls import load_private_key
 from headcount.wire.node_values import GroupedCiphertexts, HopInput
 from party_node import server as node_server

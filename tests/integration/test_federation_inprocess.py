@@ -9,8 +9,8 @@ import pytest
 from harness import Federation
 
 from headcount.crypto import ceremony as ceremony_mod
+from headcount.domain.query import Predicate, QuerySpec
 from headcount.errors import BudgetExhausted, InvalidRequest, PolicyRefused
-from headcount.query import Predicate, QuerySpec
 
 PURPOSE = "Count pupils by immigration status to plan school support services."
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from harness import make_federation
 
 from headcount.client import Client
+from headcount.domain.query import QuerySpec
 from headcount.errors import BudgetExhausted
-from headcount.query import QuerySpec
 
 QUERIES = 10
 ANALYST_THREADS = 5

@@ -21,14 +21,14 @@ import pandas as pd
 import pytest
 from harness import Federation, make_federation, mean_bounds
 
+from headcount.domain.query import unlinked_group
+from headcount.domain.queryfile import load_query_spec
 from headcount.longitudinal import (
     COHORT_QUERY,
     LONGITUDINAL_QUERIES,
     TRANSITION_QUERY,
     approve_project,
 )
-from headcount.query import unlinked_group
-from headcount.queryfile import load_query_spec
 
 PEOPLE, SEED = 4000, 3
 EPSILON = 12.5  # discrete Laplace scale 0.08: exact but for ~7e-6 per cell

@@ -25,7 +25,7 @@ from harness import Federation
 
 from headcount.crypto import signed_sets
 from headcount.departments import ATTRIBUTES, DEPARTMENTS
-from headcount.query import QuerySpec, unlinked_group
+from headcount.domain.query import QuerySpec, unlinked_group
 
 PURPOSE = "Count pupils by immigration status to plan school support services."
 
@@ -372,8 +372,8 @@ def test_identifying_values_in_a_query_are_refused_before_anything_is_stored(
     """A name, an address or a postcode in a filter is refused at the coordinator
     before the query is stored or announced: it never reaches the store, the
     audit log (so the register) or any node, and the refusal does not quote it."""
+    from headcount.domain.query import Predicate
     from headcount.errors import HeadcountError
-    from headcount.query import Predicate
 
     coordinator = linked_federation.coordinator.coordinator
     before = coordinator.store.query_count()

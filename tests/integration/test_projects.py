@@ -13,8 +13,8 @@ from harness import Federation, make_federation
 
 from headcount import tls
 from headcount.client import Client
+from headcount.domain.query import QuerySpec
 from headcount.errors import InvalidProof, NotAuthorised, PolicyRefused
-from headcount.query import QuerySpec
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
 
 PURPOSE = "Count pupils by immigration status to plan school support services."

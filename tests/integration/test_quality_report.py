@@ -19,10 +19,10 @@ from harness import Federation, make_federation
 from markupsafe import escape
 
 from headcount.cli import cli
+from headcount.domain.query import unlinked_group
 from headcount.errors import InvalidRequest
 from headcount.protect.labels import status_label
 from headcount.protect.sdc import TOTAL, SdcPolicy
-from headcount.query import unlinked_group
 from headcount.register import build_register, load_register
 from headcount.report import SubgroupPlan, build_quality_report
 from headcount.report.summary import summarise_epoch

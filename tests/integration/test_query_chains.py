@@ -18,8 +18,8 @@ import pytest
 from harness import Federation, make_federation, mean_bounds
 
 from headcount.departments import ADULT_AGE_BANDS
+from headcount.domain.query import Condition, Predicate, QuerySpec, unlinked_group
 from headcount.linkage.households import household_flag_sources
-from headcount.query import Condition, Predicate, QuerySpec, unlinked_group
 from party_node.data import load_department_file
 
 PURPOSE = "Check the hop chain's arithmetic against synthetic ground truth."

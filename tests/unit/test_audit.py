@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from headcount.audit import GENESIS_HASH, AuditEvent, AuditLog, event_hash, verify_chain
+from headcount.domain.audit import GENESIS_HASH, AuditEvent, AuditLog, event_hash, verify_chain
 from headcount.errors import InvalidProof, InvalidRequest
 
 BODIES: list[tuple[str, dict[str, Any]]] = [

@@ -11,9 +11,9 @@ import pytest
 
 from coordinator.store import SCHEMA_STEPS as COORDINATOR_STEPS
 from coordinator.store import CoordinatorStore
-from headcount.audit import SCHEMA_STEPS as AUDIT_STEPS
-from headcount.audit import AuditLog
 from headcount.db import migrate, schema_version
+from headcount.domain.audit import SCHEMA_STEPS as AUDIT_STEPS
+from headcount.domain.audit import AuditLog
 from headcount.errors import ConfigError
 from headcount.privacy.accountant import SCHEMA_STEPS as LEDGER_STEPS
 from headcount.privacy.accountant import PeriodLedger

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headcount.errors import InvalidRequest
-from headcount.measures import (
+from headcount.domain.measures import (
     ALL_GROUP,
     Cell,
     clamp_noise,
@@ -16,6 +15,7 @@ from headcount.measures import (
     protect_release,
     with_intervals,
 )
+from headcount.errors import InvalidRequest
 from headcount.protect.sdc import SdcPolicy
 
 LAS = ("Birmingham", "Bradford", "Bristol", "Camden", "Kent", "Leeds", "Manchester", "Newham")

@@ -15,10 +15,10 @@ from coordinator import server as coordinator_server
 from headcount import tls
 from headcount.client import Client
 from headcount.config import FederationConfig
+from headcount.domain.query import QuerySpec
 from headcount.errors import PolicyRefused
 from headcount.federation import InitOptions, init_federation
 from headcount.metrics import Metrics, Reading, serve_metrics
-from headcount.query import QuerySpec
 from headcount.synth import REFERENCE_DATE, generate_population
 from headcount.wire import party_node_pb2, party_node_pb2_grpc
 from party_node import server as node_server

@@ -12,11 +12,11 @@ import pytest
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
+from headcount.domain.query import unlinked_group
 from headcount.errors import InvalidRequest
 from headcount.linkage.dice import dice_reference
 from headcount.linkage.scores import ScoreHistogram, score_histograms
 from headcount.protect.sdc import PRIMARY, RELEASED, SECONDARY, TOTAL, SdcPolicy
-from headcount.query import unlinked_group
 from headcount.report import plots
 from headcount.report.html import rate_text, render_report
 from headcount.report.subgroups import (

@@ -8,10 +8,10 @@ import pytest
 
 from coordinator.planner import plan_query
 from headcount.departments import DEPARTMENTS
+from headcount.domain.queryfile import load_query_spec, spec_from_dict
 from headcount.errors import InvalidInput, InvalidRequest
 from headcount.federation import party_specs
 from headcount.longitudinal import period_options
-from headcount.queryfile import load_query_spec, spec_from_dict
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "docs" / "queries").glob("*.yaml"))
 

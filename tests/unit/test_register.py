@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import make_federation
 from markupsafe import escape
 
-from headcount.audit import event_hash, sign_event_hash
 from headcount.cli import cli
 from headcount.config import FederationConfig
+from headcount.domain.audit import event_hash, sign_event_hash
+from headcount.domain.query import Predicate, QuerySpec
 from headcount.errors import FailedPrecondition, PolicyRefused
-from headcount.query import Predicate, QuerySpec
 from headcount.register import build_register, load_register, make_server
 from headcount.register.model import REFUSED, RELEASED
 

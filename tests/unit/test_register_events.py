@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from headcount.audit import AuditEvent
+from headcount.domain.audit import AuditEvent
 from headcount.protect.labels import status_label
 from headcount.protect.sdc import PRIMARY, RELEASED, SECONDARY, SdcPolicy
 from headcount.register import model

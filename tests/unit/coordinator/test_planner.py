@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from coordinator.planner import FILTER, GROUP, ORIGIN, plan_query
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import InvalidRequest
-from headcount.query import Condition, Predicate, QuerySpec
 
 PARTIES = ("education", "health", "justice", "immigration")
 PURPOSE = "A purpose long enough to be stated."

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from headcount.domain.measures import make_packing
 from headcount.errors import InvalidRequest
-from headcount.measures import make_packing
 from headcount.privacy.sensitivity import (
     COORDINATOR,
     NoisePlan,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from headcount.measures import ReleasedCell
-from headcount.release import ReleasedTable, release_frame
+from headcount.domain.measures import ReleasedCell
+from headcount.domain.release import ReleasedTable, release_frame
 from headcount.wire import common_pb2
 from headcount.wire import convert as cv
 

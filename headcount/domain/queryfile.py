@@ -34,8 +34,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from headcount.domain.query import Condition, Predicate, QuerySpec
 from headcount.errors import InvalidInput, InvalidRequest
-from headcount.query import Condition, Predicate, QuerySpec
 
 Filters = dict[str, list[str]]
 

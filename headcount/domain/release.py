@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from headcount.measures import ReleasedCell
+from headcount.domain.measures import ReleasedCell
 from headcount.protect.sdc import TOTAL
 
 if TYPE_CHECKING:
