@@ -17,7 +17,14 @@ import pandas as pd
 
 from headcount.linkage import _kernel
 
-__all__ = ["Candidates", "best_pairs", "dice_reference", "score_order", "score_pairs"]
+__all__ = [
+    "Candidates",
+    "best_pairs",
+    "dice_reference",
+    "row_dice",
+    "score_order",
+    "score_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,26 @@ def dice_reference(a: bytes, b: bytes) -> float:
     if total == 0:
         return 0.0
     return 2 * (x & y).bit_count() / total
+
+
+def row_dice(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Dice coefficient of each row of ``left`` with the same row of ``right``.
+
+    For a few thousand given pairs (no kernel: numpy's bit counts), as
+    `dice_reference` defines it, 0.0 where both filters are empty.
+
+    Raises:
+        ValueError: not 2-D uint8 arrays of one shape.
+    """
+    check_clk_pair(left, right)
+    if left.shape != right.shape:
+        raise ValueError(f"row counts differ: {len(left)} and {len(right)}")
+    both = np.bitwise_count(left & right).sum(axis=1, dtype=np.int64)
+    total = np.bitwise_count(left).sum(axis=1, dtype=np.int64) + np.bitwise_count(right).sum(
+        axis=1, dtype=np.int64
+    )
+    out: np.ndarray = np.where(total > 0, 2.0 * both / np.maximum(total, 1), 0.0)
+    return out
 
 
 def score_pairs(

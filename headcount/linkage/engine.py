@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headcount.linkage.blocking import MIN_SEED_KEY_BYTES
-from headcount.linkage.dice import Candidates, best_pairs, dice_reference
+from headcount.linkage.dice import Candidates, best_pairs, dice_reference, row_dice
 from headcount.linkage.executor import (
     BlockedJob,
     CompareTask,
@@ -43,7 +43,12 @@ from headcount.linkage.keylinks import (
     key_digests,
     link_indexed,
 )
-from headcount.linkage.output_quality import estimate_output_quality
+from headcount.linkage.output_quality import (
+    OutputFit,
+    estimate_from_fit,
+    estimate_written_quality,
+    fit_output,
+)
 from headcount.linkage.quality import QualityEstimate
 from headcount.linkage.schema import BlockingSpec
 from headcount.linkage.solve import EdgeBlock, cluster_parties
@@ -95,7 +100,8 @@ class LinkResult:
         candidates: per party pair, the pairs scored at or above its threshold.
         links: per party pair, the clusters holding a record of both.
         thresholds: per party pair, the threshold its links were cut at.
-        quality: per party pair, the quality estimated from the score
+        quality: per party pair, the quality of the pairs `pairs` gives for
+            it (through a third party too), estimated from the score
             distribution at that threshold (None when there were too few
             candidates to fit, or no floor was given).
         key_links: per party pair, the links the match-keys found before any
@@ -248,7 +254,10 @@ def link_parties(
     `output_quality.estimate_output_quality`), at the threshold the CLK links are
     cut at. With ``auto_threshold`` that threshold is the one maximising the
     estimated F1, at least ``floor + output_quality.AUTO_MARGIN``; ``threshold``
-    is kept for a pair whose estimate cannot be fitted.
+    is kept for a pair whose estimate cannot be fitted. The estimate reported
+    (``quality``) is of the pairs the clustering finally wrote for the pair,
+    those joined through a third party included
+    (`output_quality.estimate_written_quality`).
 
     Raises:
         ValueError: mismatched widths, arrays that are not 2-D uint8, a
@@ -279,12 +288,14 @@ def link_parties(
         indexed = {p: index_digests(_party_digests(match_keys[p], clks[p], p)) for p in parties}
         keyed_links = {(a, b): link_indexed(indexed[a], indexed[b]) for a, b in pairs}
         del indexed
+    samples: dict[tuple[str, str], _Sample] = {}
     if floor is not None:
         # The estimate describes what is written: the match-key links and the
-        # CLK links of the records they leave (see `_estimate`).
+        # CLK links of the records they leave (see `_estimate`); after the
+        # clustering, the pairs it finally wrote (`_written_estimate`).
         floor = min(floor, threshold)
         for a, b in pairs:
-            quality[(a, b)], thresholds[(a, b)] = _estimate(
+            sample, thresholds[(a, b)] = _estimate(
                 clks[a],
                 clks[b],
                 keyed_links.get((a, b)),
@@ -293,6 +304,10 @@ def link_parties(
                 auto_threshold,
                 f"{a} x {b}",
             )
+            if sample is None:
+                quality[(a, b)] = None
+            else:
+                samples[(a, b)] = sample
     full = [p for p in pairs if not blocked[p]]
     index = {p: k for k, p in enumerate(parties)}
     scored = dict(
@@ -347,9 +362,23 @@ def link_parties(
         (a, b): int(np.count_nonzero((members[:, index[a]] >= 0) & (members[:, index[b]] >= 0)))
         for a, b in pairs
     }
+    for (a, b), sample in samples.items():
+        quality[(a, b)] = _written_estimate(
+            sample, clks[a], clks[b], members[:, index[a]], members[:, index[b]], thresholds[(a, b)]
+        )
     return LinkResult(
         tuple(parties), members, candidates, links, thresholds, quality, key_links, blocked
     )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Sample:
+    """A pair's estimate before clustering, and what re-estimating it after needs."""
+
+    fit: OutputFit
+    rows: np.ndarray  # the sampled rows of the smaller side
+    small_is_left: bool  # the smaller side is the pair's first party
+    partner: np.ndarray  # per smaller-side row, its match-key partner's row, or -1
 
 
 def _estimate(
@@ -360,8 +389,8 @@ def _estimate(
     threshold: float,
     auto_threshold: bool,
     label: str,
-) -> tuple[QualityEstimate | None, float]:
-    """(the estimate of what a pair's run writes at the threshold used, that threshold).
+) -> tuple[_Sample | None, float]:
+    """(the fit of what a pair's run writes, the threshold it picks or keeps).
 
     A fixed sample of the smaller side is scored against every record of the
     other side that no match-key link took (`_sample_candidates`): what is
@@ -388,14 +417,43 @@ def _estimate(
     # wrong link in 45 costs two points of F1): it is reported, at the fixed one.
     auto = auto_threshold and len(small) >= AUTO_THRESHOLD_MIN_RECORDS
     try:
-        estimate = estimate_output_quality(
-            cands, partner[rows] >= 0, floor, threshold=threshold, auto_threshold=auto
-        )
+        fit = fit_output(cands, partner[rows] >= 0, floor)
+        estimate = estimate_from_fit(fit, threshold=threshold, auto_threshold=auto)
     except ValueError as exc:
         # Nothing to fit: keep the fixed threshold.
         log.info("%s: no quality estimate (%s)", label, exc)
         return None, threshold
-    return estimate, estimate.threshold
+    return _Sample(fit, rows, small_is_left, partner), estimate.threshold
+
+
+def _written_estimate(
+    sample: _Sample,
+    left: np.ndarray,
+    right: np.ndarray,
+    left_members: np.ndarray,
+    right_members: np.ndarray,
+    threshold: float,
+) -> QualityEstimate:
+    """The estimate of the pairs the clustering wrote for a pair's sampled records.
+
+    Each cluster holding a record of both parties writes a pair, whether or
+    not the two were linked directly (`LinkResult.pairs`), so the written
+    pair of a sampled record can be another than its own link, or none
+    (`output_quality.estimate_written_quality`).
+    """
+    small, large = (left, right) if sample.small_is_left else (right, left)
+    own, other = (
+        (left_members, right_members) if sample.small_is_left else (right_members, left_members)
+    )
+    both = (own >= 0) & (other >= 0)
+    written = np.full(len(small), -1, dtype=np.int64)
+    written[own[both]] = other[both]
+    mate = written[sample.rows]
+    has = mate >= 0
+    sure = has & (mate == sample.partner[sample.rows])
+    scores = np.full(len(mate), np.nan)
+    scores[has] = row_dice(small[sample.rows[has]], large[mate[has]])
+    return estimate_written_quality(sample.fit, threshold, sure=sure, scores=scores)
 
 
 def _party_digests(keys: MatchKeys, clks: np.ndarray, party: str) -> np.ndarray:

@@ -40,8 +40,9 @@ What it misses, measured against the truth of what link-files wrote (the UK
 synthetic profile it was built on; the non-UK profile of
 `headcount.tools.intl_profile`, 2,000-20,000 people, three seeds; the UK
 people re-recorded with `headcount.tools.corrupt`, heavy errors and swapped
-names in one file): precision within 0.6 of a point, recall 0.0-1.2 of a
-point high (intl 0.4-0.7, UK 0.0-0.9, heavy-error 1.0-1.2). Recall runs high
+names in one file, `bench_quality.py`'s harsh profile): precision within 0.6
+of a point, recall 0.0-1.9 of a point high (intl 0.4-0.7, UK 0.0-0.9,
+heavy-error 0.5-0.6 at 5,000 people, 1.8-1.9 at 20,000). Recall runs high
 because some true matches score among the chance pairs (0.55-0.65), where a
 beta's left tail puts too few of them; their number is not identifiable from
 the scores alone (runner-up gaps, per-record chance tails and a flat extra
@@ -51,10 +52,23 @@ amounts, none consistently toward the truth). Held out (FEBRL4, 5,000 x
 
 The sample (`engine.QUALITY_SAMPLE_ROWS` records) competes only within itself
 for candidates: on a large side its non-matching links score a little higher
-than the full run's, so precision errs low there. Each pair of parties is
-estimated alone: with three or more, the pairs a cluster joins through a
-third party are not in its estimate (UK profile, four departments: up to 3.6
-points of precision on a pair of a hundred people, under 1 on larger pairs).
+than the full run's, so precision errs low there.
+
+What the clustering wrote (`estimate_written_quality`)
+------------------------------------------------------
+
+The fit describes a pair's own one-to-one solve, which picks its threshold;
+what is written for the pair is what the multi-party clustering made of it
+(`LinkResult.pairs`): a cluster joins records of ``a`` and ``b`` through a
+third party whether or not they scored >= the threshold together, and a
+stronger link through a third party can take a record from its own partner.
+So after clustering the engine re-estimates each pair on the same sample
+from the pairs actually written for it: a match-key link of the pair counts
+as true, any other written pair as the fitted posterior at its own a-b Dice
+score (0 below the floor), and recall divides by the same expected true
+partners, so a partner the clustering separated counts as missed. With two
+parties this is the pair's estimate, on the full run's links instead of the
+sample's own solve.
 """
 
 from __future__ import annotations
@@ -70,7 +84,15 @@ from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture, 
 from headcount.linkage.quality import QualityEstimate, runner_up_scores
 from headcount.linkage.solve import match_one_to_one
 
-__all__ = ["AUTO_MARGIN", "MIN_ANCHORS", "estimate_output_quality"]
+__all__ = [
+    "AUTO_MARGIN",
+    "MIN_ANCHORS",
+    "OutputFit",
+    "estimate_from_fit",
+    "estimate_output_quality",
+    "estimate_written_quality",
+    "fit_output",
+]
 
 # An automatic threshold is never within this of the floor: the fit's
 # non-match component is cut at the floor, and is least sure just above it.
@@ -118,34 +140,79 @@ def estimate_output_quality(
         ValueError: ``keyed`` is not a non-empty bool array, a candidate names
             a sampled record outside it, or a threshold is out of range.
     """
+    if not floor <= threshold <= 1.0:  # checked before the work of a fit
+        raise ValueError("threshold must be in [floor, 1]")
+    return estimate_from_fit(
+        fit_output(candidates, keyed, floor),
+        threshold=threshold,
+        auto_threshold=auto_threshold,
+        lowest_threshold=lowest_threshold,
+    )
+
+
+def estimate_from_fit(
+    fit: OutputFit,
+    *,
+    threshold: float,
+    auto_threshold: bool = False,
+    lowest_threshold: float | None = None,
+) -> QualityEstimate:
+    """`estimate_output_quality` from its fit (`fit_output`); same arguments and errors."""
+    floor = fit.floor
+    if not floor <= threshold <= 1.0:
+        raise ValueError("threshold must be in [floor, 1]")
+    lowest = floor + AUTO_MARGIN if lowest_threshold is None else lowest_threshold
+    if not floor <= lowest <= 1.0:
+        raise ValueError("lowest_threshold must be in [floor, 1]")
+    return _output_estimate(fit, threshold, lowest if auto_threshold else None)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OutputFit:
+    """The fit `estimate_output_quality` sums over (counts are per sample).
+
+    Attributes:
+        floor: the floor the candidates were cut at, in (0, 1).
+        keyed: sampled records a match-key links, each taken as a true link.
+        records: sampled records, > 0.
+        scores: CLK link score of each other record that has one, descending.
+        gamma: posterior that each of those links is a true match.
+        lost: expected true matches that are no record's link, >= 0.
+        model: the fitted mixture; None when every CLK link scored 1 (or
+            there was none), and every one is then taken as true.
+    """
+
+    floor: float
+    keyed: int
+    records: int
+    scores: np.ndarray
+    gamma: np.ndarray
+    lost: float
+    model: ScoreMixture | None
+
+    @property
+    def matches(self) -> float:
+        """Expected sampled records with a true partner on the other side."""
+        return self.keyed + float(self.gamma.sum()) + self.lost
+
+
+def fit_output(candidates: Candidates, keyed: np.ndarray, floor: float) -> OutputFit:
+    """Fit the model of what a run writes for a sample (`estimate_output_quality`).
+
+    Raises:
+        ValueError: ``keyed`` is not a non-empty bool array, a candidate names
+            a sampled record outside it, or the floor is outside (0, 1).
+    """
     prepare_scores(np.array([floor]), floor)  # checks the floor
     flags = np.asarray(keyed)
     if flags.ndim != 1 or flags.dtype != np.bool_ or len(flags) == 0:
         raise ValueError("keyed must be a non-empty bool array, one entry per sampled record")
     if len(candidates) and int(candidates.left.max()) >= len(flags):
         raise ValueError("a candidate names a sampled record outside keyed")
-    if not floor <= threshold <= 1.0:
-        raise ValueError("threshold must be in [floor, 1]")
-    lowest = floor + AUTO_MARGIN if lowest_threshold is None else lowest_threshold
-    if not floor <= lowest <= 1.0:
-        raise ValueError("lowest_threshold must be in [floor, 1]")
-    parts = _output_parts(candidates, flags, floor)
-    return _output_estimate(parts, threshold, lowest if auto_threshold else None)
+    return _fit(candidates, flags, floor)
 
 
-@dataclass(frozen=True, slots=True)
-class _OutputParts:
-    """What `estimate_output_quality` fits and sums (counts are per sample)."""
-
-    keyed: int  # sampled records a match-key links, each taken as a true link
-    records: int  # sampled records
-    scores: np.ndarray  # CLK link score of each other record that has one, descending
-    gamma: np.ndarray  # posterior that each of those links is a true match
-    lost: float  # expected true matches that are no record's link
-    model: ScoreMixture | None
-
-
-def _output_parts(candidates: Candidates, keyed: np.ndarray, floor: float) -> _OutputParts:
+def _fit(candidates: Candidates, keyed: np.ndarray, floor: float) -> OutputFit:
     rows = len(keyed)
     k = int(keyed.sum())
     open_rows = ~keyed[candidates.left]
@@ -156,7 +223,7 @@ def _output_parts(candidates: Candidates, keyed: np.ndarray, floor: float) -> _O
     scores = np.sort(links.score)[::-1]
     if not len(scores) or bool(np.all(scores >= 1.0)):
         gamma = np.ones(len(scores))
-        return _OutputParts(k, rows, scores, gamma, 0.0, None)
+        return OutputFit(floor, k, rows, scores, gamma, 0.0, None)
     # Records whose partner is known: a match-key holds them, or their link
     # scores exactly 1 (identical encodings; never a non-match).
     sure = keyed.copy()
@@ -170,7 +237,7 @@ def _output_parts(candidates: Candidates, keyed: np.ndarray, floor: float) -> _O
         anchors = np.concatenate((anchors, runner_ups[runner_ups < 1.0]))
     model, gamma = fit_mixture(scores, floor, nonmatch_scores=anchors)
     lost = _lost_matches(model, scores, gamma)
-    return _OutputParts(k, rows, scores, gamma, lost, model)
+    return OutputFit(floor, k, rows, scores, gamma, lost, model)
 
 
 def _anchors(candidates: Candidates, sure: np.ndarray, links: Candidates) -> np.ndarray:
@@ -229,13 +296,11 @@ def _lost_matches(model: ScoreMixture, scores: np.ndarray, gamma: np.ndarray) ->
     return float(np.sum(gamma[seen] * (1.0 - beaten) / beaten))
 
 
-def _output_estimate(
-    parts: _OutputParts, threshold: float, lowest: float | None
-) -> QualityEstimate:
+def _output_estimate(parts: OutputFit, threshold: float, lowest: float | None) -> QualityEstimate:
     """The estimate at ``threshold``, or at the best cut >= ``lowest`` when given."""
     s, g = parts.scores, parts.gamma
     k = float(parts.keyed)
-    matches = k + float(g.sum()) + parts.lost
+    matches = parts.matches
     kept = k + np.cumsum(g)
     precision = kept / (k + np.arange(1, len(s) + 1, dtype=np.float64))
     recall = kept / max(matches, MIN_WEIGHT)
@@ -262,6 +327,71 @@ def _output_estimate(
         est_recall=r,
         est_f1=2.0 * p * r / (p + r) if p + r > 0.0 else 0.0,
         match_share=min(1.0, matches / parts.records),
+        converged=True if model is None else model.converged,
+        iterations=0 if model is None else model.iterations,
+    )
+
+
+def estimate_written_quality(
+    fit: OutputFit, threshold: float, *, sure: np.ndarray, scores: np.ndarray
+) -> QualityEstimate:
+    """The estimate of the pairs a run finally wrote for the sampled records.
+
+    With three or more parties the clustering, not the pair's own one-to-one
+    solve, decides what is written for a pair (a, b): a cluster joins a
+    record of ``a`` to one of ``b`` through a third party even where the two
+    never scored >= the threshold, and a stronger link through a third party
+    can take a record away from its own partner. So each sampled record's
+    written pair is judged on its own: a match-key link of the pair is true,
+    any other is true with the fitted mixture's posterior at the pair's own
+    Dice score (0 below the floor, where the fit says nothing and a non-match
+    is all but sure). Precision is their sum over the written pairs; recall
+    is that sum over the fit's expected true partners (`OutputFit.matches`),
+    so a true partner the clustering separated counts as missed.
+
+    Args:
+        fit: the pair's `fit_output`, for the same sample.
+        threshold: the threshold the pair's links were cut at, in [floor, 1]
+            (reported with the estimate).
+        sure: bool per sampled record: its written pair is a match-key link.
+        scores: float per sampled record: the Dice score of its written
+            pair, NaN where nothing was written for it (ignored where ``sure``).
+
+    Raises:
+        ValueError: ``sure`` and ``scores`` are not one entry per sampled
+            record, a score is outside [0, 1], or the threshold is out of range.
+    """
+    flags = np.asarray(sure)
+    dice = np.asarray(scores, dtype=np.float64)
+    if flags.dtype != np.bool_ or flags.shape != (fit.records,) or dice.shape != flags.shape:
+        raise ValueError("sure and scores must hold one entry per sampled record")
+    written = flags | ~np.isnan(dice)
+    if bool(np.any((dice[~flags] < 0.0) | (dice[~flags] > 1.0))):
+        raise ValueError("scores must be in [0, 1] or NaN")
+    if not fit.floor <= threshold <= 1.0:
+        raise ValueError("threshold must be in [floor, 1]")
+    clk = dice[written & ~flags]
+    if fit.model is None:
+        # Every CLK link the fit saw scored 1: only those count as sure.
+        gamma = (clk >= 1.0).astype(np.float64)
+    else:
+        gamma = np.zeros(len(clk))
+        fitted = clk >= fit.floor
+        if bool(fitted.any()):
+            gamma[fitted] = fit.model.posterior(clk[fitted])
+    true_links = float(flags.sum()) + float(gamma.sum())
+    n = int(written.sum())
+    p = true_links / n if n else 1.0
+    matches = fit.matches
+    r = true_links / matches if matches > MIN_WEIGHT else 1.0
+    p, r = min(1.0, p), min(1.0, r)
+    model = fit.model
+    return QualityEstimate(
+        threshold=threshold,
+        est_precision=p,
+        est_recall=r,
+        est_f1=2.0 * p * r / (p + r) if p + r > 0.0 else 0.0,
+        match_share=min(1.0, matches / fit.records),
         converged=True if model is None else model.converged,
         iterations=0 if model is None else model.iterations,
     )

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headcount.linkage.dice import Candidates, dice_reference, score_pairs
+from headcount.linkage.dice import Candidates, dice_reference, row_dice, score_pairs
 
 
 def _reference_pairs(
@@ -215,3 +215,20 @@ def test_candidates_are_read_only_copies() -> None:
     assert candidates.left.tolist() == [0, 1]
     with pytest.raises(ValueError):
         candidates.left[0] = 7
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 20), st.integers(1, 16), st.integers(0, 2**32 - 1))
+def test_row_dice_is_the_reference_row_by_row(rows: int, width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    left = rng.integers(0, 256, (rows, width), dtype=np.uint8)
+    right = rng.integers(0, 256, (rows, width), dtype=np.uint8)
+    left[0] = 0
+    right[0] = 0  # both empty: 0.0, as the reference says
+    expected = [dice_reference(a.tobytes(), b.tobytes()) for a, b in zip(left, right, strict=True)]
+    assert row_dice(left, right).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_row_dice_refuses_rows_of_another_count() -> None:
+    with pytest.raises(ValueError, match="row counts"):
+        row_dice(np.zeros((2, 4), dtype=np.uint8), np.zeros((3, 4), dtype=np.uint8))

@@ -33,7 +33,13 @@ from headcount.linkage.matchkeys import (
 )
 from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture
 from headcount.linkage.normalise import Identity
-from headcount.linkage.output_quality import AUTO_MARGIN, estimate_output_quality
+from headcount.linkage.output_quality import (
+    AUTO_MARGIN,
+    estimate_from_fit,
+    estimate_output_quality,
+    estimate_written_quality,
+    fit_output,
+)
 from headcount.linkage.quality import (
     QualityEstimate,
     estimate_link_quality,
@@ -433,6 +439,119 @@ def test_output_estimate_refuses_bad_input(kwargs: dict[str, object], message: s
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         estimate_output_quality(**args)  # type: ignore[arg-type]
+
+
+# --- the pairs the clustering wrote (three or more parties) ---------------------------
+
+
+def _best(run: _Run) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's best candidate: (its id, its score), -1 and NaN where none."""
+    c = run.candidates
+    order = np.lexsort((-c.score, c.left))
+    left, right, score = c.left[order], c.right[order], c.score[order]
+    first = np.r_[True, left[1:] != left[:-1]]
+    ids = np.full(len(run.keyed), -1)
+    scores = np.full(len(run.keyed), np.nan)
+    ids[left[first]] = right[first]
+    scores[left[first]] = score[first]
+    return ids, scores
+
+
+def _written_truth(run: _Run, written: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of the keyed links plus the written CLK pairs."""
+    has = ~run.keyed & (written >= 0)
+    right_ones = int(np.count_nonzero(run.partner[has] == written[has]))
+    keyed = int(run.keyed.sum())
+    return (keyed + right_ones) / (keyed + int(has.sum())), (keyed + right_ones) / (
+        keyed + int(run.partnered.sum())
+    )
+
+
+def test_written_estimate_of_the_pairs_a_pair_solve_writes_is_the_pair_estimate() -> None:
+    # Two parties: the clustering writes what the pair's own solve does, and
+    # both estimates agree.
+    run = _simulate(0)
+    fit = fit_output(run.candidates, run.keyed, FLOOR)
+    _ids, scores = _best(run)
+    for threshold in (0.6, 0.7, 0.8):
+        kept = ~run.keyed & (scores >= threshold)
+        written = estimate_written_quality(
+            fit, threshold, sure=run.keyed, scores=np.where(kept, scores, np.nan)
+        )
+        pair = estimate_from_fit(fit, threshold=threshold)
+        assert written.threshold == threshold
+        assert written.est_precision == pytest.approx(pair.est_precision, abs=1e-3)
+        assert written.est_recall == pytest.approx(pair.est_recall, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_written_estimate_sees_pairs_joined_through_a_third_party_and_partners_taken(
+    seed: int,
+) -> None:
+    """The clustering writes pairs the pair's solve did not (through a third
+    party: here 8% of the unlinked records get their best candidate, below
+    the threshold, often a chance pair) and takes true partners away (10% of
+    the right links lost to a stronger link through a third party). The
+    estimate of what was written stays within a point of its truth; the
+    pair's own estimate does not."""
+    run = _simulate(seed)
+    rng = np.random.default_rng(seed + 10)
+    threshold = 0.75
+    fit = fit_output(run.candidates, run.keyed, FLOOR)
+    ids, scores = _best(run)
+    kept = ~run.keyed & (scores >= threshold)
+    written = np.where(kept, ids, -1)
+    joined = ~run.keyed & ~kept & (ids >= 0) & (rng.random(len(ids)) < 0.08)
+    written[joined] = ids[joined]
+    separated = kept & (run.partner == ids) & (rng.random(len(ids)) < 0.10)
+    written[separated] = -1
+    estimate = estimate_written_quality(
+        fit, threshold, sure=run.keyed, scores=np.where(written >= 0, scores, np.nan)
+    )
+    precision, recall = _written_truth(run, written)
+    assert abs(estimate.est_precision - precision) <= 0.01, (estimate, precision)
+    assert abs(estimate.est_recall - recall) <= 0.01, (estimate, recall)
+    pair = estimate_from_fit(fit, threshold=threshold)
+    assert abs(pair.est_precision - precision) > 0.01 or abs(pair.est_recall - recall) > 0.01
+
+
+def test_written_pairs_below_the_floor_count_as_false() -> None:
+    run = _simulate(4)
+    fit = fit_output(run.candidates, run.keyed, FLOOR)
+    _ids, scores = _best(run)
+    kept = ~run.keyed & (scores >= 0.7)
+    base = np.where(kept, scores, np.nan)
+    before = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=base)
+    # Ten unlinked records joined to partners scoring 0.3 through a third party.
+    extra = base.copy()
+    extra[np.flatnonzero(np.isnan(base) & ~run.keyed)[:10]] = 0.3
+    after = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra)
+    written = int(run.keyed.sum() + kept.sum())
+    assert after.est_precision == pytest.approx(
+        before.est_precision * written / (written + 10), rel=1e-9
+    )
+    assert after.est_recall == pytest.approx(before.est_recall, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("sure", "scores", "threshold", "message"),
+    [
+        (np.array([True]), np.array([0.9]), 0.7, "one entry"),
+        (np.array([1, 0]), np.array([0.9, 0.8]), 0.7, "one entry"),
+        (np.array([False, True]), np.array([1.2, np.nan]), 0.7, r"\[0, 1\]"),
+        (np.array([False, True]), np.array([0.9, np.nan]), 0.4, "threshold"),
+    ],
+)
+def test_written_estimate_refuses_bad_input(
+    sure: np.ndarray, scores: np.ndarray, threshold: float, message: str
+) -> None:
+    fit = fit_output(
+        Candidates(np.array([0, 1]), np.array([3, 4]), np.array([0.6, 0.9])),
+        np.array([False, True]),
+        FLOOR,
+    )
+    with pytest.raises(ValueError, match=message):
+        estimate_written_quality(fit, threshold, sure=sure, scores=scores)
 
 
 def test_dedup_estimate_against_the_truth_of_the_pairs_written(
