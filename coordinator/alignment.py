@@ -4,7 +4,7 @@ senders' own ciphertexts here and computes none (headcount.crypto.signed_sets)."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from coordinator.planner import Hop, Plan
@@ -93,10 +93,7 @@ def person_align(
         if source is not None:
             out.append(sent.records[source])
             continue
-        fill = next(fills, None)
-        if fill is None:
-            raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
-        out.append(fill)
+        out.append(_fill(fills, prev, hop))
     return out
 
 
@@ -139,11 +136,30 @@ def household_align(
             taken[hh] = k + 1
             out.append(copies[k])
             continue
-        fill = next(fills, None)
-        if fill is None:
-            raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
-        out.append(fill)
+        out.append(_fill(fills, prev, hop))
     return out
+
+
+def _fill(fills: Iterator[bytes], prev: str, hop: Hop) -> bytes:
+    fill = next(fills, None)
+    if fill is None:
+        raise InvalidRequest(f"{prev}: too few E(0) fills for {hop.party}")
+    return fill
+
+
+def align(
+    store: CoordinatorStore,
+    household_cap: int,
+    epoch_id: str,
+    prev: str,
+    sent: Sent,
+    hop: Hop,
+    tokens: Sequence[bytes],
+) -> list[bytes]:
+    """The next node's ciphertexts through the hop's link (person or household)."""
+    if hop.link == "person":
+        return person_align(store, epoch_id, prev, sent, hop, tokens)
+    return household_align(store, household_cap, epoch_id, prev, sent, hop, tokens)
 
 
 def fills_for(store: CoordinatorStore, epoch_id: str, plan: Plan, index: int) -> int:

@@ -4,16 +4,9 @@ node to node, the grouped aggregates, and the noise shares added in turn."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.alignment import (
-    Sent,
-    fills_for,
-    household_align,
-    person_align,
-    read_signed,
-)
+from coordinator.alignment import Sent, align, fills_for, read_signed
 from coordinator.nodes import CHUNK_RECORDS, NodeClients
 from coordinator.planner import Hop, Plan
 from coordinator.store import CoordinatorStore
@@ -69,12 +62,6 @@ class HopExecutor:
             sensitivity=noise.sensitivity,
             shareholders=len(noise.shareholders),
         )
-
-    def _household_align(
-        self, epoch_id: str, prev: str, sent: Sent, hop: Hop, tokens: Sequence[bytes]
-    ) -> list[bytes]:
-        cap = self.federation.privacy.household_cap
-        return household_align(self.store, cap, epoch_id, prev, sent, hop, tokens)
 
     def _header(
         self,
@@ -149,21 +136,10 @@ class HopExecutor:
             )
 
         # Filter hops: align, let the node keep or zero each ciphertext.
-        prev = origin.party
+        prev, cap = origin.party, self.federation.privacy.household_cap
         for index, hop in enumerate(plan.hops[1:-1], start=1):
             tokens = self.store.tokens(epoch_id, hop.party)
-            if hop.link == "person":
-                aligned = person_align(self.store, epoch_id, prev, sent, hop, tokens)
-            else:
-                aligned = household_align(
-                    self.store,
-                    self.federation.privacy.household_cap,
-                    epoch_id,
-                    prev,
-                    sent,
-                    hop,
-                    tokens,
-                )
+            aligned = align(self.store, cap, epoch_id, prev, sent, hop, tokens)
             header = self._header(
                 query_id,
                 epoch_id,
@@ -185,8 +161,8 @@ class HopExecutor:
         last = plan.hops[-1]
         group_tokens = self.store.tokens(epoch_id, last.party)
         leftovers: list[bytes] = []
+        aligned = align(self.store, cap, epoch_id, prev, sent, last, group_tokens)
         if last.link == "person":
-            aligned = person_align(self.store, epoch_id, prev, sent, last, group_tokens)
             if plan.unlinked_cell:
                 # Records of the previous hop with no link into the grouping
                 # department form their own cell, so the table adds up; each
@@ -195,16 +171,6 @@ class HopExecutor:
                 skip = set(self.store.linked(epoch_id, prev, last.party).values())
                 skip.update(self.store.duplicates(epoch_id, prev))
                 leftovers = [c for t, c in sent.records.items() if t not in skip]
-        else:
-            aligned = household_align(
-                self.store,
-                self.federation.privacy.household_cap,
-                epoch_id,
-                prev,
-                sent,
-                last,
-                group_tokens,
-            )
         header = self._header(
             query_id,
             epoch_id,

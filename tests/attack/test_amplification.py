@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from harness import Federation, make_federation
 
+import coordinator.alignment as alignment_module
 import coordinator.executor as executor_module
 from headcount.crypto import paillier
 from headcount.departments import ADULT_AGE_BANDS
@@ -84,14 +85,14 @@ def _on_alignment(
     def install(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
         key = fed.coordinator.coordinator.executor.origin_key(origin)
         for name in ("person_align", "household_align"):
-            real = getattr(executor_module, name)
+            real = getattr(alignment_module, name)
 
             def tampered(*args: Any, real: Any = real, **kwargs: Any) -> list[bytes]:
                 out: list[bytes] = real(*args, **kwargs)
                 change(key, out)
                 return out
 
-            monkeypatch.setattr(executor_module, name, tampered)
+            monkeypatch.setattr(alignment_module, name, tampered)
 
     return install
 
