@@ -107,7 +107,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class _Event:
+class TypedEvent:
     """What every known kind has: its name, its body, and a reader of its body."""
 
     __slots__ = ()
@@ -118,12 +118,18 @@ class _Event:
         return self.KIND
 
     def to_body(self) -> Json:
+        """The body as logged: plain JSON, the same bytes ``from_body`` read."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_body(cls, body: object) -> Self:
+        """Read a logged body; raises ``InvalidRequest`` unless it is exactly this kind's."""
         raise NotImplementedError
 
 
 # -- the key ceremony and linkage epochs -------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class CeremonyHeld(_Event):
+class CeremonyHeld(TypedEvent):
     """The parties' key ceremony: each one's commitment, and whether all agreed."""
 
     KIND: ClassVar[str] = "ceremony"
@@ -152,7 +158,7 @@ class CeremonyHeld(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class EpochStarted(_Event):
+class EpochStarted(TypedEvent):
     """A linkage epoch announced: nodes encode their data only for an announced one."""
 
     KIND: ClassVar[str] = "epoch_started"
@@ -174,7 +180,7 @@ class EpochStarted(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class EpochLinked(_Event):
+class EpochLinked(TypedEvent):
     """A finished linkage epoch: each department's record count, each one's
     commitment to its encodings, the schema and the configured threshold."""
 
@@ -211,7 +217,7 @@ class EpochLinked(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class EpochAborted(_Event):
+class EpochAborted(TypedEvent):
     KIND: ClassVar[str] = "epoch_aborted"
     epoch_id: str
     reason: str
@@ -227,7 +233,7 @@ class EpochAborted(_Event):
 
 # -- projects (Five Safes: safe projects) ------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class ProjectProposed(_Event):
+class ProjectProposed(TypedEvent):
     KIND: ClassVar[str] = "project_proposed"
     project: ProjectDoc
     digest: str  # ProjectDoc.digest() as the coordinator computed it
@@ -253,7 +259,7 @@ class ProjectProposed(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class _ProjectDecision(_Event):
+class _ProjectDecision(TypedEvent):
     """A signed decision on a project: by a department's steward, or the operator's revocation."""
 
     project_id: str
@@ -298,7 +304,7 @@ _QUERY_OPTIONAL = ("project_id", "analyst", "role", "spec", "noise", "packing")
 
 
 @dataclass(frozen=True, slots=True)
-class QueryAnnounced(_Event):
+class QueryAnnounced(TypedEvent):
     """A query announced before any node takes part in it.
 
     The coordinator always writes every field; the optional ones are absent
@@ -364,7 +370,7 @@ class QueryAnnounced(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class TableReleased(_Event):
+class TableReleased(TypedEvent):
     """A released table, with what it cost each department and what each has left."""
 
     KIND: ClassVar[str] = "release"
@@ -410,7 +416,7 @@ class TableReleased(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QueryRefused(_Event):
+class QueryRefused(TypedEvent):
     """A refused query, or one that failed; with its origin's signed promise never
     to decrypt it (``abandonment``) when the origin gave one."""
 
@@ -450,7 +456,7 @@ class QueryRefused(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QueryAborted(_Event):
+class QueryAborted(TypedEvent):
     KIND: ClassVar[str] = "query_aborted"
     query_id: str
     reason: str
