@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from coordinator.nodes import NodeClients, each_settled
 from headcount.domain.audit import AuditLog
+from headcount.domain.events import Event
 from headcount.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,14 @@ class AuditSync:
             head = node.sync_audit(missing[start : start + 500])
         return head.next_seq
 
-    def log(self, kind: str, body: dict[str, Any], *, required: Sequence[str] = ()) -> None:
+    def log(self, event: Event, *, required: Sequence[str] = ()) -> None:
         """Append a signed event and push it to every node's replica.
 
         Nodes in ``required`` must acknowledge it (they refuse to take part in
         unannounced work anyway); a failure to reach any other node is logged
         and repaired at its next sync.
         """
-        self.audit.append(kind, body)
+        self.audit.log(event)
         results = each_settled(self.parties, self.sync)
         for party, outcome in results.items():
             if isinstance(outcome, BaseException):

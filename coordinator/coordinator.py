@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from coordinator.audit_sync import AuditSync, load_audit_key
 from coordinator.epoch import EpochLinker
@@ -28,6 +27,7 @@ from coordinator.store import CoordinatorStore, EpochInfo
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
 from headcount.domain.audit import AuditLog
+from headcount.domain.events import EpochAborted, EpochLinked, EpochStarted, Event, QueryAborted
 from headcount.domain.projects import ProjectDoc
 from headcount.domain.query import QuerySpec
 from headcount.domain.status import CeremonySummary, FederationStatus, PartyStatus, ProjectView
@@ -87,19 +87,15 @@ class Coordinator:
         """
         for query_id in self.store.running_queries():
             self.store.finish_query(query_id, "aborted", None)
-            self.audit_sync.log(
-                "query_aborted", {"query_id": query_id, "reason": "coordinator restarted"}
-            )
+            self.audit_sync.log(QueryAborted(query_id, "coordinator restarted"))
             log.warning("query %s was left running by a previous run; aborted", query_id)
-        events = self.audit.events()
-        closed = {e.body.get("epoch_id") for e in events if e.kind in ("epoch", "epoch_aborted")}
+        kinds = (EpochStarted.KIND, EpochLinked.KIND, EpochAborted.KIND)
+        events = [e.typed() for e in self.audit.events() if e.kind in kinds]
+        closed = {e.epoch_id for e in events if isinstance(e, EpochLinked | EpochAborted)}
         for e in events:
-            if e.kind == "epoch_started" and e.body.get("epoch_id") not in closed:
-                epoch_id = e.body.get("epoch_id")
-                self.audit_sync.log(
-                    "epoch_aborted", {"epoch_id": epoch_id, "reason": "coordinator restarted"}
-                )
-                log.warning("epoch %s was left unfinished by a previous run; aborted", epoch_id)
+            if isinstance(e, EpochStarted) and e.epoch_id not in closed:
+                self.audit_sync.log(EpochAborted(e.epoch_id, "coordinator restarted"))
+                log.warning("epoch %s was left unfinished by a previous run; aborted", e.epoch_id)
 
     def use_config(self, federation: FederationConfig) -> None:
         """Take a changed federation config (accreditations, policy) without a restart."""
@@ -111,8 +107,8 @@ class Coordinator:
     def sync_audit(self, party: str) -> int:
         return self.audit_sync.sync(party)
 
-    def log(self, kind: str, body: dict[str, Any], *, required: Sequence[str] = ()) -> None:
-        self.audit_sync.log(kind, body, required=required)
+    def log(self, event: Event, *, required: Sequence[str] = ()) -> None:
+        self.audit_sync.log(event, required=required)
 
     def collect_identities(self) -> dict[str, ceremony.Identity]:
         return self.relay.collect_identities()

@@ -15,6 +15,7 @@ from coordinator.audit_sync import AuditSync
 from coordinator.nodes import CHUNK_RECORDS, NodeClients, each
 from coordinator.store import CoordinatorStore, EpochInfo, PairKey, PairQuality, PartyEncodings
 from headcount.config import FederationConfig
+from headcount.domain.events import EpochAborted, EpochLinked, EpochStarted
 from headcount.domain.status import LinkageSummary, PairLinks
 from headcount.errors import InvalidRequest, PeerUnavailable
 from headcount.linkage.address import HOUSEHOLD_KEY_BYTES
@@ -161,13 +162,11 @@ class EpochLinker:
         started = time.monotonic()
         try:
             self.audit.log(
-                "epoch_started",
-                {"epoch_id": epoch_id, "ceremony_id": ceremony_id, "parties": list(self.parties)},
-                required=self.parties,
+                EpochStarted(epoch_id, ceremony_id, tuple(self.parties)), required=self.parties
             )
             return self._link_epoch(epoch_id, ceremony_id, threshold, explicit_threshold, started)
         except Exception as exc:
-            self.audit.log("epoch_aborted", {"epoch_id": epoch_id, "reason": str(exc)[:500]})
+            self.audit.log(EpochAborted(epoch_id, str(exc)[:500]))
             raise
 
     def _link_epoch(
@@ -269,18 +268,17 @@ class EpochLinker:
         )
         info = self.store.epoch(epoch_id)
         self.audit.log(
-            "epoch",
-            {
-                "epoch_id": epoch_id,
-                "ceremony_id": ceremony_id,
-                "records": info.records,
-                "commitments": {p: e.commitment.hex() for p, e in encodings.items()},
-                "schema_fingerprint": info.schema_fingerprint,
+            EpochLinked(
+                epoch_id,
+                ceremony_id,
+                records=info.records,
+                commitments={p: e.commitment.hex() for p, e in encodings.items()},
+                schema_fingerprint=info.schema_fingerprint,
                 # The configured threshold only: every linkage statistic (links,
                 # clusters, quality estimates, per-pair thresholds) depends on
                 # the data and stays in this coordinator's store (docs/privacy.md).
-                "threshold": threshold,
-            },
+                threshold=threshold,
+            )
         )
         log.info(
             "epoch %s: %d clusters in %.1f s", epoch_id, len(clusters), time.monotonic() - started

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from coordinator.audit_sync import AuditSync
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
+from headcount.domain.events import ProjectApproved, ProjectProposed, ProjectRevoked
 from headcount.domain.projects import ProjectDoc, check_project_id, verify_decision
 from headcount.domain.status import ProjectView
 from headcount.errors import FailedPrecondition, InvalidRequest, NotAuthorised, PolicyRefused
@@ -56,7 +57,7 @@ class Governance:
         if doc.expires <= dt.date.today():
             raise InvalidRequest("a project must expire in the future")
         self.store.add_project(doc.project_id, doc.to_json())
-        self.audit.log("project_proposed", {"project": doc.to_json(), "digest": doc.digest()})
+        self.audit.log(ProjectProposed(doc, doc.digest()))
         return self.project_view(doc.project_id)
 
     def decide_project(
@@ -75,20 +76,11 @@ class Governance:
             raise NotAuthorised("only a department's data steward approves a project")
         if decision == "approve":
             self.store.set_approval(project_id, by.name, signature.hex())
-            event = "project_approved"
+            decided: type[ProjectApproved | ProjectRevoked] = ProjectApproved
         else:
             self.store.revoke_project(project_id)
-            event = "project_revoked"
-        self.audit.log(
-            event,
-            {
-                "project_id": project_id,
-                "digest": doc.digest(),
-                "party": by.name,
-                "role": by.role.value,
-                "signature": signature.hex(),
-            },
-        )
+            decided = ProjectRevoked
+        self.audit.log(decided(project_id, doc.digest(), by.name, by.role.value, signature.hex()))
         return self.project_view(project_id)
 
     def check_project(self, project_id: str, analyst: str, parties: Sequence[str]) -> None:

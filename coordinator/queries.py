@@ -15,6 +15,7 @@ from coordinator.planner import Plan, plan_query
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto.attest import Abandonment, verify_abandonment
+from headcount.domain.events import QueryAnnounced, QueryRefused, TableReleased
 from headcount.domain.measures import Packing
 from headcount.domain.query import (
     QuerySpec,
@@ -71,21 +72,20 @@ class QueryDesk:
         self.store.save_query(query_id, epoch_id, analyst, spec.purpose, spec_json)
         try:
             self.audit.log(
-                "query",
-                {
-                    "query_id": query_id,
-                    "epoch_id": epoch_id,
-                    "project_id": spec.project_id,
-                    "analyst": analyst,
-                    "role": "analyst",
-                    "purpose": spec.purpose,
-                    "parties": parties,
-                    "epsilon": epsilon,
-                    "spec": spec_json,
+                QueryAnnounced(
+                    query_id,
+                    epoch_id,
+                    spec.purpose,
+                    tuple(parties),
+                    epsilon,
+                    project_id=spec.project_id,
+                    analyst=analyst,
+                    role="analyst",
+                    spec=spec_json,
                     # Re-derived by every node before it takes part.
-                    "noise": noise.to_json(),
-                    "packing": packing.to_json(),
-                },
+                    noise=noise.to_json(),
+                    packing=packing.to_json(),
+                ),
                 required=parties,
             )
             outcome = self.executor.execute(query_id, epoch_id, spec, plan, epsilon, packing, noise)
@@ -97,26 +97,24 @@ class QueryDesk:
             abandonment = self._abandon(query_id, plan.origin)
             self.store.finish_query(query_id, "refused" if abandonment else "failed", None)
             reason = exc.public if isinstance(exc, HeadcountError) else "internal error"
-            extra = {"abandonment": abandonment.to_json()} if abandonment else {}
-            self._refuse(query_id, analyst, spec.purpose, reason, **extra)
+            self._refuse(query_id, analyst, spec.purpose, reason, abandonment)
             raise
         release = release_json(outcome.title, outcome.table)
         self.store.finish_query(query_id, "released", release)
         left_by = self.governance.budgets_remaining()
         left = {p: left_by[p] for p in parties}
         self.audit.log(
-            "release",
-            {
-                "query_id": query_id,
-                "epoch_id": epoch_id,
-                "analyst": analyst,
-                "purpose": spec.purpose,
-                "parties": parties,
-                "epsilon": epsilon,
-                "period": self.governance.current_period(),
-                "budget_remaining": left,
-                "table": release,
-            },
+            TableReleased(
+                query_id,
+                epoch_id,
+                analyst,
+                spec.purpose,
+                tuple(parties),
+                epsilon,
+                period=self.governance.current_period(),
+                budget_remaining=left,
+                table=release,
+            )
         )
         remaining = min(left.values())
         return QueryOutcome(query_id, epoch_id, outcome.title, outcome.table, remaining)
@@ -133,14 +131,17 @@ class QueryDesk:
             purpose = ""
         self._refuse(uuid.uuid4().hex, analyst, purpose, INVALID_REASON)
 
-    def _refuse(self, query_id: str, analyst: str, purpose: str, reason: str, **extra: Any) -> None:
+    def _refuse(
+        self,
+        query_id: str,
+        analyst: str,
+        purpose: str,
+        reason: str,
+        abandonment: Abandonment | None = None,
+    ) -> None:
         """Record a refusal in the audit log: every refusal is public, and each
         depends only on the query, the catalogue, projects and the ledgers."""
-        self.audit.log(
-            "refusal",
-            {"query_id": query_id, "analyst": analyst, "purpose": purpose, "reason": reason}
-            | extra,
-        )
+        self.audit.log(QueryRefused(query_id, analyst, purpose, reason, abandonment))
 
     def _admit(
         self, spec: QuerySpec, analyst: str

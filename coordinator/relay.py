@@ -11,6 +11,7 @@ from coordinator.nodes import NodeClients, each
 from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import ceremony
+from headcount.domain.events import CeremonyHeld
 from headcount.domain.status import CeremonySummary
 from headcount.errors import InvalidProof
 from headcount.wire import convert as cv
@@ -68,13 +69,12 @@ class CeremonyRelay:
             confirmed,
         )
         self.audit.log(
-            "ceremony",
-            {
-                "ceremony_id": ceremony_id,
-                "parties": list(self.parties),
-                "commitments": {c.party: c.digest.hex() for c in commitments},
-                "confirmed": confirmed,
-            },
+            CeremonyHeld(
+                ceremony_id,
+                tuple(self.parties),
+                {c.party: c.digest.hex() for c in commitments},
+                confirmed,
+            )
         )
         if not confirmed:
             raise InvalidProof("nodes derived different linkage secrets; the ceremony failed")

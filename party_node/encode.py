@@ -96,7 +96,7 @@ class Encoder:
         asks repeatedly average the flips away.
         """
         check_id("epoch_id", epoch_id)
-        self.replica.announced("epoch_started", "epoch_id", epoch_id)
+        self.replica.announced_epoch(epoch_id)
         _, _, secret = self.store.ceremony(ceremony_id)
         if secret is None:
             raise FailedPrecondition(f"ceremony {ceremony_id} has not finished at {self.name}")

@@ -127,8 +127,8 @@ class Hops:
         """
         check_id("query_id", query_id)
         check_fills(fill_count)
-        body = self.replica.check_query_announced(query_id, epsilon, purpose)
-        plan = self.replica.noise_plan(body)
+        query = self.replica.check_query_announced(query_id, epsilon, purpose)
+        plan = self.replica.noise_plan(query)
         check_predicates(
             self.name, self.config.approved_attributes, filters, department=self.config.department
         )

@@ -4,9 +4,8 @@ ciphertext in the previous hop's signed set and taken once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
@@ -17,6 +16,7 @@ from headcount.crypto.signed_sets import (
     SetCheck,
     verify_hop,
 )
+from headcount.domain.events import QueryAnnounced
 from headcount.domain.measures import ALL_GROUP
 from headcount.domain.query import Predicate, check_group_by, check_predicates, unlinked_group
 from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
@@ -94,7 +94,7 @@ class Inbound:
         """
         check_id("query_id", h.query_id)
         check_fills(h.fill_count)
-        body = self.replica.check_query_announced(h.query_id, h.epsilon, h.purpose)
+        query = self.replica.check_query_announced(h.query_id, h.epsilon, h.purpose)
         if h.origin_key.n == self.keys.public.n:
             # We hold this key: we could read every per-record value. Refuse.
             raise PolicyRefused("per-record ciphertexts under this node's own key are refused")
@@ -119,10 +119,10 @@ class Inbound:
                 f"expected_records {h.expected_records} != "
                 f"{epoch.records} records in epoch {h.epoch_id}"
             )
-        return groups, self._sender_check(h, body)
+        return groups, self._sender_check(h, query)
 
-    def _sender_check(self, h: HopHeader, body: Mapping[str, Any]) -> SetCheck:
-        parties = [str(p) for p in body.get("parties") or ()]
+    def _sender_check(self, h: HopHeader, query: QueryAnnounced) -> SetCheck:
+        parties = query.parties
         if self.name not in parties[1:]:
             raise PolicyRefused(f"query {h.query_id} does not pass through {self.name}")
         index = parties.index(self.name)
@@ -138,7 +138,7 @@ class Inbound:
         ciphertext per record (per household at most, ``household_cap`` copies
         each) and one E(0) fill per record of this node."""
         records = self.replica.epoch_records(epoch_id)
-        if not isinstance(records.get(sender), int):
+        if sender not in records:
             raise PolicyRefused(f"epoch {epoch_id} publishes no record count for {sender}")
         cap = self.federation.privacy.household_cap
         return cap * int(records[sender]) + self.store.epoch(epoch_id).records

@@ -85,9 +85,9 @@ class Release:
         """
         check_id("query_id", query_id)
         names = _group_names(groups)
-        body = self.replica.announced("query", "query_id", query_id)
-        self.replica.check_project(str(body.get("project_id", "")))
-        plan = self.replica.noise_plan(body)
+        query = self.replica.announced_query(query_id)
+        self.replica.check_project(query.project_id or "")
+        plan = self.replica.noise_plan(query)
         if self.name not in plan.nodes:
             raise PolicyRefused(f"{self.name} holds no noise share of query {query_id}")
         if key.n == self.keys.public.n:
@@ -95,7 +95,7 @@ class Release:
         peers = self.keys.peers()
         if peers and key not in peers:
             raise PolicyRefused("the key is not another party's from the latest ceremony")
-        packing = self.replica.announced_packing(body, plan, key.n.bit_length())
+        packing = self.replica.announced_packing(query, plan, key.n.bit_length())
         values = [paillier.from_bytes(key, ct) for _, ct in groups]
         self.store.claim_noise(query_id)
         specs = packing.noise_specs()
@@ -132,9 +132,9 @@ class Release:
         query_id, groups = request.query_id, request.groups
         names = _group_names(groups)
         values = [paillier.from_bytes(self.keys.public, ct) for _, ct in groups]
-        body = self.replica.announced("query", "query_id", query_id)
-        plan = self.replica.noise_plan(body)
-        parties = [str(p) for p in body.get("parties") or ()]
+        query = self.replica.announced_query(query_id)
+        plan = self.replica.noise_plan(query)
+        parties = query.parties
         if request.group_statement is None or not parties:
             raise InvalidProof("no signed output from the query's grouping node")
         verify_hop(
@@ -154,7 +154,7 @@ class Release:
         )
         # Checked before the one decryption is claimed, so a malformed share
         # leaves the query abandonable (and every ledger refundable).
-        announced = self.replica.announced_packing(body, plan, self.keys.public.n.bit_length())
+        announced = self.replica.announced_packing(query, plan, self.keys.public.n.bit_length())
         values = _add_coordinator_share(
             self.keys.public, announced, values, request.coordinator_noise
         )

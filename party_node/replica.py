@@ -8,14 +8,25 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TypeVar
 
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto.attest import Abandonment, sign_abandonment, verify_abandonment
 from headcount.domain.audit import GENESIS_HASH, AuditEvent, AuditLog, verify_chain
+from headcount.domain.events import (
+    EpochLinked,
+    EpochStarted,
+    ProjectApproved,
+    ProjectProposed,
+    ProjectRevoked,
+    QueryAborted,
+    QueryAnnounced,
+    QueryRefused,
+    TypedEvent,
+)
 from headcount.domain.measures import Packing, make_packing
 from headcount.domain.projects import ProjectDoc, verify_decision
-from headcount.errors import FailedPrecondition, InvalidProof, PolicyRefused
+from headcount.errors import FailedPrecondition, InvalidProof, InvalidRequest, PolicyRefused
 from headcount.privacy.accountant import PeriodLedger
 from headcount.privacy.sensitivity import NoisePlan, plan_noise
 from headcount.tls import load_private_key
@@ -23,6 +34,21 @@ from party_node.ids import check_id
 from party_node.store import NodeStore
 
 log = logging.getLogger(__name__)
+
+# The events that announce work a node takes part in; each lists its parties.
+_Announced = TypeVar("_Announced", QueryAnnounced, EpochStarted)
+_Typed = TypeVar("_Typed", bound=TypedEvent)
+_PROJECT_EVENTS: dict[str, type[ProjectProposed | ProjectApproved | ProjectRevoked]] = {
+    t.KIND: t for t in (ProjectProposed, ProjectApproved, ProjectRevoked)
+}
+
+
+def _read(event: AuditEvent, kind: type[_Typed]) -> _Typed:
+    """``event`` as ``kind``; a malformed one is refused, never taken part in."""
+    try:
+        return kind.from_body(event.body)
+    except InvalidRequest as exc:
+        raise PolicyRefused(f"audit event {event.seq} is malformed: {exc}") from None
 
 
 class Replica:
@@ -55,10 +81,17 @@ class Replica:
             self.audit.import_event(event)
         # Abandoning is idempotent, so events resent in a batch are harmless.
         for event in events:
-            if event.kind in ("refusal", "query_aborted") and "query_id" in event.body:
-                self._abandon(str(event.body["query_id"]))
-            if event.kind == "refusal" and "abandonment" in event.body:
-                self._refund_abandoned(str(event.body.get("query_id", "")), event.body)
+            if event.kind not in (QueryRefused.KIND, QueryAborted.KIND):
+                continue
+            try:
+                typed = event.typed()
+            except InvalidRequest as exc:
+                log.warning("%s: audit event %d is malformed: %s", self.name, event.seq, exc)
+                continue
+            if isinstance(typed, QueryRefused | QueryAborted):
+                self._abandon(typed.query_id)
+            if isinstance(typed, QueryRefused) and typed.abandonment is not None:
+                self._refund_abandoned(typed.query_id, typed.abandonment)
         return self.audit.next_head()
 
     def _abandon(self, query_id: str) -> None:
@@ -69,7 +102,7 @@ class Replica:
         if self.store.abandon_origin_query(query_id) is not None:
             log.info("%s: query %s failed before decryption; abandoned", self.name, query_id)
 
-    def _refund_abandoned(self, query_id: str, body: Mapping[str, Any]) -> None:
+    def _refund_abandoned(self, query_id: str, abandonment: Abandonment) -> None:
         """Refund this node's charge for a query its origin signed it will never decrypt.
 
         Only the origin's own signature counts: a coordinator alone cannot make
@@ -78,17 +111,12 @@ class Replica:
         if not self.ledger.charged(query_id):
             return
         origin = ""
-        for event in self.audit.find("query", "$.query_id", query_id)[:1]:
-            parties = event.body.get("parties") or [""]
-            origin = str(parties[0])
+        for event in self.audit.find(QueryAnnounced.KIND, "$.query_id", query_id)[:1]:
+            origin = _read(event, QueryAnnounced).origin
         if not origin:
             return
         try:
-            verify_abandonment(
-                Abandonment.from_json(query_id, body["abandonment"]),
-                origin,
-                ca_cert=self.federation.ca_cert,
-            )
+            verify_abandonment(abandonment, origin, ca_cert=self.federation.ca_cert)
         except InvalidProof as exc:
             log.warning("%s: abandonment of %s not accepted: %s", self.name, query_id, exc)
             return
@@ -102,11 +130,10 @@ class Replica:
         FailedPrecondition if it already decrypted it.
         """
         check_id("query_id", query_id)
-        body = self.announced("query", "query_id", query_id)
-        parties = body.get("parties") or [""]
-        if parties[0] != self.name:
+        query = self.announced_query(query_id)
+        if query.origin != self.name:
             raise PolicyRefused(f"{self.name} is not the origin of query {query_id}")
-        self.store.abandon(query_id, str(body.get("epoch_id", "")))
+        self.store.abandon(query_id, query.epoch_id)
         refunded = self.ledger.refund(query_id)
         log.info("%s: query %s abandoned; %g refunded", self.name, query_id, refunded)
         return sign_abandonment(
@@ -116,31 +143,39 @@ class Replica:
             self.config.tls.cert.read_bytes(),
         )
 
-    def epoch_records(self, epoch_id: str) -> Mapping[str, Any]:
+    def epoch_records(self, epoch_id: str) -> Mapping[str, int]:
         """Each department's record count as the signed ``epoch`` event publishes it."""
         self.verify_replica()
-        for event in reversed(self.audit.find("epoch", "$.epoch_id", epoch_id)):
-            records = event.body.get("records")
-            if isinstance(records, Mapping):
-                return records
+        for event in reversed(self.audit.find(EpochLinked.KIND, "$.epoch_id", epoch_id)):
+            return _read(event, EpochLinked).records
         raise FailedPrecondition(f"{self.name} has no signed audit event for epoch {epoch_id}")
 
-    def announced(self, kind: str, key: str, value: str) -> Mapping[str, Any]:
-        """The body of the signed ``kind`` event whose ``key`` is ``value``.
+    def announced_query(self, query_id: str) -> QueryAnnounced:
+        """The signed announcement of ``query_id`` (see ``_announced``)."""
+        return self._announced(QueryAnnounced, "query_id", query_id)
+
+    def announced_epoch(self, epoch_id: str) -> EpochStarted:
+        """The signed announcement of linkage epoch ``epoch_id`` (see ``_announced``)."""
+        return self._announced(EpochStarted, "epoch_id", epoch_id)
+
+    def _announced(self, kind: type[_Announced], key: str, value: str) -> _Announced:
+        """The latest signed ``kind`` event whose ``key`` is ``value``.
 
         The replica is verified first (chain and signatures): the events that
         arrived since the last check, from the head verified then, so the cost
         of a query step does not grow with the log's age. Raises
         FailedPrecondition when no such event exists: a node takes part only in
-        work the public audit log already records.
+        work the public audit log already records; PolicyRefused when it does
+        not list this node, or is malformed.
         """
         self.verify_replica()
-        for event in reversed(self.audit.find(kind, f"$.{key}", value)):
-            if self.name not in event.body.get("parties", ()):
-                raise PolicyRefused(f"{kind} {value} does not list {self.name} as a party")
-            return event.body
+        for event in reversed(self.audit.find(kind.KIND, f"$.{key}", value)):
+            announced = _read(event, kind)
+            if self.name not in announced.parties:
+                raise PolicyRefused(f"{kind.KIND} {value} does not list {self.name} as a party")
+            return announced
         raise FailedPrecondition(
-            f"{self.name} has no signed audit event announcing {kind} {value}; refusing"
+            f"{self.name} has no signed audit event announcing {kind.KIND} {value}; refusing"
         )
 
     def verify_replica(self) -> None:
@@ -150,52 +185,47 @@ class Replica:
             head = verify_chain(fresh, self.federation.audit_verifier, start=self._verified)
             self._verified = (self._verified[0] + len(fresh), head)
 
-    def check_query_announced(
-        self, query_id: str, epsilon: float, purpose: str
-    ) -> Mapping[str, Any]:
-        body = self.announced("query", "query_id", query_id)
+    def check_query_announced(self, query_id: str, epsilon: float, purpose: str) -> QueryAnnounced:
+        query = self.announced_query(query_id)
         # Written so that NaN fails: every comparison with NaN is False.
-        same_epsilon = abs(float(body.get("epsilon", -1)) - epsilon) <= 1e-12
-        if not same_epsilon or body.get("purpose") != purpose:
+        same_epsilon = abs(float(query.epsilon) - epsilon) <= 1e-12
+        if not same_epsilon or query.purpose != purpose:
             raise PolicyRefused(f"query {query_id} differs from what the audit log announced")
-        self.check_project(str(body.get("project_id", "")))
-        return body
+        self.check_project(query.project_id or "")
+        return query
 
-    def noise_plan(self, body: Mapping[str, Any]) -> NoisePlan:
+    def noise_plan(self, query: QueryAnnounced) -> NoisePlan:
         """The announced query's noise plan, refused unless it is the one this node derives.
 
         The sensitivity comes from the query's join and the federation's
         household cap, the share-holders from its chain: a coordinator cannot
         announce less noise or fewer share-holders than the query needs.
         """
-        parties = body.get("parties")
-        spec = body.get("spec")
-        if not isinstance(parties, list) or not isinstance(spec, dict):
+        if query.spec is None:
             raise PolicyRefused("the announced query names no chain")
         own = plan_noise(
-            [str(p) for p in parties], spec, household_cap=self.federation.privacy.household_cap
+            list(query.parties), query.spec, household_cap=self.federation.privacy.household_cap
         )
-        if NoisePlan.from_json(body.get("noise")) != own:
+        if NoisePlan.from_json(query.noise) != own:
             raise PolicyRefused("the announced noise is not what the query needs")
         return own
 
-    def announced_packing(self, body: Mapping[str, Any], plan: NoisePlan, n_bits: int) -> Packing:
+    def announced_packing(self, query: QueryAnnounced, plan: NoisePlan, n_bits: int) -> Packing:
         """The announced slot layout, re-derived here from public facts."""
-        raw = body.get("packing")
-        if not isinstance(raw, dict):
+        raw = query.packing
+        if raw is None:
             raise PolicyRefused("the announced query carries no slot layout")
         try:
             asked = Packing.from_json(raw)
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyRefused("the announced slot layout is malformed") from exc
-        origin = str(body["parties"][0])
         own = make_packing(
-            self.federation.party(origin).department,
+            self.federation.party(query.origin).department,
             asked.group_by,
             asked.measure_attribute,
             n_bits=n_bits,
             max_summands=asked.layout.max_summands,
-            epsilon=float(body["epsilon"]),
+            epsilon=float(query.epsilon),
             sensitivity=plan.sensitivity,
             shareholders=len(plan.shareholders),
         )
@@ -216,26 +246,27 @@ class Replica:
             return
         doc: ProjectDoc | None = None
         approved = revoked = False
-        events = sorted(
+        found = sorted(
             [
-                *self.audit.find("project_proposed", "$.project.project_id", project_id),
-                *self.audit.find("project_approved", "$.project_id", project_id),
-                *self.audit.find("project_revoked", "$.project_id", project_id),
+                *self.audit.find(ProjectProposed.KIND, "$.project.project_id", project_id),
+                *self.audit.find(ProjectApproved.KIND, "$.project_id", project_id),
+                *self.audit.find(ProjectRevoked.KIND, "$.project_id", project_id),
             ],
             key=lambda e: e.seq,
         )
-        for event in events:
-            body = event.body
-            if event.kind == "project_proposed":
-                doc = ProjectDoc.from_json(dict(body["project"]))
-            elif event.kind == "project_revoked":
+        # A malformed event is refused (PolicyRefused), not skipped: skipping a
+        # revocation would let the query through.
+        for event in (_read(e, _PROJECT_EVENTS[e.kind]) for e in found):
+            if isinstance(event, ProjectProposed):
+                doc = event.project
+            elif isinstance(event, ProjectRevoked):
                 revoked = True
-            elif event.kind == "project_approved" and body.get("party") == self.name and doc:
+            elif event.party == self.name and doc:
                 verify_decision(
                     doc,
                     "approve",
                     self.name,
-                    bytes.fromhex(body["signature"]),
+                    bytes.fromhex(event.signature),
                     self.config.tls.cert.read_bytes(),
                 )
                 approved = True

@@ -43,6 +43,7 @@ from headcount.attacks.games_guess import (
     released_sightings,
     sdc_policy,
 )
+from headcount.domain.events import TableReleased
 from headcount.domain.query import Predicate, QuerySpec, unlinked_group
 from headcount.errors import InvalidRequest
 from headcount.local import LocalFederation
@@ -63,10 +64,10 @@ def _coordinator_view(fed: LocalFederation, query_id: str) -> Mapping[str, Any]:
 
 def _node_view(fed: LocalFederation, party: str, query_id: str) -> Mapping[str, Any]:
     """A release as ``party``'s own replica of the audit log holds it."""
-    for event in reversed(fed.nodes[party].node.audit.events()):
-        if event.kind == "release" and event.body.get("query_id") == query_id:
-            table: Mapping[str, Any] = event.body["table"]
-            return table
+    for event in reversed(
+        fed.nodes[party].node.audit.find(TableReleased.KIND, "$.query_id", query_id)
+    ):
+        return TableReleased.from_body(event.body).table
     raise InvalidRequest(f"{party}'s audit replica has no release of {query_id}")
 
 

@@ -11,6 +11,7 @@ import grpc
 from headcount import tls
 from headcount.attacks import ATTACK_PROJECT, AttackResult
 from headcount.crypto import ceremony
+from headcount.domain.events import QueryAnnounced
 from headcount.errors import InvalidProof
 from headcount.local import LocalFederation
 from headcount.tls import Role
@@ -110,17 +111,16 @@ def reordered_chunks(fed: LocalFederation) -> AttackResult:
     epoch = coordinator.store.latest_epoch()
     purpose = "Attack suite: chunks out of order."
     coordinator.log(
-        "query",
-        {
-            "query_id": "reordered",
-            "epoch_id": epoch,
-            "purpose": purpose,
-            "parties": ["education", "immigration"],
-            "epsilon": 0.1,
+        QueryAnnounced(
+            query_id="reordered",
+            epoch_id=epoch,
+            purpose=purpose,
+            parties=("education", "immigration"),
+            epsilon=0.1,
             # Cite the approved project, so the node meets the reordering
             # rather than refusing for want of a project.
-            "project_id": ATTACK_PROJECT,
-        },
+            project_id=ATTACK_PROJECT,
+        )
     )
     header = party_node_pb2.HopHeader(
         query_id="reordered",
@@ -167,15 +167,14 @@ def replayed_epoch(fed: LocalFederation) -> AttackResult:
         current = op.run_linkage().epoch_id
     purpose = "Attack suite: tokens replayed from an earlier epoch."
     coordinator.log(
-        "query",
-        {
-            "query_id": "replayed-epoch",
-            "epoch_id": current,
-            "purpose": purpose,
-            "parties": ["education", "immigration"],
-            "epsilon": 0.1,
-            "project_id": ATTACK_PROJECT,
-        },
+        QueryAnnounced(
+            query_id="replayed-epoch",
+            epoch_id=current,
+            purpose=purpose,
+            parties=("education", "immigration"),
+            epsilon=0.1,
+            project_id=ATTACK_PROJECT,
+        )
     )
     n_bytes = fed.nodes["education"].node.identity().paillier_n
     width = 2 * len(n_bytes)

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from headcount.db import create_database
+from headcount.domain.events import Event, UnknownEvent, parse_event
 from headcount.errors import InvalidProof, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,13 @@ class AuditEvent:
                 raise InvalidRequest(f"{name} must be 64 lowercase hex digits")
         if not isinstance(self.signature, str) or not _SIG_RE.fullmatch(self.signature):
             raise InvalidRequest("signature must be empty or 128 lowercase hex digits")
+
+    def typed(self) -> Event | UnknownEvent:
+        """This event's body as its kind's dataclass (``headcount.domain.events``).
+
+        Raises ``InvalidRequest`` for a known kind whose body is malformed.
+        """
+        return parse_event(self.kind, self.body)
 
     def computed_hash(self) -> str:
         """What ``hash`` should be for this event's content."""
@@ -291,10 +299,16 @@ class AuditLog:
             ),
         )
 
-    def append(self, kind: str, body: Mapping[str, Any]) -> AuditEvent:
-        """Add an event after the current head and return it.
+    def log(self, event: Event) -> AuditEvent:
+        """Add a typed event after the current head and return the stored event."""
+        return self.append(event.KIND, event.to_body())
 
-        Raises ``InvalidRequest`` for a malformed kind or a body that is not plain JSON.
+    def append(self, kind: str, body: Mapping[str, Any]) -> AuditEvent:
+        """Add an event of any kind and body after the current head and return it.
+
+        The coordinator logs typed events (``log``); this raw form is for tools
+        and tests that write a log by hand. Raises ``InvalidRequest`` for a
+        malformed kind or a body that is not plain JSON.
         """
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")

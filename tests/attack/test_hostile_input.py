@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headcount import tls
+from headcount.domain.events import QueryAnnounced
 from headcount.wire import party_node_pb2
 
 CLEAN = {
@@ -129,14 +130,13 @@ def test_ciphertexts_under_a_wrong_key_or_out_of_range(
     epoch = coordinator.store.latest_epoch()
     purpose = "Hostile input: ciphertexts out of range."
     coordinator.log(
-        "query",
-        {
-            "query_id": "hostile-ct",
-            "epoch_id": epoch,
-            "purpose": purpose,
-            "parties": ["education", "health"],
-            "epsilon": 0.1,
-        },
+        QueryAnnounced(
+            query_id="hostile-ct",
+            epoch_id=epoch,
+            purpose=purpose,
+            parties=("education", "health"),
+            epsilon=0.1,
+        )
     )
     n_bytes = fed.nodes["education"].node.identity().paillier_n
     tokens, _ = fed.nodes["health"].node.store.token_rows(epoch)

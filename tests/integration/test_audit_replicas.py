@@ -14,6 +14,7 @@ from harness import Federation
 
 from headcount import tls
 from headcount.cli import cli
+from headcount.domain.events import QueryAnnounced
 from headcount.domain.query import QuerySpec
 from headcount.errors import InvalidProof
 from headcount.wire import party_node_pb2, party_node_pb2_grpc
@@ -62,14 +63,13 @@ def test_a_node_refuses_a_query_that_differs_from_its_announcement(
     coordinator = linked_federation.coordinator.coordinator
     epoch_id = coordinator.store.latest_epoch()
     coordinator.log(
-        "query",
-        {
-            "query_id": "q-announced",
-            "epoch_id": epoch_id,
-            "purpose": PURPOSE,
-            "parties": ["education", "immigration"],
-            "epsilon": 0.1,
-        },
+        QueryAnnounced(
+            query_id="q-announced",
+            epoch_id=epoch_id,
+            purpose=PURPOSE,
+            parties=("education", "immigration"),
+            epsilon=0.1,
+        )
     )
     stub = _coordinator_stub(linked_federation, "education")
     request = party_node_pb2.EncryptRequest(

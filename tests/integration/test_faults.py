@@ -21,6 +21,7 @@ import coordinator.epoch as epoch_module
 import coordinator.executor as executor_module
 from coordinator.coordinator import Coordinator
 from headcount.crypto.attest import sign_abandonment
+from headcount.domain.events import QueryRefused
 from headcount.domain.query import QuerySpec
 from headcount.errors import FailedPrecondition, InvalidRequest, PeerUnavailable
 from headcount.local import start_local_federation
@@ -249,14 +250,13 @@ def test_a_forged_abandonment_refunds_nothing(federation: Federation) -> None:
         health.tls.cert.read_bytes(),
     )
     coord.log(
-        "refusal",
-        {
-            "query_id": release.query_id,
-            "analyst": "x",
-            "purpose": "forged",
-            "reason": "forged",
-            "abandonment": fake.to_json(),
-        },
+        QueryRefused(
+            query_id=release.query_id,
+            analyst="x",
+            purpose="forged",
+            reason="forged",
+            abandonment=fake,
+        )
     )
     assert group.ledger.charged(release.query_id)
     assert federation.nodes["education"].node.ledger.charged(release.query_id)
