@@ -80,7 +80,10 @@ def _purpose(body: Mapping[str, Any]) -> str:
     help="A copy of the log: the coordinator's or any node's SQLite state file.",
 )
 @click.option("--party", default=None, help="Verify this party node's replica (its state file).")
-def audit_verify(config_path: Path | None, db_path: Path | None, party: str | None) -> None:
+@json_option
+def audit_verify(
+    config_path: Path | None, db_path: Path | None, party: str | None, as_json: bool
+) -> None:
     """Verify any copy of the audit log: the chain, and every signature against the
     federation's audit public key. Names the first bad entry; exit code 1 if any.
 
@@ -88,6 +91,7 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
     Example:
       headcount audit verify --config fed/federation.toml
       headcount audit verify --config fed/federation.toml --party education
+      headcount audit verify --config fed/federation.toml --json
     """
     from headcount.domain.audit import AuditLog
 
@@ -98,6 +102,13 @@ def audit_verify(config_path: Path | None, db_path: Path | None, party: str | No
     try:
         head = log_copy.verify()
     except HeadcountError as exc:
-        click.secho(f"FAILED {db_path}: {exc}", fg="red", err=True)
+        if as_json:
+            echo_json({"copy": str(db_path), "verified": False, "error": str(exc)})
+        else:
+            click.secho(f"FAILED {db_path}: {exc}", fg="red", err=True)
         sys.exit(1)
-    click.echo(f"OK {db_path}: {len(log_copy.events())} events, head {head}")
+    events = len(log_copy.events())
+    if as_json:
+        echo_json({"copy": str(db_path), "verified": True, "events": events, "head": head})
+        return
+    click.echo(f"OK {db_path}: {events} events, head {head}")

@@ -169,3 +169,9 @@ def test_ceremony_and_link_print_json(fed: Federation) -> None:
     assert set(epoch["records"]) == set(fed.config.party_names)
     assert epoch["clusters"] > 0 and epoch["pairs"]
     assert all(p["links"] >= p["key_links"] >= 0 for p in epoch["pairs"])
+
+
+def test_audit_verify_prints_json(fed: Federation) -> None:
+    copy = _json(fed, "audit", "verify", "--party", "education")
+    assert copy["verified"] is True and copy["events"] > 0
+    assert copy["head"] == fed.nodes["education"].node.audit.head()
