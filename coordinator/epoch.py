@@ -155,8 +155,12 @@ class EpochLinker:
     def run_linkage(self, threshold: float = 0.0) -> EpochInfo:
         explicit_threshold = bool(threshold)
         threshold = threshold or self.schema.threshold
-        if not 0 < threshold <= 1:
-            raise InvalidRequest("threshold must be in (0, 1]")
+        floor = self.schema.candidate_floor
+        if not floor < threshold <= 1:
+            # Below the candidate floor every candidate would link.
+            raise InvalidRequest(
+                f"threshold must be above the schema's candidate floor {floor:g} and at most 1"
+            )
         ceremony_id = self.store.latest_ceremony()
         epoch_id = uuid.uuid4().hex
         started = time.monotonic()

@@ -13,6 +13,7 @@ from harness import Federation
 
 from headcount import tls
 from headcount.domain.audit import AuditEvent
+from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, coordinator_pb2, party_node_pb2
 
 PURPOSE = "A purpose long enough to be accepted by the coordinator."
@@ -209,3 +210,15 @@ def test_a_refusal_never_publishes_what_the_analyst_typed(
     logged = json.dumps(after[-1].body)
     assert "Amelia" not in logged and "2013" not in logged
     assert "not in its catalogue" in after[-1].body["reason"]
+
+
+@pytest.mark.parametrize("threshold", [5e-324, 0.3, 0.5])
+def test_a_linkage_threshold_at_or_below_the_candidate_floor_is_refused(
+    linked_federation: Federation, threshold: float
+) -> None:
+    """Below the candidate floor every candidate pair would link: refused before
+    anything starts, and no epoch event is written."""
+    events = _events(linked_federation)
+    with linked_federation.operator() as op, pytest.raises(InvalidRequest, match="floor"):
+        op.run_linkage(threshold)
+    assert _events(linked_federation) == events
