@@ -34,11 +34,11 @@ from headcount.errors import InvalidRequest, PolicyRefused
 from headcount.privacy.accountant import PeriodLedger
 from headcount.privacy.sensitivity import NoisePlan
 from headcount.tls import load_private_key
+from headcount.wire.node_values import HopHeader
 from party_node.data import DepartmentData
 from party_node.encode import Encoder
 from party_node.ids import check_id
 from party_node.inbound import (
-    HopHeader,
     HopItem,
     Inbound,
     LeftoversIn,

@@ -12,14 +12,14 @@ from headcount.crypto import paillier
 from headcount.crypto.signed_sets import (
     FILTER_SET,
     ORIGIN_SET,
-    HopStatement,
     SetCheck,
     verify_hop,
 )
 from headcount.domain.events import QueryAnnounced
 from headcount.domain.measures import ALL_GROUP
-from headcount.domain.query import Predicate, check_group_by, check_predicates, unlinked_group
+from headcount.domain.query import check_group_by, check_predicates, unlinked_group
 from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
+from headcount.wire.node_values import HopHeader
 from party_node.ids import check_id
 from party_node.keys import NodeKeys
 from party_node.replica import Replica
@@ -54,21 +54,6 @@ class LeftoversIn:
 
 
 HopItem = ChunkIn | SetHashesIn | LeftoversIn
-
-
-@dataclass(frozen=True, slots=True)
-class HopHeader:
-    query_id: str
-    epoch_id: str
-    origin_key: paillier.PublicKey
-    group_by: str
-    filters: tuple[Predicate, ...]
-    epsilon: float
-    expected_records: int
-    purpose: str
-    fill_count: int = 0
-    sender: HopStatement | None = None
-    unlinked_cell: bool = False
 
 
 class Inbound:

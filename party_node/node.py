@@ -32,13 +32,14 @@ from headcount.domain.query import Predicate
 from headcount.errors import ConfigError
 from headcount.linkage.schema_file import federation_schema
 from headcount.privacy.accountant import PeriodLedger
+from headcount.wire.node_values import DecryptRequest, HopHeader
 from party_node.ceremony import CeremonyParticipant
 from party_node.data import DepartmentData
 from party_node.encode import MATCH_KEY_BYTES, TOKEN_BYTES, EncodedEpoch, Encoder
 from party_node.hops import GroupedOutput, Hops, SignedOutput
-from party_node.inbound import HopHeader, HopItem
+from party_node.inbound import HopItem
 from party_node.keys import NodeKeys
-from party_node.release import MAX_GROUPS, Decrypted, DecryptInput, Release
+from party_node.release import MAX_GROUPS, Decrypted, Release
 from party_node.replica import Replica
 from party_node.store import NodeStore
 
@@ -46,11 +47,9 @@ __all__ = [
     "MATCH_KEY_BYTES",
     "MAX_GROUPS",
     "TOKEN_BYTES",
-    "DecryptInput",
     "Decrypted",
     "EncodedEpoch",
     "GroupedOutput",
-    "HopHeader",
     "HopItem",
     "PartyNode",
     "SignedOutput",
@@ -177,7 +176,7 @@ class PartyNode:
     ) -> tuple[list[tuple[str, bytes]], NoiseAttestation]:
         return self.release.add_noise(query_id, key, groups)
 
-    def decrypt(self, request: DecryptInput) -> Decrypted:
+    def decrypt(self, request: DecryptRequest) -> Decrypted:
         return self.release.decrypt(request)
 
     def close(self) -> None:

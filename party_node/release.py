@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation, digest_groups, sign_noise, verify_noise_chain
-from headcount.crypto.signed_sets import GROUP_OUTPUT, HopStatement, verify_hop
+from headcount.crypto.signed_sets import GROUP_OUTPUT, verify_hop
 from headcount.domain.measures import (
     Packing,
     ReleasedCell,
@@ -23,6 +23,7 @@ from headcount.errors import FailedPrecondition, InvalidProof, InvalidRequest, P
 from headcount.privacy.noise import draw_share
 from headcount.protect.sdc import SdcPolicy
 from headcount.tls import load_private_key
+from headcount.wire.node_values import DecryptRequest
 from party_node.ids import check_id
 from party_node.keys import NodeKeys
 from party_node.replica import Replica
@@ -46,18 +47,6 @@ class Decrypted:
     noise_scale: float  # of the count cells' full noise
     sensitivity: int
     shareholders: int
-
-
-@dataclass(frozen=True, slots=True)
-class DecryptInput:
-    """What the origin is asked to decrypt, with the proofs it checks first."""
-
-    query_id: str
-    groups: Sequence[tuple[str, bytes]]
-    attestations: Sequence[NoiseAttestation]
-    group_statement: HopStatement | None
-    # The coordinator's share in the clear, groups x slots (row-major).
-    coordinator_noise: Sequence[int]
 
 
 class Release:
@@ -119,7 +108,7 @@ class Release:
         )
         return out, attestation
 
-    def decrypt(self, request: DecryptInput) -> Decrypted:
+    def decrypt(self, request: DecryptRequest) -> Decrypted:
         """Decrypt noisy aggregates of a query this node encrypted for, once; apply SDC.
 
         Before decrypting, checks that the aggregates are the grouping node's

@@ -16,10 +16,11 @@ from headcount.domain.release import ReleasedTable
 from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2, party_node_pb2, party_node_pb2_grpc
 from headcount.wire import convert as cv
+from headcount.wire.node_values import HopHeader
 from party_node.hops import SignedOutput
 from party_node.ids import check_id
 from party_node.inbound import ChunkIn, HopItem, LeftoversIn, SetHashesIn
-from party_node.node import MATCH_KEY_BYTES, DecryptInput, HopHeader, PartyNode
+from party_node.node import MATCH_KEY_BYTES, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
 MAX_SET_HASHES = 100_000  # per message (headcount.wire.node_client.HASHES_PER_MESSAGE)
@@ -149,19 +150,8 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
             raise InvalidRequest("a hop stream must start with a header")
         m = first.header
         check_filters("filters", m.filters)
-        header = HopHeader(
-            query_id=m.query_id,
-            epoch_id=m.epoch_id,
-            origin_key=paillier.PublicKey.from_bytes(m.paillier_n),
-            group_by=m.group_by,
-            filters=cv.predicates_from_pb(m.filters),
-            epsilon=_epsilon(m.epsilon),
-            expected_records=m.expected_records,
-            purpose=m.purpose,
-            fill_count=m.fill_count,
-            sender=cv.statement_from_pb(m.sender) if m.HasField("sender") else None,
-            unlinked_cell=m.unlinked_cell,
-        )
+        _epsilon(m.epsilon)
+        header = cv.hop_header_from_pb(m)
 
         def items() -> Iterator[HopItem]:
             for item in request_iterator:
@@ -200,7 +190,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
         out = self.node.aggregate(header, items)
         return party_node_pb2.GroupedCiphertexts(
             query_id=header.query_id,
-            groups=[common_pb2.GroupCiphertext(group=g, ciphertext=c) for g, c in out.groups],
+            groups=cv.groups_to_pb(out.groups),
             statement=cv.statement_to_pb(out.statement),
         )
 
@@ -209,10 +199,10 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
     ) -> party_node_pb2.NoisedAggregate:
         key = paillier.PublicKey.from_bytes(request.paillier_n)
         groups, attestation = self.node.add_noise(
-            request.query_id, key, [(g.group, g.ciphertext) for g in request.groups]
+            request.query_id, key, cv.groups_from_pb(request.groups)
         )
         return party_node_pb2.NoisedAggregate(
-            groups=[common_pb2.GroupCiphertext(group=g, ciphertext=ct) for g, ct in groups],
+            groups=cv.groups_to_pb(groups),
             attestation=cv.attestation_to_pb(attestation),
         )
 
@@ -232,19 +222,7 @@ class PartyNodeService(party_node_pb2_grpc.PartyNodeServicer):
     ) -> common_pb2.ProtectedTable:
         if len(request.attestations) > MAX_ATTESTATIONS:
             raise InvalidRequest(f"at most {MAX_ATTESTATIONS} noise attestations")
-        out = self.node.decrypt(
-            DecryptInput(
-                request.query_id,
-                [(g.group, g.ciphertext) for g in request.groups],
-                [cv.attestation_from_pb(a) for a in request.attestations],
-                (
-                    cv.statement_from_pb(request.group_statement)
-                    if request.HasField("group_statement")
-                    else None
-                ),
-                list(request.coordinator_noise),
-            )
-        )
+        out = self.node.decrypt(cv.decrypt_request_from_pb(request))
         policy = self.node.federation.output
         return cv.table_to_pb(
             ReleasedTable(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.crypto.signed_sets import HopStatement
@@ -22,6 +23,7 @@ from headcount.domain.status import (
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
 from headcount.wire import party_node_pb2 as pn
+from headcount.wire.node_values import DecryptRequest, Groups, HopHeader
 
 
 def identity_to_pb(i: Identity) -> c.PartyIdentity:
@@ -179,6 +181,72 @@ def statement_to_pb(s: HopStatement) -> pn.HopStatement:
 def statement_from_pb(m: pn.HopStatement) -> HopStatement:
     """A hop statement; InvalidRequest if its stage or digest is malformed."""
     return HopStatement(m.party, m.stage, m.digest, m.signature, m.certificate_pem)
+
+
+def groups_to_pb(groups: Iterable[tuple[str, bytes]]) -> list[c.GroupCiphertext]:
+    return [c.GroupCiphertext(group=g, ciphertext=x) for g, x in groups]
+
+
+def groups_from_pb(ms: Iterable[c.GroupCiphertext]) -> Groups:
+    return tuple((m.group, m.ciphertext) for m in ms)
+
+
+def hop_header_to_pb(h: HopHeader) -> pn.HopHeader:
+    header = pn.HopHeader(
+        query_id=h.query_id,
+        epoch_id=h.epoch_id,
+        paillier_n=h.origin_key.to_bytes(),
+        group_by=h.group_by,
+        filters=predicates_to_pb(h.filters),
+        epsilon=h.epsilon,
+        expected_records=h.expected_records,
+        purpose=h.purpose,
+        fill_count=h.fill_count,
+        unlinked_cell=h.unlinked_cell,
+    )
+    if h.sender is not None:
+        header.sender.CopyFrom(statement_to_pb(h.sender))
+    return header
+
+
+def hop_header_from_pb(m: pn.HopHeader) -> HopHeader:
+    """A hop header; InvalidRequest (or InvalidCiphertext) if its key or statement
+    is malformed. Bounds on its fields are the receiving node's to check."""
+    return HopHeader(
+        query_id=m.query_id,
+        epoch_id=m.epoch_id,
+        origin_key=paillier.PublicKey.from_bytes(m.paillier_n),
+        group_by=m.group_by,
+        filters=predicates_from_pb(m.filters),
+        epsilon=m.epsilon,
+        expected_records=m.expected_records,
+        purpose=m.purpose,
+        fill_count=m.fill_count,
+        sender=statement_from_pb(m.sender) if m.HasField("sender") else None,
+        unlinked_cell=m.unlinked_cell,
+    )
+
+
+def decrypt_request_to_pb(r: DecryptRequest) -> pn.DecryptRequest:
+    message = pn.DecryptRequest(
+        query_id=r.query_id,
+        groups=groups_to_pb(r.groups),
+        attestations=[attestation_to_pb(a) for a in r.attestations],
+        coordinator_noise=list(r.coordinator_noise),
+    )
+    if r.group_statement is not None:
+        message.group_statement.CopyFrom(statement_to_pb(r.group_statement))
+    return message
+
+
+def decrypt_request_from_pb(m: pn.DecryptRequest) -> DecryptRequest:
+    return DecryptRequest(
+        m.query_id,
+        groups_from_pb(m.groups),
+        tuple(attestation_from_pb(a) for a in m.attestations),
+        statement_from_pb(m.group_statement) if m.HasField("group_statement") else None,
+        tuple(m.coordinator_noise),
+    )
 
 
 def packing_to_pb(p: Packing) -> pn.SlotLayoutSpec:

@@ -11,7 +11,7 @@ messages as gRPC sends them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -24,7 +24,6 @@ from headcount.crypto.attest import Abandonment
 from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.domain.audit import AuditEvent
 from headcount.domain.release import ReleasedTable
-from headcount.wire import common_pb2 as c
 from headcount.wire import convert as cv
 from headcount.wire import party_node_pb2 as pn
 from headcount.wire import party_node_pb2_grpc
@@ -36,7 +35,6 @@ from headcount.wire.node_values import (
     EncodingChunk,
     GroupedCiphertexts,
     Groups,
-    HopHeader,
     HopInput,
     IndicatorRequest,
     KeyConfirmation,
@@ -157,18 +155,18 @@ class NodeClient:
             reply = self._stub.AggregateByGroup(_hop_messages(hop), timeout=self.timeout_s)
         return GroupedCiphertexts(
             reply.query_id,
-            _groups_from_pb(reply.groups),
+            cv.groups_from_pb(reply.groups),
             cv.statement_from_pb(reply.statement) if reply.HasField("statement") else None,
         )
 
     def add_noise(self, query_id: str, key: paillier.PublicKey, groups: Groups) -> NoisedAggregate:
         request = pn.NoiseRequest(
-            query_id=query_id, paillier_n=key.to_bytes(), groups=_groups_to_pb(groups)
+            query_id=query_id, paillier_n=key.to_bytes(), groups=cv.groups_to_pb(groups)
         )
         with self._mapped():
             reply = self._stub.AddNoise(request, timeout=self.timeout_s)
         return NoisedAggregate(
-            _groups_from_pb(reply.groups), cv.attestation_from_pb(reply.attestation)
+            cv.groups_from_pb(reply.groups), cv.attestation_from_pb(reply.attestation)
         )
 
     def abandon_query(self, query_id: str) -> Abandonment:
@@ -179,14 +177,7 @@ class NodeClient:
         return Abandonment(reply.query_id, reply.party, reply.signature, reply.certificate_pem)
 
     def decrypt_aggregate(self, request: DecryptRequest) -> ReleasedTable:
-        message = pn.DecryptRequest(
-            query_id=request.query_id,
-            groups=_groups_to_pb(request.groups),
-            attestations=[cv.attestation_to_pb(a) for a in request.attestations],
-            coordinator_noise=list(request.coordinator_noise),
-        )
-        if request.group_statement is not None:
-            message.group_statement.CopyFrom(cv.statement_to_pb(request.group_statement))
+        message = cv.decrypt_request_to_pb(request)
         with self._mapped():
             reply = self._stub.DecryptAggregate(message, timeout=self.timeout_s)
         return cv.table_from_pb(reply)
@@ -241,37 +232,11 @@ def _chunk_from_pb(m: pn.CiphertextChunk) -> CiphertextChunk:
     )
 
 
-def _groups_to_pb(groups: Groups) -> list[c.GroupCiphertext]:
-    return [c.GroupCiphertext(group=g, ciphertext=x) for g, x in groups]
-
-
-def _groups_from_pb(ms: Iterable[c.GroupCiphertext]) -> Groups:
-    return tuple((m.group, m.ciphertext) for m in ms)
-
-
-def _header_to_pb(h: HopHeader) -> pn.HopHeader:
-    header = pn.HopHeader(
-        query_id=h.query_id,
-        epoch_id=h.epoch_id,
-        paillier_n=h.origin_key.to_bytes(),
-        group_by=h.group_by,
-        filters=cv.predicates_to_pb(h.filters),
-        epsilon=h.epsilon,
-        expected_records=h.expected_records,
-        purpose=h.purpose,
-        fill_count=h.fill_count,
-        unlinked_cell=h.unlinked_cell,
-    )
-    if h.sender is not None:
-        header.sender.CopyFrom(cv.statement_to_pb(h.sender))
-    return header
-
-
 def _hop_messages(hop: HopInput) -> Iterator[pn.HopInput]:
     """A hop's input as gRPC sends it: the header, the set's hashes, the aligned
     chunks numbered from 0 (one empty chunk when there are none), then the
     leftovers; each message made only when gRPC asks for it."""
-    yield pn.HopInput(header=_header_to_pb(hop.header))
+    yield pn.HopInput(header=cv.hop_header_to_pb(hop.header))
     hashes = hop.set_hashes
     for start in range(0, len(hashes), HASHES_PER_MESSAGE):
         yield pn.HopInput(
