@@ -124,7 +124,6 @@ def household_align(
     keyed = [t for t in raw if t not in again]
     sources = household_flag_sources([raw[t] for t in keyed], [resolved.get(t, b"") for t in keyed])
     next_hh = store.resolved_households(epoch_id, hop.party)
-    cap = household_cap
     taken: dict[bytes, int] = {}
     fills = iter(sent.fills)
     out: list[bytes] = []
@@ -132,7 +131,7 @@ def household_align(
         hh = next_hh.get(t, b"")
         copies = sent.households.get(sources.get(hh, b""), [])
         k = taken.get(hh, 0)
-        if k < min(cap, len(copies)):
+        if k < min(household_cap, len(copies)):
             taken[hh] = k + 1
             out.append(copies[k])
             continue

@@ -121,8 +121,8 @@ class HopExecutor:
             )
         )
         sent = read_signed(origin.party, key, chunks, None)
+        cap = self.federation.privacy.household_cap
         if origin.per_household:
-            cap = self.federation.privacy.household_cap
             keys = set(self.store.households(epoch_id, origin.party).values())
             if sent.records or set(sent.households) != keys:
                 raise InvalidRequest(
@@ -136,7 +136,7 @@ class HopExecutor:
             )
 
         # Filter hops: align, let the node keep or zero each ciphertext.
-        prev, cap = origin.party, self.federation.privacy.household_cap
+        prev = origin.party
         for index, hop in enumerate(plan.hops[1:-1], start=1):
             tokens = self.store.tokens(epoch_id, hop.party)
             aligned = align(self.store, cap, epoch_id, prev, sent, hop, tokens)
@@ -162,15 +162,14 @@ class HopExecutor:
         group_tokens = self.store.tokens(epoch_id, last.party)
         leftovers: list[bytes] = []
         aligned = align(self.store, cap, epoch_id, prev, sent, last, group_tokens)
-        if last.link == "person":
-            if plan.unlinked_cell:
-                # Records of the previous hop with no link into the grouping
-                # department form their own cell, so the table adds up; each
-                # person once (a person's further records, dedup, left out).
-                # The grouping node sums them, checked against the signed set.
-                skip = set(self.store.linked(epoch_id, prev, last.party).values())
-                skip.update(self.store.duplicates(epoch_id, prev))
-                leftovers = [c for t, c in sent.records.items() if t not in skip]
+        if plan.unlinked_cell:  # a person link into the grouping node
+            # Records of the previous hop with no link into the grouping
+            # department form their own cell, so the table adds up; each
+            # person once (a person's further records, dedup, left out).
+            # The grouping node sums them, checked against the signed set.
+            skip = set(self.store.linked(epoch_id, prev, last.party).values())
+            skip.update(self.store.duplicates(epoch_id, prev))
+            leftovers = [c for t, c in sent.records.items() if t not in skip]
         header = self._header(
             query_id,
             epoch_id,
@@ -180,7 +179,7 @@ class HopExecutor:
             last,
             len(group_tokens),
             sent,
-            unlinked_cell=plan.unlinked_cell and last.link == "person",
+            unlinked_cell=plan.unlinked_cell,
         )
         grouped = self.nodes.node(last.party).aggregate_by_group(
             HopInput(header, sent.hashes(), group_tokens, aligned, leftovers)

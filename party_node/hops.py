@@ -148,8 +148,8 @@ class Hops:
                 if hh and (hh not in first or (indicator[i] and not indicator[first[hh]])):
                     first[hh] = i
             cap = self.federation.privacy.household_cap
-            picked = [first[hh] for hh in sorted(first) for _ in range(cap)]
             labels = [hh for hh in sorted(first) for _ in range(cap)]
+            picked = [first[hh] for hh in labels]
             indicator = [indicator[i] for i in picked]
             rows = [rows[i] for i in picked]
             tokens = []
@@ -184,12 +184,16 @@ class Hops:
         zeros = self.keys.encryptor.encrypt_zeros(fill_count, workers=workers)
         out = paillier.to_bytes_batch(self.keys.public, cts)
         fills = paillier.to_bytes_batch(self.keys.public, zeros)
-        hashes = [ciphertext_hash(c) for c in out] + [ciphertext_hash(c) for c in fills]
+        hashes = [ciphertext_hash(c) for c in [*out, *fills]]
+        statement = self._sign_set(query_id, ORIGIN_SET, hashes)
+        return SignedOutput(tokens, out, fills, statement, labels)
+
+    def _sign_set(self, query_id: str, stage: str, hashes: Sequence[bytes]) -> HopStatement:
+        """Sign the set of everything this node hands on, given each one's hash."""
         if len(set(hashes)) != len(hashes):
             # Fresh randomness never repeats; a repeat means a broken source.
             raise InvalidRequest("two ciphertexts of one set are equal")
-        statement = self._sign(query_id, ORIGIN_SET, set_digest(hashes))
-        return SignedOutput(tokens, out, fills, statement, labels)
+        return self._sign(query_id, stage, set_digest(hashes))
 
     def _sign(self, query_id: str, stage: str, digest: bytes) -> HopStatement:
         return sign_hop(
@@ -260,7 +264,7 @@ class Hops:
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
         key = h.origin_key
-        # Draws on the origin key's randomiser pool if _warm_pools started one.
+        # Draws on the origin key's randomiser pool if NodeKeys.warm_pools started one.
         enc = self.keys.peer_encryptor(key)
         hashes: list[bytes] = []
         for seq, records, last in self.inbound.records(h, stream, check):
@@ -281,9 +285,7 @@ class Hops:
                 raise InvalidRequest("data after the last chunk")
             fills = paillier.to_bytes_batch(key, enc.encrypt_zeros(h.fill_count))
             hashes.extend(ciphertext_hash(c) for c in fills)
-            if len(set(hashes)) != len(hashes):
-                raise InvalidRequest("two ciphertexts of one set are equal")
-            statement = self._sign(h.query_id, FILTER_SET, set_digest(hashes))
+            statement = self._sign_set(h.query_id, FILTER_SET, hashes)
             self._charge(h, "filter")
             yield seq, out, fills, statement, True
 
