@@ -319,17 +319,7 @@ def _output_estimate(parts: OutputFit, threshold: float, lowest: float | None) -
         p, r = 1.0, (k / matches if matches > MIN_WEIGHT else 1.0)
     else:
         p, r = float(precision[at]), float(recall[at])
-    p, r = min(1.0, p), min(1.0, r)
-    model = parts.model
-    return QualityEstimate(
-        threshold=chosen,
-        est_precision=p,
-        est_recall=r,
-        est_f1=2.0 * p * r / (p + r) if p + r > 0.0 else 0.0,
-        match_share=min(1.0, matches / parts.records),
-        converged=True if model is None else model.converged,
-        iterations=0 if model is None else model.iterations,
-    )
+    return _quality(chosen, p, r, matches, parts.records, parts.model)
 
 
 def estimate_written_quality(
@@ -384,14 +374,25 @@ def estimate_written_quality(
     p = true_links / n if n else 1.0
     matches = fit.matches
     r = true_links / matches if matches > MIN_WEIGHT else 1.0
-    p, r = min(1.0, p), min(1.0, r)
-    model = fit.model
+    return _quality(threshold, p, r, matches, fit.records, fit.model)
+
+
+def _quality(
+    threshold: float,
+    precision: float,
+    recall: float,
+    matches: float,
+    records: int,
+    model: ScoreMixture | None,
+) -> QualityEstimate:
+    """A QualityEstimate from its parts, precision and recall capped at 1."""
+    p, r = min(1.0, precision), min(1.0, recall)
     return QualityEstimate(
         threshold=threshold,
         est_precision=p,
         est_recall=r,
         est_f1=2.0 * p * r / (p + r) if p + r > 0.0 else 0.0,
-        match_share=min(1.0, matches / fit.records),
+        match_share=min(1.0, matches / records),
         converged=True if model is None else model.converged,
         iterations=0 if model is None else model.iterations,
     )
