@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from coordinator.audit_sync import AuditSync, load_audit_key
 from coordinator.epoch import EpochLinker
-from coordinator.executor import HopExecutor, QueryOutcome
+from coordinator.executor import HopExecutor
 from coordinator.governance import Governance
 from coordinator.nodes import NodeClients
 from coordinator.queries import QueryDesk, release_json
@@ -30,6 +30,7 @@ from headcount.domain.audit import AuditLog
 from headcount.domain.events import EpochAborted, EpochLinked, EpochStarted, Event, QueryAborted
 from headcount.domain.projects import ProjectDoc
 from headcount.domain.query import QuerySpec
+from headcount.domain.release import QueryOutcome
 from headcount.domain.status import CeremonySummary, FederationStatus, PartyStatus, ProjectView
 from headcount.errors import HeadcountError
 from headcount.linkage.schema_file import federation_schema

@@ -4,7 +4,6 @@ node to node, the grouped aggregates, and the noise shares added in turn."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from coordinator.alignment import Sent, align, fills_for, read_signed
 from coordinator.nodes import CHUNK_RECORDS, NodeClients
@@ -13,9 +12,9 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
-from headcount.domain.measures import Packing, clamp_noise, make_packing
+from headcount.domain.measures import Packing, PackingRequest, clamp_noise, make_packing
 from headcount.domain.query import QuerySpec
-from headcount.domain.release import ReleasedTable
+from headcount.domain.release import QueryOutcome
 from headcount.errors import InvalidRequest
 from headcount.privacy.noise import draw_share
 from headcount.privacy.sensitivity import NoisePlan
@@ -23,15 +22,6 @@ from headcount.wire import convert as cv
 from headcount.wire.node_values import DecryptRequest, HopHeader, HopInput, IndicatorRequest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QueryOutcome:
-    query_id: str
-    epoch_id: str
-    title: str
-    table: ReleasedTable
-    budget_remaining: float
 
 
 class HopExecutor:
@@ -116,7 +106,7 @@ class HopExecutor:
                 purpose=spec.purpose,
                 chunk_records=CHUNK_RECORDS,
                 per_household=origin.per_household,
-                packing=packing,
+                packing=PackingRequest.of(packing),
                 fill_count=fills_for(self.store, epoch_id, plan, 0),
             )
         )

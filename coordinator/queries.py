@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from coordinator.audit_sync import AuditSync
-from coordinator.executor import HopExecutor, QueryOutcome
+from coordinator.executor import HopExecutor
 from coordinator.governance import Governance
 from coordinator.nodes import NodeClients
 from coordinator.planner import Plan, plan_query
@@ -25,7 +25,7 @@ from headcount.domain.query import (
     check_purpose,
     spec_to_json,
 )
-from headcount.domain.release import ReleasedTable
+from headcount.domain.release import QueryOutcome, ReleasedTable
 from headcount.errors import (
     BudgetExhausted,
     HeadcountError,

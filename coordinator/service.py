@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import grpc
 
 from coordinator.coordinator import Coordinator
 from coordinator.epoch import linkage_summary
-from headcount.domain.projects import ProjectDoc
+from headcount.domain.audit import AuditTrail
+from headcount.domain.status import ProjectView
 from headcount.errors import InvalidRequest
 from headcount.rpc import peer_certificate, peer_principal
 from headcount.tls import Role
@@ -49,7 +49,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def RunLinkage(
         self, request: coordinator_pb2.RunLinkageRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.LinkageSummary:
-        return cv.linkage_to_pb(linkage_summary(self.c.run_linkage(request.threshold)))
+        threshold = cv.linkage_request_from_pb(request)
+        return cv.linkage_to_pb(linkage_summary(self.c.run_linkage(threshold)))
 
     def SubmitQuery(
         self, request: coordinator_pb2.QueryRequest, context: grpc.ServicerContext
@@ -59,16 +60,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             spec = cv.query_from_pb(request)
         except InvalidRequest:
             # Refused before it is a query: recorded like every refusal.
-            self.c.queries.refuse_invalid(analyst, request.purpose)
+            self.c.queries.refuse_invalid(analyst, cv.stated_purpose(request))
             raise
-        outcome = self.c.run_query(spec, analyst)
-        return coordinator_pb2.QueryResult(
-            query_id=outcome.query_id,
-            epoch_id=outcome.epoch_id,
-            title=outcome.title,
-            table=cv.table_to_pb(outcome.table),
-            budget_remaining=outcome.budget_remaining,
-        )
+        return cv.query_result_to_pb(self.c.run_query(spec, analyst))
 
     def GetStatus(
         self, request: coordinator_pb2.StatusRequest, context: grpc.ServicerContext
@@ -78,59 +72,39 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def ProposeProject(
         self, request: coordinator_pb2.ProjectProposal, context: grpc.ServicerContext
     ) -> coordinator_pb2.Project:
-        try:
-            expires = dt.date.fromisoformat(request.expires)
-        except ValueError:
-            raise InvalidRequest("expires must be an ISO date (YYYY-MM-DD)") from None
-        doc = ProjectDoc(
-            request.project_id,
-            request.title,
-            request.purpose,
-            peer_principal(context).name,
-            tuple(request.parties),
-            expires,
-        )
+        proposal = cv.proposal_from_pb(request)
+        doc = proposal.doc(peer_principal(context).name)
         return cv.project_to_pb(self.c.propose_project(doc))
 
     def ApproveProject(
         self, request: coordinator_pb2.ProjectDecision, context: grpc.ServicerContext
     ) -> coordinator_pb2.Project:
-        return cv.project_to_pb(
-            self.c.decide_project(
-                request.project_id,
-                "approve",
-                peer_principal(context),
-                request.signature,
-                peer_certificate(context),
-            )
-        )
+        return cv.project_to_pb(self._decide(request, "approve", context))
 
     def RevokeProject(
         self, request: coordinator_pb2.ProjectDecision, context: grpc.ServicerContext
     ) -> coordinator_pb2.Project:
-        return cv.project_to_pb(
-            self.c.decide_project(
-                request.project_id,
-                "revoke",
-                peer_principal(context),
-                request.signature,
-                peer_certificate(context),
-            )
+        return cv.project_to_pb(self._decide(request, "revoke", context))
+
+    def _decide(
+        self, request: coordinator_pb2.ProjectDecision, decision: str, context: grpc.ServicerContext
+    ) -> ProjectView:
+        d = cv.decision_from_pb(request)
+        return self.c.decide_project(
+            d.project_id, decision, peer_principal(context), d.signature, peer_certificate(context)
         )
 
     def ListProjects(
         self, request: coordinator_pb2.ListProjectsRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.ProjectList:
-        return coordinator_pb2.ProjectList(
-            projects=[cv.project_to_pb(self.c.project_view(p)) for p in self.c.store.project_ids()]
-        )
+        return cv.project_list_to_pb(self.c.project_view(p) for p in self.c.store.project_ids())
 
     def GetAuditLog(
         self, request: coordinator_pb2.AuditLogRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.AuditLog:
         events = self.c.audit.events()
         head = self.c.audit.verify()
-        return coordinator_pb2.AuditLog(events_json=[e.to_json() for e in events], head=head)
+        return cv.audit_trail_to_pb(AuditTrail(tuple(events), head))
 
 
 __all__: list[Any] = ["CoordinatorService", "allowed_roles"]

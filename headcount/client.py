@@ -8,26 +8,21 @@ coordinator authorises by the role inside it. Errors come back as
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
-import grpc
 import pandas as pd
 
 from headcount import rpc, tls
 from headcount.config import Credential, FederationConfig
 from headcount.domain.audit import AuditEvent, verify_chain
-from headcount.domain.projects import ProjectDoc, sign_decision
+from headcount.domain.projects import ProjectDecision, ProjectDoc, ProjectProposal, sign_decision
 from headcount.domain.query import QuerySpec
 from headcount.domain.release import release_frame
 from headcount.domain.status import CeremonySummary, FederationStatus, LinkageSummary, ProjectView
 from headcount.errors import ConfigError, UnknownJob
 from headcount.protect.sdc import TOTAL
-from headcount.wire import convert as cv
-from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
-
-T = TypeVar("T")
+from headcount.wire.coordinator_client import CoordinatorClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +87,13 @@ class Client:
                 known = ", ".join(a.name for a in federation.analysts) or "none"
                 raise ConfigError(f"no analyst {analyst!r} in the federation (known: {known})")
             cred = match[0].tls
-        self._address = federation.coordinator.address
-        self._channel = rpc.secure_channel(
-            self._address,
+        address = federation.coordinator.address
+        channel = rpc.secure_channel(
+            address,
             tls.channel_credentials(cred.cert, cred.key, federation.ca_cert),
             max_message_bytes=federation.max_message_bytes,
         )
-        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
-        self._timeout_s = federation.rpc_timeout_s * 4
+        self._coordinator = CoordinatorClient(address, channel, federation.rpc_timeout_s * 4)
 
     def __enter__(self) -> Client:
         return self
@@ -108,72 +102,50 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
-
-    def _call(self, fn: Callable[[coordinator_pb2_grpc.CoordinatorStub], T]) -> T:
-        try:
-            return fn(self._stub)
-        except grpc.RpcError as exc:
-            # Unreachable: say which server and where, not only gRPC's own text.
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            unreachable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-            rpc.raise_from_rpc(exc, f"coordinator at {self._address}" if unreachable else None)
+        self._coordinator.close()
 
     def wait_ready(self, timeout_s: float = 30) -> None:
-        rpc.wait_healthy(self._channel, "coordinator", timeout_s=timeout_s)
+        self._coordinator.wait_ready(timeout_s)
 
     def run_ceremony(self) -> CeremonySummary:
-        return cv.ceremony_from_pb(
-            self._call(
-                lambda s: s.RunCeremony(
-                    coordinator_pb2.RunCeremonyRequest(), timeout=self._timeout_s
-                )
-            )
-        )
+        return self._coordinator.run_ceremony()
 
     def run_linkage(self, threshold: float = 0.0) -> LinkageSummary:
         """A linkage epoch's exact statistics (the operator's view)."""
-        return cv.linkage_from_pb(
-            self._call(
-                lambda s: s.RunLinkage(
-                    coordinator_pb2.RunLinkageRequest(threshold=threshold),
-                    timeout=self._timeout_s,
-                )
-            )
-        )
+        return self._coordinator.run_linkage(threshold)
 
     def query(self, spec: QuerySpec) -> Release:
-        reply = self._call(lambda s: s.SubmitQuery(cv.query_to_pb(spec), timeout=self._timeout_s))
-        released = cv.table_from_pb(reply.table)
+        outcome = self._coordinator.submit_query(spec)
+        released = outcome.table
         frame = release_frame(released)
         margin = frame["group"].eq(TOTAL)
         if released.column_attribute:
             margin |= frame[released.column_attribute].eq(TOTAL)
         attrs = {
-            "query_id": reply.query_id,
-            "epoch_id": reply.epoch_id,
-            "title": reply.title,
+            "query_id": outcome.query_id,
+            "epoch_id": outcome.epoch_id,
+            "title": outcome.title,
             "epsilon": released.epsilon,
             "noise_scale": released.noise_scale,
             "mechanism": released.mechanism or "discrete_laplace",
             "shareholders": released.shareholders,
             "sensitivity": released.sensitivity,
             "interval_coverage": released.interval_coverage,
-            "budget_remaining": reply.budget_remaining,
+            "budget_remaining": outcome.budget_remaining,
         }
         table = frame[~margin].reset_index(drop=True)
         margins = frame[margin].reset_index(drop=True)
         table.attrs.update(attrs)
         margins.attrs.update(attrs)
         return Release(
-            query_id=reply.query_id,
-            epoch_id=reply.epoch_id,
-            title=reply.title,
+            query_id=outcome.query_id,
+            epoch_id=outcome.epoch_id,
+            title=outcome.title,
             table=table,
             margins=margins,
             epsilon=released.epsilon,
             noise_scale=released.noise_scale,
-            budget_remaining=reply.budget_remaining,
+            budget_remaining=outcome.budget_remaining,
             shareholders=released.shareholders,
             sensitivity=released.sensitivity,
         )
@@ -182,20 +154,11 @@ class Client:
     def propose_project(
         self, project_id: str, title: str, purpose: str, parties: Sequence[str], expires: dt.date
     ) -> ProjectView:
-        request = coordinator_pb2.ProjectProposal(
-            project_id=project_id,
-            title=title,
-            purpose=purpose,
-            parties=list(parties),
-            expires=expires.isoformat(),
-        )
-        return cv.project_from_pb(self._call(lambda s: s.ProposeProject(request, timeout=30)))
+        proposal = ProjectProposal(project_id, title, purpose, tuple(parties), expires)
+        return self._coordinator.propose_project(proposal)
 
     def projects(self) -> list[ProjectView]:
-        reply = self._call(
-            lambda s: s.ListProjects(coordinator_pb2.ListProjectsRequest(), timeout=30)
-        )
-        return [cv.project_from_pb(p) for p in reply.projects]
+        return self._coordinator.list_projects()
 
     def _decide(self, project_id: str, decision: str) -> ProjectView:
         signature = b""
@@ -207,10 +170,10 @@ class Client:
             doc = ProjectDoc(p.project_id, p.title, p.purpose, p.analyst, p.parties, p.expires)
             key = tls.load_private_key(self.federation.party(self._steward).tls.key)
             signature = sign_decision(doc, decision, self._steward, key)
-        request = coordinator_pb2.ProjectDecision(project_id=project_id, signature=signature)
+        request = ProjectDecision(project_id, signature)
         if decision == "approve":
-            return cv.project_from_pb(self._call(lambda s: s.ApproveProject(request, timeout=30)))
-        return cv.project_from_pb(self._call(lambda s: s.RevokeProject(request, timeout=30)))
+            return self._coordinator.approve_project(request)
+        return self._coordinator.revoke_project(request)
 
     def approve_project(self, project_id: str) -> ProjectView:
         """As a data steward: sign and record approval of the project as listed."""
@@ -220,9 +183,7 @@ class Client:
         return self._decide(project_id, "revoke")
 
     def status(self) -> FederationStatus:
-        return cv.status_from_pb(
-            self._call(lambda s: s.GetStatus(coordinator_pb2.StatusRequest(), timeout=30))
-        )
+        return self._coordinator.status()
 
     def budgets(self) -> pd.DataFrame:
         """Epsilon spent and left this period per department (`FederationStatus.budgets`)."""
@@ -230,7 +191,6 @@ class Client:
 
     def audit_log(self) -> tuple[list[AuditEvent], str]:
         """The audit events, verified here (not trusted from the server); returns (events, head)."""
-        reply = self._call(lambda s: s.GetAuditLog(coordinator_pb2.AuditLogRequest(), timeout=30))
-        events = [AuditEvent.from_json(e) for e in reply.events_json]
+        events = list(self._coordinator.audit_log().events)
         head = verify_chain(events, self.federation.audit_verifier)
         return events, head

@@ -34,16 +34,11 @@ from headcount.errors import InvalidRequest, PolicyRefused
 from headcount.privacy.accountant import PeriodLedger
 from headcount.privacy.sensitivity import NoisePlan
 from headcount.tls import load_private_key
-from headcount.wire.node_values import HopHeader
+from headcount.wire.node_values import HopHeader, HopItem, LeftoversIn
 from party_node.data import DepartmentData
 from party_node.encode import Encoder
 from party_node.ids import check_id
-from party_node.inbound import (
-    HopItem,
-    Inbound,
-    LeftoversIn,
-    check_fills,
-)
+from party_node.inbound import Inbound, check_fills
 from party_node.keys import NodeKeys
 from party_node.replica import Replica
 from party_node.store import NodeStore

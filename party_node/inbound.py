@@ -4,8 +4,7 @@ ciphertext in the previous hop's signed set and taken once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
@@ -19,7 +18,7 @@ from headcount.domain.events import QueryAnnounced
 from headcount.domain.measures import ALL_GROUP
 from headcount.domain.query import check_group_by, check_predicates, unlinked_group
 from headcount.errors import InvalidProof, InvalidRequest, PolicyRefused
-from headcount.wire.node_values import HopHeader
+from headcount.wire.node_values import ChunkIn, HopHeader, HopItem, SetHashesIn
 from party_node.ids import check_id
 from party_node.keys import NodeKeys
 from party_node.replica import Replica
@@ -27,33 +26,6 @@ from party_node.store import NodeStore
 
 # The most E(0) fills a sender adds for the next hop: the largest department.
 MAX_FILLS = 50_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkIn:
-    """One chunk of a hop's stream: ciphertexts for this node's tokens."""
-
-    seq: int
-    tokens: Sequence[bytes]
-    ciphertexts: Sequence[bytes]
-    last: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetHashesIn:
-    """Part of the previous hop's signed set (hashes in increasing order)."""
-
-    hashes: Sequence[bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class LeftoversIn:
-    """Previous-hop ciphertexts of records with no link here, for the unlinked cell."""
-
-    ciphertexts: Sequence[bytes]
-
-
-HopItem = ChunkIn | SetHashesIn | LeftoversIn
 
 
 class Inbound:

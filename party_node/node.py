@@ -32,12 +32,11 @@ from headcount.domain.query import Predicate
 from headcount.errors import ConfigError
 from headcount.linkage.schema_file import federation_schema
 from headcount.privacy.accountant import PeriodLedger
-from headcount.wire.node_values import DecryptRequest, HopHeader
+from headcount.wire.node_values import DecryptRequest, HopHeader, HopItem
 from party_node.ceremony import CeremonyParticipant
 from party_node.data import DepartmentData
 from party_node.encode import MATCH_KEY_BYTES, TOKEN_BYTES, EncodedEpoch, Encoder
 from party_node.hops import GroupedOutput, Hops, SignedOutput
-from party_node.inbound import HopItem
 from party_node.keys import NodeKeys
 from party_node.release import MAX_GROUPS, Decrypted, Release
 from party_node.replica import Replica

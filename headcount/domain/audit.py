@@ -249,6 +249,15 @@ def verify_chain(
     return head
 
 
+@dataclass(frozen=True, slots=True)
+class AuditTrail:
+    """A copy of the audit log as a server hands it out: its events in order and
+    the head it claims. Nothing is verified on arrival (``verify_chain``)."""
+
+    events: tuple[AuditEvent, ...]
+    head: str
+
+
 class AuditLog:
     """Append-only audit log stored at ``db_path`` (parent directory must exist).
 

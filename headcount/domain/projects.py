@@ -89,6 +89,35 @@ class ProjectDoc:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectProposal:
+    """A project as an analyst proposes it. Checked only when the coordinator
+    makes it a ``ProjectDoc`` in the proposer's name (``doc``), so every
+    refusal is the coordinator's."""
+
+    project_id: str
+    title: str
+    purpose: str
+    parties: tuple[str, ...]
+    expires: dt.date
+
+    def doc(self, analyst: str) -> ProjectDoc:
+        """The project document in ``analyst``'s name; InvalidRequest if malformed."""
+        return ProjectDoc(
+            self.project_id, self.title, self.purpose, analyst, self.parties, self.expires
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectDecision:
+    """A steward's approval or an operator's or steward's revocation of a project."""
+
+    project_id: str
+    # ECDSA-SHA256 by the steward's party key over ``decision_payload``; empty
+    # from an operator, who signs nothing.
+    signature: bytes = b""
+
+
 def decision_payload(doc: ProjectDoc, decision: str, party: str) -> bytes:
     if decision not in DECISIONS:
         raise InvalidRequest(f"a decision is one of {DECISIONS}")

@@ -13,7 +13,7 @@ from headcount.protect.sdc import TOTAL
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReleasedTable", "release_frame"]
+__all__ = ["QueryOutcome", "ReleasedTable", "release_frame"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,18 @@ class ReleasedTable:
     shareholders: int = 0  # parties whose noise shares were added
     interval_coverage: float = 0.95
     sensitivity: int = 0  # how far one person's record can move a count
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOutcome:
+    """What an analyst's query comes back as: the released table, the epoch it
+    was answered in and the least budget any department of the query has left."""
+
+    query_id: str
+    epoch_id: str
+    title: str
+    table: ReleasedTable
+    budget_remaining: float
 
 
 def release_frame(table: ReleasedTable) -> pd.DataFrame:

@@ -1,17 +1,17 @@
-"""Protobuf <-> dataclass conversions, and nothing else."""
+"""Protobuf <-> dataclass conversions, and nothing else: the messages of
+common.proto and coordinator.proto (PartyNode's own: `node_convert`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
 
-from headcount.crypto import paillier
-from headcount.crypto.attest import NoiseAttestation
-from headcount.crypto.ceremony import Commitment, Envelope, Identity
-from headcount.crypto.signed_sets import HopStatement
-from headcount.domain.measures import Packing, PackingRequest, ReleasedCell
+from headcount.crypto.ceremony import Identity
+from headcount.domain.audit import AuditEvent, AuditTrail
+from headcount.domain.measures import ReleasedCell
+from headcount.domain.projects import ProjectDecision, ProjectProposal
 from headcount.domain.query import Condition, Predicate, QuerySpec
-from headcount.domain.release import ReleasedTable
+from headcount.domain.release import QueryOutcome, ReleasedTable
 from headcount.domain.status import (
     CeremonySummary,
     FederationStatus,
@@ -20,10 +20,10 @@ from headcount.domain.status import (
     PartyStatus,
     ProjectView,
 )
+from headcount.errors import InvalidRequest
 from headcount.wire import common_pb2 as c
 from headcount.wire import coordinator_pb2 as co
-from headcount.wire import party_node_pb2 as pn
-from headcount.wire.node_values import DecryptRequest, Groups, HopHeader
+from headcount.wire.node_values import Groups
 
 
 def identity_to_pb(i: Identity) -> c.PartyIdentity:
@@ -47,28 +47,6 @@ def identity_to_bytes(i: Identity) -> bytes:
 
 def identity_from_bytes(raw: bytes) -> Identity:
     return identity_from_pb(c.PartyIdentity.FromString(raw))
-
-
-def envelope_to_pb(e: Envelope) -> pn.Envelope:
-    return pn.Envelope(
-        ceremony_id=e.ceremony_id,
-        sender=e.sender,
-        recipient=e.recipient,
-        nonce=e.nonce,
-        ciphertext=e.ciphertext,
-    )
-
-
-def envelope_from_pb(m: pn.Envelope) -> Envelope:
-    return Envelope(m.ceremony_id, m.sender, m.recipient, m.nonce, m.ciphertext)
-
-
-def commitment_to_pb(x: Commitment) -> pn.Commitment:
-    return pn.Commitment(party=x.party, digest=x.digest)
-
-
-def commitment_from_pb(m: pn.Commitment) -> Commitment:
-    return Commitment(m.party, m.digest)
 
 
 def predicates_to_pb(ps: Iterable[Predicate]) -> list[c.Predicate]:
@@ -152,124 +130,12 @@ def table_from_pb(m: c.ProtectedTable) -> ReleasedTable:
     )
 
 
-def attestation_to_pb(a: NoiseAttestation) -> pn.NoiseAttestation:
-    return pn.NoiseAttestation(
-        party=a.party,
-        input_digest=a.input_digest,
-        output_digest=a.output_digest,
-        signature=a.signature,
-        certificate_pem=a.certificate_pem,
-    )
-
-
-def attestation_from_pb(m: pn.NoiseAttestation) -> NoiseAttestation:
-    return NoiseAttestation(
-        m.party, m.input_digest, m.output_digest, m.signature, m.certificate_pem
-    )
-
-
-def statement_to_pb(s: HopStatement) -> pn.HopStatement:
-    return pn.HopStatement(
-        party=s.party,
-        stage=s.stage,
-        digest=s.digest,
-        signature=s.signature,
-        certificate_pem=s.certificate_pem,
-    )
-
-
-def statement_from_pb(m: pn.HopStatement) -> HopStatement:
-    """A hop statement; InvalidRequest if its stage or digest is malformed."""
-    return HopStatement(m.party, m.stage, m.digest, m.signature, m.certificate_pem)
-
-
 def groups_to_pb(groups: Iterable[tuple[str, bytes]]) -> list[c.GroupCiphertext]:
     return [c.GroupCiphertext(group=g, ciphertext=x) for g, x in groups]
 
 
 def groups_from_pb(ms: Iterable[c.GroupCiphertext]) -> Groups:
     return tuple((m.group, m.ciphertext) for m in ms)
-
-
-def hop_header_to_pb(h: HopHeader) -> pn.HopHeader:
-    header = pn.HopHeader(
-        query_id=h.query_id,
-        epoch_id=h.epoch_id,
-        paillier_n=h.origin_key.to_bytes(),
-        group_by=h.group_by,
-        filters=predicates_to_pb(h.filters),
-        epsilon=h.epsilon,
-        expected_records=h.expected_records,
-        purpose=h.purpose,
-        fill_count=h.fill_count,
-        unlinked_cell=h.unlinked_cell,
-    )
-    if h.sender is not None:
-        header.sender.CopyFrom(statement_to_pb(h.sender))
-    return header
-
-
-def hop_header_from_pb(m: pn.HopHeader) -> HopHeader:
-    """A hop header; InvalidRequest (or InvalidCiphertext) if its key or statement
-    is malformed. Bounds on its fields are the receiving node's to check."""
-    return HopHeader(
-        query_id=m.query_id,
-        epoch_id=m.epoch_id,
-        origin_key=paillier.PublicKey.from_bytes(m.paillier_n),
-        group_by=m.group_by,
-        filters=predicates_from_pb(m.filters),
-        epsilon=m.epsilon,
-        expected_records=m.expected_records,
-        purpose=m.purpose,
-        fill_count=m.fill_count,
-        sender=statement_from_pb(m.sender) if m.HasField("sender") else None,
-        unlinked_cell=m.unlinked_cell,
-    )
-
-
-def decrypt_request_to_pb(r: DecryptRequest) -> pn.DecryptRequest:
-    message = pn.DecryptRequest(
-        query_id=r.query_id,
-        groups=groups_to_pb(r.groups),
-        attestations=[attestation_to_pb(a) for a in r.attestations],
-        coordinator_noise=list(r.coordinator_noise),
-    )
-    if r.group_statement is not None:
-        message.group_statement.CopyFrom(statement_to_pb(r.group_statement))
-    return message
-
-
-def decrypt_request_from_pb(m: pn.DecryptRequest) -> DecryptRequest:
-    return DecryptRequest(
-        m.query_id,
-        groups_from_pb(m.groups),
-        tuple(attestation_from_pb(a) for a in m.attestations),
-        statement_from_pb(m.group_statement) if m.HasField("group_statement") else None,
-        tuple(m.coordinator_noise),
-    )
-
-
-def packing_to_pb(p: Packing) -> pn.SlotLayoutSpec:
-    return pn.SlotLayoutSpec(
-        slots=p.layout.slots,
-        slot_bits=p.layout.slot_bits,
-        max_summands=p.layout.max_summands,
-        max_value=p.layout.max_value,
-        noise_bound=p.layout.noise_bound,
-    )
-
-
-def packing_request_from_pb(m: pn.EncryptRequest) -> PackingRequest:
-    layout = m.layout
-    return PackingRequest(
-        group_by=m.group_by,
-        measure_attribute=m.measure_attribute,
-        slots=layout.slots,
-        slot_bits=layout.slot_bits,
-        max_summands=layout.max_summands,
-        max_value=layout.max_value,
-        noise_bound=layout.noise_bound,
-    )
 
 
 def query_to_pb(q: QuerySpec) -> co.QueryRequest:
@@ -311,6 +177,35 @@ def query_from_pb(m: co.QueryRequest) -> QuerySpec:
         measure_attribute=m.measure_attribute,
         project_id=m.project_id,
     )
+
+
+def stated_purpose(m: co.QueryRequest) -> str:
+    """The purpose a query request states, read even when the request is malformed
+    (a refusal records it)."""
+    return m.purpose
+
+
+def query_result_to_pb(o: QueryOutcome) -> co.QueryResult:
+    return co.QueryResult(
+        query_id=o.query_id,
+        epoch_id=o.epoch_id,
+        title=o.title,
+        table=table_to_pb(o.table),
+        budget_remaining=o.budget_remaining,
+    )
+
+
+def query_result_from_pb(m: co.QueryResult) -> QueryOutcome:
+    return QueryOutcome(m.query_id, m.epoch_id, m.title, table_from_pb(m.table), m.budget_remaining)
+
+
+def linkage_request_to_pb(threshold: float) -> co.RunLinkageRequest:
+    return co.RunLinkageRequest(threshold=threshold)
+
+
+def linkage_request_from_pb(m: co.RunLinkageRequest) -> float:
+    """The Dice threshold asked for; 0 means the federation's default."""
+    return m.threshold
 
 
 def status_to_pb(s: FederationStatus) -> co.FederationStatus:
@@ -377,6 +272,50 @@ def project_to_pb(p: ProjectView) -> co.Project:
         revoked=p.revoked,
         status=p.status,
     )
+
+
+def project_list_to_pb(views: Iterable[ProjectView]) -> co.ProjectList:
+    return co.ProjectList(projects=[project_to_pb(p) for p in views])
+
+
+def project_list_from_pb(m: co.ProjectList) -> list[ProjectView]:
+    return [project_from_pb(p) for p in m.projects]
+
+
+def proposal_to_pb(p: ProjectProposal) -> co.ProjectProposal:
+    return co.ProjectProposal(
+        project_id=p.project_id,
+        title=p.title,
+        purpose=p.purpose,
+        parties=list(p.parties),
+        expires=p.expires.isoformat(),
+    )
+
+
+def proposal_from_pb(m: co.ProjectProposal) -> ProjectProposal:
+    """A proposal as sent; InvalidRequest if its expiry is not an ISO date."""
+    try:
+        expires = dt.date.fromisoformat(m.expires)
+    except ValueError:
+        raise InvalidRequest("expires must be an ISO date (YYYY-MM-DD)") from None
+    return ProjectProposal(m.project_id, m.title, m.purpose, tuple(m.parties), expires)
+
+
+def decision_to_pb(d: ProjectDecision) -> co.ProjectDecision:
+    return co.ProjectDecision(project_id=d.project_id, signature=d.signature)
+
+
+def decision_from_pb(m: co.ProjectDecision) -> ProjectDecision:
+    return ProjectDecision(m.project_id, m.signature)
+
+
+def audit_trail_to_pb(t: AuditTrail) -> co.AuditLog:
+    return co.AuditLog(events_json=[e.to_json() for e in t.events], head=t.head)
+
+
+def audit_trail_from_pb(m: co.AuditLog) -> AuditTrail:
+    """The events as sent, parsed (InvalidRequest if one is malformed), not verified."""
+    return AuditTrail(tuple(AuditEvent.from_json(e) for e in m.events_json), m.head)
 
 
 def ceremony_to_pb(s: CeremonySummary) -> co.CeremonySummary:

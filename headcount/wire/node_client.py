@@ -1,6 +1,6 @@
 """A typed client for one party node: one method per PartyNode RPC, taking and
 returning frozen dataclasses (`node_values`, the kernel's own); protobuf stays
-in this module.
+in this module and `node_convert`.
 
 Every failed call is raised as the `HeadcountError` its status stands for,
 prefixed with the node's name (`headcount.rpc.raise_from_rpc`): a node that is
@@ -25,20 +25,26 @@ from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.domain.audit import AuditEvent
 from headcount.domain.release import ReleasedTable
 from headcount.wire import convert as cv
+from headcount.wire import node_convert as ncv
 from headcount.wire import party_node_pb2 as pn
 from headcount.wire import party_node_pb2_grpc
+from headcount.wire.node_convert import CHUNK_RECORDS, HASHES_PER_MESSAGE
 from headcount.wire.node_values import (
     AuditHead,
     CiphertextChunk,
+    ContributeRequest,
     Contribution,
     DecryptRequest,
+    EncodeRequest,
     EncodingChunk,
+    FinishRequest,
     GroupedCiphertexts,
     Groups,
     HopInput,
     IndicatorRequest,
     KeyConfirmation,
     NoisedAggregate,
+    NoiseRequest,
 )
 
 __all__ = ["CHUNK_RECORDS", "HASHES_PER_MESSAGE", "NodeClient"]
@@ -46,10 +52,6 @@ __all__ = ["CHUNK_RECORDS", "HASHES_PER_MESSAGE", "NodeClient"]
 M = TypeVar("M")
 T = TypeVar("T")
 
-# Records per streamed chunk, uploads and hop inputs alike.
-CHUNK_RECORDS = 1_000
-# Set hashes per message (32 bytes each: 3.2 MB, under the default 16 MiB limit).
-HASHES_PER_MESSAGE = 100_000
 HEALTH_TIMEOUT_S = 3
 
 
@@ -88,27 +90,20 @@ class NodeClient:
         return cv.identity_from_pb(reply)
 
     def contribute(self, ceremony_id: str, parties: Sequence[Identity]) -> Contribution:
-        request = pn.ContributeRequest(
-            ceremony_id=ceremony_id, parties=[cv.identity_to_pb(i) for i in parties]
-        )
+        request = ncv.contribute_request_to_pb(ContributeRequest(ceremony_id, tuple(parties)))
         with self._mapped():
             reply = self._stub.Contribute(request, timeout=self.timeout_s)
-        return Contribution(
-            cv.commitment_from_pb(reply.commitment),
-            tuple(cv.envelope_from_pb(e) for e in reply.envelopes),
-        )
+        return ncv.contribution_from_pb(reply)
 
     def finish(
         self, ceremony_id: str, envelopes: Sequence[Envelope], commitments: Sequence[Commitment]
     ) -> KeyConfirmation:
-        request = pn.FinishRequest(
-            ceremony_id=ceremony_id,
-            envelopes=[cv.envelope_to_pb(e) for e in envelopes],
-            commitments=[cv.commitment_to_pb(x) for x in commitments],
+        request = ncv.finish_request_to_pb(
+            FinishRequest(ceremony_id, tuple(envelopes), tuple(commitments))
         )
         with self._mapped():
             reply = self._stub.Finish(request, timeout=self.timeout_s)
-        return KeyConfirmation(reply.party, reply.tag)
+        return ncv.key_confirmation_from_pb(reply)
 
     # -- linkage epoch -----------------------------------------------------------------
     def encode(
@@ -119,65 +114,41 @@ class NodeClient:
         chunk_records: int = CHUNK_RECORDS,
         resume_from_seq: int = 0,
     ) -> Iterator[EncodingChunk]:
-        request = pn.EncodeRequest(
-            epoch_id=epoch_id,
-            ceremony_id=ceremony_id,
-            chunk_records=chunk_records,
-            resume_from_seq=resume_from_seq,
+        request = ncv.encode_request_to_pb(
+            EncodeRequest(epoch_id, ceremony_id, chunk_records, resume_from_seq)
         )
-        return self._stream(self._stub.Encode(request, timeout=self.timeout_s), _encoding_from_pb)
+        call = self._stub.Encode(request, timeout=self.timeout_s)
+        return self._stream(call, ncv.encoding_from_pb)
 
     # -- query hops ----------------------------------------------------------------------
     def encrypt_indicators(self, request: IndicatorRequest) -> Iterator[CiphertextChunk]:
-        p = request.packing
-        message = pn.EncryptRequest(
-            query_id=request.query_id,
-            epoch_id=request.epoch_id,
-            filters=cv.predicates_to_pb(request.filters),
-            epsilon=request.epsilon,
-            chunk_records=request.chunk_records,
-            purpose=request.purpose,
-            per_household=request.per_household,
-            group_by=p.group_by,
-            measure_attribute=p.measure_attribute,
-            layout=cv.packing_to_pb(p),
-            fill_count=request.fill_count,
-        )
+        message = ncv.indicator_request_to_pb(request)
         call = self._stub.EncryptIndicators(message, timeout=self.timeout_s)
-        return self._stream(call, _chunk_from_pb)
+        return self._stream(call, ncv.chunk_from_pb)
 
     def apply_predicate(self, hop: HopInput) -> Iterator[CiphertextChunk]:
-        call = self._stub.ApplyPredicate(_hop_messages(hop), timeout=self.timeout_s)
-        return self._stream(call, _chunk_from_pb)
+        call = self._stub.ApplyPredicate(ncv.hop_to_pb(hop), timeout=self.timeout_s)
+        return self._stream(call, ncv.chunk_from_pb)
 
     def aggregate_by_group(self, hop: HopInput) -> GroupedCiphertexts:
         with self._mapped():
-            reply = self._stub.AggregateByGroup(_hop_messages(hop), timeout=self.timeout_s)
-        return GroupedCiphertexts(
-            reply.query_id,
-            cv.groups_from_pb(reply.groups),
-            cv.statement_from_pb(reply.statement) if reply.HasField("statement") else None,
-        )
+            reply = self._stub.AggregateByGroup(ncv.hop_to_pb(hop), timeout=self.timeout_s)
+        return ncv.grouped_from_pb(reply)
 
     def add_noise(self, query_id: str, key: paillier.PublicKey, groups: Groups) -> NoisedAggregate:
-        request = pn.NoiseRequest(
-            query_id=query_id, paillier_n=key.to_bytes(), groups=cv.groups_to_pb(groups)
-        )
+        request = ncv.noise_request_to_pb(NoiseRequest(query_id, key, groups))
         with self._mapped():
             reply = self._stub.AddNoise(request, timeout=self.timeout_s)
-        return NoisedAggregate(
-            cv.groups_from_pb(reply.groups), cv.attestation_from_pb(reply.attestation)
-        )
+        return ncv.noised_from_pb(reply)
 
     def abandon_query(self, query_id: str) -> Abandonment:
+        request = ncv.abandon_request_to_pb(query_id)
         with self._mapped():
-            reply = self._stub.AbandonQuery(
-                pn.AbandonRequest(query_id=query_id), timeout=self.timeout_s
-            )
-        return Abandonment(reply.query_id, reply.party, reply.signature, reply.certificate_pem)
+            reply = self._stub.AbandonQuery(request, timeout=self.timeout_s)
+        return ncv.abandonment_from_pb(reply)
 
     def decrypt_aggregate(self, request: DecryptRequest) -> ReleasedTable:
-        message = cv.decrypt_request_to_pb(request)
+        message = ncv.decrypt_request_to_pb(request)
         with self._mapped():
             reply = self._stub.DecryptAggregate(message, timeout=self.timeout_s)
         return cv.table_from_pb(reply)
@@ -185,10 +156,10 @@ class NodeClient:
     # -- audit replica and health ----------------------------------------------------------
     def sync_audit(self, events: Sequence[AuditEvent] = ()) -> AuditHead:
         """Append ``events`` to the node's replica; none asks for its head."""
-        request = pn.AuditBatch(events_json=[e.to_json() for e in events])
+        request = ncv.audit_batch_to_pb(tuple(e.to_json() for e in events))
         with self._mapped():
             reply = self._stub.SyncAudit(request, timeout=self.timeout_s)
-        return AuditHead(int(reply.next_seq), reply.head)
+        return ncv.audit_head_from_pb(reply)
 
     def healthy(self) -> bool:
         try:
@@ -201,59 +172,3 @@ class NodeClient:
 
     def close(self) -> None:
         self._channel.close()
-
-
-def _encoding_from_pb(m: pn.EncodingChunk) -> EncodingChunk:
-    return EncodingChunk(
-        epoch_id=m.epoch_id,
-        seq=m.seq,
-        filter_bytes=m.filter_bytes,
-        tokens=tuple(m.tokens),
-        clks=m.clks,
-        last=m.last,
-        total_records=m.total_records,
-        schema_fingerprint=m.schema_fingerprint,
-        dataset_commitment=m.dataset_commitment,
-        household_keys=tuple(m.household_keys),
-        match_keys=m.match_keys,
-        match_key_levels=m.match_key_levels,
-    )
-
-
-def _chunk_from_pb(m: pn.CiphertextChunk) -> CiphertextChunk:
-    return CiphertextChunk(
-        seq=m.seq,
-        ciphertexts=tuple(m.ciphertexts),
-        last=m.last,
-        tokens=tuple(m.tokens),
-        household_keys=tuple(m.household_keys),
-        fills=tuple(m.fills),
-        statement=cv.statement_from_pb(m.statement) if m.HasField("statement") else None,
-    )
-
-
-def _hop_messages(hop: HopInput) -> Iterator[pn.HopInput]:
-    """A hop's input as gRPC sends it: the header, the set's hashes, the aligned
-    chunks numbered from 0 (one empty chunk when there are none), then the
-    leftovers; each message made only when gRPC asks for it."""
-    yield pn.HopInput(header=cv.hop_header_to_pb(hop.header))
-    hashes = hop.set_hashes
-    for start in range(0, len(hashes), HASHES_PER_MESSAGE):
-        yield pn.HopInput(
-            set_hashes=pn.SetHashes(hashes=hashes[start : start + HASHES_PER_MESSAGE])
-        )
-    tokens, aligned = hop.tokens, hop.ciphertexts
-    starts = list(range(0, len(tokens), CHUNK_RECORDS)) or [0]
-    for seq, start in enumerate(starts):
-        yield pn.HopInput(
-            chunk=pn.CiphertextChunk(
-                seq=seq,
-                tokens=tokens[start : start + CHUNK_RECORDS],
-                ciphertexts=aligned[start : start + CHUNK_RECORDS],
-                last=seq == len(starts) - 1,
-            )
-        )
-    for start in range(0, len(hop.leftovers), CHUNK_RECORDS):
-        yield pn.HopInput(
-            leftovers=pn.Leftovers(ciphertexts=hop.leftovers[start : start + CHUNK_RECORDS])
-        )

@@ -15,28 +15,44 @@ from dataclasses import dataclass
 
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
-from headcount.crypto.ceremony import Commitment, Envelope
+from headcount.crypto.ceremony import Commitment, Envelope, Identity
 from headcount.crypto.signed_sets import HopStatement
-from headcount.domain.measures import Packing
+from headcount.domain.measures import PackingRequest
 from headcount.domain.query import Predicate
 
 __all__ = [
     "AuditHead",
+    "ChunkIn",
     "CiphertextChunk",
+    "ContributeRequest",
     "Contribution",
     "DecryptRequest",
+    "EncodeRequest",
     "EncodingChunk",
+    "FinishRequest",
     "GroupedCiphertexts",
     "Groups",
     "HopHeader",
     "HopInput",
+    "HopItem",
     "IndicatorRequest",
     "KeyConfirmation",
+    "LeftoversIn",
+    "NoiseRequest",
     "NoisedAggregate",
+    "SetHashesIn",
 ]
 
 # One encrypted aggregate per group, in order: (group, ciphertext under the origin's key).
 Groups = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContributeRequest:
+    """Key ceremony, round 1: every party's identity, the callee's included."""
+
+    ceremony_id: str
+    parties: tuple[Identity, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +64,32 @@ class Contribution:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishRequest:
+    """Key ceremony, round 2: the envelopes addressed to the callee and every
+    party's commitment."""
+
+    ceremony_id: str
+    envelopes: tuple[Envelope, ...]
+    commitments: tuple[Commitment, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class KeyConfirmation:
     """Key ceremony, round 2: a PRF of the derived secret (not the secret)."""
 
     party: str
     tag: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeRequest:
+    """A linkage epoch's upload: ``chunk_records`` records a chunk (0: the
+    node's default), from chunk ``resume_from_seq`` on."""
+
+    epoch_id: str
+    ceremony_id: str
+    chunk_records: int
+    resume_from_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +123,9 @@ class IndicatorRequest:
     purpose: str
     chunk_records: int
     per_household: bool
-    packing: Packing
+    # The slot layout to pack values in; None when the request names none
+    # (the origin then packs one count per record).
+    packing: PackingRequest | None
     fill_count: int  # E(0)s for the next hop's positions no record links to
 
 
@@ -137,12 +176,50 @@ class HopInput:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkIn:
+    """One chunk of a hop's stream, as the hop node receives it: ciphertexts
+    for this node's tokens."""
+
+    seq: int
+    tokens: Sequence[bytes]
+    ciphertexts: Sequence[bytes]
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetHashesIn:
+    """Part of the previous hop's signed set (hashes in increasing order)."""
+
+    hashes: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class LeftoversIn:
+    """Previous-hop ciphertexts of records with no link here, for the unlinked cell."""
+
+    ciphertexts: Sequence[bytes]
+
+
+# What follows a hop's header on its stream, message by message.
+HopItem = ChunkIn | SetHashesIn | LeftoversIn
+
+
+@dataclass(frozen=True, slots=True)
 class GroupedCiphertexts:
     """The grouping node's encrypted sums and its signed statement over them."""
 
     query_id: str
     groups: Groups
     statement: HopStatement | None
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseRequest:
+    """Add this share-holder's noise to the aggregates so far (under the origin's key)."""
+
+    query_id: str
+    origin_key: paillier.PublicKey
+    groups: Groups
 
 
 @dataclass(frozen=True, slots=True)

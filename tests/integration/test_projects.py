@@ -13,6 +13,7 @@ from harness import Federation, make_federation
 
 from headcount import tls
 from headcount.client import Client
+from headcount.domain.projects import ProjectDecision
 from headcount.domain.query import QuerySpec
 from headcount.errors import InvalidProof, NotAuthorised, PolicyRefused
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
@@ -96,18 +97,9 @@ def test_only_the_department_can_approve_for_itself(fed: Federation) -> None:
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # justice is not in it
     with Client(fed.config, steward="education") as steward, pytest.raises(InvalidProof):
-        steward._call(
-            lambda s: s.ApproveProject(
-                coordinator_pb2.ProjectDecision(project_id=PROJECT, signature=b"\x30" * 70),
-                timeout=10,
-            )
-        )
+        steward._coordinator.approve_project(ProjectDecision(PROJECT, b"\x30" * 70))
     with fed.analyst() as analyst, pytest.raises(NotAuthorised):
-        analyst._call(
-            lambda s: s.ApproveProject(
-                coordinator_pb2.ProjectDecision(project_id=PROJECT), timeout=10
-            )
-        )
+        analyst._coordinator.approve_project(ProjectDecision(PROJECT))
 
 
 def test_revocation_stops_queries(fed: Federation) -> None:
