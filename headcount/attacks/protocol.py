@@ -11,26 +11,26 @@ import grpc
 from headcount import tls
 from headcount.attacks import ATTACK_PROJECT, AttackResult
 from headcount.crypto import ceremony
+from headcount.crypto.paillier import PublicKey
 from headcount.domain.events import QueryAnnounced
 from headcount.errors import InvalidProof
 from headcount.local import LocalFederation
 from headcount.tls import Role
-from headcount.wire import party_node_pb2, party_node_pb2_grpc
+from headcount.wire.node_values import ChunkIn, ContributeRequest, HopHeader, IndicatorRequest
+from headcount.wire.raw_node import RawNode
 
 TIMEOUT_S = 10
 
 
-def _stub(
-    fed: LocalFederation, party: str, cert: Path, key: Path
-) -> party_node_pb2_grpc.PartyNodeStub:
+def _stub(fed: LocalFederation, party: str, cert: Path, key: Path) -> RawNode:
     channel = grpc.secure_channel(
         fed.config.party(party).address,
         tls.channel_credentials(cert, key, fed.config.ca_cert),
     )
-    return party_node_pb2_grpc.PartyNodeStub(channel)
+    return RawNode(channel, TIMEOUT_S)
 
 
-def _coordinator_stub(fed: LocalFederation, party: str) -> party_node_pb2_grpc.PartyNodeStub:
+def _coordinator_stub(fed: LocalFederation, party: str) -> RawNode:
     c = fed.config.coordinator.tls
     return _stub(fed, party, c.cert, c.key)
 
@@ -55,7 +55,7 @@ def forged_certificate(fed: LocalFederation) -> AttackResult:
             "forged-certificate",
             "outsider",
             "a certificate from another CA",
-            lambda: stub.GetIdentity(party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S),
+            stub.get_identity,
         )
 
 
@@ -86,21 +86,13 @@ def replayed_ceremony(fed: LocalFederation) -> AttackResult:
     """A coordinator replays an earlier ceremony id to make nodes reuse a contribution."""
     stub = _coordinator_stub(fed, "education")
     old = fed.coordinator.coordinator.store.latest_ceremony()
-    identities = [
-        stub_identity
-        for p in fed.config.party_names
-        for stub_identity in [
-            _coordinator_stub(fed, p).GetIdentity(
-                party_node_pb2.IdentityRequest(), timeout=TIMEOUT_S
-            )
-        ]
-    ]
-    request = party_node_pb2.ContributeRequest(ceremony_id=old, parties=identities)
+    identities = tuple(_coordinator_stub(fed, p).get_identity() for p in fed.config.party_names)
+    request = ContributeRequest(old, identities)
     return _refused(
         "replayed-ceremony",
         "coordinator",
         "an earlier ceremony id",
-        lambda: stub.Contribute(request, timeout=TIMEOUT_S),
+        lambda: stub.contribute(request),
     )
 
 
@@ -122,23 +114,23 @@ def reordered_chunks(fed: LocalFederation) -> AttackResult:
             project_id=ATTACK_PROJECT,
         )
     )
-    header = party_node_pb2.HopHeader(
+    header = HopHeader(
         query_id="reordered",
         epoch_id=epoch,
-        paillier_n=fed.nodes["education"].node.identity().paillier_n,
+        origin_key=PublicKey.from_bytes(fed.nodes["education"].node.identity().paillier_n),
+        group_by="",
+        filters=(),
         epsilon=0.1,
-        purpose=purpose,
         expected_records=coordinator.store.epoch(epoch).records["immigration"],
+        purpose=purpose,
     )
-    requests = [
-        party_node_pb2.HopInput(header=header),
-        party_node_pb2.HopInput(chunk=party_node_pb2.CiphertextChunk(seq=1, last=True)),
-    ]
+    # Chunk 1 first, and the last: chunk 0 never comes.
+    items = [ChunkIn(seq=1, tokens=(), ciphertexts=(), last=True)]
     return _refused(
         "reordered-chunks",
         "coordinator",
         "an announced hop, its chunks out of order",
-        lambda: stub.AggregateByGroup(iter(requests), timeout=TIMEOUT_S),
+        lambda: stub.aggregate_by_group(header, items),
     )
 
 
@@ -146,14 +138,22 @@ def unannounced_query(fed: LocalFederation) -> AttackResult:
     """A coordinator runs a query hop that the signed audit log does not announce."""
     stub = _coordinator_stub(fed, "education")
     epoch = fed.coordinator.coordinator.store.latest_epoch()
-    request = party_node_pb2.EncryptRequest(
-        query_id="secret-query", epoch_id=epoch, epsilon=0.1, purpose="unlogged"
+    request = IndicatorRequest(
+        query_id="secret-query",
+        epoch_id=epoch,
+        filters=(),
+        epsilon=0.1,
+        purpose="unlogged",
+        chunk_records=0,
+        per_household=False,
+        packing=None,
+        fill_count=0,
     )
     return _refused(
         "unannounced-query",
         "coordinator",
         "valid coordinator credentials",
-        lambda: list(stub.EncryptIndicators(request, timeout=TIMEOUT_S)),
+        lambda: stub.encrypt_indicators(request),
     )
 
 
@@ -178,25 +178,26 @@ def replayed_epoch(fed: LocalFederation) -> AttackResult:
     )
     n_bytes = fed.nodes["education"].node.identity().paillier_n
     width = 2 * len(n_bytes)
-    header = party_node_pb2.HopHeader(
+    header = HopHeader(
         query_id="replayed-epoch",
         epoch_id=current,
-        paillier_n=n_bytes,
+        origin_key=PublicKey.from_bytes(n_bytes),
+        group_by="",
+        filters=(),
         epsilon=0.1,
-        purpose=purpose,
         expected_records=coordinator.store.epoch(current).records["immigration"],
+        purpose=purpose,
     )
-    chunk = party_node_pb2.CiphertextChunk(
+    chunk = ChunkIn(
         seq=0,
         tokens=old_tokens,
         ciphertexts=[(2).to_bytes(width, "big")] * len(old_tokens),
         last=True,
     )
-    requests = [party_node_pb2.HopInput(header=header), party_node_pb2.HopInput(chunk=chunk)]
     stub = _coordinator_stub(fed, "immigration")
     return _refused(
         "replayed-epoch",
         "coordinator",
         "a node's tokens from the previous epoch",
-        lambda: stub.AggregateByGroup(iter(requests), timeout=TIMEOUT_S),
+        lambda: stub.aggregate_by_group(header, [chunk]),
     )
