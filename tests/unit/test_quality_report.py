@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 
 from headcount.domain.query import unlinked_group
 from headcount.errors import InvalidRequest
-from headcount.linkage.dice import dice_reference
+from headcount.linkage.dice import dice_reference, score_pairs
 from headcount.linkage.scores import ScoreHistogram, score_histograms
+from headcount.linkage.solve import match_one_to_one
 from headcount.protect.sdc import PRIMARY, RELEASED, SECONDARY, TOTAL, SdcPolicy
 from headcount.report import plots
 from headcount.report.html import rate_text, render_report
@@ -57,6 +58,21 @@ def test_histograms_bin_the_one_to_one_link_scores() -> None:
     assert hist.counts[-1] >= 30  # identical encodings land in the last bin (1.0 included)
     scores = [dice_reference(left[i].tobytes(), right[i].tobytes()) for i in range(40)]
     assert sum(s >= 0.95 for s in scores) <= hist.counts[-1] + hist.counts[-2]
+
+
+def test_histograms_match_binning_every_candidate() -> None:
+    """Keeping each sampled record's best candidates (not all above the floor)
+    links the same pairs: at a floor of 0.3 these random filters have hundreds
+    of candidates a record, far more than are kept."""
+    rng = np.random.default_rng(5)
+    left = _clks(rng, 80)
+    right = np.concatenate([left[:50].copy(), _clks(rng, 400)])
+    right[:20, :3] ^= 0b0001_0001
+    hist = score_histograms({"a": left, "b": right}, {("a", "b"): 0.8}, 0.3, bins=14)[("a", "b")]
+    every = score_pairs(left, right, 0.3)
+    assert len(every) > 100 * len(left)
+    full, _ = np.histogram(match_one_to_one(every).score, bins=np.array(hist.edges))
+    assert hist.counts == tuple(int(c) for c in full)
 
 
 def test_histogram_round_trips_and_refuses_nonsense() -> None:
