@@ -1,21 +1,41 @@
 """Typed views of audit events, one per kind, for the register's pages.
 
-An event's body is JSON that a tampered log may fill with anything, so each
-view reads it defensively (a field of the wrong type reads as missing) and
-keeps what its kind does not name as ``extra`` rows: nothing in the log is
-hidden from the page, and nothing reaches it except as text the templates
-escape. A kind this module does not know is shown as an escaped key/value
-table (``UnknownDetail``).
+An event whose body is exactly its kind's (`headcount.domain.events`, as the
+coordinator logs it) is read through that kind's dataclass (``_typed``). A
+tampered log may fill a body with anything, so a body its kind refuses is
+read defensively instead, field by field (``_VIEWS``: a field of the wrong
+type reads as missing), keeping what its kind does not name as ``extra``
+rows: nothing in the log is hidden from the page, and nothing reaches it
+except as text the templates escape. Both readers give the same view of a
+well-formed body. A kind this module does not know is shown as an escaped
+key/value table (``UnknownDetail``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from headcount.domain.audit import AuditEvent
+from headcount.domain.events import (
+    CeremonyHeld,
+    EpochAborted,
+    EpochLinked,
+    EpochStarted,
+    Event,
+    ProjectApproved,
+    ProjectProposed,
+    ProjectRevoked,
+    QueryAborted,
+    QueryAnnounced,
+    QueryRefused,
+    TableReleased,
+    UnknownEvent,
+    parse_event,
+)
+from headcount.errors import InvalidRequest
 from headcount.privacy.noise import guessing_bound
 from headcount.register.model import Register, Table, parse_table
 
@@ -88,6 +108,11 @@ def flatten(value: Any, prefix: str = "") -> tuple[Row, ...]:
     if len(rows) >= _MAX_ROWS:
         rows.append(Row("…", "further fields not shown"))
     return tuple(rows)
+
+
+def _named(kind: type[Event]) -> tuple[str, ...]:
+    """The body fields ``kind`` names: its dataclass fields, which its body mirrors."""
+    return tuple(f.name for f in fields(kind))
 
 
 def _extra(body: Mapping[str, Any], *known: str) -> tuple[Row, ...]:
@@ -231,13 +256,13 @@ def _ceremony(b: Mapping[str, Any]) -> tuple[CeremonyDetail, tuple[Row, ...]]:
         _strs(b, "parties"),
         _pairs(_map(b, "commitments"), str),
         confirmed if isinstance(confirmed, bool) else None,
-    ), _extra(b, "ceremony_id", "parties", "commitments", "confirmed")
+    ), _extra(b, *_named(CeremonyHeld))
 
 
 def _epoch_started(b: Mapping[str, Any]) -> tuple[EpochStartedDetail, tuple[Row, ...]]:
     return EpochStartedDetail(
         _str(b, "epoch_id"), _str(b, "ceremony_id"), _strs(b, "parties")
-    ), _extra(b, "epoch_id", "ceremony_id", "parties")
+    ), _extra(b, *_named(EpochStarted))
 
 
 def _epoch(b: Mapping[str, Any]) -> tuple[EpochDetail, tuple[Row, ...]]:
@@ -248,21 +273,17 @@ def _epoch(b: Mapping[str, Any]) -> tuple[EpochDetail, tuple[Row, ...]]:
         _pairs(_map(b, "commitments"), str),
         _str(b, "schema_fingerprint"),
         _num(b, "threshold"),
-    ), _extra(
-        b, "epoch_id", "ceremony_id", "records", "commitments", "schema_fingerprint", "threshold"
-    )
+    ), _extra(b, *_named(EpochLinked))
 
 
 def _epoch_aborted(b: Mapping[str, Any]) -> tuple[AbortedDetail, tuple[Row, ...]]:
-    return AbortedDetail("epoch", _str(b, "epoch_id"), _str(b, "reason")), _extra(
-        b, "epoch_id", "reason"
-    )
+    detail = AbortedDetail("epoch", _str(b, "epoch_id"), _str(b, "reason"))
+    return detail, _extra(b, *_named(EpochAborted))
 
 
 def _query_aborted(b: Mapping[str, Any]) -> tuple[AbortedDetail, tuple[Row, ...]]:
-    return AbortedDetail("query", _str(b, "query_id"), _str(b, "reason")), _extra(
-        b, "query_id", "reason"
-    )
+    detail = AbortedDetail("query", _str(b, "query_id"), _str(b, "reason"))
+    return detail, _extra(b, *_named(QueryAborted))
 
 
 def _project_proposed(b: Mapping[str, Any]) -> tuple[ProjectProposedDetail, tuple[Row, ...]]:
@@ -279,7 +300,9 @@ def _project_proposed(b: Mapping[str, Any]) -> tuple[ProjectProposedDetail, tupl
     )
     # Fields of the project itself that this view does not name stay visible too.
     unnamed = {k: v for k, v in p.items() if k not in known}
-    return detail, _extra(b, "project", "digest") + (flatten(unnamed, "project") if unnamed else ())
+    return detail, _extra(b, *_named(ProjectProposed)) + (
+        flatten(unnamed, "project") if unnamed else ()
+    )
 
 
 def _decision(decision: str) -> Callable[[Mapping[str, Any]], tuple[Detail, tuple[Row, ...]]]:
@@ -291,7 +314,7 @@ def _decision(decision: str) -> Callable[[Mapping[str, Any]], tuple[Detail, tupl
             _str(b, "role"),
             _str(b, "digest"),
             _str(b, "signature"),
-        ), _extra(b, "project_id", "party", "role", "digest", "signature")
+        ), _extra(b, *_named(ProjectApproved))
 
     return view
 
@@ -311,27 +334,13 @@ def _query(b: Mapping[str, Any]) -> tuple[QueryDetail, tuple[Row, ...]]:
         _num(noise, "sensitivity"),
         _strs(noise, "shareholders"),
         _strs(packing, "categories"),
-    ), _extra(
-        b,
-        "query_id",
-        "epoch_id",
-        "project_id",
-        "analyst",
-        "role",
-        "purpose",
-        "parties",
-        "epsilon",
-        "spec",
-        "noise",
-        "packing",
-    )
+    ), _extra(b, *_named(QueryAnnounced))
 
 
 def _release(b: Mapping[str, Any]) -> tuple[ReleaseDetail, tuple[Row, ...]]:
     parties = _strs(b, "parties")
     epsilon = _num(b, "epsilon")
-    left = _map(b, "budget_remaining")
-    budgets = tuple(Budget(p, epsilon, _num(left, p)) for p in (parties or tuple(sorted(left))))
+    budgets = _budgets(parties, epsilon, _map(b, "budget_remaining"))
     return ReleaseDetail(
         _str(b, "query_id"),
         _str(b, "epoch_id"),
@@ -342,18 +351,7 @@ def _release(b: Mapping[str, Any]) -> tuple[ReleaseDetail, tuple[Row, ...]]:
         _str(b, "period"),
         budgets,
         parse_table(b.get("table")),
-    ), _extra(
-        b,
-        "query_id",
-        "epoch_id",
-        "analyst",
-        "purpose",
-        "parties",
-        "epsilon",
-        "period",
-        "budget_remaining",
-        "table",
-    )
+    ), _extra(b, *_named(TableReleased))
 
 
 def _refusal(b: Mapping[str, Any]) -> tuple[RefusalDetail, tuple[Row, ...]]:
@@ -364,7 +362,7 @@ def _refusal(b: Mapping[str, Any]) -> tuple[RefusalDetail, tuple[Row, ...]]:
         _str(b, "purpose"),
         _str(b, "reason"),
         _str(abandonment, "party"),
-    ), _extra(b, "query_id", "analyst", "purpose", "reason", "abandonment")
+    ), _extra(b, *_named(QueryRefused))
 
 
 _VIEWS: dict[str, Callable[[Mapping[str, Any]], tuple[Detail, tuple[Row, ...]]]] = {
@@ -415,17 +413,89 @@ def event_page(seq: int) -> str:
     return f"event-{seq}.html"
 
 
+def _budgets(
+    parties: tuple[str, ...], epsilon: float | None, left: Mapping[str, Any]
+) -> tuple[Budget, ...]:
+    return tuple(Budget(p, epsilon, _num(left, p)) for p in (parties or tuple(sorted(left))))
+
+
+def _typed(e: Event) -> Detail:
+    """The view of a well-formed event: the same as ``_VIEWS`` gives of its body."""
+    if isinstance(e, CeremonyHeld):
+        commitments = tuple(sorted(e.commitments.items()))
+        return CeremonyDetail(e.ceremony_id, e.parties, commitments, e.confirmed)
+    if isinstance(e, EpochStarted):
+        return EpochStartedDetail(e.epoch_id, e.ceremony_id, e.parties)
+    if isinstance(e, EpochLinked):
+        return EpochDetail(
+            e.epoch_id,
+            e.ceremony_id,
+            tuple(sorted(e.records.items())),
+            tuple(sorted(e.commitments.items())),
+            e.schema_fingerprint,
+            float(e.threshold),
+        )
+    if isinstance(e, EpochAborted):
+        return AbortedDetail("epoch", e.epoch_id, e.reason)
+    if isinstance(e, QueryAborted):
+        return AbortedDetail("query", e.query_id, e.reason)
+    if isinstance(e, ProjectProposed):
+        p = e.project
+        return ProjectProposedDetail(
+            p.project_id, p.title, p.purpose, p.analyst, p.parties, p.expires.isoformat(), e.digest
+        )
+    if isinstance(e, ProjectApproved | ProjectRevoked):
+        decision = "approved" if isinstance(e, ProjectApproved) else "revoked"
+        return ProjectDecisionDetail(decision, e.project_id, e.party, e.role, e.digest, e.signature)
+    if isinstance(e, QueryAnnounced):
+        noise, packing = e.noise or {}, e.packing or {}
+        return QueryDetail(
+            e.query_id,
+            e.epoch_id,
+            e.project_id or "",
+            e.analyst or "",
+            e.role or "",
+            e.purpose,
+            e.parties,
+            float(e.epsilon),
+            describe_spec(e.spec or {}),
+            _num(noise, "sensitivity"),
+            _strs(noise, "shareholders"),
+            _strs(packing, "categories"),
+        )
+    if isinstance(e, TableReleased):
+        epsilon = float(e.epsilon)
+        return ReleaseDetail(
+            e.query_id,
+            e.epoch_id,
+            e.analyst,
+            e.purpose,
+            e.parties,
+            epsilon,
+            e.period,
+            _budgets(e.parties, epsilon, e.budget_remaining),
+            parse_table(e.table),
+        )
+    abandoned_by = e.abandonment.party if e.abandonment is not None else ""
+    return RefusalDetail(e.query_id, e.analyst, e.purpose, e.reason, abandoned_by)
+
+
 def view_event(reg: Register, event: AuditEvent) -> EventView:
     """The typed view of ``event`` within the register ``reg``."""
     body = event.body if isinstance(event.body, Mapping) else {}
-    build = _VIEWS.get(event.kind)
     detail: Detail
-    extra: tuple[Row, ...]
-    if build is None:
-        detail, extra, partial = UnknownDetail(flatten(dict(body))), (), "events/unknown.html"
+    extra: tuple[Row, ...] = ()
+    try:
+        typed: Event | UnknownEvent | None = parse_event(event.kind, body)
+    except InvalidRequest:
+        typed = None  # not this kind's body (a tampered log): read it field by field
+    partial = f"events/{event.kind}.html"
+    if isinstance(typed, UnknownEvent):
+        detail, partial = UnknownDetail(flatten(dict(body))), "events/unknown.html"
+    elif typed is not None:
+        detail = _typed(typed)
     else:
-        detail, extra = build(body)
-        partial = f"events/{event.kind}.html"
+        detail, extra = _VIEWS[event.kind](body)
     pages = {q.query_id: q.page for q in reg.queries}
     ver = reg.verification
     return EventView(

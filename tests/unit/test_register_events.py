@@ -10,6 +10,8 @@ import pytest
 from markupsafe import escape
 
 from headcount.domain.audit import AuditEvent
+from headcount.domain.events import UnknownEvent, parse_event
+from headcount.errors import InvalidRequest
 from headcount.protect.labels import status_label
 from headcount.protect.sdc import PRIMARY, RELEASED, SECONDARY, SdcPolicy
 from headcount.register import model
@@ -117,6 +119,36 @@ def test_each_kind_renders_its_fields_typed_and_escaped(index: int) -> None:
         assert not isinstance(view.detail, UnknownDetail)
     else:
         assert view.partial == "events/unknown.html" and isinstance(view.detail, UnknownDetail)
+
+
+def _well_formed() -> dict[str, dict[str, Any]]:
+    """BODIES as the coordinator writes them: each exactly its kind's body."""
+    bodies = {k: v for k, v in BODIES.items() if k in KNOWN_KINDS}
+    project = {
+        **bodies["project_proposed"]["project"],
+        "project_id": "plan-1",
+        "purpose": "Plan school places by area",
+    }
+    bodies["project_proposed"] = {**bodies["project_proposed"], "project": project}
+    bodies["refusal"] = {k: v for k, v in bodies["refusal"].items() if k != "surprise"}
+    return bodies
+
+
+@pytest.mark.parametrize("kind", KNOWN_KINDS)
+def test_a_well_formed_event_reads_through_its_class_as_field_by_field(kind: str) -> None:
+    """A body its kind's dataclass accepts is read through that class; one it
+    refuses (here: an unnamed field) field by field. Both show the same."""
+    reg = _register()
+    body = _well_formed()[kind]
+    assert not isinstance(parse_event(kind, body), UnknownEvent)  # the typed reader takes it
+    at = "2026-05-01T10:00:00+00:00"
+    typed = view_event(reg, AuditEvent(0, kind, body, at, "0" * 64, "1" * 64, ""))
+    tampered = {**body, "unnamed": HOSTILE}
+    with pytest.raises(InvalidRequest):
+        parse_event(kind, tampered)
+    raw = view_event(reg, AuditEvent(0, kind, tampered, at, "0" * 64, "1" * 64, ""))
+    assert typed.detail == raw.detail and typed.partial == raw.partial
+    assert typed.extra == () and [r.key for r in raw.extra] == ["unnamed"]
 
 
 def test_a_tampered_body_of_the_wrong_types_still_renders() -> None:
