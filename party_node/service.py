@@ -36,7 +36,7 @@ from party_node.ids import check_id
 from party_node.node import MATCH_KEY_BYTES, PartyNode
 
 MAX_CHUNK_RECORDS = 10_000
-MAX_SET_HASHES = 100_000  # per message (headcount.wire.node_client.HASHES_PER_MESSAGE)
+MAX_SET_HASHES = 100_000  # per message (headcount.wire.node_convert.HASHES_PER_MESSAGE)
 MAX_AUDIT_BATCH = 1_000
 MAX_ATTESTATIONS = 64
 # Parties of a ceremony, and envelopes and commitments of its second round:
