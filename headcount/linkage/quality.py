@@ -61,14 +61,26 @@ from headcount.linkage.solve import match_one_to_one
 __all__ = [
     "ESTIMATE_BASES",
     "QualityEstimate",
+    "basis_note",
     "estimate_link_quality",
     "estimate_quality",
     "runner_up_scores",
 ]
 
 
-# What an estimate's fit rests on (`output_quality.OutputFit.basis`).
+# What an estimate's fit rests on (`output_quality.OutputFit.basis`), and
+# what a table says of it (`basis_note`).
 ESTIMATE_BASES = ("own", "pooled", "unanchored")
+_BASIS_NOTES = {
+    "own": "",
+    "pooled": "match scores pooled from the other pairs",
+    "unanchored": "few known partners: may be far off",
+}
+
+
+def basis_note(basis: str | None) -> str:
+    """A short note on an estimate's basis for tables: empty for ``"own"`` or None."""
+    return _BASIS_NOTES.get(basis or "own", basis or "")
 
 
 @dataclass(frozen=True, slots=True)
