@@ -22,6 +22,18 @@ of the other side that no match-key link took:
   partner, competition included: records with many bits set are the best
   chance candidate of many records at once, and anchors that ignored this
   ran 0.02 above the non-matching links they stand for.
+* **Too few known partners** (under `MIN_ANCHORS`): a pair whose shared
+  people are nearly all linked by match-keys has CLK links that are nearly
+  all chance pairs, and runner-ups (second-best chance scores) as anchors
+  run below them; a match component fitted there settles on their upper
+  tail (education x justice on the federation benchmark: 88-123 "matches"
+  among 466-508 chance links, recall 85-91 points low). What a true match
+  scores is a property of the encoding and the errors, which the pairs of a
+  run share; so such a pair borrows the match shape of the pairs that have
+  enough (`pooled_match_shape`) and fits only the shares and its non-match
+  component (basis ``"pooled"``). With nothing to borrow from (two files,
+  or no pair with enough) the runner-ups stand in as before and the
+  estimate says so (basis ``"unanchored"``).
 * **Precision** at ``t`` is ``(K + sum of g over links >= t) / (K + links
   >= t)``, ``K`` the sampled records a match-key links.
 * **Recall** is relative to every sampled record with a true partner on the
@@ -47,8 +59,22 @@ because some true matches score among the chance pairs (0.55-0.65), where a
 beta's left tail puts too few of them; their number is not identifiable from
 the scores alone (runner-up gaps, per-record chance tails and a flat extra
 match component were tried: each moved the estimate by profile-dependent
-amounts, none consistently toward the truth). Held out (FEBRL4, 5,000 x
-5,000): precision and recall within 0.3 of a point at the automatic threshold.
+amounts, none consistently toward the truth). On the harsh profile at 20,000
+people, 46-50 true partners are lost outright (their record's best chance
+pair outscores them, at 0.50-0.65) where `_lost_matches` counts about 1.
+Also tried, none adopted: counting the lost partners of every link, not
+only of links more likely matches than not (1.0-1.3 points high there, but
+1.1-2.3 points low on 700-record samples: a flat posterior just above the
+floor times ``1 / G``); inverse-probability weighting even with the true
+links' labels (33 and 89 for 46 and 50 lost); a match beta for all
+unkeyed matches times ``G`` (a match is a link only when it beats the best
+chance pair), a flat extra match component under the same ``G``, and the
+anchors' own smoothed distribution for the non-matches (none moved the
+harsh error by more than 0.25 points); and the match-key links' own Dice scores
+as the match distribution: they are the cleanest matches (1.2% of them
+below 0.65, against 11% of the unkeyed matches), so they say little of the
+tail (docs/benchmarks.md). Held out (FEBRL4, 5,000 x 5,000): precision and recall within 0.3 of
+a point at the automatic threshold.
 
 The sample (`engine.QUALITY_SAMPLE_ROWS` records) competes only within itself
 for candidates: on a large side its non-matching links score a little higher
@@ -65,7 +91,10 @@ stronger link through a third party can take a record from its own partner.
 So after clustering the engine re-estimates each pair on the same sample
 from the pairs actually written for it: a match-key link of the pair counts
 as true, any other written pair as the fitted posterior at its own a-b Dice
-score (0 below the floor), and recall divides by the same expected true
+score (0 below the floor) or, if higher, as true through a third party's
+record of its cluster: the chance that both links through it are true (1
+for a match-key link), as prior odds, times the likelihood ratio of the
+pair's own score (`_through`). Recall divides by the same expected true
 partners, so a partner the clustering separated counts as missed. With two
 parties this is the pair's estimate, on the full run's links instead of the
 sample's own solve.
