@@ -156,7 +156,7 @@ as commissioner project propose --analyst commissioner --id $PROJECT_ID \
 for party in education health justice immigration; do
     as $party project approve --party $party $PROJECT_ID >/dev/null
 done
-as commissioner project list
+as commissioner project list --analyst commissioner
 
 step "analyst: a query"
 as commissioner query --analyst commissioner --spec /fed/queries/children-with-adult-in-custody.yaml
