@@ -95,6 +95,9 @@ class Hops:
         self.store, self.ledger, self.keys = store, ledger, keys
         self.replica, self.encoder = replica, encoder
         self.inbound = Inbound(federation, config, name, store, keys, replica)
+        # What makes this node's proven ciphertexts as origin. Only the attack
+        # suite replaces it, to play a department that changed its own code.
+        self.prover: type[paillier.Prover] = paillier.Prover
 
     def encrypt_indicators(
         self,
@@ -184,7 +187,7 @@ class Hops:
             # Each with its proof that it holds an honest record's value
             # (0 for a fill): the receiver refuses any other.
             pool = self.keys.proof_pool
-            prover = paillier.Prover(layout, pool if pool and pool.pub == layout.key else None)
+            prover = self.prover(layout, pool if pool and pool.pub == layout.key else None)
             out, fills = prover.encrypt(plain), prover.encrypt([0] * fill_count)
         else:
             workers = paillier.bulk_workers(len(plain) + fill_count)
