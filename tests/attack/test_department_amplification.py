@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 import pytest
 from harness import Federation, make_federation
 
-import party_node.hops as hops_module
 from headcount.crypto import paillier
 from headcount.crypto.paillier.proofs import Prover
 from headcount.domain.query import QuerySpec
@@ -92,7 +91,8 @@ def _play(fed: Federation, monkeypatch: pytest.MonkeyPatch, prover: type[Prover]
     coord = fed.coordinator.coordinator
     spent = {p: r.node.ledger.spent() for p, r in fed.nodes.items()}
     releases = sum(e.kind == "release" for e in coord.audit.events())
-    monkeypatch.setattr(hops_module.paillier, "Prover", prover)
+    # The origin's operator changed its own code.
+    monkeypatch.setattr(fed.nodes["education"].node.hops, "prover", prover)
     with fed.analyst() as analyst:
         with pytest.raises(InvalidRequest, match="contribution proof does not verify"):
             analyst.query(_spec())
@@ -124,7 +124,7 @@ def test_an_origin_sending_no_proofs_is_refused(
             return paillier.to_bytes_batch(key, enc.encrypt(values))
 
     spent = {p: r.node.ledger.spent() for p, r in fed.nodes.items()}
-    monkeypatch.setattr(hops_module.paillier, "Prover", NoProof)
+    monkeypatch.setattr(fed.nodes["education"].node.hops, "prover", NoProof)
     with fed.analyst() as analyst:
         with pytest.raises(InvalidRequest, match="wrong width"):
             analyst.query(_spec())
