@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test test-fast check proto proto-check lint typecheck layers clean
+.PHONY: demo test test-fast check proto proto-check lint typecheck layers image-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,11 @@ proto: $(STAMP)
 ## Fail if the committed generated code differs from what proto/ produces.
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py --check
+
+## Build the container image and run the compose federation from it end to end
+## (needs a container engine and compose; CI has neither and does not run it).
+image-smoke:
+	docker/smoke.sh
 
 clean:
 	rm -rf $(VENV) .headcount-demo build *.egg-info

@@ -664,19 +664,30 @@ class Report:
     error: str  # "" if the query released a table
 
 
-def _pools(fed: Federation) -> list[paillier.RandomiserPool] | None:
-    """Every node's randomiser pools, or None while a node is still starting them."""
-    pools: list[paillier.RandomiserPool] = []
+def _pools(fed: Federation) -> list[paillier.RandomiserPool | paillier.ProofPool] | None:
+    """Every node's randomiser pools (and, with contribution proofs, the proof
+    pool for its own key instead of that key's randomiser pool), or None while
+    a node is still starting them."""
+    pools: list[paillier.RandomiserPool | paillier.ProofPool] = []
     for running in fed.nodes.values():
-        encryptors = running.node.keys.encryptors()
-        if len(encryptors) < len(PARTIES) or any(e.pool is None for e in encryptors):
+        keys = running.node.keys
+        encryptors = keys.encryptors()  # its own key's first, then one per other party
+        if keys.federation.privacy.contribution_proofs:
+            if keys.proof_pool is None:
+                return None
+            pools.append(keys.proof_pool)
+            encryptors = encryptors[1:]
+            needed = len(PARTIES) - 1
+        else:
+            needed = len(PARTIES)
+        if len(encryptors) < needed or any(e.pool is None for e in encryptors):
             return None
         pools.extend(e.pool for e in encryptors if e.pool is not None)
     return pools
 
 
 def _warm(fed: Federation, timings: dict[str, float]) -> None:
-    """Wait until every randomiser pool is full; time the wait and the refill CPU.
+    """Wait until every pool is full; time the wait and the refill CPU.
 
     The nodes started filling their pools while encoding the linkage epoch, so
     part of the work overlapped the linkage; the CPU figure counts all of it.
@@ -690,7 +701,9 @@ def _warm(fed: Federation, timings: dict[str, float]) -> None:
         pool.wait_full()
     timings["warm"] = time.perf_counter() - start
     timings["warm_cpu"] = sum(p.refill_cpu_s for p in pools)
-    timings["warm_randomisers"] = sum(p.computed for p in pools)
+    timings["warm_randomisers"] = sum(
+        p.computed if isinstance(p, paillier.RandomiserPool) else 3 * p.capacity for p in pools
+    )
     _progress(
         f"randomiser pools full ({len(pools)} pools, {timings['warm_randomisers']:,.0f} "
         f"randomisers): waited {_fmt_s(timings['warm'])} after the linkage; refill threads "

@@ -38,17 +38,20 @@ def read_signed(
     key: paillier.PublicKey,
     chunks: Iterable[CiphertextChunk],
     tokens: Sequence[bytes] | None,
+    *,
+    width: int | None = None,
 ) -> Sent:
     """A sender's reply stream, read as it arrives: record chunks numbered from 0
     (with tokens from an origin; in the order sent, ``tokens``, from a filter
     node), then fills, then its statement on the last chunk. InvalidRequest if
-    malformed."""
+    malformed. ``width``: each item's length, if not a bare ciphertext's (an
+    origin's proven ciphertexts, which the receiver verifies)."""
     records: dict[bytes, bytes] = {}
     households: dict[bytes, list[bytes]] = {}
     cts: list[bytes] = []
     fills: list[bytes] = []
     statement = None
-    width = key.ciphertext_bytes
+    width = key.ciphertext_bytes if width is None else width
     for seq, chunk in enumerate(chunks):
         if chunk.seq != seq or statement is not None:
             raise InvalidRequest(f"{party}: malformed ciphertext chunk {chunk.seq}")

@@ -300,6 +300,7 @@ def _pair_quality(result: LinkResult, pair: PairKey) -> PairQuality:
         est_precision=round(q.est_precision, 4) if q is not None else None,
         est_recall=round(q.est_recall, 4) if q is not None else None,
         est_f1=round(q.est_f1, 4) if q is not None else None,
+        estimate_basis=q.basis if q is not None else None,
     )
 
 
@@ -322,7 +323,9 @@ def linkage_summary(info: EpochInfo) -> LinkageSummary:
         q = info.quality.get((a, b))
         if q is None:
             return PairLinks(a, b, links, threshold=0.0, key_links=0)
-        return PairLinks(a, b, links, q.threshold, q.key_links, q.est_precision, q.est_recall)
+        return PairLinks(
+            a, b, links, q.threshold, q.key_links, q.est_precision, q.est_recall, q.estimate_basis
+        )
 
     return LinkageSummary(
         epoch_id=info.epoch_id,

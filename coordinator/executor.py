@@ -12,7 +12,13 @@ from coordinator.store import CoordinatorStore
 from headcount.config import FederationConfig
 from headcount.crypto import paillier
 from headcount.crypto.attest import NoiseAttestation
-from headcount.domain.measures import Packing, PackingRequest, clamp_noise, make_packing
+from headcount.domain.measures import (
+    Packing,
+    PackingRequest,
+    clamp_noise,
+    contribution_layout,
+    make_packing,
+)
 from headcount.domain.query import QuerySpec
 from headcount.domain.release import QueryOutcome
 from headcount.errors import InvalidRequest
@@ -110,7 +116,12 @@ class HopExecutor:
                 fill_count=fills_for(self.store, epoch_id, plan, 0),
             )
         )
-        sent = read_signed(origin.party, key, chunks, None)
+        layout = contribution_layout(
+            packing, key, query_id, proofs=self.federation.privacy.contribution_proofs
+        )
+        sent = read_signed(
+            origin.party, key, chunks, None, width=None if layout is None else layout.width
+        )
         cap = self.federation.privacy.household_cap
         if origin.per_household:
             keys = set(self.store.households(epoch_id, origin.party).values())

@@ -12,6 +12,7 @@ from coordinator.coordinator import Coordinator, NodeClients
 from coordinator.service import CoordinatorService, allowed_roles
 from headcount import rpc, tls
 from headcount.config import FederationConfig
+from headcount.db import wal_kept
 from headcount.errors import FailedPrecondition
 from headcount.metrics import DEFAULT_METRICS_HOST, Metrics, MetricsEndpoint, Reading, serve_metrics
 from headcount.wire import coordinator_pb2, coordinator_pb2_grpc
@@ -110,7 +111,9 @@ def serve(
         federation, metrics_port=port or None, metrics_host=metrics_host or cfg.metrics_host
     )
     try:
-        rpc.serve_until_signalled(running.server, "coordinator", stop=stop)
+        # The register reads this state file from a read-only mount (compose).
+        with wal_kept(cfg.database):
+            rpc.serve_until_signalled(running.server, "coordinator", stop=stop)
     finally:
         if running.metrics is not None:
             running.metrics.stop()

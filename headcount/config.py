@@ -76,6 +76,11 @@ class PrivacyPolicy(_Frozen):
     period: str = "year"
     default_query_epsilon: float = Field(DEFAULT_QUERY_EPSILON, gt=0, le=100)
     household_cap: int = Field(1, ge=1, le=20)
+    # Every per-record ciphertext an origin sends carries a zero-knowledge proof
+    # that it holds one of the values an honest record can (0 or 1 for a count),
+    # checked by the node that receives it: a department cannot make one record
+    # count k times (docs/privacy.md, "Amplification"). Off only to measure its cost.
+    contribution_proofs: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -90,6 +90,21 @@ def migrate(path: Path, component: str, steps: Sequence[str]) -> int:
 
 
 @contextmanager
+def wal_kept(path: Path) -> Iterator[None]:
+    """Keep the WAL's companion files (``-wal``, ``-shm``) in place meanwhile.
+
+    SQLite deletes them when the last connection closes, and opens a WAL
+    database read-only only where they exist or it may create them: a reader
+    on a read-only mount (the register reading the coordinator's state in
+    docker/compose.yaml) gets "unable to open database file" otherwise. One
+    idle connection, held for as long as the process serves, keeps them.
+    """
+    with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+        yield
+
+
+@contextmanager
 def transaction(path: Path) -> Iterator[sqlite3.Connection]:
     """One write transaction (BEGIN IMMEDIATE): committed on success, rolled back on error."""
     with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:

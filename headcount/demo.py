@@ -31,6 +31,7 @@ from headcount.domain.query import Condition, Predicate, QuerySpec, spec_to_json
 from headcount.domain.status import PairLinks
 from headcount.errors import BudgetExhausted, FailedPrecondition, PeerUnavailable, PolicyRefused
 from headcount.federation import CONFIG_NAME, InitOptions, free_ports, init_federation
+from headcount.linkage.quality import basis_note
 from headcount.privacy.noise import guessing_bound
 from headcount.register import build_register
 from headcount.synth import REFERENCE_DATE, generate_population
@@ -433,9 +434,10 @@ def link_table(pairs: Iterable[PairLinks]) -> str:
             if p.est_precision is not None and p.est_recall is not None
             else f"{'(too few to fit)':>27}"
         )
+        note = basis_note(p.estimate_basis) if p.est_precision is not None else ""
         lines.append(
             f"  {p.left + ' x ' + p.right:<25} {p.links:6d}  {p.key_links:12d}"
-            f"  {p.threshold:9.3f}  {est}"
+            f"  {p.threshold:9.3f}  {est}" + (f"  ({note})" if note else "")
         )
     return "\n".join(lines)
 

@@ -90,6 +90,9 @@ class Hops:
         self.store, self.ledger, self.keys = store, ledger, keys
         self.replica, self.encoder = replica, encoder
         self.inbound = Inbound(federation, config, name, store, keys, replica)
+        # What makes this node's proven ciphertexts as origin. Only the attack
+        # suite replaces it, to play a department that changed its own code.
+        self.prover: type[paillier.Prover] = paillier.Prover
 
     def encrypt_indicators(
         self,
@@ -174,11 +177,19 @@ class Hops:
             epsilon,
             packing.to_json() if packing is not None else None,
         )
-        workers = paillier.bulk_workers(len(plain) + fill_count)
-        cts = self.keys.encryptor.encrypt(plain, workers=workers)
-        zeros = self.keys.encryptor.encrypt_zeros(fill_count, workers=workers)
-        out = paillier.to_bytes_batch(self.keys.public, cts)
-        fills = paillier.to_bytes_batch(self.keys.public, zeros)
+        layout = self.replica.contribution_layout(query, self.keys.public)
+        if layout is not None:
+            # Each with its proof that it holds an honest record's value
+            # (0 for a fill): the receiver refuses any other.
+            pool = self.keys.proof_pool
+            prover = self.prover(layout, pool if pool and pool.pub == layout.key else None)
+            out, fills = prover.encrypt(plain), prover.encrypt([0] * fill_count)
+        else:
+            workers = paillier.bulk_workers(len(plain) + fill_count)
+            cts = self.keys.encryptor.encrypt(plain, workers=workers)
+            zeros = self.keys.encryptor.encrypt_zeros(fill_count, workers=workers)
+            out = paillier.to_bytes_batch(self.keys.public, cts)
+            fills = paillier.to_bytes_batch(self.keys.public, zeros)
         hashes = [ciphertext_hash(c) for c in [*out, *fills]]
         statement = self._sign_set(query_id, ORIGIN_SET, hashes)
         return SignedOutput(tokens, out, fills, statement, labels)
@@ -254,7 +265,7 @@ class Hops:
         last chunk also carries ``h.fill_count`` E(0) fills for the next hop
         and this node's signed statement over its whole output set.
         """
-        _, check = self.inbound.check_header(h)
+        _, sender = self.inbound.check_header(h)
         stream = iter(items)
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
@@ -262,7 +273,7 @@ class Hops:
         # Draws on the origin key's randomiser pool if NodeKeys.warm_pools started one.
         enc = self.keys.peer_encryptor(key)
         hashes: list[bytes] = []
-        for seq, records, last in self.inbound.records(h, stream, check):
+        for seq, records, last in self.inbound.records(h, stream, sender):
             kept = enc.rerandomise([c for _, c in records])
             zeros = iter(enc.encrypt_zeros(sum(1 for r, _ in records if not keep[r])))
             out = paillier.to_bytes_batch(
@@ -280,6 +291,7 @@ class Hops:
                 raise InvalidRequest("data after the last chunk")
             fills = paillier.to_bytes_batch(key, enc.encrypt_zeros(h.fill_count))
             hashes.extend(ciphertext_hash(c) for c in fills)
+            sender.finish()
             statement = self._sign_set(h.query_id, FILTER_SET, hashes)
             self._charge(h, "filter")
             yield seq, out, fills, statement, True
@@ -291,14 +303,14 @@ class Hops:
         (previous-hop records with no link here, each checked against the
         signed set like every other ciphertext) are summed into their own cell.
         """
-        groups, check = self.inbound.check_header(h)
+        groups, sender = self.inbound.check_header(h)
         stream = iter(items)
         data = self._data_for(h)
         keep = _mask(data, range(data.records), h.filters)
         values = data.attributes[h.group_by].tolist() if h.group_by else None
         key = h.origin_key
         acc: dict[str, list[int]] = {g: [] for g in groups}
-        for _, records, _ in self.inbound.records(h, stream, check):
+        for _, records, _ in self.inbound.records(h, stream, sender):
             for row, c in records:
                 # Records failing this node's predicate contribute E(0): they
                 # are simply left out of every sum.
@@ -308,9 +320,8 @@ class Hops:
         for item in stream:
             if not isinstance(item, LeftoversIn) or not h.unlinked_cell:
                 raise InvalidRequest("data after the last chunk")
-            for ct in item.ciphertexts:
-                check.take(ct)
-                acc[unlinked_group(self.name)].append(paillier.from_bytes(key, ct))
+            acc[unlinked_group(self.name)].extend(sender.read(item.ciphertexts))
+        sender.finish()
         self._charge(h, "group")
         sums = [paillier.add_all(key, acc[g]) for g in groups]
         # Re-randomise: otherwise the coordinator, which knows every ciphertext

@@ -4,7 +4,8 @@ ciphertext in the previous hop's signed set and taken once)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from headcount.config import FederationConfig, PartyConfig
 from headcount.crypto import paillier
@@ -28,6 +29,31 @@ from party_node.store import NodeStore
 MAX_FILLS = 50_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """The previous hop as this node checks it: its signed set, and, for an
+    origin's proven ciphertexts, what each must prove it holds."""
+
+    check: SetCheck
+    key: paillier.PublicKey
+    proofs: paillier.BatchVerifier | None = None
+
+    def read(self, items: Sequence[bytes]) -> list[int]:
+        """The ciphertexts of ``items``, each in the signed set and taken once;
+        InvalidRequest if not. Proofs are checked by ``finish``."""
+        for item in items:
+            self.check.take(item)
+        if self.proofs is None:
+            return [paillier.from_bytes(self.key, item) for item in items]
+        return self.proofs.add(items)
+
+    def finish(self) -> None:
+        """InvalidProof unless every proof read verifies: call before anything
+        read is handed on or charged for."""
+        if self.proofs is not None:
+            self.proofs.finish()
+
+
 class Inbound:
     """Checks a hop's header and stream for one node."""
 
@@ -43,7 +69,7 @@ class Inbound:
         self.federation, self.config, self.name = federation, config, name
         self.store, self.keys, self.replica = store, keys, replica
 
-    def check_header(self, h: HopHeader) -> tuple[tuple[str, ...], SetCheck]:
+    def check_header(self, h: HopHeader) -> tuple[tuple[str, ...], Sender]:
         """Validate a hop before any ciphertext is read.
 
         Returns the groups (if any) and the check of the previous hop's signed
@@ -78,7 +104,7 @@ class Inbound:
             )
         return groups, self._sender_check(h, query)
 
-    def _sender_check(self, h: HopHeader, query: QueryAnnounced) -> SetCheck:
+    def _sender_check(self, h: HopHeader, query: QueryAnnounced) -> Sender:
         parties = query.parties
         if self.name not in parties[1:]:
             raise PolicyRefused(f"query {h.query_id} does not pass through {self.name}")
@@ -88,7 +114,12 @@ class Inbound:
             raise InvalidProof(f"no signed set from {sender}, the previous hop")
         stage = ORIGIN_SET if index == 1 else FILTER_SET
         verify_hop(h.sender, h.query_id, sender, stage, ca_cert=self.federation.ca_cert)
-        return SetCheck(sender, self._set_limit(h.epoch_id, sender))
+        check = SetCheck(sender, self._set_limit(h.epoch_id, sender))
+        # An origin's ciphertexts carry proofs of what they hold; a filter
+        # node's are not proven yet (docs/privacy.md, "Amplification").
+        layout = self.replica.contribution_layout(query, h.origin_key) if index == 1 else None
+        proofs = None if layout is None else paillier.BatchVerifier(layout, h.expected_records)
+        return Sender(check, h.origin_key, proofs)
 
     def _set_limit(self, epoch_id: str, sender: str) -> int:
         """The most a sender's set may hold, from the epoch's published sizes: a
@@ -101,7 +132,7 @@ class Inbound:
         return cap * int(records[sender]) + self.store.epoch(epoch_id).records
 
     def records(
-        self, h: HopHeader, items: Iterator[HopItem], check: SetCheck
+        self, h: HopHeader, items: Iterator[HopItem], sender: Sender
     ) -> Iterator[tuple[int, list[tuple[int, int]], bool]]:
         """Check a hop's stream and yield (seq, [(row, ciphertext)], last) per chunk.
 
@@ -109,8 +140,10 @@ class Inbound:
         must then arrive exactly once, in chunks numbered from 0, each
         ciphertext in range for the origin's key, in the signed set and not
         seen before; anything else raises InvalidRequest (InvalidProof,
-        InvalidCiphertext) naming the chunk. Stops after the last chunk.
+        InvalidCiphertext) naming the chunk; an origin's ciphertexts must
+        also carry valid proofs of what they hold. Stops after the last chunk.
         """
+        check = sender.check
         tokens, rows = self.store.token_rows(h.epoch_id)
         row_of = dict(zip(tokens, rows, strict=True))
         seen: set[bytes] = set()
@@ -131,8 +164,8 @@ class Inbound:
             expected_seq += 1
             if len(toks) != len(cts):
                 raise InvalidRequest(f"chunk {seq}: {len(toks)} tokens but {len(cts)} ciphertexts")
-            out = []
-            for tok, ct in zip(toks, cts, strict=True):
+            chunk_rows = []
+            for tok in toks:
                 row = row_of.get(tok)
                 if row is None:
                     raise InvalidRequest(
@@ -141,8 +174,8 @@ class Inbound:
                 if tok in seen:
                     raise InvalidRequest(f"chunk {seq}: a token sent twice")
                 seen.add(tok)
-                check.take(ct)
-                out.append((row, paillier.from_bytes(h.origin_key, ct)))
+                chunk_rows.append(row)
+            out = list(zip(chunk_rows, sender.read(cts), strict=True))
             # Checked before the last chunk is handed on, so a hop is charged
             # (on its last chunk) only once the whole stream has proved valid.
             if last and len(seen) != h.expected_records:

@@ -41,6 +41,8 @@ class NodeKeys:
         self._pool_lock = threading.Lock()
         self._peers: tuple[paillier.PublicKey, ...] = ()
         self._peer_encryptors: dict[int, paillier.Encryptor] = {}
+        # Pairs for proving this node's own ciphertexts as an origin (see warm_pools).
+        self.proof_pool: paillier.ProofPool | None = None
         self.identity: Identity = ceremony.sign_identity(
             name,
             self.x25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
@@ -106,7 +108,9 @@ class NodeKeys:
         (headcount.crypto.signed_sets), which it cannot size before the epoch
         is published: taken as its own size. So each pool is sized to twice
         this node's record count, capped at ``paillier.pool_limit``
-        (128 MiB of randomisers per key). Building the tables and filling the
+        (128 MiB of randomisers per key). With contribution proofs on, its own
+        key gets a ``ProofPool`` instead (the random exponents of its proofs and
+        their powers, for as many proofs). Building the tables and filling the
         pools happens in background threads and a nice-19 child process
         (``paillier.RandomiserPool``); serving does not wait for it.
         """
@@ -114,7 +118,15 @@ class NodeKeys:
         def warm() -> None:
             with self._pool_lock:
                 peers = self._peers
-            for enc in (self.encryptor, *(self.peer_encryptor(k) for k in peers)):
+            own: tuple[paillier.Encryptor, ...] = (self.encryptor,)
+            if self.federation.privacy.contribution_proofs:
+                # As origin it proves each ciphertext; the plain encryptor is then
+                # only for a mean's unproven values, computed when asked.
+                with self._pool_lock:
+                    if self.proof_pool is None:
+                        self.proof_pool = paillier.ProofPool(self.public, 2 * records)
+                own = ()
+            for enc in (*own, *(self.peer_encryptor(k) for k in peers)):
                 enc.start_pool(min(2 * records, paillier.pool_limit(enc.public_key)))
 
         threading.Thread(target=warm, name=f"{self.name}-pool-warm", daemon=True).start()
@@ -130,3 +142,5 @@ class NodeKeys:
             encryptors = [self.encryptor, *self._peer_encryptors.values()]
         for enc in encryptors:
             enc.stop_pool()
+        if self.proof_pool is not None:
+            self.proof_pool.stop()

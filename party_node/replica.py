@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from headcount.config import FederationConfig, PartyConfig
+from headcount.crypto import paillier
 from headcount.crypto.attest import Abandonment, sign_abandonment, verify_abandonment
 from headcount.domain.audit import GENESIS_HASH, AuditEvent, AuditLog, verify_chain
 from headcount.domain.events import (
@@ -24,7 +25,7 @@ from headcount.domain.events import (
     QueryRefused,
     TypedEvent,
 )
-from headcount.domain.measures import Packing, make_packing
+from headcount.domain.measures import Packing, contribution_layout, make_packing
 from headcount.domain.projects import ProjectDoc, verify_decision
 from headcount.errors import FailedPrecondition, InvalidProof, InvalidRequest, PolicyRefused
 from headcount.privacy.accountant import PeriodLedger
@@ -232,6 +233,16 @@ class Replica:
         if own != asked:
             raise PolicyRefused("the announced slot layout is not the one the query needs")
         return own
+
+    def contribution_layout(
+        self, query: QueryAnnounced, key: paillier.PublicKey
+    ) -> paillier.ProofLayout | None:
+        """What each of the origin's ciphertexts must prove it holds (None: sent
+        unproven), from the announced slot layout, which is re-derived here."""
+        if not self.federation.privacy.contribution_proofs:
+            return None
+        packing = self.announced_packing(query, self.noise_plan(query), key.n.bit_length())
+        return contribution_layout(packing, key, query.query_id, proofs=True)
 
     def check_project(self, project_id: str) -> None:
         """Take part only in a project this node's own steward approved (Five Safes).

@@ -42,6 +42,9 @@ class PairQuality:
     est_precision: float | None = None
     est_recall: float | None = None
     est_f1: float | None = None
+    # What the estimate rests on (`linkage.quality.ESTIMATE_BASES`); None
+    # without an estimate, and for epochs stored before it was kept.
+    estimate_basis: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As the store keeps it: the estimates only when there are some."""
@@ -50,7 +53,7 @@ class PairQuality:
             "key_links": self.key_links,
             "links": self.links,
         }
-        for name in ("est_precision", "est_recall", "est_f1"):
+        for name in ("est_precision", "est_recall", "est_f1", "estimate_basis"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -69,7 +72,12 @@ class PairQuality:
             est_precision=estimate("est_precision"),
             est_recall=estimate("est_recall"),
             est_f1=estimate("est_f1"),
+            estimate_basis=_text(data.get("estimate_basis")),
         )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _quality_to_json(quality: Mapping[PairKey, PairQuality]) -> str:

@@ -98,6 +98,7 @@ def _registry() -> dict[str, Attack]:
         "impersonation": protocol.impersonation,
         "replayed-ceremony": protocol.replayed_ceremony,
         "reordered-chunks": protocol.reordered_chunks,
+        "amplified-contribution": protocol.amplified_contribution,
         "replayed-epoch": protocol.replayed_epoch,
         "unannounced-query": protocol.unannounced_query,
         "audit-tampering": audit.tampering,

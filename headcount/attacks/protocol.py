@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 
 from headcount import tls
 from headcount.attacks import ATTACK_PROJECT, AttackResult
-from headcount.crypto import ceremony
-from headcount.crypto.paillier import PublicKey
+from headcount.crypto import ceremony, paillier
 from headcount.domain.events import QueryAnnounced
-from headcount.errors import InvalidProof
+from headcount.domain.query import QuerySpec
+from headcount.errors import HeadcountError, InvalidProof
 from headcount.local import LocalFederation
 from headcount.tls import Role
 from headcount.wire.node_values import ChunkIn, ContributeRequest, HopHeader, IndicatorRequest
@@ -117,7 +117,7 @@ def reordered_chunks(fed: LocalFederation) -> AttackResult:
     header = HopHeader(
         query_id="reordered",
         epoch_id=epoch,
-        origin_key=PublicKey.from_bytes(fed.nodes["education"].node.identity().paillier_n),
+        origin_key=paillier.PublicKey.from_bytes(fed.nodes["education"].node.identity().paillier_n),
         group_by="",
         filters=(),
         epsilon=0.1,
@@ -181,7 +181,7 @@ def replayed_epoch(fed: LocalFederation) -> AttackResult:
     header = HopHeader(
         query_id="replayed-epoch",
         epoch_id=current,
-        origin_key=PublicKey.from_bytes(n_bytes),
+        origin_key=paillier.PublicKey.from_bytes(n_bytes),
         group_by="",
         filters=(),
         epsilon=0.1,
@@ -201,3 +201,42 @@ def replayed_epoch(fed: LocalFederation) -> AttackResult:
         "a node's tokens from the previous epoch",
         lambda: stub.aggregate_by_group(header, [chunk]),
     )
+
+
+class _AmplifyingProver(paillier.Prover):
+    """A department's modified code: its first record that counts is encrypted
+    as 5 (counting five times where the noise is sized for one), with a valid
+    proof for the value set {0, 5} instead of the announced {0, 1}."""
+
+    def encrypt(self, plain: Sequence[int]) -> list[bytes]:
+        out = super().encrypt(plain)
+        first = next((i for i, v in enumerate(plain) if v), None)
+        if first is not None:
+            other = paillier.ProofLayout(self.layout.key, (0, 5), self.layout.context)
+            out[first] = paillier.Prover(other).encrypt([5])[0]
+        return out
+
+
+def amplified_contribution(fed: LocalFederation) -> AttackResult:
+    """A department, as a query's origin, makes one record count five times."""
+    node = fed.nodes["education"].node
+    spent = {p: r.node.ledger.spent() for p, r in fed.nodes.items()}
+    spec = QuerySpec(
+        "Attack suite: one record amplified.",
+        "education",
+        "immigration",
+        "immigration_status",
+        project_id=ATTACK_PROJECT,
+    )
+    knows = "its own code (origin of the query): one record encrypted as 5"
+    node.hops.prover = _AmplifyingProver
+    try:
+        with fed.analyst() as analyst:
+            analyst.query(spec)
+    except HeadcountError as exc:
+        charged = {p: r.node.ledger.spent() for p, r in fed.nodes.items()} != spent
+        outcome = f"refused: {str(exc)[:80]}" + ("; a ledger was charged" if charged else "")
+        return AttackResult("amplified-contribution", "department", knows, outcome, float(charged))
+    finally:
+        node.hops.prover = paillier.Prover
+    return AttackResult("amplified-contribution", "department", knows, "released", 1.0)

@@ -241,6 +241,7 @@ def link_files_command(
     A schema's [input] table names the columns once (an address may join
     several), the date order and the postcode style; see docs/linkage.md.
     """
+    from headcount.linkage.quality import basis_note
     from headcount.linkage.schema import DEFAULT_LINKAGE_SCHEMA
     from headcount.linkage.schema_file import load_schema
     from headcount.linkfiles import link_files, read_options
@@ -295,6 +296,7 @@ def link_files_command(
                     "threshold": r.thresholds[(a, b)],
                     "est_precision": q.est_precision if q else None,
                     "est_recall": q.est_recall if q else None,
+                    "estimate_basis": q.basis if q else None,
                 }
             )
         echo_json(
@@ -319,6 +321,7 @@ def link_files_command(
         q = r.quality.get((a, b))
         est = (
             f"est. precision {q.est_precision:.3f}, recall {q.est_recall:.3f}"
+            + (f" ({basis_note(q.basis)})" if basis_note(q.basis) else "")
             if q
             else "too few candidates to estimate quality"
         )

@@ -73,6 +73,7 @@ def link(config_path: Path | None, threshold: float, as_json: bool) -> None:
                         "threshold": p.threshold,
                         "est_precision": p.est_precision,
                         "est_recall": p.est_recall,
+                        "estimate_basis": p.estimate_basis,
                     }
                     for p in s.pairs
                 ],

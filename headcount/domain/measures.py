@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from headcount.crypto import paillier
 from headcount.crypto.dp import NoiseSpec
 from headcount.crypto.packing import SlotLayout
 from headcount.departments import attribute
@@ -94,6 +95,16 @@ class Packing:
                 self.layout.max_value, max(0, round(float(value) * self.scale))
             )
         return out
+
+    def allowed_values(self) -> tuple[int, ...] | None:
+        """Every plaintext an honest origin can send for one record: 0, or a 1 in
+        one category's count slot; None for a mean, whose sum slot takes any
+        value up to the attribute's maximum (no short proof covers that set;
+        docs/privacy.md, "Amplification")."""
+        if self.measure_attribute:
+            return None
+        rows = [self.row(True, category, "") for category in self.categories]
+        return (0, *(self.layout.pack(r) for r in rows))
 
     def read(self, packed_sum: int) -> dict[str, Cell]:
         """Per category: the (noisy) count, valued count and scaled sum."""
@@ -428,3 +439,16 @@ def decoded_cells(
             else:
                 out[(g, cat)] = cell
     return out
+
+
+def contribution_layout(
+    packing: Packing, key: paillier.PublicKey, query_id: str, *, proofs: bool
+) -> paillier.ProofLayout | None:
+    """What the origin's per-record ciphertexts (and its E(0) fills) must prove
+    they hold, or None when they travel unproven: proofs off, or a mean (see
+    ``Packing.allowed_values``). Origin, coordinator and receiver each derive it
+    from the same public facts; the query id binds each proof to its query."""
+    values = packing.allowed_values() if proofs else None
+    if values is None:
+        return None
+    return paillier.ProofLayout(key, values, query_id.encode())

@@ -90,6 +90,9 @@ class PairLinks:
     # few scores to fit.
     est_precision: float | None = None
     est_recall: float | None = None
+    # What the estimate rests on (`linkage.quality.ESTIMATE_BASES`); None
+    # without an estimate.
+    estimate_basis: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

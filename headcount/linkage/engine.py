@@ -18,6 +18,7 @@ candidate pair; the clusters are turned into dicts only when asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import secrets
@@ -48,6 +49,8 @@ from headcount.linkage.output_quality import (
     estimate_from_fit,
     estimate_written_quality,
     fit_output,
+    link_posterior,
+    pooled_match_shape,
 )
 from headcount.linkage.quality import QualityEstimate
 from headcount.linkage.schema import BlockingSpec
@@ -250,11 +253,15 @@ def link_parties(
     With ``floor`` (lowered to ``threshold`` if above it), the precision and
     recall of each pair's links, match-key links included, are estimated
     from a fixed sample of its smaller side scored down to the floor against
-    the other side's records no match-key link took (`_estimate`,
+    the other side's records no match-key link took (`_fit_pair`,
     `output_quality.estimate_output_quality`), at the threshold the CLK links are
-    cut at. With ``auto_threshold`` that threshold is the one maximising the
-    estimated F1, at least ``floor + output_quality.AUTO_MARGIN``; ``threshold``
-    is kept for a pair whose estimate cannot be fitted. The estimate reported
+    cut at. A pair with fewer than `output_quality.MIN_ANCHORS` records whose
+    partner is known is refitted with the match component of the pairs that
+    have enough (`output_quality.pooled_match_shape`; its estimate's
+    ``basis`` says so). With ``auto_threshold`` that threshold is the one
+    maximising the estimated F1, at least ``floor + output_quality.AUTO_MARGIN``;
+    ``threshold`` is kept for a pair whose estimate cannot be fitted. The
+    estimate reported
     (``quality``) is of the pairs the clustering finally wrote for the pair,
     those joined through a third party included
     (`output_quality.estimate_written_quality`).
@@ -291,23 +298,34 @@ def link_parties(
     samples: dict[tuple[str, str], _Sample] = {}
     if floor is not None:
         # The estimate describes what is written: the match-key links and the
-        # CLK links of the records they leave (see `_estimate`); after the
-        # clustering, the pairs it finally wrote (`_written_estimate`).
+        # CLK links of the records they leave (see `_fit_pair`); after the
+        # clustering, the pairs it finally wrote (`_Written`).
         floor = min(floor, threshold)
-        for a, b in pairs:
-            sample, thresholds[(a, b)] = _estimate(
-                clks[a],
-                clks[b],
-                keyed_links.get((a, b)),
-                floor,
-                threshold,
-                auto_threshold,
-                f"{a} x {b}",
-            )
-            if sample is None:
+        fitted = {
+            (a, b): _fit_pair(clks[a], clks[b], keyed_links.get((a, b)), floor, f"{a} x {b}")
+            for a, b in pairs
+        }
+        # A pair with too few known partners borrows the match component
+        # of the others (`output_quality.pooled_match_shape`).
+        shape = pooled_match_shape([f[0].fit for f in fitted.values() if f is not None])
+        for (a, b), found in fitted.items():
+            if found is None:
                 quality[(a, b)] = None
-            else:
-                samples[(a, b)] = sample
+                continue
+            sample, cands = found
+            if sample.fit.basis == "unanchored" and shape is not None:
+                keyed = sample.partner[sample.rows] >= 0
+                pooled = fit_output(cands, keyed, floor, match_shape=shape)
+                sample = dataclasses.replace(sample, fit=pooled)
+            samples[(a, b)] = sample
+            # A fit on a small department is too noisy to move the threshold
+            # (one wrong link in 45 costs two points of F1): it is reported,
+            # at the fixed one.
+            auto = auto_threshold and min(len(clks[a]), len(clks[b])) >= AUTO_THRESHOLD_MIN_RECORDS
+            thresholds[(a, b)] = estimate_from_fit(
+                sample.fit, threshold=threshold, auto_threshold=auto
+            ).threshold
+        del fitted
     full = [p for p in pairs if not blocked[p]]
     index = {p: k for k, p in enumerate(parties)}
     scored = dict(
@@ -335,12 +353,17 @@ def link_parties(
     blocks: list[EdgeBlock] = []
     candidates: dict[tuple[str, str], int] = {}
     key_links: dict[tuple[str, str], int] = {}
+    # Each pair's match-key links as sorted codes, for judging pairs written
+    # through a third party (`_Written`); only then.
+    key_codes: dict[tuple[str, str], np.ndarray] = {}
     for a, b in pairs:
         cands = scored.pop((a, b))
         candidates[(a, b)] = len(cands)
         if match_keys is not None:
             keyed = keyed_links.pop((a, b))
             key_links[(a, b)] = len(keyed)
+            if samples and len(parties) > 2:
+                key_codes[(a, b)] = np.sort(keyed.left * len(clks[b]) + keyed.right)
             # Exact keyed matches go first: score 1.0 puts them ahead of
             # every CLK edge in the greedy clustering.
             blocks.append(
@@ -362,10 +385,9 @@ def link_parties(
         (a, b): int(np.count_nonzero((members[:, index[a]] >= 0) & (members[:, index[b]] >= 0)))
         for a, b in pairs
     }
+    written = _Written(tuple(parties), members, clks, samples, key_codes)
     for (a, b), sample in samples.items():
-        quality[(a, b)] = _written_estimate(
-            sample, clks[a], clks[b], members[:, index[a]], members[:, index[b]], thresholds[(a, b)]
-        )
+        quality[(a, b)] = written.estimate(a, b, sample, thresholds[(a, b)])
     return LinkResult(
         tuple(parties), members, candidates, links, thresholds, quality, key_links, blocked
     )
@@ -381,23 +403,22 @@ class _Sample:
     partner: np.ndarray  # per smaller-side row, its match-key partner's row, or -1
 
 
-def _estimate(
+def _fit_pair(
     left: np.ndarray,
     right: np.ndarray,
     keyed: KeyLinks | None,
     floor: float,
-    threshold: float,
-    auto_threshold: bool,
     label: str,
-) -> tuple[_Sample | None, float]:
-    """(the fit of what a pair's run writes, the threshold it picks or keeps).
+) -> tuple[_Sample, Candidates] | None:
+    """(the fit of what a pair's run writes, the sample's candidates), or None.
 
     A fixed sample of the smaller side is scored against every record of the
     other side that no match-key link took (`_sample_candidates`): what is
     written for a sampled record is its match-key link if it has one, else
     its best CLK candidate among those records, if that reaches the
-    threshold. `output_quality.estimate_output_quality` turns that into precision
-    and recall; with ``auto_threshold`` it also picks the threshold.
+    threshold. `output_quality.estimate_output_quality` turns that into
+    precision and recall (and, with ``auto_threshold``, a threshold); the
+    candidates are kept for a refit with a pooled match component.
     """
     small_is_left = len(left) <= len(right)
     small, large = (left, right) if small_is_left else (right, left)
@@ -413,47 +434,85 @@ def _estimate(
     free = large[~taken] if bool(taken.any()) else large
     (cands,) = _sample_candidates([(small[rows], free)], floor)
     del free
-    # A fit on a small department is too noisy to move the threshold (one
-    # wrong link in 45 costs two points of F1): it is reported, at the fixed one.
-    auto = auto_threshold and len(small) >= AUTO_THRESHOLD_MIN_RECORDS
     try:
         fit = fit_output(cands, partner[rows] >= 0, floor)
-        estimate = estimate_from_fit(fit, threshold=threshold, auto_threshold=auto)
     except ValueError as exc:
-        # Nothing to fit: keep the fixed threshold.
+        # Nothing to fit: the fixed threshold is kept.
         log.info("%s: no quality estimate (%s)", label, exc)
-        return None, threshold
-    return _Sample(fit, rows, small_is_left, partner), estimate.threshold
+        return None
+    if fit.basis == "unanchored":
+        log.info("%s: %d records with a known partner: estimate unanchored", label, fit.known)
+    return _Sample(fit, rows, small_is_left, partner), cands
 
 
-def _written_estimate(
-    sample: _Sample,
-    left: np.ndarray,
-    right: np.ndarray,
-    left_members: np.ndarray,
-    right_members: np.ndarray,
-    threshold: float,
-) -> QualityEstimate:
-    """The estimate of the pairs the clustering wrote for a pair's sampled records.
+@dataclass(frozen=True, slots=True, eq=False)
+class _Written:
+    """What the clustering wrote, and what judging it needs (`estimate`)."""
 
-    Each cluster holding a record of both parties writes a pair, whether or
-    not the two were linked directly (`LinkResult.pairs`), so the written
-    pair of a sampled record can be another than its own link, or none
-    (`output_quality.estimate_written_quality`).
-    """
-    small, large = (left, right) if sample.small_is_left else (right, left)
-    own, other = (
-        (left_members, right_members) if sample.small_is_left else (right_members, left_members)
-    )
-    both = (own >= 0) & (other >= 0)
-    written = np.full(len(small), -1, dtype=np.int64)
-    written[own[both]] = other[both]
-    mate = written[sample.rows]
-    has = mate >= 0
-    sure = has & (mate == sample.partner[sample.rows])
-    scores = np.full(len(mate), np.nan)
-    scores[has] = row_dice(small[sample.rows[has]], large[mate[has]])
-    return estimate_written_quality(sample.fit, threshold, sure=sure, scores=scores)
+    parties: tuple[str, ...]
+    members: np.ndarray  # clusters x parties: record row, or -1
+    clks: Mapping[str, np.ndarray]
+    samples: Mapping[tuple[str, str], _Sample]
+    key_codes: Mapping[tuple[str, str], np.ndarray]  # per pair, sorted left * n_right + right
+
+    def estimate(self, a: str, b: str, sample: _Sample, threshold: float) -> QualityEstimate:
+        """The estimate of the pairs the clustering wrote for a pair's sampled records.
+
+        Each cluster holding a record of both parties writes a pair, whether
+        or not the two were linked directly (`LinkResult.pairs`), so the
+        written pair of a sampled record can be another than its own link,
+        or none. A pair joined through a third party's record ``k`` is true
+        at least when both its links are: its ``via`` is the best product,
+        over the cluster's other records, of the chances that each of the
+        two links is true (`_truth`). A true pair of 0.65 joined through two
+        sure links of health, among the chance pairs of a small pair, was
+        otherwise counted as false (`output_quality.estimate_written_quality`).
+        """
+        col = {p: k for k, p in enumerate(self.parties)}
+        small, large = (a, b) if sample.small_is_left else (b, a)
+        own, other = self.members[:, col[small]], self.members[:, col[large]]
+        cluster = np.full(len(self.clks[small]), -1, dtype=np.int64)
+        cluster[own[own >= 0]] = np.flatnonzero(own >= 0)
+        at = cluster[sample.rows]
+        mate = np.where(at >= 0, other[np.maximum(at, 0)], -1)
+        has = mate >= 0
+        sure = has & (mate == sample.partner[sample.rows])
+        rows = sample.rows[has]
+        scores = np.full(len(mate), np.nan)
+        scores[has] = row_dice(self.clks[small][rows], self.clks[large][mate[has]])
+        via = np.zeros(len(mate))
+        for third in self.parties:
+            if third in (a, b):
+                continue
+            k = self.members[at[has], col[third]]
+            on = k >= 0
+            if not bool(on.any()):
+                continue
+            chance = self._truth(small, rows[on], third, k[on]) * self._truth(
+                third, k[on], large, mate[has][on]
+            )
+            held = np.flatnonzero(has)[on]
+            via[held] = np.maximum(via[held], chance)
+        return estimate_written_quality(sample.fit, threshold, sure=sure, scores=scores, via=via)
+
+    def _truth(self, p: str, x: np.ndarray, q: str, y: np.ndarray) -> np.ndarray:
+        """Chance that record ``x[i]`` of ``p`` and ``y[i]`` of ``q`` are one person.
+
+        1 for a match-key link of the pair; otherwise the pair's fitted
+        posterior at their Dice score (`output_quality.link_posterior`), 0
+        for a pair without a fit.
+        """
+        (a, u), (b, v) = ((p, x), (q, y)) if p < q else ((q, y), (p, x))
+        out = np.zeros(len(u))
+        sample = self.samples.get((a, b))
+        if sample is not None:
+            out = link_posterior(sample.fit, row_dice(self.clks[a][u], self.clks[b][v]))
+        codes = self.key_codes.get((a, b))
+        if codes is not None and len(codes):
+            code = u * len(self.clks[b]) + v
+            found = np.minimum(np.searchsorted(codes, code), len(codes) - 1)
+            out[codes[found] == code] = 1.0
+        return out
 
 
 def _party_digests(keys: MatchKeys, clks: np.ndarray, party: str) -> np.ndarray:

@@ -103,6 +103,23 @@ class ScoreMixture:
         if self.iterations < 0:
             raise ValueError("iterations must be >= 0")
 
+    def log_likelihood_ratio(self, scores: np.ndarray) -> np.ndarray:
+        """log P(score | match) / P(score | non-match) for each score, without
+        the shares: +inf at exactly 1 (never a non-match). For a model without
+        the agreement feature.
+
+        Raises:
+            ValueError: scores outside [floor, 1], or a model with the feature.
+        """
+        if self.agree_match is not None:
+            raise ValueError("log_likelihood_ratio is for a model without agreement")
+        x, exact = prepare_scores(scores, self.floor)
+        log_m, log_u = _log_joint(self, np.log(x), np.log1p(-x), exact, None)
+        shares = math.log(self.match_share) - math.log1p(-self.match_share)
+        with np.errstate(invalid="ignore"):
+            out: np.ndarray = np.where(exact, np.inf, log_m - log_u - shares)
+        return out
+
     def posterior(self, scores: np.ndarray, agreement: np.ndarray | None = None) -> np.ndarray:
         """P(match | score[, agreement]) for each score, as a float64 array.
 
@@ -132,6 +149,7 @@ def fit_mixture(
     nonmatch_agreement: np.ndarray | None = None,
     max_iterations: int = 1000,
     tolerance: float = 1e-7,
+    match_shape: tuple[float, float] | None = None,
 ) -> tuple[ScoreMixture, np.ndarray]:
     """Fit the mixture by EM; return it and each score's posterior match probability.
 
@@ -150,11 +168,15 @@ def fit_mixture(
             ``agreement`` and ``nonmatch_scores`` are given.
         max_iterations: EM iteration limit, >= 1.
         tolerance: stop when no posterior moves by more than this, > 0.
+        match_shape: optional ``(a_m, b_m)`` of the matches' beta, held fixed
+            (``a_m >= 1``, ``b_m > 0``): EM then fits only the shares and the
+            non-match component. For links too few to show what a match
+            scores (`output_quality.pooled_match_shape`).
 
     Raises:
         ValueError: on empty scores, scores outside [floor, 1], every score
-            exactly 1, a bad floor, misaligned or missing agreement arrays, or
-            bad limits.
+            exactly 1, a bad floor, misaligned or missing agreement arrays, a
+            bad ``match_shape``, or bad limits.
     """
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
         raise ValueError("max_iterations must be a positive int")
@@ -162,6 +184,12 @@ def fit_mixture(
         raise ValueError("max_iterations must be a positive int")
     if not tolerance > 0.0:
         raise ValueError("tolerance must be > 0")
+    if match_shape is not None and not (
+        len(match_shape) == 2
+        and 1.0 <= match_shape[0] <= MAX_SHAPE
+        and MIN_SHAPE <= match_shape[1] <= MAX_SHAPE
+    ):
+        raise ValueError(f"match_shape must be (a, b) with a in [1, {MAX_SHAPE}], b >= {MIN_SHAPE}")
     x, exact = prepare_scores(scores, floor)
     if bool(exact.all()):
         raise ValueError("every score is exactly 1: nothing to tell matches from non-matches")
@@ -173,8 +201,10 @@ def fit_mixture(
     # Start from "matches are the upper half of the range", softened so that
     # neither component begins empty.
     gamma = np.where(exact, 1.0, np.where(x > 0.5, 0.9, 0.1))
-    model = ScoreMixture(floor, 0.5, 0.5, (5.0, 1.0), (1.0, 5.0))
-    model = _m_step(model, gamma, log_x, log_1mx, exact, agrees, anchors)
+    fixed = match_shape is not None
+    start = (float(match_shape[0]), float(match_shape[1])) if match_shape else (5.0, 1.0)
+    model = ScoreMixture(floor, 0.5, 0.5, start, (1.0, 5.0))
+    model = _m_step(model, gamma, log_x, log_1mx, exact, agrees, anchors, fixed)
     converged = False
     iterations = 0
     while iterations < max_iterations:
@@ -183,7 +213,7 @@ def fit_mixture(
         updated = _monotone(np.exp(log_m - np.logaddexp(log_m, log_u)), descending)
         change = float(np.max(np.abs(updated - gamma)))
         gamma = updated
-        model = _m_step(model, gamma, log_x, log_1mx, exact, agrees, anchors)
+        model = _m_step(model, gamma, log_x, log_1mx, exact, agrees, anchors, fixed)
         if change < tolerance:
             converged = True
             break
@@ -320,8 +350,10 @@ def _m_step(
     exact: np.ndarray,
     agrees: np.ndarray | None,
     anchors: _Anchors,
+    fixed_match: bool = False,
 ) -> ScoreMixture:
-    """Weighted maximum-likelihood parameters given posteriors ``gamma``."""
+    """Weighted maximum-likelihood parameters given posteriors ``gamma``
+    (the match shape kept as it is with ``fixed_match``)."""
     n = len(gamma)
     match_weight = float(gamma.sum())
     # Clamped away from 0 and 1 so neither component can vanish: a mixture
@@ -329,13 +361,17 @@ def _m_step(
     pi = min(max(match_weight / n, 1.0 / (n + 1)), n / (n + 1))
     q = float(gamma[exact].sum()) / match_weight if match_weight > MIN_WEIGHT else 0.0
     inexact = ~exact
-    match_shape = weighted_beta(
-        gamma[inexact],
-        log_x[inexact],
-        log_1mx[inexact],
-        previous.match_shape,
-        a_min=1.0,
-        b_min=MIN_SHAPE,
+    match_shape = (
+        previous.match_shape
+        if fixed_match
+        else weighted_beta(
+            gamma[inexact],
+            log_x[inexact],
+            log_1mx[inexact],
+            previous.match_shape,
+            a_min=1.0,
+            b_min=MIN_SHAPE,
+        )
     )
     nonmatch_shape = weighted_beta(
         np.concatenate((1.0 - gamma[inexact], np.ones(anchors.size))),

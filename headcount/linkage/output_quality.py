@@ -22,6 +22,18 @@ of the other side that no match-key link took:
   partner, competition included: records with many bits set are the best
   chance candidate of many records at once, and anchors that ignored this
   ran 0.02 above the non-matching links they stand for.
+* **Too few known partners** (under `MIN_ANCHORS`): a pair whose shared
+  people are nearly all linked by match-keys has CLK links that are nearly
+  all chance pairs, and runner-ups (second-best chance scores) as anchors
+  run below them; a match component fitted there settles on their upper
+  tail (education x justice on the federation benchmark: 88-123 "matches"
+  among 466-508 chance links, recall 85-91 points low). What a true match
+  scores is a property of the encoding and the errors, which the pairs of a
+  run share; so such a pair borrows the match shape of the pairs that have
+  enough (`pooled_match_shape`) and fits only the shares and its non-match
+  component (basis ``"pooled"``). With nothing to borrow from (two files,
+  or no pair with enough) the runner-ups stand in as before and the
+  estimate says so (basis ``"unanchored"``).
 * **Precision** at ``t`` is ``(K + sum of g over links >= t) / (K + links
   >= t)``, ``K`` the sampled records a match-key links.
 * **Recall** is relative to every sampled record with a true partner on the
@@ -47,8 +59,22 @@ because some true matches score among the chance pairs (0.55-0.65), where a
 beta's left tail puts too few of them; their number is not identifiable from
 the scores alone (runner-up gaps, per-record chance tails and a flat extra
 match component were tried: each moved the estimate by profile-dependent
-amounts, none consistently toward the truth). Held out (FEBRL4, 5,000 x
-5,000): precision and recall within 0.3 of a point at the automatic threshold.
+amounts, none consistently toward the truth). On the harsh profile at 20,000
+people, 46-50 true partners are lost outright (their record's best chance
+pair outscores them, at 0.50-0.65) where `_lost_matches` counts about 1.
+Also tried, none adopted: counting the lost partners of every link, not
+only of links more likely matches than not (1.0-1.3 points high there, but
+1.1-2.3 points low on 700-record samples: a flat posterior just above the
+floor times ``1 / G``); inverse-probability weighting even with the true
+links' labels (33 and 89 for 46 and 50 lost); a match beta for all
+unkeyed matches times ``G`` (a match is a link only when it beats the best
+chance pair), a flat extra match component under the same ``G``, and the
+anchors' own smoothed distribution for the non-matches (none moved the
+harsh error by more than 0.25 points); and the match-key links' own Dice scores
+as the match distribution: they are the cleanest matches (1.2% of them
+below 0.65, against 11% of the unkeyed matches), so they say little of the
+tail (docs/benchmarks.md). Held out (FEBRL4, 5,000 x 5,000): precision and recall within 0.3 of
+a point at the automatic threshold.
 
 The sample (`engine.QUALITY_SAMPLE_ROWS` records) competes only within itself
 for candidates: on a large side its non-matching links score a little higher
@@ -65,7 +91,10 @@ stronger link through a third party can take a record from its own partner.
 So after clustering the engine re-estimates each pair on the same sample
 from the pairs actually written for it: a match-key link of the pair counts
 as true, any other written pair as the fitted posterior at its own a-b Dice
-score (0 below the floor), and recall divides by the same expected true
+score (0 below the floor) or, if higher, as true through a third party's
+record of its cluster: the chance that both links through it are true (1
+for a match-key link), as prior odds, times the likelihood ratio of the
+pair's own score (`_through`). Recall divides by the same expected true
 partners, so a partner the clustering separated counts as missed. With two
 parties this is the pair's estimate, on the full run's links instead of the
 sample's own solve.
@@ -74,11 +103,12 @@ sample's own solve.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from headcount.linkage.beta import MIN_WEIGHT, beta_logpdf
+from headcount.linkage.beta import MIN_SHAPE, MIN_WEIGHT, beta_logpdf, weighted_beta
 from headcount.linkage.dice import Candidates
 from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture, prepare_scores
 from headcount.linkage.quality import QualityEstimate, runner_up_scores
@@ -87,20 +117,27 @@ from headcount.linkage.solve import match_one_to_one
 __all__ = [
     "AUTO_MARGIN",
     "MIN_ANCHORS",
+    "MIN_POOLED_MATCHES",
     "OutputFit",
     "estimate_from_fit",
     "estimate_output_quality",
     "estimate_written_quality",
     "fit_output",
+    "link_posterior",
+    "pooled_match_shape",
 ]
 
 # An automatic threshold is never within this of the floor: the fit's
 # non-match component is cut at the floor, and is least sure just above it.
 AUTO_MARGIN = 0.05
 _GRID_STEPS = 1000  # automatic thresholds are multiples of 1 / _GRID_STEPS
-# Below this many anchors from records whose partner is known, runner-ups
-# join them (`estimate_output_quality`).
+# Below this many anchors from records whose partner is known, the match
+# component is borrowed from the run's other pairs (`pooled_match_shape`),
+# or, with none to borrow from, runner-ups join the anchors.
 MIN_ANCHORS = 50
+# A pooled match component needs at least this many expected CLK matches
+# (the posteriors' sum over the lending pairs' inexact links).
+MIN_POOLED_MATCHES = 20.0
 # Grid for the non-match distribution in `_lost_matches`, and the least
 # chance of beating the best non-match it believes.
 _GRID = 2000
@@ -180,6 +217,14 @@ class OutputFit:
         lost: expected true matches that are no record's link, >= 0.
         model: the fitted mixture; None when every CLK link scored 1 (or
             there was none), and every one is then taken as true.
+        known: records whose partner is known (a match-key link, or a link
+            at exactly 1) that gave a non-match anchor (`_anchors`), >= 0.
+        basis: what the fit rests on, one of `quality.ESTIMATE_BASES`:
+            ``"own"`` (``known >= MIN_ANCHORS``, or no model needed),
+            ``"pooled"`` (fewer: the match component's shape came from the
+            run's other pairs, `pooled_match_shape`) or ``"unanchored"``
+            (fewer, and none to borrow from: runner-ups stood in for the
+            anchors, and the match component may be fitted to chance pairs).
     """
 
     floor: float
@@ -189,6 +234,8 @@ class OutputFit:
     gamma: np.ndarray
     lost: float
     model: ScoreMixture | None
+    known: int = 0
+    basis: str = "own"
 
     @property
     def matches(self) -> float:
@@ -196,12 +243,25 @@ class OutputFit:
         return self.keyed + float(self.gamma.sum()) + self.lost
 
 
-def fit_output(candidates: Candidates, keyed: np.ndarray, floor: float) -> OutputFit:
+def fit_output(
+    candidates: Candidates,
+    keyed: np.ndarray,
+    floor: float,
+    *,
+    match_shape: tuple[float, float] | None = None,
+) -> OutputFit:
     """Fit the model of what a run writes for a sample (`estimate_output_quality`).
+
+    With ``match_shape`` (from `pooled_match_shape`) the matches' beta is
+    held at it, and only the non-match anchors of records whose partner is
+    known shape the non-match component (no runner-ups): the fit's
+    ``basis`` is then ``"pooled"``. For a pair with fewer than `MIN_ANCHORS`
+    such records, whose own fit is ``"unanchored"``.
 
     Raises:
         ValueError: ``keyed`` is not a non-empty bool array, a candidate names
-            a sampled record outside it, or the floor is outside (0, 1).
+            a sampled record outside it, the floor is outside (0, 1), or
+            ``match_shape`` is out of range (`mixture.fit_mixture`).
     """
     prepare_scores(np.array([floor]), floor)  # checks the floor
     flags = np.asarray(keyed)
@@ -209,10 +269,49 @@ def fit_output(candidates: Candidates, keyed: np.ndarray, floor: float) -> Outpu
         raise ValueError("keyed must be a non-empty bool array, one entry per sampled record")
     if len(candidates) and int(candidates.left.max()) >= len(flags):
         raise ValueError("a candidate names a sampled record outside keyed")
-    return _fit(candidates, flags, floor)
+    return _fit(candidates, flags, floor, match_shape)
 
 
-def _fit(candidates: Candidates, keyed: np.ndarray, floor: float) -> OutputFit:
+def pooled_match_shape(fits: Sequence[OutputFit]) -> tuple[float, float] | None:
+    """The matches' beta shape of a run, from its pairs with an ``"own"`` fit.
+
+    What a true match scores is a property of the encoding and of the
+    errors in the records, which the pairs of one run largely share; what a
+    chance pair scores depends on each pair's sizes and people. So a pair
+    with too few records whose partner is known to show its non-matches
+    (most of its shared people linked by match-keys: the CLK links it is
+    fitted to are then nearly all chance pairs, and an own match component
+    settles on their upper tail, 85-91 points of recall low on the
+    federation benchmark) borrows the match shape and fits only the shares
+    and its non-match component (`fit_output` with ``match_shape``).
+
+    Returns the weighted maximum-likelihood beta of the lending fits'
+    inexact links, each weighted by its posterior, or None when they hold
+    fewer than `MIN_POOLED_MATCHES` expected matches.
+    """
+    xs: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for fit in fits:
+        if fit.basis != "own" or fit.model is None:
+            continue
+        x, exact = prepare_scores(fit.scores, fit.floor)
+        xs.append(x[~exact])
+        weights.append(fit.gamma[~exact])
+    if not xs:
+        return None
+    x = np.concatenate(xs)
+    w = np.concatenate(weights)
+    if float(w.sum()) < MIN_POOLED_MATCHES:
+        return None
+    return weighted_beta(w, np.log(x), np.log1p(-x), (5.0, 1.0), a_min=1.0, b_min=MIN_SHAPE)
+
+
+def _fit(
+    candidates: Candidates,
+    keyed: np.ndarray,
+    floor: float,
+    match_shape: tuple[float, float] | None,
+) -> OutputFit:
     rows = len(keyed)
     k = int(keyed.sum())
     open_rows = ~keyed[candidates.left]
@@ -223,21 +322,26 @@ def _fit(candidates: Candidates, keyed: np.ndarray, floor: float) -> OutputFit:
     scores = np.sort(links.score)[::-1]
     if not len(scores) or bool(np.all(scores >= 1.0)):
         gamma = np.ones(len(scores))
-        return OutputFit(floor, k, rows, scores, gamma, 0.0, None)
+        return OutputFit(floor, k, rows, scores, gamma, 0.0, None, k)
     # Records whose partner is known: a match-key holds them, or their link
     # scores exactly 1 (identical encodings; never a non-match).
     sure = keyed.copy()
     sure[links.left[links.score >= 1.0]] = True
     anchors = _anchors(candidates, sure, links)
-    if len(anchors) < MIN_ANCHORS:
-        # Too few such records to show what a non-match looks like: add the
-        # runner-ups of the others (second-best chance scores, a little low
-        # for a non-matching link).
+    known = len(anchors)
+    basis = "own"
+    if match_shape is not None:
+        basis = "pooled"
+    elif known < MIN_ANCHORS:
+        # Too few such records to show what a non-match looks like, and no
+        # match component to borrow: add the runner-ups of the others
+        # (second-best chance scores, a little low for a non-matching link).
+        basis = "unanchored"
         runner_ups, _ = runner_up_scores(free, links)
         anchors = np.concatenate((anchors, runner_ups[runner_ups < 1.0]))
-    model, gamma = fit_mixture(scores, floor, nonmatch_scores=anchors)
+    model, gamma = fit_mixture(scores, floor, nonmatch_scores=anchors, match_shape=match_shape)
     lost = _lost_matches(model, scores, gamma)
-    return OutputFit(floor, k, rows, scores, gamma, lost, model)
+    return OutputFit(floor, k, rows, scores, gamma, lost, model, known, basis)
 
 
 def _anchors(candidates: Candidates, sure: np.ndarray, links: Candidates) -> np.ndarray:
@@ -319,11 +423,36 @@ def _output_estimate(parts: OutputFit, threshold: float, lowest: float | None) -
         p, r = 1.0, (k / matches if matches > MIN_WEIGHT else 1.0)
     else:
         p, r = float(precision[at]), float(recall[at])
-    return _quality(chosen, p, r, matches, parts.records, parts.model)
+    return _quality(chosen, p, r, matches, parts)
+
+
+def link_posterior(fit: OutputFit, scores: np.ndarray) -> np.ndarray:
+    """P(true match) of CLK links of the fit's pair at Dice ``scores``, in [0, 1].
+
+    The fitted mixture's posterior (`ScoreMixture.posterior`); 1 at exactly
+    1; 0 below the floor, where the fit says nothing and a non-match is all
+    but sure; with no model (every CLK link the fit saw scored 1), 0 below 1.
+    """
+    dice = np.asarray(scores, dtype=np.float64)
+    if fit.model is None:
+        out: np.ndarray = (dice >= 1.0).astype(np.float64)
+        return out
+    # A score of exactly 1 is never a non-match (`mixture`), even where the
+    # fit saw no match score 1 and its posterior there is 0 / 0.
+    gamma = (dice >= 1.0).astype(np.float64)
+    fitted = (dice >= fit.floor) & (dice < 1.0)
+    if bool(fitted.any()):
+        gamma[fitted] = fit.model.posterior(dice[fitted])
+    return gamma
 
 
 def estimate_written_quality(
-    fit: OutputFit, threshold: float, *, sure: np.ndarray, scores: np.ndarray
+    fit: OutputFit,
+    threshold: float,
+    *,
+    sure: np.ndarray,
+    scores: np.ndarray,
+    via: np.ndarray | None = None,
 ) -> QualityEstimate:
     """The estimate of the pairs a run finally wrote for the sampled records.
 
@@ -334,8 +463,10 @@ def estimate_written_quality(
     can take a record away from its own partner. So each sampled record's
     written pair is judged on its own: a match-key link of the pair is true,
     any other is true with the fitted mixture's posterior at the pair's own
-    Dice score (0 below the floor, where the fit says nothing and a non-match
-    is all but sure). Precision is their sum over the written pairs; recall
+    Dice score (`link_posterior`) or, if higher, with the chance that it is
+    true through a third party: the chance ``via`` that both its links
+    through that party are true, weighed by what the pair's own score says
+    (`_through`). Precision is their sum over the written pairs; recall
     is that sum over the fit's expected true partners (`OutputFit.matches`),
     so a true partner the clustering separated counts as missed.
 
@@ -346,10 +477,14 @@ def estimate_written_quality(
         sure: bool per sampled record: its written pair is a match-key link.
         scores: float per sampled record: the Dice score of its written
             pair, NaN where nothing was written for it (ignored where ``sure``).
+        via: optional float per sampled record in [0, 1]: the chance that
+            its written pair is true through a third party's record in the
+            same cluster (ignored where nothing was written).
 
     Raises:
-        ValueError: ``sure`` and ``scores`` are not one entry per sampled
-            record, a score is outside [0, 1], or the threshold is out of range.
+        ValueError: ``sure``, ``scores`` or ``via`` is not one entry per
+            sampled record, a score or ``via`` is outside [0, 1], or the
+            threshold is out of range.
     """
     flags = np.asarray(sure)
     dice = np.asarray(scores, dtype=np.float64)
@@ -360,39 +495,62 @@ def estimate_written_quality(
         raise ValueError("scores must be in [0, 1] or NaN")
     if not fit.floor <= threshold <= 1.0:
         raise ValueError("threshold must be in [floor, 1]")
-    clk = dice[written & ~flags]
-    if fit.model is None:
-        # Every CLK link the fit saw scored 1: only those count as sure.
-        gamma = (clk >= 1.0).astype(np.float64)
-    else:
-        gamma = np.zeros(len(clk))
-        fitted = clk >= fit.floor
-        if bool(fitted.any()):
-            gamma[fitted] = fit.model.posterior(clk[fitted])
+    clk = written & ~flags
+    gamma = link_posterior(fit, dice[clk])
+    if via is not None:
+        through = np.asarray(via, dtype=np.float64)
+        if through.shape != flags.shape:
+            raise ValueError("via must hold one entry per sampled record")
+        if bool(np.any(~((through[clk] >= 0.0) & (through[clk] <= 1.0)))):
+            raise ValueError("via must be in [0, 1]")
+        gamma = np.maximum(gamma, _through(fit, dice[clk], through[clk]))
     true_links = float(flags.sum()) + float(gamma.sum())
     n = int(written.sum())
     p = true_links / n if n else 1.0
     matches = fit.matches
     r = true_links / matches if matches > MIN_WEIGHT else 1.0
-    return _quality(threshold, p, r, matches, fit.records, fit.model)
+    return _quality(threshold, p, r, matches, fit)
+
+
+def _through(fit: OutputFit, dice: np.ndarray, via: np.ndarray) -> np.ndarray:
+    """P(true) of written pairs joined through a third party.
+
+    The chance ``via`` that both links through the third party are true,
+    as prior odds, times the likelihood ratio of the pair's own Dice score
+    under the pair's fit (taken at the floor below it): a pair of two
+    match-key links is true, but one joined through a link at the third
+    pair's threshold, with a score of its own that no match has, is not
+    (a child's record joined to a stranger's through its father's, on the
+    federation benchmark). With no model, ``via`` as it is (1 at a score of
+    exactly 1).
+    """
+    out = np.zeros(len(dice))
+    out[via >= 1.0] = 1.0
+    rest = (via > 0.0) & (via < 1.0)
+    if not bool(rest.any()):
+        return out
+    if fit.model is None:
+        out[rest] = np.where(dice[rest] >= 1.0, 1.0, via[rest])
+        return out
+    log_ratio = fit.model.log_likelihood_ratio(np.clip(dice[rest], fit.floor, 1.0))
+    log_odds = np.log(via[rest]) - np.log1p(-via[rest]) + log_ratio
+    out[rest] = 0.5 * (1.0 + np.tanh(0.5 * log_odds))  # the logistic, finite at +-inf
+    return out
 
 
 def _quality(
-    threshold: float,
-    precision: float,
-    recall: float,
-    matches: float,
-    records: int,
-    model: ScoreMixture | None,
+    threshold: float, precision: float, recall: float, matches: float, fit: OutputFit
 ) -> QualityEstimate:
     """A QualityEstimate from its parts, precision and recall capped at 1."""
     p, r = min(1.0, precision), min(1.0, recall)
+    model = fit.model
     return QualityEstimate(
         threshold=threshold,
         est_precision=p,
         est_recall=r,
         est_f1=2.0 * p * r / (p + r) if p + r > 0.0 else 0.0,
-        match_share=min(1.0, matches / records),
+        match_share=min(1.0, matches / fit.records),
         converged=True if model is None else model.converged,
         iterations=0 if model is None else model.iterations,
+        basis=fit.basis,
     )

@@ -59,11 +59,28 @@ from headcount.linkage.mixture import DEFAULT_FLOOR, check_agreement, fit_mixtur
 from headcount.linkage.solve import match_one_to_one
 
 __all__ = [
+    "ESTIMATE_BASES",
     "QualityEstimate",
+    "basis_note",
     "estimate_link_quality",
     "estimate_quality",
     "runner_up_scores",
 ]
+
+
+# What an estimate's fit rests on (`output_quality.OutputFit.basis`), and
+# what a table says of it (`basis_note`).
+ESTIMATE_BASES = ("own", "pooled", "unanchored")
+_BASIS_NOTES = {
+    "own": "",
+    "pooled": "match scores pooled from the other pairs",
+    "unanchored": "few known partners: may be far off",
+}
+
+
+def basis_note(basis: str | None) -> str:
+    """A short note on an estimate's basis for tables: empty for ``"own"`` or None."""
+    return _BASIS_NOTES.get(basis or "own", basis or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +99,13 @@ class QualityEstimate:
             that are matches (the link-only estimates), [0, 1].
         converged: whether EM met its tolerance within the iteration limit.
         iterations: EM iterations run, >= 0.
+        basis: what the fit rests on, one of `ESTIMATE_BASES`: ``"own"``,
+            the pair's own links; ``"pooled"``, the pair's links with the
+            match component's shape borrowed from the run's other pairs
+            (too few of its records have a known partner to fit it);
+            ``"unanchored"``, too few known partners and nothing to borrow
+            from, so the estimate may be far off (see
+            `headcount.linkage.output_quality`).
 
     Raises:
         ValueError: a value is outside its range or NaN.
@@ -94,6 +118,7 @@ class QualityEstimate:
     match_share: float
     converged: bool
     iterations: int
+    basis: str = "own"
 
     def __post_init__(self) -> None:
         for name in ("threshold", "est_precision", "est_recall", "est_f1", "match_share"):
@@ -109,6 +134,8 @@ class QualityEstimate:
             raise ValueError("iterations must be a non-negative int")
         if not isinstance(self.converged, bool):
             raise ValueError("converged must be a bool")
+        if self.basis not in ESTIMATE_BASES:
+            raise ValueError(f"basis must be one of {ESTIMATE_BASES}")
 
 
 def estimate_quality(

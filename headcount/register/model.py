@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -264,7 +265,22 @@ def read_rows(db_path: Path) -> list[tuple[Any, ...]]:
                     return []
                 raise
     except sqlite3.DatabaseError as exc:
-        raise FailedPrecondition(f"{db_path} is not a readable audit log: {exc}") from None
+        hint = ""
+        shm = db_path.with_name(db_path.name + "-shm")
+        if (
+            isinstance(exc, sqlite3.OperationalError)
+            and not shm.exists()
+            and not os.access(db_path.parent, os.W_OK)
+        ):
+            # The WAL's -wal and -shm files exist only while a writer holds the
+            # file open, and this reader may not create them (a read-only mount:
+            # "unable to open database file"; a directory of another user's:
+            # "attempt to write a readonly database").
+            hint = (
+                " (from a directory this process cannot write, SQLite opens it only while"
+                " the coordinator serves: it keeps the file's -wal and -shm beside it)"
+            )
+        raise FailedPrecondition(f"{db_path} is not a readable audit log: {exc}{hint}") from None
 
 
 def _to_event(row: Sequence[Any]) -> AuditEvent:

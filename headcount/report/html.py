@@ -22,6 +22,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
+from headcount.linkage.quality import basis_note
 from headcount.protect.labels import status_label
 from headcount.protect.sdc import SdcPolicy
 from headcount.report import plots
@@ -143,6 +144,7 @@ def _pair_rows(summary: EpochSummary) -> list[tuple[str, ...]]:
             _estimate(p.est_precision),
             _estimate(p.est_recall),
             _estimate(p.est_f1),
+            basis_note(p.estimate_basis) if p.est_precision is not None else "",
         )
         for p in summary.pairs
     ]

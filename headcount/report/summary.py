@@ -110,6 +110,8 @@ class PairSummary:
     est_recall: float | None
     est_f1: float | None
     histogram: ProtectedHistogram | None
+    # What the estimate rests on (`linkage.quality.ESTIMATE_BASES`).
+    estimate_basis: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class PairSummary:
             "est_precision": self.est_precision,
             "est_recall": self.est_recall,
             "est_f1": self.est_f1,
+            "estimate_basis": self.estimate_basis,
             "histogram": None if self.histogram is None else self.histogram.to_json(),
         }
 
@@ -275,6 +278,7 @@ def summarise_epoch(
                 est_recall=_estimate(quality.est_recall if quality else None),
                 est_f1=_estimate(quality.est_f1 if quality else None),
                 histogram=histogram,
+                estimate_basis=quality.estimate_basis if quality else None,
             )
         )
 

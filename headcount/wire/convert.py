@@ -342,6 +342,7 @@ def linkage_to_pb(s: LinkageSummary) -> co.LinkageSummary:
                 est_precision=p.est_precision or 0.0,
                 est_recall=p.est_recall or 0.0,
                 key_links=p.key_links,
+                estimate_basis=p.estimate_basis or "",
             )
             for p in s.pairs
         ],
@@ -364,6 +365,7 @@ def linkage_from_pb(m: co.LinkageSummary) -> LinkageSummary:
                 key_links=p.key_links,
                 est_precision=p.est_precision if p.has_estimate else None,
                 est_recall=p.est_recall if p.has_estimate else None,
+                estimate_basis=(p.estimate_basis or None) if p.has_estimate else None,
             )
             for p in m.pairs
         ),

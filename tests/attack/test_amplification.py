@@ -1,5 +1,7 @@
 """A deviating coordinator tries to amplify one record's contribution.
 
+(A deviating department's games are in test_department_amplification.py.)
+
 The coordinator places every ciphertext between hops, sums nothing and makes
 none of its own (docs/privacy.md, "Amplification"). Each game here is one way
 a coordinator would try anyway: scale a linked ciphertext (E(x)^k), hand one on
@@ -98,8 +100,10 @@ def _on_alignment(
 
 
 def _scale(key: paillier.PublicKey, out: list[bytes]) -> None:
-    c = paillier.from_bytes(key, out[0])
-    out[0] = paillier.to_bytes(key, pow(c, 5, key.nsquare))
+    # An origin's ciphertext carries its proof after it: scale the ciphertext, keep the rest.
+    width = key.ciphertext_bytes
+    c = paillier.from_bytes(key, out[0][:width])
+    out[0] = paillier.to_bytes(key, pow(c, 5, key.nsquare)) + out[0][width:]
 
 
 def _twice(key: paillier.PublicKey, out: list[bytes]) -> None:
@@ -107,8 +111,13 @@ def _twice(key: paillier.PublicKey, out: list[bytes]) -> None:
 
 
 def _own(key: paillier.PublicKey, out: list[bytes]) -> None:
-    enc = paillier.Encryptor.for_public_key(key)
-    out[-1] = paillier.to_bytes(key, enc.encrypt([1])[0])
+    if len(out[-1]) == key.ciphertext_bytes:
+        enc = paillier.Encryptor.for_public_key(key)
+        out[-1] = paillier.to_bytes(key, enc.encrypt([1])[0])
+        return
+    # Proofs need only the public key: the coordinator can prove its own E(1).
+    layout = paillier.ProofLayout(key, (0, 1), b"the coordinator's own")
+    (out[-1],) = paillier.Prover(layout).encrypt([1])
 
 
 def _unlinked(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:

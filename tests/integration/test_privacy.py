@@ -235,6 +235,7 @@ _LINKAGE_KEYS = {
     "est_precision",
     "est_recall",
     "est_f1",
+    "estimate_basis",
     "quality",
     "thresholds",
 }

@@ -7,7 +7,10 @@ working directory they cannot write, and every writable path on a "volume"
 (a temporary directory standing for /fed/state and /var/cache/headcount).
 Both must start, answer the health probes the image and compose use, run the
 linkage kernel (numba keeps its cache on the volume), stop cleanly on SIGTERM,
-and leave the install, HOME and the working directory as they were.
+and leave the install, HOME and the working directory as they were. As root,
+the register also builds its pages from the coordinator's state while it
+serves, as another uid that may read that volume but not write it (compose
+mounts it read-only into the register).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ SCORE = (
 )
 # This machine runs these two services; their keys are the only ones it holds.
 SERVICES = ("education", "coordinator")
+# The register's uid: it reads the coordinator's state and cannot write it.
+REGISTER = NOBODY - 1
 
 
 def image_env() -> dict[str, str]:
@@ -107,6 +112,12 @@ def test_node_and_coordinator_run_as_the_image_runs_them(scene: dict[str, Path])
             path.chmod(path.stat().st_mode & ~0o222)
     for volume in volumes:
         volume.chmod(0o700)
+    register = root / "register"  # its own volumes: pages and cache
+    if uid != os.getuid():
+        (fed / "state").chmod(0o755)  # readable by the register's uid, not writable
+        for directory in (register / "site", register / "cache"):
+            directory.mkdir(parents=True)
+            os.chown(directory, REGISTER, REGISTER)
     home.chmod(0o555)
     work.chmod(0o555)
 
@@ -119,6 +130,18 @@ def test_node_and_coordinator_run_as_the_image_runs_them(scene: dict[str, Path])
         env[name] = value
     assert env["HOME"] == str(home) and env["NUMBA_CACHE_DIR"].startswith(str(cache))
     before = {"install": snapshot(install.root), "home": snapshot(home), "work": snapshot(work)}
+
+    def build_register() -> subprocess.CompletedProcess[str]:
+        cache = {"NUMBA_CACHE_DIR": "numba", "MPLCONFIGDIR": "matplotlib"}
+        out = str(register / "site")
+        return subprocess.run(
+            [*setpriv(REGISTER), str(install.headcount), "register", "build", "--out", out],
+            env=env | {name: str(register / "cache" / sub) for name, sub in cache.items()},
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def run(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -170,6 +193,11 @@ def test_node_and_coordinator_run_as_the_image_runs_them(scene: dict[str, Path])
         pairs, cache_dir = kernel.stdout.split()
         assert int(pairs) > 0 and cache_dir == env["NUMBA_CACHE_DIR"]
         lines.append(f"linkage kernel: {pairs} pairs scored, numba cache in {cache_dir}")
+        if uid != os.getuid():
+            done = build_register()
+            assert done.returncode == 0, done.stderr[-2000:]
+            lines.append(f"register (uid {REGISTER}, state not writable), while serving: exit 0")
+            lines += [f"    {line}" for line in done.stdout.splitlines()]
     finally:
         for process in running.values():
             if process.poll() is None:
@@ -179,6 +207,12 @@ def test_node_and_coordinator_run_as_the_image_runs_them(scene: dict[str, Path])
         assert process.returncode == 0, (name, outputs[name][1][-2000:])
         assert "Traceback" not in outputs[name][1], outputs[name][1][-2000:]
         lines.append(f"{name}: stopped on SIGTERM, exit {process.returncode}")
+    if uid != os.getuid():
+        # With the coordinator stopped, its -wal and -shm are gone: the
+        # register cannot open the file, and says why.
+        done = build_register()
+        assert done.returncode != 0 and "-wal and -shm" in done.stderr, done.stderr[-2000:]
+        lines.append("register, coordinator stopped: refused, naming the -wal and -shm files")
 
     # Nothing was written but the volumes.
     assert snapshot(install.root) == before["install"]

@@ -298,6 +298,13 @@ def test_dockerfile_base_is_pinned_to_an_exact_release() -> None:
         assert args_of("FROM", stage) == ["${PYTHON_IMAGE}"], stage
 
 
+def test_dockerfile_pulls_no_frontend_image() -> None:
+    # A `# syntax=` line makes every build pull and run that (unpinned) image
+    # from Docker Hub; the engine's own frontend builds this file.
+    head = (DOCKER / "Dockerfile").read_text(encoding="utf-8").lstrip().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", head, re.I), head
+
+
 def test_dockerfile_entrypoint_is_the_installed_cli() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     entry = [yaml.safe_load(a) for a in args_of("ENTRYPOINT")]

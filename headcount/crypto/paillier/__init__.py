@@ -30,7 +30,8 @@ modular multiplication each online.
 
 Modules: ``keys`` (the key pair), ``randomisers`` (the two kinds of R, the
 fixed-base table and CRT), ``encryptor`` (``Encryptor``), ``pool``
-(``RandomiserPool``), ``workers`` (batches over several processes) and
+(``RandomiserPool``), ``workers`` (batches over several processes),
+``proofs`` (ciphertexts proven to hold one of a few values) and
 ``ciphertexts`` (the module-level operations and the wire encoding). Callers
 use the names exported here: ``from headcount.crypto import paillier``, then
 ``paillier.Encryptor``, ``paillier.encrypt``, ...
@@ -60,6 +61,14 @@ from headcount.crypto.paillier.keys import (
     private_key_from_bytes,
 )
 from headcount.crypto.paillier.pool import POOL_MAX_BYTES, RandomiserPool, pool_limit
+from headcount.crypto.paillier.proof_pool import ProofPool, proof_pool_limit
+from headcount.crypto.paillier.proofs import (
+    BatchVerifier,
+    ProofLayout,
+    Prover,
+    ciphertext_of,
+    verify_batch,
+)
 from headcount.crypto.paillier.randomisers import SHORT_EXPONENT_BITS, Mpz, RandomiserSource
 from headcount.crypto.paillier.workers import BULK_WORKERS_FROM, bulk_workers
 
@@ -67,8 +76,12 @@ __all__ = [
     "BULK_WORKERS_FROM",
     "POOL_MAX_BYTES",
     "SHORT_EXPONENT_BITS",
+    "BatchVerifier",
     "Encryptor",
     "Mpz",
+    "ProofLayout",
+    "ProofPool",
+    "Prover",
     "PublicKey",
     "RandomiserPool",
     "RandomiserSource",
@@ -77,6 +90,7 @@ __all__ = [
     "bulk_workers",
     "check_ciphertext",
     "chunks",
+    "ciphertext_of",
     "decrypt",
     "decrypt_batch",
     "encrypt",
@@ -87,8 +101,10 @@ __all__ = [
     "pool_limit",
     "private_key_bytes",
     "private_key_from_bytes",
+    "proof_pool_limit",
     "rerandomise",
     "shared_encryptor",
     "to_bytes",
     "to_bytes_batch",
+    "verify_batch",
 ]

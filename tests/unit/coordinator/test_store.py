@@ -68,6 +68,9 @@ def test_link_quality_is_typed_in_memory_and_keyed_left_bar_right_on_disk(
     quality = {
         ("a", "b"): PairQuality(0.8, 3, 7, est_precision=0.9912, est_recall=0.95, est_f1=0.97),
         ("a", "c"): PairQuality(0.75, 0, 1),  # too few scores to fit
+        ("b", "c"): PairQuality(
+            0.7, 1, 1, est_precision=1.0, est_recall=0.98, est_f1=0.99, estimate_basis="pooled"
+        ),
     }
     store.save_epoch(
         "e1",
@@ -76,7 +79,7 @@ def test_link_quality_is_typed_in_memory_and_keyed_left_bar_right_on_disk(
         "fingerprint",
         [_encodings("a", [K1]), _encodings("b", [K2]), _encodings("c", [K3])],
         [],
-        {("a", "b"): 7, ("a", "c"): 1},
+        {("a", "b"): 7, ("a", "c"): 1, ("b", "c"): 1},
         quality,
     )
     assert store.epoch("e1").quality == quality
@@ -86,5 +89,7 @@ def test_link_quality_is_typed_in_memory_and_keyed_left_bar_right_on_disk(
     assert raw == (
         '{"a|b": {"est_f1": 0.97, "est_precision": 0.9912, "est_recall": 0.95, '
         '"key_links": 3, "links": 7, "threshold": 0.8}, '
-        '"a|c": {"key_links": 0, "links": 1, "threshold": 0.75}}'
+        '"a|c": {"key_links": 0, "links": 1, "threshold": 0.75}, '
+        '"b|c": {"est_f1": 0.99, "est_precision": 1.0, "est_recall": 0.98, '
+        '"estimate_basis": "pooled", "key_links": 1, "links": 1, "threshold": 0.7}}'
     )

@@ -27,6 +27,7 @@ from headcount.linkage.output_quality import AUTO_MARGIN
 from headcount.linkage.schema import BlockingSpec, LinkageSchema
 from headcount.linkage.solve import Edge, EdgeBlock, cluster_parties, cluster_records
 from headcount.linkfiles import link_files, read_options
+from headcount.synth import generate_population
 from headcount.tools.intl_profile import two_files
 
 WIDTH_BYTES = 128
@@ -145,6 +146,37 @@ def test_link_files_estimate_tells_the_truth_on_an_unseen_profile(
     assert f1 >= 0.99 and precision >= 0.995, (precision, recall, estimate.threshold)
     assert abs(estimate.est_precision - precision) <= 0.01, (estimate, precision)
     assert abs(estimate.est_recall - recall) <= 0.01, (estimate, recall)
+
+
+@pytest.mark.slow
+def test_a_pair_sharing_few_people_borrows_the_match_component(tmp_path: Path) -> None:
+    """Four departments of the uk profile at once (20,000 people, as
+    bench_quality.py --departments 4): education and justice share 15
+    people, 14 of them linked by match-keys, so the pair's CLK links are
+    chance pairs and its own fit put its recall 85 points low. It borrows
+    the match component of the pairs with known partners (basis
+    ``"pooled"``) and its estimate is within a point of the truth; every
+    other pair keeps its own fit."""
+    generate_population(20_000, 1, tmp_path)
+    paths = [tmp_path / f"{p}.csv" for p in PARTIES]
+    summary = link_files(paths, tmp_path / "pairs.csv", seed=1)
+    with (tmp_path / "ground_truth.csv").open(newline="", encoding="utf-8") as fh:
+        truth = {(r["education_id"], r["justice_id"]) for r in csv.DictReader(fh)}
+    truth = {t for t in truth if all(t)}
+    with (tmp_path / "pairs.csv").open(newline="", encoding="utf-8") as fh:
+        written = {
+            (r["id_a"], r["id_b"])
+            for r in csv.DictReader(fh)
+            if (r["party_a"], r["party_b"]) == ("education", "justice")
+        }
+    precision = len(written & truth) / len(written)
+    recall = len(written & truth) / len(truth)
+    estimate = summary.result.quality[("education", "justice")]
+    assert estimate is not None and estimate.basis == "pooled"
+    assert abs(estimate.est_precision - precision) <= 0.01, (estimate, precision)
+    assert abs(estimate.est_recall - recall) <= 0.01, (estimate, recall)
+    others = [q for pair, q in summary.result.quality.items() if pair != ("education", "justice")]
+    assert all(q is not None and q.basis == "own" for q in others)
 
 
 # --- results as arrays ----------------------------------------------------------------

@@ -35,10 +35,12 @@ from headcount.linkage.mixture import DEFAULT_FLOOR, ScoreMixture, fit_mixture
 from headcount.linkage.normalise import Identity
 from headcount.linkage.output_quality import (
     AUTO_MARGIN,
+    MIN_ANCHORS,
     estimate_from_fit,
     estimate_output_quality,
     estimate_written_quality,
     fit_output,
+    pooled_match_shape,
 )
 from headcount.linkage.quality import (
     QualityEstimate,
@@ -70,6 +72,7 @@ def test_quality_estimate_checks_its_ranges() -> None:
         {"match_share": True},
         {"iterations": -1},
         {"converged": 1},
+        {"basis": "guessed"},
     ):
         with pytest.raises(ValueError):
             dataclasses.replace(ok, **bad)  # type: ignore[arg-type]
@@ -145,6 +148,25 @@ def test_posterior_never_falls_as_the_score_rises() -> None:
     assert model.posterior(np.array([FLOOR]))[0] < 0.01
 
 
+def test_a_given_match_shape_is_held_and_the_rest_fitted() -> None:
+    scores, _, runner_ups = _draw(np.random.default_rng(5), 2000, 0.3)
+    model, posterior = fit_mixture(
+        scores, FLOOR, nonmatch_scores=runner_ups, match_shape=(9.0, 2.0)
+    )
+    assert model.match_shape == (9.0, 2.0)
+    assert abs(model.match_share - 0.3) < 0.02
+    assert model.posterior(scores) == pytest.approx(posterior)
+
+
+def test_likelihood_ratio_and_share_give_the_posterior() -> None:
+    scores, _, runner_ups = _draw(np.random.default_rng(6), 2000, 0.4)
+    model, _ = fit_mixture(scores, FLOOR, nonmatch_scores=runner_ups)
+    grid = np.linspace(0.7, 0.99, 30)  # where the posterior is monotone already
+    odds = np.exp(model.log_likelihood_ratio(grid)) * model.match_share / (1 - model.match_share)
+    assert odds / (1 + odds) == pytest.approx(model.posterior(grid), rel=1e-9)
+    assert model.log_likelihood_ratio(np.array([1.0]))[0] == np.inf
+
+
 def test_chosen_threshold_maximises_estimated_f1() -> None:
     scores, _, runner_ups = _draw(np.random.default_rng(4), 2000, 0.6)
     chosen = estimate_quality(scores, FLOOR, nonmatch_scores=runner_ups)
@@ -184,6 +206,8 @@ def test_a_threshold_above_every_score_keeps_nothing() -> None:
             "cannot score exactly 1",
         ),
         ({"scores": np.array([0.6, 0.9]), "max_iterations": 0}, "max_iterations"),
+        ({"scores": np.array([0.6, 0.9]), "match_shape": (0.5, 2.0)}, "match_shape"),
+        ({"scores": np.array([0.6, 0.9]), "match_shape": (2.0,)}, "match_shape"),
     ],
 )
 def test_bad_input_is_refused(kwargs: dict[str, object], message: str) -> None:
@@ -310,22 +334,27 @@ class _Run:
     partner: np.ndarray  # that partner's candidate id, -1 when none or below the floor
 
 
-def _simulate(seed: int, n: int = 4000) -> _Run:
-    """Records as `engine._estimate` sees them, drawn from a known process.
+def _simulate(
+    seed: int, n: int = 4000, keyed_share: float = 0.7, partner_share: float = 0.5, high: float = 0
+) -> _Run:
+    """Records as `engine._fit_pair` sees them, drawn from a known process.
 
     Seven in ten records are keyed (their partner is taken, so only chance
     candidates remain); of the rest, half have a partner somewhere on the
     other side, scoring ``floor + (1 - floor) * Beta(5, 2.5)`` (down into the
     chance region). Every record has a best chance candidate (``floor + (1 -
-    floor) * Beta(4, 20)``, about 0.58) and up to four more below it. Each
-    candidate is a distinct record of the other side.
+    floor) * Beta(4, 20)``, about 0.58; ``high`` more for a quarter of the
+    records, as for records with many bits set) and up to four more below it,
+    ``0.01 + high / 2`` apart on average. Each candidate is a distinct
+    record of the other side.
     """
     rng = np.random.default_rng(seed)
-    keyed = rng.random(n) < 0.7
-    partnered = ~keyed & (rng.random(n) < 0.5)
+    keyed = rng.random(n) < keyed_share
+    partnered = ~keyed & (rng.random(n) < partner_share)
     partner_score = FLOOR + (1.0 - FLOOR) * rng.beta(5.0, 2.5, n)
-    best = FLOOR + (1.0 - FLOOR) * rng.beta(4.0, 20.0, n)
-    chance = best[:, None] - np.cumsum(np.c_[np.zeros(n), rng.exponential(0.01, (n, 4))], axis=1)
+    best = FLOOR + (1.0 - FLOOR) * rng.beta(4.0, 20.0, n) + high * (rng.random(n) < 0.25)
+    gaps = rng.exponential(0.01 + high / 2, (n, 4))
+    chance = best[:, None] - np.cumsum(np.c_[np.zeros(n), gaps], axis=1)
     rows, ranks = np.nonzero(chance >= FLOOR)
     left, score = rows, chance[rows, ranks]
     with_partner = np.flatnonzero(partnered & (partner_score >= FLOOR))
@@ -441,6 +470,47 @@ def test_output_estimate_refuses_bad_input(kwargs: dict[str, object], message: s
         estimate_output_quality(**args)  # type: ignore[arg-type]
 
 
+def test_a_pair_with_few_known_partners_borrows_the_match_component() -> None:
+    """A pair whose few shared people are all keyed (2% of 800 records), with
+    chance pairs that run high for some records: its CLK links are all chance
+    pairs, its runner-ups run low, and its own fit takes their upper tail for
+    matches. With the match shape of a pair that has known partners
+    (`pooled_match_shape`) only the shares are fitted, and the recall
+    estimate is within a point of the truth."""
+    strong = fit_output(*_fit_args(_simulate(0, high=0.05)))
+    assert strong.basis == "own" and strong.known >= MIN_ANCHORS
+    shape = pooled_match_shape([strong])
+    assert shape is not None
+    for seed in (1, 2, 3):
+        weak = _simulate(seed, 800, keyed_share=0.02, partner_share=0.0, high=0.05)
+        own = fit_output(*_fit_args(weak))
+        assert own.basis == "unanchored" and own.known < MIN_ANCHORS
+        pooled = fit_output(*_fit_args(weak), match_shape=shape)
+        assert pooled.basis == "pooled" and pooled.model is not None
+        assert pooled.model.match_shape == shape
+        _precision, recall = _run_truth(weak, 0.7)
+        own_estimate = estimate_from_fit(own, threshold=0.7)
+        estimate = estimate_from_fit(pooled, threshold=0.7)
+        assert estimate.basis == "pooled" and own_estimate.basis == "unanchored"
+        assert abs(estimate.est_recall - recall) <= 0.01, (estimate, recall)
+        assert abs(own_estimate.est_recall - recall) > 0.02, (own_estimate, recall)
+
+
+def test_a_pooled_shape_needs_enough_matches_of_own_fits() -> None:
+    strong = fit_output(*_fit_args(_simulate(0)))
+    weak = fit_output(*_fit_args(_simulate(1, 800, keyed_share=0.02, partner_share=0.0)))
+    assert pooled_match_shape([]) is None
+    assert pooled_match_shape([weak]) is None  # unanchored fits never lend
+    assert pooled_match_shape([strong, weak]) == pooled_match_shape([strong])
+    few = fit_output(*_fit_args(_simulate(2, 300, keyed_share=0.5, partner_share=0.05)))
+    assert few.basis == "own" and float(few.gamma.sum()) < 20
+    assert pooled_match_shape([few]) is None
+
+
+def _fit_args(run: _Run) -> tuple[Candidates, np.ndarray, float]:
+    return run.candidates, run.keyed, FLOOR
+
+
 # --- the pairs the clustering wrote (three or more parties) ---------------------------
 
 
@@ -531,6 +601,39 @@ def test_written_pairs_below_the_floor_count_as_false() -> None:
         before.est_precision * written / (written + 10), rel=1e-9
     )
     assert after.est_recall == pytest.approx(before.est_recall, rel=1e-9)
+
+
+def test_a_pair_joined_through_a_third_party_weighs_both_links_and_its_own_score() -> None:
+    run = _simulate(5)
+    fit = fit_output(run.candidates, run.keyed, FLOOR)
+    assert fit.model is not None
+    _ids, scores = _best(run)
+    kept = ~run.keyed & (scores >= 0.7)
+    base = np.where(kept, scores, np.nan)
+    before = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=base)
+    joined = np.flatnonzero(np.isnan(base) & ~run.keyed)[:20]
+    extra = base.copy()
+    extra[joined] = 0.3  # below the floor: a non-match by its own score
+    via = np.zeros(len(base))
+    alone = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra, via=via)
+    # Two sure links through a third party: true whatever the pair's score.
+    via[joined] = 1.0
+    sure = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra, via=via)
+    assert sure.est_recall == pytest.approx(before.est_recall + 20 / fit.matches, rel=1e-9)
+    assert sure.est_precision > before.est_precision > alone.est_precision
+    # Links no better than even, to a pair with a score no match has.
+    via[joined] = 0.5
+    doubtful = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra, via=via)
+    assert doubtful.est_precision == pytest.approx(alone.est_precision, abs=1e-4)
+    # The same links to a pair whose own score is a match's.
+    extra[joined] = 0.9
+    likely = estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra, via=via)
+    assert likely.est_recall == pytest.approx(before.est_recall + 20 / fit.matches, abs=1e-3)
+    with pytest.raises(ValueError, match="via"):
+        estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra, via=via[:-1])
+    via[joined[0]] = 1.5
+    with pytest.raises(ValueError, match="via"):
+        estimate_written_quality(fit, 0.7, sure=run.keyed, scores=extra, via=via)
 
 
 @pytest.mark.parametrize(

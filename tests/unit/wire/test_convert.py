@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from headcount.domain.measures import ReleasedCell
 from headcount.domain.release import ReleasedTable, release_frame
-from headcount.wire import common_pb2
+from headcount.domain.status import LinkageSummary, PairLinks
+from headcount.wire import common_pb2, coordinator_pb2
 from headcount.wire import convert as cv
 
 
@@ -45,3 +46,21 @@ def test_a_withheld_total_has_no_interval() -> None:
     frame = release_frame(table)
     assert frame["status"].tolist() == ["primary"]
     assert frame["count"].isna().all()
+
+
+def test_a_linkage_summary_keeps_each_estimate_and_its_basis() -> None:
+    summary = LinkageSummary(
+        "e" * 32,
+        {"a": 10, "b": 12, "c": 3},
+        (
+            PairLinks("a", "b", 9, 0.7, 8, 0.99, 0.98, "own"),
+            PairLinks("a", "c", 2, 0.7, 2, 1.0, 0.97, "pooled"),
+            PairLinks("b", "c", 0, 0.7, 0),  # too few scores to fit
+        ),
+        clusters=10,
+        threshold=0.7,
+        schema_fingerprint="f" * 64,
+    )
+    wire = cv.linkage_to_pb(summary)
+    again = cv.linkage_from_pb(coordinator_pb2.LinkageSummary.FromString(wire.SerializeToString()))
+    assert again == summary

@@ -236,6 +236,7 @@ class PairLinks(_message.Message):
     EST_PRECISION_FIELD_NUMBER: _builtins.int
     EST_RECALL_FIELD_NUMBER: _builtins.int
     KEY_LINKS_FIELD_NUMBER: _builtins.int
+    ESTIMATE_BASIS_FIELD_NUMBER: _builtins.int
     left: _builtins.str
     right: _builtins.str
     links: _builtins.int
@@ -248,6 +249,12 @@ class PairLinks(_message.Message):
     est_recall: _builtins.float
     key_links: _builtins.int
     """links found by exact keyed match-keys"""
+    estimate_basis: _builtins.str
+    """What the estimate rests on: "own" (the pair's own links), "pooled" (the
+    match component borrowed from the epoch's other pairs: too few of the
+    pair's records have a known partner) or "unanchored" (too few, and none
+    to borrow from: may be far off); empty without an estimate.
+    """
     def __init__(
         self,
         *,
@@ -259,10 +266,11 @@ class PairLinks(_message.Message):
         est_precision: _builtins.float = ...,
         est_recall: _builtins.float = ...,
         key_links: _builtins.int = ...,
+        estimate_basis: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["est_precision", b"est_precision", "est_recall", b"est_recall", "has_estimate", b"has_estimate", "key_links", b"key_links", "left", b"left", "links", b"links", "right", b"right", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["est_precision", b"est_precision", "est_recall", b"est_recall", "estimate_basis", b"estimate_basis", "has_estimate", b"has_estimate", "key_links", b"key_links", "left", b"left", "links", b"links", "right", b"right", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
