@@ -43,7 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bits", type=int, default=2048, choices=(1024, 2048, 3072))
     parser.add_argument("--count", type=int, default=4000, help="ciphertexts per row")
-    parser.add_argument("--quick", action="store_true", help="1,000 ciphertexts (the hop stays 40,000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 ciphertexts (the hop stays 40,000)"
+    )
     parser.add_argument(
         "--hop", type=int, default=100_000, help="ciphertexts verified as one hop (default 100,000)"
     )
