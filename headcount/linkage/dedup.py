@@ -69,6 +69,13 @@ SUPPORT_FLOOR = 0.55
 # The automatic threshold tries these offsets from the schema's threshold
 # (clusterings are not nested cuts of one another, so each is run whole).
 AUTO_STEPS = (-0.05, 0.05)
+# ... and leaves the schema's threshold only for an estimated F1 this much
+# higher. The estimates at neighbouring cuts err by different amounts (by up
+# to 0.4 points apart, measured on the FEBRL and non-UK duplicates files):
+# a smaller estimated gain is as likely a loss. On the non-UK duplicates
+# file (seeds 1 and 2) 0.65 was estimated 0.0-0.1 points better than 0.7 and
+# was 0.1-0.4 points worse, and 1.1-1.5 points less precise.
+AUTO_MIN_GAIN = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,9 +359,10 @@ def dedup_records(
 
     With ``auto_threshold``, a file of `AUTO_THRESHOLD_MIN_RECORDS` records or
     more is clustered at ``threshold`` and at `AUTO_STEPS` either side of it,
-    and the clustering whose estimated F1 is highest is returned (a tie keeps
-    the one nearer ``threshold``); a smaller file, or one with no estimate,
-    keeps ``threshold``.
+    and the clustering whose estimated F1 is highest is returned if it beats
+    ``threshold``'s by `AUTO_MIN_GAIN` (a tie keeps the one nearer
+    ``threshold``); a smaller file, or one with no estimate, keeps
+    ``threshold``.
 
     Raises:
         ValueError: a threshold outside (0, 1], a floor outside (0, threshold],
@@ -399,6 +407,7 @@ def dedup_records(
     keyed_ids = keyed[0] * n + keyed[1]  # sorted and distinct (_supported)
     component = _components(n, *keyed)
     best: DedupResult | None = None
+    schema_cut: DedupResult | None = None
     for cut in tries:
         keep = cands.score >= cut
         at = Candidates(cands.left[keep], cands.right[keep], cands.score[keep])
@@ -425,7 +434,16 @@ def dedup_records(
             and quality.est_f1 > best.quality.est_f1
         ):
             best = result
-    assert best is not None
+        if cut == threshold:
+            schema_cut = result
+    assert best is not None and schema_cut is not None
+    if (
+        best is not schema_cut
+        and best.quality is not None
+        and schema_cut.quality is not None
+        and best.quality.est_f1 < schema_cut.quality.est_f1 + AUTO_MIN_GAIN
+    ):
+        return schema_cut
     return best
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headcount.linkage.dedup import dedup_records
+from headcount.linkage.dedup import AUTO_MIN_GAIN, dedup_records
 from headcount.linkage.matchkeys import SUPPORT_KEYS
 
 _SUPPORT = {spec.name: spec for spec in SUPPORT_KEYS}
@@ -145,9 +145,40 @@ def test_the_automatic_threshold_keeps_the_best_estimated_clustering() -> None:
     assert auto.threshold in (0.65, 0.7, 0.75)
     assert auto.quality is not None and fixed.quality is not None
     assert auto.quality.est_f1 >= fixed.quality.est_f1
+    if auto.threshold != 0.7:
+        assert auto.quality.est_f1 >= fixed.quality.est_f1 + AUTO_MIN_GAIN
     # Too few records to estimate from: the threshold stays as given.
     small = dedup_records(clks[:900], 0.7, auto_threshold=True)
     assert small.threshold == 0.7
+
+
+def test_the_automatic_threshold_moves_only_for_a_clear_estimated_gain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An estimated gain below `AUTO_MIN_GAIN` keeps the schema's threshold."""
+    import headcount.linkage.dedup as dedup
+
+    rng = np.random.default_rng(11)
+    # As above, with more bits moved: pairs score 0.61-0.79, many under 0.7.
+    people = np.zeros((1200, 1024), dtype=np.uint8)
+    for row in people:
+        row[rng.choice(1024, 256, replace=False)] = 1
+    copies = people[:400].copy()
+    for row in copies:
+        on, off = np.flatnonzero(row), np.flatnonzero(row == 0)
+        k = int(rng.integers(55, 100))
+        row[rng.choice(on, k, replace=False)] = 0
+        row[rng.choice(off, k, replace=False)] = 1
+    clks = np.packbits(np.vstack([people, copies]), axis=1)
+    monkeypatch.setattr(dedup, "AUTO_MIN_GAIN", 0.0)
+    free = dedup_records(clks, 0.7, auto_threshold=True)
+    assert free.quality is not None
+    monkeypatch.setattr(dedup, "AUTO_MIN_GAIN", 1.0)
+    held = dedup_records(clks, 0.7, auto_threshold=True)
+    assert held.threshold == 0.7
+    fixed = dedup_records(clks, 0.7)
+    assert fixed.quality is not None
+    assert free.threshold != 0.7 and free.quality.est_f1 > fixed.quality.est_f1
 
 
 def test_a_guarded_key_supports_nothing_in_a_group_that_holds_two_people() -> None:
