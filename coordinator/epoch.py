@@ -206,6 +206,7 @@ class EpochLinker:
                         keys=digests[p][:main],
                         executor=executor,
                         support=digests[p][main:],
+                        support_specs=self.schema.support_keys(),
                         auto_threshold=self.schema.auto_threshold and not explicit_threshold,
                         blocking=self.schema.blocking,
                     )

@@ -273,6 +273,7 @@ def dedup_file(
             keys=keys,
             executor=runner,
             support=support,
+            support_specs=supporting,
             auto_threshold=schema.auto_threshold and threshold is None,
             blocking=schema.blocking,
             blocking_key=_seeded(seed, b"blocking"),

@@ -8,9 +8,12 @@ solver:
 1. candidate pairs within the file: every pair of records whose Dice score
    reaches the threshold (``i < j``), every pair that shares an exact
    match-key at some level (score 1.0 for the greedy order), and every pair
-   that shares a *supporting* key (two fields agreeing exactly, e.g. the
-   reference number and the first name; `matchkeys.SUPPORT_KEYS`) and scores
-   at least `SUPPORT_FLOOR` (taken as keyed);
+   that shares a *supporting* key (two or three fields agreeing exactly, e.g.
+   the reference number and the first name; `matchkeys.SUPPORT_KEYS`) and
+   scores at least `SUPPORT_FLOOR` (taken as keyed). A guarded supporting key
+   supports nothing among records sharing it when two of them conflict on its
+   guards (`matchkeys.SUPPORT_GUARDS`: a parent and child of one name at one
+   address have two dates of birth);
 2. greedy merging, best pair first, of the clusters the two records are in,
    **only if the merged cluster stays coherent**: the average score over
    every pair of records across the two clusters must reach the threshold (a
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +45,7 @@ from headcount.linkage.engine import (
 )
 from headcount.linkage.executor import BlockedJob, Executor, LocalExecutor
 from headcount.linkage.keylinks import MatchKeyLevels, key_digests
+from headcount.linkage.matchkeys import MatchKeySpec, support_guards
 from headcount.linkage.mixture import fit_mixture
 from headcount.linkage.quality import QualityEstimate
 from headcount.linkage.schema import BlockingSpec
@@ -65,6 +69,13 @@ SUPPORT_FLOOR = 0.55
 # The automatic threshold tries these offsets from the schema's threshold
 # (clusterings are not nested cuts of one another, so each is run whole).
 AUTO_STEPS = (-0.05, 0.05)
+# ... and leaves the schema's threshold only for an estimated F1 this much
+# higher. The estimates at neighbouring cuts err by different amounts (by up
+# to 0.4 points apart, measured on the FEBRL and non-UK duplicates files):
+# a smaller estimated gain is as likely a loss. On the non-UK duplicates
+# file (seeds 1 and 2) 0.65 was estimated 0.0-0.1 points better than 0.7 and
+# was 0.1-0.4 points worse, and 1.1-1.5 points less precise.
+AUTO_MIN_GAIN = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +120,28 @@ def _dice(bits: np.ndarray, counts: np.ndarray, a: Sequence[int], b: Sequence[in
     return out
 
 
-def _key_pairs(keys: MatchKeyLevels | np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(left, right) of every pair of records sharing a key at some level."""
+def _key_pairs(
+    keys: MatchKeyLevels | np.ndarray | None,
+    n: int,
+    guards: Mapping[int, Sequence[int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) of every pair of records sharing a key at some level.
+
+    ``guards`` maps a guarded level to its guard levels (`matchkeys.support_guards`):
+    a group sharing the guarded level's value gives no pairs when two of its
+    records conflict (`_conflict`), and a guard level gives no pairs itself.
+    """
     if keys is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     digests = key_digests(keys)
+    guards = guards or {}
+    guard_only = {g for levels in guards.values() for g in levels} - set(guards)
     lefts: list[np.ndarray] = []
     rights: list[np.ndarray] = []
-    for level in digests:
+    for index, level in enumerate(digests):
+        if index in guard_only:
+            continue
+        guard = digests[list(guards.get(index, ()))]
         rows = np.flatnonzero(level)
         if not len(rows):
             continue
@@ -129,6 +154,10 @@ def _key_pairs(keys: MatchKeyLevels | np.ndarray | None, n: int) -> tuple[np.nda
             if size < 2 or size > MAX_KEY_GROUP:
                 continue
             group = np.sort(order[s:e])
+            if _conflict(guard[:, group]):
+                # e.g. one name at one address and two dates of birth: the
+                # key cannot say which of its records are one person.
+                continue
             i, j = np.triu_indices(size, k=1)
             lefts.append(group[i])
             rights.append(group[j])
@@ -137,6 +166,18 @@ def _key_pairs(keys: MatchKeyLevels | np.ndarray | None, n: int) -> tuple[np.nda
     left, right = np.concatenate(lefts), np.concatenate(rights)
     pair = np.unique(left.astype(np.int64) * n + right)
     return pair // n, pair % n
+
+
+def _conflict(guard: np.ndarray) -> bool:
+    """Whether two records of a group conflict: each holds a value of every
+    guard level and the two differ on every one (``guard``: levels x the
+    group's records; 0 is no value). A record lacking a guard's fields
+    conflicts with nobody."""
+    if not len(guard):
+        return False
+    i, j = np.triu_indices(guard.shape[1], k=1)
+    a, b = guard[:, i], guard[:, j]
+    return bool(((a != 0) & (b != 0) & (a != b)).all(axis=0).any())
 
 
 def _supported(
@@ -301,6 +342,7 @@ def dedup_records(
     min_blocked_pairs: int = AUTO_BLOCKING_PAIRS,
     support: MatchKeyLevels | np.ndarray | None = None,
     support_floor: float = SUPPORT_FLOOR,
+    support_specs: Sequence[MatchKeySpec] = (),
     auto_threshold: bool = False,
 ) -> DedupResult:
     """Cluster the records of one file that are one person (see the module doc).
@@ -311,17 +353,21 @@ def dedup_records(
     ``blocking``, ``blocking_key`` and ``min_blocked_pairs`` are as for
     `engine.link_parties`: a file of 100,000 records or more is scored only
     within keyed LSH blocks. ``support`` holds the supporting keys
-    (`matchkeys.derive_support_keys`), used with ``support_floor``.
+    (`matchkeys.derive_support_keys`), one level per spec of
+    ``support_specs``, which say which levels are guarded and by which
+    (`matchkeys.support_guards`); used with ``support_floor``.
 
     With ``auto_threshold``, a file of `AUTO_THRESHOLD_MIN_RECORDS` records or
     more is clustered at ``threshold`` and at `AUTO_STEPS` either side of it,
-    and the clustering whose estimated F1 is highest is returned (a tie keeps
-    the one nearer ``threshold``); a smaller file, or one with no estimate,
-    keeps ``threshold``.
+    and the clustering whose estimated F1 is highest is returned if it beats
+    ``threshold``'s by `AUTO_MIN_GAIN` (a tie keeps the one nearer
+    ``threshold``); a smaller file, or one with no estimate, keeps
+    ``threshold``.
 
     Raises:
         ValueError: a threshold outside (0, 1], a floor outside (0, threshold],
-            or a cluster cap below 2.
+            a cluster cap below 2, or supporting keys whose levels are not
+            one per spec (or lack a required guard).
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError("threshold must be in (0, 1]")
@@ -330,6 +376,9 @@ def dedup_records(
         raise ValueError("floor must be in (0, threshold]")
     if max_cluster < 2:
         raise ValueError("max_cluster must be at least 2")
+    if support is not None and len(support) != len(support_specs):
+        raise ValueError("supporting keys need one spec per level (support_specs)")
+    guards = support_guards(support_specs)
     n = len(clks)
     tries = [threshold]
     if auto_threshold and n >= AUTO_THRESHOLD_MIN_RECORDS:
@@ -346,12 +395,19 @@ def dedup_records(
     )
     bits = np.ascontiguousarray(clks).view(np.uint64)
     counts = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
-    keyed = _supported(_key_pairs(keys, n), _key_pairs(support, n), bits, counts, support_floor)
+    keyed = _supported(
+        _key_pairs(keys, n),
+        _key_pairs(support, n, guards),
+        bits,
+        counts,
+        support_floor,
+    )
     # What every threshold's estimate reads, drawn once for the run.
     sample = _sample(clks, floor) if n > 1 else None
     keyed_ids = keyed[0] * n + keyed[1]  # sorted and distinct (_supported)
     component = _components(n, *keyed)
     best: DedupResult | None = None
+    schema_cut: DedupResult | None = None
     for cut in tries:
         keep = cands.score >= cut
         at = Candidates(cands.left[keep], cands.right[keep], cands.score[keep])
@@ -378,7 +434,16 @@ def dedup_records(
             and quality.est_f1 > best.quality.est_f1
         ):
             best = result
-    assert best is not None
+        if cut == threshold:
+            schema_cut = result
+    assert best is not None and schema_cut is not None
+    if (
+        best is not schema_cut
+        and best.quality is not None
+        and schema_cut.quality is not None
+        and best.quality.est_f1 < schema_cut.quality.est_f1 + AUTO_MIN_GAIN
+    ):
+        return schema_cut
     return best
 
 

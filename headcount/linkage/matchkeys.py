@@ -40,12 +40,15 @@ __all__ = [
     "EXTRA_MATCH_KEYS",
     "KEY_BYTES",
     "MATCHKEY_VERSION",
+    "REQUIRED_GUARDS",
+    "SUPPORT_GUARDS",
     "SUPPORT_KEYS",
     "MatchKeySpec",
     "derive_match_keys",
     "derive_support_keys",
     "match_keys",
     "present_fields",
+    "support_guards",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,16 @@ def _dob_unordered(iso: str) -> str:
     return iso[:4] + "-" + "-".join(sorted((iso[5:7], iso[8:10])))
 
 
+def _day_month(i: Identity) -> str:
+    # The day and month in sorted order (a transposition keeps it), also of a
+    # date whose year could not be read; "" unless both were read.
+    iso = i.date_of_birth or i.birth_partial
+    month, day = iso[5:7], iso[8:10]
+    if not iso or "00" in (month, day):
+        return ""
+    return "-".join(sorted((month, day)))
+
+
 def _birth_year(i: Identity) -> str:
     # A date whose day or month could not be read still has its year.
     if i.date_of_birth:
@@ -90,6 +103,7 @@ COMPONENTS: dict[str, Callable[[Identity], str]] = {
     "dob_unordered": lambda i: _dob_unordered(i.date_of_birth),
     "birth_year_month": lambda i: i.date_of_birth[:7],
     "birth_year": lambda i: _birth_year(i),
+    "birth_day_month": lambda i: _day_month(i),
     "sex": lambda i: i.sex,
     "postcode": lambda i: i.postcode,
     # Only a UK postcode has an outward code; another country's has none here.
@@ -210,6 +224,7 @@ _SOURCE_FIELD: dict[str, str] = {
     "dob_unordered": "date_of_birth",
     "birth_year_month": "date_of_birth",
     "birth_year": "date_of_birth",
+    "birth_day_month": "date_of_birth",
     "sex": "sex",
     "postcode": "postcode",
     "postcode_outward": "postcode_outward",
@@ -307,26 +322,98 @@ def derive_match_keys(
 # to call two records one person (a parent and child share a surname and a
 # date can be shared by chance in a large file), but beside a CLK score a
 # little under the threshold it is. Each pairs a stable identifier with one
-# other field, so that one error anywhere else leaves some key intact. Names
-# with an address or a postcode are left out on purpose: in a household a
-# parent and a child can carry one name at one address.
+# other field, so that one error anywhere else leaves some key intact.
 SUPPORT_KEYS: tuple[MatchKeySpec, ...] = (
     MatchKeySpec("supreffirst", ("reference", "first_name"), "a wrong surname or date"),
     MatchKeySpec("suprefpost", ("reference", "postcode"), "wrong names and date"),
     MatchKeySpec("suprefaddr", ("reference", "address"), "wrong names and date"),
     MatchKeySpec("supreflocal", ("reference", "locality"), "wrong names and date"),
+    # These two are guarded by the reference number (`SUPPORT_GUARDS`): they
+    # are the agreements most often shared by two people by chance (common
+    # names and a birth year; first names, which are few, and a date: the
+    # birthday problem), the more so the larger the file.
     MatchKeySpec("supnamesyear", ("names_unordered", "birth_year"), "names swapped, day wrong"),
-    MatchKeySpec("suplastdob", ("last_name", "date_of_birth"), "a wrong first name"),
     MatchKeySpec("supfirstdob", ("first_name", "date_of_birth"), "a wrong surname"),
+    MatchKeySpec("suplastdob", ("last_name", "date_of_birth"), "a wrong first name"),
     MatchKeySpec("supaddrdob", ("address", "date_of_birth"), "wrong names"),
+    # Both names, or the first name, with a place: a parent and child of one
+    # name at one address share these, so each is guarded by the date of
+    # birth; a record without one conflicts with nobody, and that is the
+    # duplicate these keys are for, its date lost.
+    MatchKeySpec("supnamesaddr", ("first_name", "last_name", "address"), "a lost date"),
+    MatchKeySpec("supnamespost", ("first_name", "last_name", "postcode"), "a lost date, a move"),
+    MatchKeySpec("supnamesloc", ("first_name", "last_name", "locality"), "a lost date, a move"),
+    MatchKeySpec("supfirstaddr", ("first_name", "address"), "a lost date, a wrong surname"),
+    # Guard levels, which support nothing themselves. Within a group agreeing
+    # on the first name, two distinct `supfirstyear` values are two birth
+    # years and two distinct `supfirstday` values two birthdays; within one
+    # agreeing on the birth year (the date of birth), two distinct
+    # `suprefyear` (`suprefdob`) values are two reference numbers.
+    MatchKeySpec("supfirstyear", ("first_name", "birth_year"), "(a guard)"),
+    MatchKeySpec("supfirstday", ("first_name", "birth_day_month"), "(a guard)"),
+    MatchKeySpec("suprefyear", ("reference", "birth_year"), "(a guard)"),
+    MatchKeySpec("suprefdob", ("reference", "date_of_birth"), "(a guard)"),
 )
+# Supporting key -> its guard levels, read together: two records sharing the
+# key conflict when each holds every guard and they differ on all of them (a
+# record lacking a guard's fields conflicts with nobody), and a key shared by
+# a group with a conflict in it supports none of the group's pairs: it cannot
+# say which of them are one person. A parent and child of one name at one
+# address differ in birth year and birthday, where a copy with a mistyped
+# year keeps its birthday and one with a mistyped day or month its year. A
+# guard fixes only what its key leaves free, given what the key holds.
+SUPPORT_GUARDS: dict[str, tuple[str, ...]] = {
+    "supnamesyear": ("suprefyear",),
+    "supfirstdob": ("suprefdob",),
+    "supnamesaddr": ("supfirstyear", "supfirstday"),
+    "supnamespost": ("supfirstyear", "supfirstday"),
+    "supnamesloc": ("supfirstyear", "supfirstday"),
+    "supfirstaddr": ("supfirstyear", "supfirstday"),
+}
+# Guards a key may not go without: without dates of birth a parent and child
+# of one name at one address could not be told apart, so those keys go too.
+# A file without reference numbers has none to disagree on.
+REQUIRED_GUARDS = frozenset({"supfirstyear", "supfirstday"})
 
 
 def derive_support_keys(present: Collection[str]) -> tuple[MatchKeySpec, ...]:
-    """The `SUPPORT_KEYS` whose fields the data holds (`present_fields`)."""
-    return tuple(
-        spec for spec in SUPPORT_KEYS if all(_SOURCE_FIELD[c] in present for c in spec.components)
-    )
+    """The `SUPPORT_KEYS` whose fields the data holds (`present_fields`).
+
+    A key goes when one of its `REQUIRED_GUARDS` cannot be derived, and a
+    guard level goes when no key it guards is kept.
+    """
+    held = {
+        spec.name
+        for spec in SUPPORT_KEYS
+        if all(_SOURCE_FIELD[c] in present for c in spec.components)
+    }
+    guard_levels = {g for guards in SUPPORT_GUARDS.values() for g in guards}
+    keys = {
+        name
+        for name in held - guard_levels
+        if all(g in held for g in SUPPORT_GUARDS.get(name, ()) if g in REQUIRED_GUARDS)
+    }
+    needed = {g for name in keys for g in SUPPORT_GUARDS.get(name, ()) if g in held}
+    return tuple(spec for spec in SUPPORT_KEYS if spec.name in keys | needed)
+
+
+def support_guards(specs: Sequence[MatchKeySpec]) -> dict[int, tuple[int, ...]]:
+    """For supporting-key levels ``specs`` (in upload order): the index of each
+    guarded level -> the indices of its guard levels present (`SUPPORT_GUARDS`).
+
+    Raises:
+        ValueError: a key is present without one of its `REQUIRED_GUARDS`.
+    """
+    where = {spec.name: i for i, spec in enumerate(specs)}
+    out: dict[int, tuple[int, ...]] = {}
+    for name, guards in SUPPORT_GUARDS.items():
+        if name not in where:
+            continue
+        missing = [g for g in guards if g in REQUIRED_GUARDS and g not in where]
+        if missing:
+            raise ValueError(f"supporting key {name!r} needs its guard level(s) {missing}")
+        out[where[name]] = tuple(where[g] for g in guards if g in where)
+    return out
 
 
 def match_keys(

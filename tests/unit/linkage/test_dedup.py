@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from headcount.linkage.dedup import dedup_records
+from headcount.linkage.dedup import AUTO_MIN_GAIN, dedup_records
+from headcount.linkage.matchkeys import SUPPORT_KEYS
+
+_SUPPORT = {spec.name: spec for spec in SUPPORT_KEYS}
 
 
 def _clks(*spans: tuple[int, int], bits: int = 1024) -> np.ndarray:
@@ -101,13 +104,14 @@ def test_a_supporting_key_joins_a_pair_only_above_its_floor() -> None:
     clks = _clks((0, 100), (40, 140), (300, 400), (380, 480))
     a, b = bytes(range(16)), bytes(range(1, 17))
     support = [[a, a, b, b]]
+    specs = (_SUPPORT["suplastdob"],)
     alone = dedup_records(clks, 0.7)
-    helped = dedup_records(clks, 0.7, support=support)
+    helped = dedup_records(clks, 0.7, support=support, support_specs=specs)
     assert alone.clusters == 4
     labels = helped.labels.tolist()
     assert labels[0] == labels[1] and labels[2] != labels[3]
     assert helped.key_pairs == 1
-    lower = dedup_records(clks, 0.7, support=support, support_floor=0.1)
+    lower = dedup_records(clks, 0.7, support=support, support_specs=specs, support_floor=0.1)
     assert lower.clusters == 2
 
 
@@ -141,6 +145,73 @@ def test_the_automatic_threshold_keeps_the_best_estimated_clustering() -> None:
     assert auto.threshold in (0.65, 0.7, 0.75)
     assert auto.quality is not None and fixed.quality is not None
     assert auto.quality.est_f1 >= fixed.quality.est_f1
+    if auto.threshold != 0.7:
+        assert auto.quality.est_f1 >= fixed.quality.est_f1 + AUTO_MIN_GAIN
     # Too few records to estimate from: the threshold stays as given.
     small = dedup_records(clks[:900], 0.7, auto_threshold=True)
     assert small.threshold == 0.7
+
+
+def test_the_automatic_threshold_moves_only_for_a_clear_estimated_gain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An estimated gain below `AUTO_MIN_GAIN` keeps the schema's threshold."""
+    import headcount.linkage.dedup as dedup
+
+    rng = np.random.default_rng(11)
+    # As above, with more bits moved: pairs score 0.61-0.79, many under 0.7.
+    people = np.zeros((1200, 1024), dtype=np.uint8)
+    for row in people:
+        row[rng.choice(1024, 256, replace=False)] = 1
+    copies = people[:400].copy()
+    for row in copies:
+        on, off = np.flatnonzero(row), np.flatnonzero(row == 0)
+        k = int(rng.integers(55, 100))
+        row[rng.choice(on, k, replace=False)] = 0
+        row[rng.choice(off, k, replace=False)] = 1
+    clks = np.packbits(np.vstack([people, copies]), axis=1)
+    monkeypatch.setattr(dedup, "AUTO_MIN_GAIN", 0.0)
+    free = dedup_records(clks, 0.7, auto_threshold=True)
+    assert free.quality is not None
+    monkeypatch.setattr(dedup, "AUTO_MIN_GAIN", 1.0)
+    held = dedup_records(clks, 0.7, auto_threshold=True)
+    assert held.threshold == 0.7
+    fixed = dedup_records(clks, 0.7)
+    assert fixed.quality is not None
+    assert free.threshold != 0.7 and free.quality.est_f1 > fixed.quality.est_f1
+
+
+def test_a_guarded_key_supports_nothing_in_a_group_that_holds_two_people() -> None:
+    """A parent and child of one name at one address share a names-and-address
+    key; the child's copy with its date lost shares it too. Guarded by the
+    birth year and birthday, the key supports nothing where two of its records
+    differ on both, and supports the copy where nobody conflicts (a mistyped
+    year alone keeps the birthday)."""
+    # Records 0 and 1 score 0.6 (under the 0.7 threshold, over the 0.55 floor).
+    clks = _clks((0, 100), (40, 140), (500, 600))
+    key = bytes(range(16))
+    year = [bytes([1] * 16), None, bytes([2] * 16)]
+    birthday = [bytes([3] * 16), None, bytes([4] * 16)]
+    specs = tuple(_SUPPORT[k] for k in ("supnamesaddr", "supfirstyear", "supfirstday"))
+
+    def labels(years: list[bytes | None], birthdays: list[bytes | None], n: int = 3) -> list[int]:
+        support = [[key] * n, years[:n], birthdays[:n]]
+        result = dedup_records(clks[:n], 0.7, support=support, support_specs=specs)
+        return result.labels.tolist()
+
+    copy_alone = labels(year, birthday, n=2)
+    assert copy_alone[0] == copy_alone[1]
+    with_parent = labels(year, birthday)
+    assert len(set(with_parent)) == 3  # 0 and 2 differ in year and birthday
+    mistyped_year = labels(year, [birthday[0], None, birthday[0]])
+    assert mistyped_year[0] == mistyped_year[1]
+    # A guard level supports nothing itself: records 0 and 1 sharing only a
+    # guard value stay apart.
+    guard_only = dedup_records(
+        clks[:2], 0.7, support=[[None, None], [key, key], [None, None]], support_specs=specs
+    )
+    assert guard_only.clusters == 2
+    with pytest.raises(ValueError, match="one spec per level"):
+        dedup_records(clks, 0.7, support=[[key] * 3], support_specs=specs)
+    with pytest.raises(ValueError, match="needs its guard"):
+        dedup_records(clks, 0.7, support=[[key] * 3], support_specs=specs[:1])

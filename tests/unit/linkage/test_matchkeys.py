@@ -328,10 +328,62 @@ def test_match_keys_are_precise_on_synthetic_data(
 
 
 def test_every_component_is_used_or_documented() -> None:
-    from headcount.linkage.matchkeys import EXTRA_MATCH_KEYS
+    from headcount.linkage.matchkeys import EXTRA_MATCH_KEYS, SUPPORT_KEYS
 
-    used = {c for spec in (*DEFAULT_MATCH_KEYS, *EXTRA_MATCH_KEYS) for c in spec.components}
+    specs = (*DEFAULT_MATCH_KEYS, *EXTRA_MATCH_KEYS, *SUPPORT_KEYS)
+    used = {c for spec in specs for c in spec.components}
     assert used == set(COMPONENTS)
+
+
+def test_the_birthday_survives_a_mistyped_year_and_a_transposition() -> None:
+    day_month = COMPONENTS["birth_day_month"]
+    year = COMPONENTS["birth_year"]
+    a = Identity("ann", "lee", "1961-02-24", "", "")
+    b = Identity("ann", "lee", "1962-02-24", "", "")  # the year mistyped
+    c = Identity("ann", "lee", "", "", "", birth_partial="0000-02-24")  # year unreadable
+    assert day_month(a) == day_month(b) == day_month(c) == "02-24"
+    assert year(a) != year(b) and year(c) == ""
+    assert day_month(Identity("ann", "lee", "1961-03-04", "", "")) == day_month(
+        Identity("ann", "lee", "1961-04-03", "", "")
+    )
+    assert day_month(Identity("ann", "lee", "", "", "", birth_partial="1961-00-24")) == ""
+
+
+def test_supporting_keys_and_their_guards_follow_the_fields_held() -> None:
+    from headcount.linkage.matchkeys import (
+        REQUIRED_GUARDS,
+        SUPPORT_GUARDS,
+        SUPPORT_KEYS,
+        derive_support_keys,
+        support_guards,
+    )
+
+    every = {"first_name", "last_name", "date_of_birth", "address", "locality"}
+    every |= {"postcode", "reference"}
+    specs = derive_support_keys(every)
+    names = [s.name for s in specs]
+    assert names == [s.name for s in SUPPORT_KEYS]  # in their order, guards included
+    guards = support_guards(specs)
+    assert {names[k]: tuple(names[g] for g in v) for k, v in guards.items()} == SUPPORT_GUARDS
+    # A guard pairs a component its key fixes with what must not disagree.
+    by_name = {s.name: s for s in SUPPORT_KEYS}
+    for key, levels in SUPPORT_GUARDS.items():
+        for level in levels:
+            guard, fixed = set(by_name[level].components), set(by_name[key].components)
+            assert len(guard & fixed) == 1 and len(guard - fixed) == 1, (key, level)
+    # Without dates of birth the names-and-place keys go with their guards;
+    # without reference numbers the chance-prone keys keep working unguarded.
+    no_dates = [s.name for s in derive_support_keys(every - {"date_of_birth"})]
+    assert not {"supnamesaddr", "supfirstaddr"} & set(no_dates)
+    assert not set(no_dates) & {g for v in SUPPORT_GUARDS.values() for g in v}
+    no_refs = derive_support_keys(every - {"reference"})
+    assert {"supnamesyear", "supfirstdob", "supnamesaddr"} <= {s.name for s in no_refs}
+    assert all(
+        {no_refs[g].name for g in levels} <= REQUIRED_GUARDS
+        for levels in support_guards(no_refs).values()
+    )
+    with pytest.raises(ValueError, match="needs its guard"):
+        support_guards([by_name["supnamesaddr"]])
 
 
 def test_the_hierarchy_is_derived_from_the_fields_the_data_holds() -> None:

@@ -672,9 +672,10 @@ def test_dedup_estimate_against_the_truth_of_the_pairs_written(
     hierarchy = derive_match_keys(schema.match_keys, present, EXTRA_MATCH_KEYS)
     clks = encode_clks(read.identities, SECRET, with_present_fields(schema.clk, present))
     keys = match_keys(read.identities, SECRET, hierarchy)
-    support = match_keys(read.identities, SECRET, derive_support_keys(present))
+    supporting = derive_support_keys(present)
+    support = match_keys(read.identities, SECRET, supporting)
     threshold = DEFAULT_LINKAGE_SCHEMA.threshold
-    result = dedup_records(clks, threshold, keys=keys, support=support)
+    result = dedup_records(clks, threshold, keys=keys, support=support, support_specs=supporting)
     with (tmp_path / "dups_truth.csv").open(newline="", encoding="utf-8") as fh:
         person = {row["record_id"]: row["person_id"] for row in csv.DictReader(fh)}
     truth = _same_person_pairs([person[r] for r in read.record_ids])
