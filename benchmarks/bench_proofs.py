@@ -75,7 +75,7 @@ def main() -> None:
     proven: dict[str, list[bytes]] = {}
     for name, lay, plain in (
         ("indicator {0,1}", indicator, bits),
-        ("fill {0}", fill, [0] * count),
+        ("a lone {0}", fill, [0] * count),
         ("grouped count, 6 categories", grouped, grouped_plain),
     ):
         prover = provers[lay]
