@@ -163,6 +163,12 @@ class ProofLayout:
         )
 
 
+# Bases (each with a table of up to 8 MiB) kept per process: a node uses its
+# own key and its peers'; more would only grow with every key ever seen.
+_CACHED_BASES = 16
+_CACHE_LOCK = threading.Lock()
+
+
 class _Base:
     """The public base h of one key and its fixed-base table for 528-bit exponents."""
 
@@ -184,10 +190,15 @@ class _Base:
 
     @classmethod
     def of(cls, n: int) -> _Base:
-        base = cls._cache.get(n)
-        if base is None:
-            base = cls._cache[n] = cls(n)
-        return base
+        """The base of key n, from a small cache (most recently used last)."""
+        with _CACHE_LOCK:
+            base = cls._cache.pop(n, None)
+            if base is None:
+                base = cls(n)
+                while len(cls._cache) >= _CACHED_BASES:
+                    del cls._cache[next(iter(cls._cache))]  # the least recently used
+            cls._cache[n] = base
+            return base
 
     def power(self, exponent: int) -> Mpz:
         return self.table.power(exponent.to_bytes(self.windows, "little"))

@@ -199,3 +199,13 @@ def test_a_streamed_batch_catches_one_bad_proof_among_many(
         verifier.add(scaled[i : i + 7])
     with pytest.raises(InvalidProof, match="does not verify"):
         verifier.finish()
+
+
+def test_the_base_cache_keeps_only_the_most_recent_keys() -> None:
+    """A node that sees a new key every ceremony must not keep every table."""
+    keys = [paillier.generate_keypair(512)[0] for _ in range(proofs._CACHED_BASES + 3)]
+    for key in keys:
+        proofs._Base.of(key.n)
+    cached = set(proofs._Base._cache)
+    assert len(cached) <= proofs._CACHED_BASES
+    assert keys[-1].n in cached and keys[0].n not in cached
