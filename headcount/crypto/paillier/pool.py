@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_all_start_methods, get_context
@@ -186,16 +187,12 @@ class RandomiserPool:
 
     def wait_full(self, timeout_s: float | None = None) -> bool:
         """Block until ``capacity`` randomisers are ready; False on timeout or stop."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while len(self._ready) < self._capacity:
-                if self._stopping:
-                    return False
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+        return wait_until(
+            self._cond,
+            lambda: len(self._ready) >= self._capacity,
+            lambda: self._stopping,
+            timeout_s,
+        )
 
     def stop(self, timeout_s: float | None = 10.0) -> None:
         """Stop the refill thread and drop every ready randomiser."""
@@ -292,6 +289,26 @@ def _refill_run(params: _Params, count: int) -> tuple[list[int], float]:
         enc = _REFILL_SOURCES[params] = RandomiserSource(*params)
     out = enc.randomisers(count)
     return out, time.process_time() - cpu
+
+
+def wait_until(
+    cond: threading.Condition,
+    done: Callable[[], bool],
+    stopping: Callable[[], bool],
+    timeout_s: float | None,
+) -> bool:
+    """Wait on ``cond`` until ``done()``; False if ``stopping()`` or on timeout.
+    Both are read under ``cond``, which their writers notify."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with cond:
+        while not done():
+            if stopping():
+                return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            cond.wait(left)
+        return True
 
 
 def _check_capacity(pub: PublicKey, capacity: int) -> int:

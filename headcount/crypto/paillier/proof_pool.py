@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from headcount.crypto.paillier.keys import PublicKey
-from headcount.crypto.paillier.pool import _lower_thread_priority, _refill_executor
+from headcount.crypto.paillier.pool import _lower_thread_priority, _refill_executor, wait_until
 from headcount.crypto.paillier.proofs import BETA_BITS, Pair, draw_pairs
 from headcount.crypto.paillier.randomisers import SHORT_EXPONENT_BITS
 from headcount.errors import InvalidRequest
@@ -96,16 +96,13 @@ class ProofPool:
         return out
 
     def wait_full(self, timeout_s: float | None = None) -> bool:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while any(len(self._ready[b]) < w for b, w in self._want.items()):
-                if self._stopping:
-                    return False
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+        """Block until every pair the pool holds is ready; False on timeout or stop."""
+        return wait_until(
+            self._cond,
+            lambda: all(len(self._ready[b]) >= w for b, w in self._want.items()),
+            lambda: self._stopping,
+            timeout_s,
+        )
 
     def stop(self, timeout_s: float | None = 10.0) -> None:
         with self._cond:
